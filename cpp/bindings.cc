@@ -1,0 +1,192 @@
+// sandbox_exec._core: the pybind11 module.
+//
+// Supervisor side (used by the backend): CellRunner, CellOutcome, SandboxError.
+// Worker side (used by the worker bootstrap inside the sandbox): WorkerChannel.
+// Every blocking call releases the GIL; events reach Python in batches, one GIL
+// acquisition per batch.
+#include <pybind11/functional.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <mutex>
+
+#include "cell_runner.h"
+#include "channel.h"
+#include "logging.h"
+#include "sys_error.h"
+
+namespace py = pybind11;
+using namespace sandbox_exec;
+
+namespace {
+
+std::string_view bytes_view(const py::bytes& b) {
+  char* data = nullptr;
+  Py_ssize_t size = 0;
+  if (PyBytes_AsStringAndSize(b.ptr(), &data, &size) != 0) throw py::error_already_set();
+  return {data, static_cast<std::size_t>(size)};
+}
+
+// The worker's end, with a lock so the main thread and the fd-capture thread never
+// interleave the frames of two messages.
+class PyWorkerChannel {
+ public:
+  explicit PyWorkerChannel(std::tuple<int, int, int, int> fds)
+      : channel_(WorkerFds{std::get<0>(fds), std::get<1>(fds), std::get<2>(fds), std::get<3>(fds)}) {}
+
+  py::object receive(int timeout_ms) {
+    FrameHeader header{};
+    std::string payload;
+    bool got;
+    {
+      py::gil_scoped_release release;
+      got = channel_.receive(header, payload, timeout_ms);
+    }
+    if (!got) return py::none();
+    return py::make_tuple(header.type, header.flags, py::bytes(payload));
+  }
+
+  void send(uint16_t type, const py::bytes& payload) {
+    const std::string_view view = bytes_view(payload);
+    bool signalled = false;
+    {
+      py::gil_scoped_release release;
+      std::lock_guard lock(send_lock_);
+      channel_.send(static_cast<FrameType>(type), view, [&] {
+        py::gil_scoped_acquire acquire;
+        if (PyErr_CheckSignals() != 0) {
+          signalled = true;
+          throw py::error_already_set();
+        }
+      });
+    }
+    (void)signalled;
+  }
+
+ private:
+  WorkerChannel channel_;
+  std::mutex send_lock_;
+};
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "sandbox_exec's C++ core: supervisor, launcher protocol and shared-memory rings";
+
+  // Created once per interpreter; a borrowed pointer kept alive by the module attribute.
+  static PyObject* sandbox_error =
+      PyErr_NewExceptionWithDoc("sandbox_exec._core.SandboxError",
+                                "The sandbox itself could not be provided.", PyExc_RuntimeError,
+                                nullptr);
+  m.attr("SandboxError") = py::handle(sandbox_error);
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const SandboxError& e) {
+      py::object err = py::handle(sandbox_error)(py::str(e.what()));
+      err.attr("layer") = e.layer();
+      err.attr("call") = e.call();
+      err.attr("errno") = e.error_number();
+      PyErr_SetObject(sandbox_error, err.ptr());
+    } catch (const ConfigError& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    } catch (const ProtocolViolation& e) {
+      PyErr_SetString(sandbox_error, (std::string("protocol violation: ") + e.what()).c_str());
+    }
+  });
+
+  m.attr("PROTOCOL_VERSION") = kProtocolVersion;
+  py::module_ frame = m.def_submodule("frame", "frame type numbers (frame.h)");
+  frame.attr("EXECUTE") = static_cast<int>(FrameType::kExecute);
+  frame.attr("SHUTDOWN") = static_cast<int>(FrameType::kShutdown);
+  frame.attr("READY") = static_cast<int>(FrameType::kReady);
+  frame.attr("STDOUT") = static_cast<int>(FrameType::kStdout);
+  frame.attr("STDERR") = static_cast<int>(FrameType::kStderr);
+  frame.attr("MESSAGE") = static_cast<int>(FrameType::kMessage);
+  frame.attr("CELL_DONE") = static_cast<int>(FrameType::kCellDone);
+  m.attr("WORKER_FDS") = py::make_tuple(launcher_fd::kRegion, launcher_fd::kRequestBell,
+                                        launcher_fd::kEventBell, launcher_fd::kSpaceBell);
+
+  m.def("set_log_level", &log::set_level, py::arg("level"),
+        "Supervisor log level: trace, debug, info, warn, error or off.");
+
+  py::class_<CellOutcome>(m, "CellOutcome")
+      .def_property_readonly("end",
+                             [](const CellOutcome& o) {
+                               switch (o.end) {
+                                 case CellEnd::kDone: return "done";
+                                 case CellEnd::kTimeout: return "timeout";
+                                 case CellEnd::kCrashed: return "crashed";
+                                 case CellEnd::kViolation: return "violation";
+                               }
+                               return "?";
+                             })
+      .def_property_readonly("done_payload",
+                             [](const CellOutcome& o) { return py::bytes(o.done_payload); })
+      .def_readonly("reason", &CellOutcome::reason)
+      .def_readonly("deadline_hit", &CellOutcome::deadline_hit)
+      .def_readonly("duration_s", &CellOutcome::duration_s)
+      .def_readonly("cpu_s", &CellOutcome::cpu_s)
+      .def_readonly("peak_rss_bytes", &CellOutcome::peak_rss_bytes)
+      .def_readonly("output_bytes", &CellOutcome::output_bytes)
+      .def_readonly("dropped_output_bytes", &CellOutcome::dropped_output_bytes);
+
+  py::class_<CellRunner>(m, "CellRunner")
+      .def(py::init([](std::string launcher, std::vector<std::string> argv,
+                       std::vector<std::string> env, std::string workdir,
+                       std::optional<uint64_t> cpu_seconds, std::optional<uint64_t> file_bytes,
+                       std::optional<uint64_t> open_files, std::optional<uint64_t> address_space,
+                       uint64_t request_capacity, uint64_t event_capacity, double start_timeout_s) {
+             SpawnSpec spec;
+             spec.launcher = std::move(launcher);
+             spec.argv = std::move(argv);
+             spec.env = std::move(env);
+             spec.workdir = std::move(workdir);
+             spec.limits.cpu_seconds = cpu_seconds;
+             spec.limits.file_bytes = file_bytes;
+             spec.limits.open_files = open_files;
+             spec.limits.address_space = address_space;
+             py::gil_scoped_release release;
+             return std::make_unique<CellRunner>(spec, ChannelGeometry{request_capacity, event_capacity},
+                                                 start_timeout_s);
+           }),
+           py::kw_only(), py::arg("launcher"), py::arg("argv"), py::arg("env"), py::arg("workdir"),
+           py::arg("cpu_seconds") = py::none(), py::arg("file_bytes") = py::none(),
+           py::arg("open_files") = py::none(), py::arg("address_space") = py::none(),
+           py::arg("request_capacity") = 1u << 20, py::arg("event_capacity") = 4u << 20,
+           py::arg("start_timeout_s") = 30.0,
+           "Spawns the launcher and the worker; returns once the worker reported ready.")
+      .def_property_readonly("ready_payload",
+                             [](const CellRunner& r) { return py::bytes(r.ready_payload()); })
+      .def_property_readonly("worker_pid", &CellRunner::worker_pid)
+      .def_property_readonly("launcher_pid", &CellRunner::launcher_pid)
+      .def(
+          "run_cell",
+          [](CellRunner& r, const py::bytes& request, double timeout_s, double grace_s,
+             uint64_t max_output_bytes, uint64_t max_message_bytes, const py::function& sink) {
+            CellLimits limits{timeout_s, grace_s, max_output_bytes, max_message_bytes};
+            const std::string req(bytes_view(request));
+            EventSink cpp_sink = [&sink](EventBatch& batch) -> bool {
+              py::gil_scoped_acquire acquire;
+              py::list events(batch.size());
+              for (std::size_t i = 0; i < batch.size(); ++i)
+                events[i] = py::make_tuple(batch[i].type, py::bytes(batch[i].payload));
+              return sink(events).cast<bool>();
+            };
+            py::gil_scoped_release release;
+            return r.run_cell(req, limits, cpp_sink);
+          },
+          py::arg("request"), py::arg("timeout_s"), py::arg("grace_s"),
+          py::arg("max_output_bytes"), py::arg("max_message_bytes"), py::arg("sink"))
+      .def("interrupt", &CellRunner::interrupt, py::call_guard<py::gil_scoped_release>())
+      .def("terminate", &CellRunner::terminate, py::call_guard<py::gil_scoped_release>())
+      .def("alive", &CellRunner::alive, py::call_guard<py::gil_scoped_release>())
+      .def("exit_description", &CellRunner::exit_description);
+
+  py::class_<PyWorkerChannel>(m, "WorkerChannel")
+      .def(py::init<std::tuple<int, int, int, int>>(), py::arg("fds"))
+      .def("receive", &PyWorkerChannel::receive, py::arg("timeout_ms") = -1,
+           "Next request as (type, flags, payload), or None on timeout or a signal.")
+      .def("send", &PyWorkerChannel::send, py::arg("type"), py::arg("payload"),
+           "Sends one whole message (split into frames as needed).");
+}

@@ -1,0 +1,235 @@
+#include "cell_runner.h"
+
+#include <poll.h>
+
+#include "logging.h"
+#include "sys_error.h"
+
+namespace sandbox_exec {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+
+Clock::time_point after(Clock::time_point t, double seconds) {
+  return t + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+}
+
+int ms_until(Clock::time_point deadline) {
+  const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  return left < 0 ? 0 : static_cast<int>(std::min<long long>(left, 1 << 30));
+}
+
+// Cuts `text` to at most `limit` bytes without splitting a UTF-8 sequence.
+std::size_t utf8_prefix(const std::string& text, std::size_t limit) {
+  if (limit >= text.size()) return text.size();
+  std::size_t cut = limit;
+  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
+  return cut;
+}
+}  // namespace
+
+CellRunner::CellRunner(const SpawnSpec& spec, ChannelGeometry geometry, double start_timeout_s)
+    : channel_(std::make_unique<SupervisorChannel>(geometry)) {
+  const auto start_ms = std::chrono::milliseconds(static_cast<long long>(start_timeout_s * 1000));
+  process_ = std::make_unique<WorkerProcess>(spec, *channel_, start_ms);
+  FrameHeader header{};
+  const auto deadline = after(Clock::now(), start_timeout_s);
+  MessageAssembler assembler(1 << 16);
+  for (;;) {
+    std::string payload;
+    const auto wait = channel_->next_frame(header, payload, ms_until(deadline), process_->pidfd());
+    if (wait == SupervisorChannel::Wait::kFrame) {
+      if (header.type != static_cast<uint16_t>(FrameType::kReady)) {
+        terminate();
+        throw SandboxError("worker", "startup handshake", 0,
+                           "the worker sent frame type " + std::to_string(header.type) +
+                               " before kReady");
+      }
+      if (assembler.feed(header, payload.data(), payload.size()) ==
+          MessageAssembler::Result::kIncomplete)
+        continue;
+      ready_ = assembler.message();
+      return;
+    }
+    if (wait == SupervisorChannel::Wait::kPeerExited) {
+      process_->terminate();
+      throw SandboxError("worker", "interpreter start", 0,
+                         "the worker " + process_->exit_info().describe() +
+                             " before it was ready (is sandbox_exec importable by " +
+                             spec.argv.front() + "?)");
+    }
+    if (Clock::now() >= deadline) {
+      terminate();
+      throw SandboxError("worker", "interpreter start", ETIMEDOUT,
+                         "the worker was not ready within " + std::to_string(start_timeout_s) +
+                             " s");
+    }
+  }
+}
+
+CellRunner::~CellRunner() { terminate(); }
+
+void CellRunner::interrupt() noexcept {
+  std::lock_guard lock(lifecycle_);
+  if (!dead_) process_->interrupt();
+}
+
+void CellRunner::terminate() noexcept {
+  std::lock_guard lock(lifecycle_);
+  process_->terminate();
+  dead_ = true;
+}
+
+void CellRunner::end_session() noexcept { terminate(); }
+
+bool CellRunner::alive() noexcept {
+  std::lock_guard lock(lifecycle_);
+  if (dead_) return false;
+  if (process_->reap()) dead_ = true;
+  return !dead_;
+}
+
+std::string CellRunner::exit_description() {
+  std::lock_guard lock(lifecycle_);
+  return process_->exit_info().describe();
+}
+
+CellOutcome CellRunner::run_cell(const std::string& request, const CellLimits& limits,
+                                 const EventSink& sink) {
+  CellOutcome out;
+  const auto start = Clock::now();
+  auto finish = [&](CellEnd end, std::string reason = {}) {
+    out.end = end;
+    out.reason = std::move(reason);
+    out.duration_s = std::chrono::duration<double>(Clock::now() - start).count();
+    return out;
+  };
+  if (!alive()) return finish(CellEnd::kCrashed, "the session's worker is not running");
+
+  const bool has_deadline = limits.timeout_s > 0;
+  auto deadline = has_deadline ? after(start, limits.timeout_s) : Clock::time_point::max();
+  const Usage before = process_->usage();
+  process_->reset_peak_rss();
+
+  EventBatch batch;
+  auto flush = [&] {
+    if (!batch.empty()) {
+      const bool valid = sink(batch);
+      batch.clear();
+      if (!valid) throw ProtocolViolation("the worker sent a malformed output message");
+    }
+  };
+  MessageAssembler assembler(limits.max_message_bytes);
+  bool interrupted = false;
+  FrameHeader header{};
+  std::string payload;
+
+  // Accepts one frame; returns true when it was the cell's kCellDone.
+  auto accept = [&](const FrameHeader& h, std::string& p) -> bool {
+    const uint16_t type = h.type;
+    if (!is_event_type(type) || type == static_cast<uint16_t>(FrameType::kReady))
+      throw ProtocolViolation("unexpected event frame type " + std::to_string(type));
+    if (is_stream_type(type)) {
+      if (assembler.in_progress())
+        throw ProtocolViolation("stream frame inside a continued message");
+      const uint64_t room = limits.max_output_bytes - std::min(limits.max_output_bytes, out.output_bytes);
+      const std::size_t keep = utf8_prefix(p, room);
+      out.dropped_output_bytes += p.size() - keep;
+      if (keep) {
+        p.resize(keep);
+        out.output_bytes += keep;
+        batch.push_back({type, std::move(p)});
+      }
+      return false;
+    }
+    const auto r = assembler.feed(h, p.data(), p.size());
+    if (r == MessageAssembler::Result::kIncomplete) return false;
+    if (r == MessageAssembler::Result::kTooLarge) {
+      out.dropped_output_bytes += assembler.dropped_bytes();
+      return false;
+    }
+    if (type == static_cast<uint16_t>(FrameType::kCellDone)) {
+      out.done_payload = assembler.message();
+      return true;
+    }
+    const std::string& message = assembler.message();
+    if (out.output_bytes + message.size() > limits.max_output_bytes) {
+      out.dropped_output_bytes += message.size();
+      return false;
+    }
+    out.output_bytes += message.size();
+    batch.push_back({type, message});
+    return false;
+  };
+
+  try {
+    if (!channel_->send(FrameType::kExecute, request, deadline, process_->pidfd())) {
+      if (!alive()) return finish(CellEnd::kCrashed, "the worker " + exit_description());
+      end_session();
+      return finish(CellEnd::kTimeout, "the worker did not accept the cell before the deadline");
+    }
+    for (;;) {
+      // Drain what is there, then deliver it in one batch.
+      bool done = false;
+      while (!done && batch.size() < 256 && channel_->poll_frame(header, payload))
+        done = accept(header, payload);
+      if (done) {
+        flush();
+        break;
+      }
+      if (!batch.empty()) {
+        flush();
+        continue;
+      }
+      const int wait_ms = has_deadline ? ms_until(deadline) : 1000;
+      const auto wait = channel_->next_frame(header, payload, wait_ms, process_->pidfd());
+      if (wait == SupervisorChannel::Wait::kFrame) {
+        if (accept(header, payload)) {
+          flush();
+          break;
+        }
+        continue;
+      }
+      if (wait == SupervisorChannel::Wait::kPeerExited) {
+        // Deliver what the worker managed to publish before it died.
+        while (channel_->poll_frame(header, payload)) {
+          if (accept(header, payload)) break;
+        }
+        flush();
+        std::lock_guard lock(lifecycle_);
+        process_->terminate(std::chrono::milliseconds(2000));
+        dead_ = true;
+        if (interrupted && out.deadline_hit)
+          return finish(CellEnd::kTimeout, "the worker " + process_->exit_info().describe() +
+                                               " after the deadline");
+        return finish(CellEnd::kCrashed, "the worker " + process_->exit_info().describe());
+      }
+      if (has_deadline && Clock::now() >= deadline) {
+        if (!interrupted) {
+          interrupted = true;
+          out.deadline_hit = true;
+          interrupt();
+          deadline = after(Clock::now(), limits.interrupt_grace_s);
+        } else {
+          end_session();
+          return finish(CellEnd::kTimeout,
+                        "the cell ignored the interrupt for " +
+                            std::to_string(limits.interrupt_grace_s) + " s; the session was killed");
+        }
+      }
+    }
+  } catch (const ProtocolViolation& e) {
+    log::warn("session of worker {}: protocol violation: {}", process_->worker_pid(), e.what());
+    batch.clear();
+    end_session();
+    return finish(CellEnd::kViolation, std::string("protocol violation: ") + e.what());
+  }
+  const Usage after_usage = process_->usage();
+  if (after_usage.valid && before.valid) {
+    out.cpu_s = after_usage.cpu_seconds - before.cpu_seconds;
+    out.peak_rss_bytes = after_usage.peak_rss_bytes;
+  }
+  return finish(CellEnd::kDone);
+}
+
+}  // namespace sandbox_exec

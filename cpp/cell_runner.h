@@ -1,0 +1,92 @@
+// CellRunner: one session's worker as the supervisor drives it, cell by cell.
+//
+// Owns the session's channel and WorkerProcess. run_cell() sends one execute request and
+// follows the event ring until the worker reports the cell done, enforcing on the way:
+//   * the wall-clock deadline: SIGINT (KeyboardInterrupt in the cell), then after the grace
+//     period the whole session is killed;
+//   * the per-cell output cap: output past it is dropped and counted, never buffered;
+//   * the protocol: any malformed frame ends this session as "protocol violation".
+// Crashes are seen at once through the launcher's pidfd polled beside the doorbell.
+//
+// Thread model: one thread runs a cell at a time (the Python Session serialises); interrupt()
+// and terminate() may be called from any thread meanwhile. Events are delivered to the
+// callback in batches, so the binding takes the GIL once per batch, not per frame.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "channel.h"
+#include "spawn_spec.h"
+#include "worker_process.h"
+
+namespace sandbox_exec {
+
+struct CellLimits {
+  double timeout_s = 0;          // <= 0: no deadline
+  double interrupt_grace_s = 2;  // after SIGINT, before the session is killed
+  uint64_t max_output_bytes = 64ull << 20;
+  uint64_t max_message_bytes = 64ull << 20;  // one display/result message, reassembled
+};
+
+enum class CellEnd {
+  kDone,        // the worker reported the cell done (done_payload holds its report)
+  kTimeout,     // the deadline passed and the session had to be killed
+  kCrashed,     // the worker died
+  kViolation,   // the worker broke the protocol; the session was ended
+};
+
+struct CellOutcome {
+  CellEnd end = CellEnd::kDone;
+  std::string done_payload;
+  std::string reason;
+  bool deadline_hit = false;  // SIGINT was sent because of the deadline
+  double duration_s = 0;
+  std::optional<double> cpu_s;
+  std::optional<uint64_t> peak_rss_bytes;
+  uint64_t output_bytes = 0;
+  uint64_t dropped_output_bytes = 0;
+};
+
+struct Event {
+  uint16_t type;
+  std::string payload;
+};
+using EventBatch = std::vector<Event>;
+// Returns false when an event was malformed (the Python layer validates message contents);
+// the session then ends as a protocol violation.
+using EventSink = std::function<bool(EventBatch&)>;
+
+class CellRunner {
+ public:
+  CellRunner(const SpawnSpec& spec, ChannelGeometry geometry, double start_timeout_s);
+  ~CellRunner();
+
+  // The worker's kReady payload.
+  [[nodiscard]] const std::string& ready_payload() const noexcept { return ready_; }
+  [[nodiscard]] pid_t worker_pid() const noexcept { return process_->worker_pid(); }
+  [[nodiscard]] pid_t launcher_pid() const noexcept { return process_->launcher_pid(); }
+
+  CellOutcome run_cell(const std::string& request, const CellLimits& limits, const EventSink& sink);
+
+  void interrupt() noexcept;
+  void terminate() noexcept;
+  [[nodiscard]] bool alive() noexcept;
+  [[nodiscard]] std::string exit_description();
+
+ private:
+  void end_session() noexcept;
+  std::unique_ptr<SupervisorChannel> channel_;
+  std::unique_ptr<WorkerProcess> process_;
+  std::mutex lifecycle_;  // guards process_ reaping/termination across threads
+  std::string ready_;
+  std::atomic<bool> dead_{false};
+};
+
+}  // namespace sandbox_exec

@@ -1,0 +1,135 @@
+// Channel: one session's shared-memory region (header + request ring + event ring) and the
+// three doorbells, seen from either end.
+//
+//   offset 0     RegionHeader   magic, version, capacities, offsets (written once by the
+//                               supervisor; the worker reads it once at attach)
+//   offset 256   RingControl    request ring (supervisor -> worker)
+//   offset 512   RingControl    event ring   (worker -> supervisor)
+//   offset 4096  request data, then event data (power-of-two capacities)
+//
+// The supervisor never reads the header back: it keeps the geometry it chose. The worker
+// validates the header before trusting any of it.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "doorbell.h"
+#include "frame.h"
+#include "ring.h"
+#include "shared_region.h"
+
+namespace sandbox_exec {
+
+inline constexpr uint64_t kRegionMagic = 0x3143455845424453ULL;  // "SDBEXEC1"
+inline constexpr uint32_t kProtocolVersion = 1;
+
+struct RegionHeader {
+  uint64_t magic;
+  uint32_t version;
+  uint32_t header_bytes;
+  uint64_t request_capacity;
+  uint64_t event_capacity;
+  uint64_t request_offset;
+  uint64_t event_offset;
+};
+
+struct ChannelGeometry {
+  uint64_t request_capacity = 1u << 20;
+  uint64_t event_capacity = 4u << 20;
+};
+
+// The descriptors the worker inherits, in the order the launcher passes them on.
+struct WorkerFds {
+  int region, request_bell, event_bell, space_bell;
+};
+
+class SupervisorChannel {
+ public:
+  enum class Wait { kFrame, kTimeout, kPeerExited };
+
+  explicit SupervisorChannel(ChannelGeometry geometry = {});
+
+  // Sends one whole message, split into frames as needed. Waits for room while the worker
+  // drains, until `deadline`; false if the deadline passed first. Throws ProtocolViolation
+  // if the worker corrupted the request ring's head.
+  [[nodiscard]] bool send(FrameType type, std::string_view payload,
+                          std::chrono::steady_clock::time_point deadline, int peer_fd);
+  // Next event frame, waiting up to `timeout_ms` or until `peer_fd` (a pidfd) is readable.
+  [[nodiscard]] Wait next_frame(FrameHeader& header, std::string& payload, int timeout_ms,
+                                int peer_fd);
+  // Non-blocking: a frame if one is published (used to drain after the worker exits).
+  [[nodiscard]] bool poll_frame(FrameHeader& header, std::string& payload);
+
+  // The descriptors to hand to the worker (owned by this channel until spawn closes them).
+  [[nodiscard]] WorkerFds worker_fds() const noexcept;
+  // After the spawn: the worker holds its ends now; close ours.
+  void release_worker_ends() noexcept;
+  [[nodiscard]] const ChannelGeometry& geometry() const noexcept { return geometry_; }
+
+ private:
+  ChannelGeometry geometry_;
+  SharedRegion region_;
+  RingWriter requests_;
+  RingReader events_;
+  DoorbellPair request_bell_, event_bell_, space_bell_;
+  int spin_iterations_ = 2000;
+};
+
+class WorkerChannel {
+ public:
+  // Maps the inherited region and checks its header; throws SandboxError on a bad header.
+  explicit WorkerChannel(WorkerFds fds);
+
+  // Sends one whole message, waiting for room as long as it takes. `check_signal` is called
+  // when a wait is interrupted by a signal before the first frame of the message went out
+  // (so a KeyboardInterrupt can surface in a print()); once a message has started it is
+  // always finished, so the supervisor never sees half a message.
+  template <typename CheckSignal>
+  void send(FrameType type, std::string_view payload, CheckSignal&& check_signal);
+  // Next request frame: true with a frame, false on timeout or EINTR (caller checks signals).
+  [[nodiscard]] bool receive(FrameHeader& header, std::string& payload, int timeout_ms);
+
+ private:
+  void wait_for_space(bool may_check_signal, auto&& check_signal);
+  SharedRegion region_;
+  RingReader requests_;
+  RingWriter events_;
+  DoorbellReceiver request_bell_;
+  DoorbellSender event_bell_;
+  DoorbellReceiver space_bell_;
+};
+
+// ---- template implementation -------------------------------------------------------------
+
+void WorkerChannel::wait_for_space(bool may_check_signal, auto&& check_signal) {
+  events_.set_waiting_for_space(true);
+  if (event_bell_.fd() >= 0) event_bell_.ring();  // make sure the supervisor is draining
+  const auto wake = space_bell_.wait(100);
+  events_.set_waiting_for_space(false);
+  space_bell_.drain();
+  if (wake == DoorbellReceiver::Wake::kInterrupted && may_check_signal) check_signal();
+}
+
+template <typename CheckSignal>
+void WorkerChannel::send(FrameType type, std::string_view payload, CheckSignal&& check_signal) {
+  const auto max = events_.max_payload();
+  std::size_t offset = 0;
+  bool started = false;
+  do {
+    const std::size_t chunk = std::min<std::size_t>(max, payload.size() - offset);
+    const bool last = offset + chunk == payload.size();
+    const auto* bytes = reinterpret_cast<const std::byte*>(payload.data() + offset);
+    while (!events_.try_write(static_cast<uint16_t>(type), last ? 0 : kFlagMore,
+                              {bytes, chunk})) {
+      wait_for_space(!started, check_signal);
+    }
+    started = true;
+    offset += chunk;
+  } while (offset < payload.size());
+  if (events_.consumer_waiting()) event_bell_.ring();
+}
+
+}  // namespace sandbox_exec

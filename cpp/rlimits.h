@@ -1,0 +1,22 @@
+// rlimits: per-process resource limits applied to the worker before execve.
+//
+// The kernel enforces these on the worker process itself: RLIMIT_CPU (SIGXCPU/SIGKILL past
+// the CPU budget), RLIMIT_FSIZE (EFBIG/SIGXFSZ past the size of one file), RLIMIT_NOFILE,
+// RLIMIT_AS (the fallback memory cap where no cgroup is delegated), RLIMIT_CORE 0 (a
+// crashing cell must not write a core image of its memory to disk). Async-signal-safe.
+#pragma once
+
+#include "launcher_protocol.h"
+#include "spawn_spec.h"
+
+namespace sandbox_exec::rlimits {
+
+struct Failure {
+  LaunchStep step = LaunchStep::kNone;
+  int error = 0;
+};
+
+// Applies `limits`; on failure returns the step and errno (the first that failed).
+[[nodiscard]] Failure apply(const ResourceLimits& limits) noexcept;
+
+}  // namespace sandbox_exec::rlimits

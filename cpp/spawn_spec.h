@@ -1,0 +1,51 @@
+// SpawnSpec: everything the launcher needs to start one worker, and its command-line form.
+//
+// Kept apart from the policy (Python's Policy decides *what*) and from the result (what
+// happened), as sandbox2 keeps PolicyBuilder, Executor/Limits and Result apart. The
+// supervisor turns a SpawnSpec into the launcher's argv; the launcher parses it back with
+// the same code, so the format lives in this one file.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace sandbox_exec {
+
+struct ResourceLimits {
+  std::optional<uint64_t> cpu_seconds;       // RLIMIT_CPU (per interpreter)
+  std::optional<uint64_t> file_bytes;        // RLIMIT_FSIZE
+  std::optional<uint64_t> open_files;        // RLIMIT_NOFILE
+  std::optional<uint64_t> address_space;     // RLIMIT_AS (the fallback memory cap)
+  bool core_dumps = false;                   // RLIMIT_CORE 0 unless true
+};
+
+struct SpawnSpec {
+  std::string launcher;               // path of sandbox_exec_launcher
+  std::vector<std::string> argv;      // the worker's argv; argv[0] is the program to exec
+  std::vector<std::string> env;       // the worker's whole environment, "KEY=value"
+  std::string workdir;                // the worker's current directory
+  ResourceLimits limits;
+};
+
+// Descriptor numbers in the launcher (and, for the ring's, in the worker), fixed by
+// convention so the launcher can close every other descriptor without being told.
+namespace launcher_fd {
+inline constexpr int kReport = 3;    // launcher -> supervisor: LauncherReport records
+inline constexpr int kLifeline = 4;  // supervisor holds the write end; EOF = supervisor gone
+inline constexpr int kRegion = 5;    // the worker's four channel descriptors
+inline constexpr int kRequestBell = 6;
+inline constexpr int kEventBell = 7;
+inline constexpr int kSpaceBell = 8;
+inline constexpr int kExecReport = 9;  // launcher-internal: the child's step failure, CLOEXEC
+inline constexpr int kFirstFree = 10;
+}  // namespace launcher_fd
+
+// argv for the launcher: [launcher, options..., "--", worker argv...]. The environment
+// travels as the launcher's own envp.
+std::vector<std::string> launcher_argv(const SpawnSpec& spec);
+// Parses launcher_argv's output (env is not in argv). Throws ConfigError on a bad command line.
+SpawnSpec parse_launcher_argv(int argc, const char* const* argv);
+
+}  // namespace sandbox_exec

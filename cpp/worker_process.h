@@ -1,0 +1,77 @@
+// WorkerProcess: the supervisor's handle on one session's processes.
+//
+// It posix_spawn()s the launcher (never fork() of the multi-threaded backend: glibc's
+// posix_spawn uses CLONE_VFORK and runs no user-space code in the child but the file
+// actions), hands it the channel's descriptors at fixed numbers, waits for the launcher's
+// kStarted report (or turns kSetupFailed into a SandboxError naming the step and errno), and
+// then watches the launcher through a pidfd: pollable next to the ring's doorbell and immune
+// to pid reuse when signalling.
+//
+//   interrupt()  SIGINT, forwarded by the launcher to the worker (KeyboardInterrupt)
+//   terminate()  close the lifeline + SIGTERM: the launcher kills every descendant; SIGKILL
+//                to the launcher if it does not exit within the grace period
+//   reap()       non-blocking: has it exited, and with what worker status
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <optional>
+#include <string>
+
+#include "channel.h"
+#include "spawn_spec.h"
+#include "unique_fd.h"
+
+namespace sandbox_exec {
+
+struct ExitInfo {
+  // The worker's wait status as the launcher reported it; nullopt when the launcher died
+  // without reporting (it was killed).
+  std::optional<int> wait_status;
+  // "killed by signal 11 (SIGSEGV)", "exited with status 3", ...
+  std::string describe() const;
+};
+
+struct Usage {
+  double cpu_seconds = 0;       // user + system time of the worker process
+  uint64_t peak_rss_bytes = 0;  // VmHWM of the worker process
+  bool valid = false;
+};
+
+class WorkerProcess {
+ public:
+  WorkerProcess(const SpawnSpec& spec, SupervisorChannel& channel,
+                std::chrono::milliseconds start_timeout);
+  ~WorkerProcess();
+  WorkerProcess(const WorkerProcess&) = delete;
+  WorkerProcess& operator=(const WorkerProcess&) = delete;
+
+  [[nodiscard]] int pidfd() const noexcept { return pidfd_.get(); }
+  [[nodiscard]] pid_t worker_pid() const noexcept { return worker_pid_; }
+  [[nodiscard]] pid_t launcher_pid() const noexcept { return launcher_pid_; }
+
+  void interrupt() const noexcept;
+  // Ends every process of the session; blocks up to `grace` for an orderly exit.
+  void terminate(std::chrono::milliseconds grace = std::chrono::milliseconds(1000)) noexcept;
+  // True once the launcher has exited (reaps it); exit_info() is then final.
+  [[nodiscard]] bool reap() noexcept;
+  [[nodiscard]] bool exited() const noexcept { return exited_; }
+  [[nodiscard]] const ExitInfo& exit_info() const noexcept { return exit_info_; }
+
+  // Reads the worker's CPU time and peak RSS from /proc; resets the peak when asked.
+  [[nodiscard]] Usage usage() const noexcept;
+  void reset_peak_rss() const noexcept;
+
+ private:
+  void read_reports() noexcept;
+  pid_t launcher_pid_ = -1;
+  pid_t worker_pid_ = -1;
+  UniqueFd pidfd_;
+  UniqueFd report_;    // read end; the launcher writes LauncherReport records
+  UniqueFd lifeline_;  // write end; closing it tells the launcher to end the session
+  bool exited_ = false;
+  ExitInfo exit_info_;
+};
+
+}  // namespace sandbox_exec

@@ -1,0 +1,152 @@
+"""Running one cell: compile, execute, the last expression's result, tracebacks.
+
+Follows IPython's rules (``ast_node_interactivity = "last_expr"``): only a final top-level
+expression statement produces an ``execute_result``; ``None`` shows nothing; a trailing
+``;`` suppresses it. Top-level ``await`` works as in IPython. Tracebacks show the user's
+cell frames (as ``Cell In[N]``) and none of the worker's.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import builtins
+import inspect
+import io
+import linecache
+import sys
+import tokenize
+import traceback
+import types
+from typing import Any, Callable
+
+from .display import format_bundle
+
+_ALLOW_AWAIT = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+_THIS_FILE = __file__
+
+
+def cell_filename(execution_count: int) -> str:
+    return f"Cell In[{execution_count}]"
+
+
+def ends_with_semicolon(code: str) -> bool:
+    """True when the last meaningful token of the cell is ';' (IPython's suppression rule)."""
+    last = None
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(code).readline):
+            if tok.type not in (tokenize.NEWLINE, tokenize.NL, tokenize.COMMENT, tokenize.ENDMARKER,
+                                tokenize.INDENT, tokenize.DEDENT):
+                last = tok
+    except (tokenize.TokenError, SyntaxError, IndentationError):
+        return False
+    return last is not None and last.type == tokenize.OP and last.string == ";"
+
+
+def _user_frames(tb: types.TracebackType | None) -> types.TracebackType | None:
+    """Drops the worker's own frames (and asyncio's, for top-level await) from the front of
+    a traceback: it starts at the first frame of a cell."""
+    first = tb
+    while tb is not None and not tb.tb_frame.f_code.co_filename.startswith("Cell In["):
+        tb = tb.tb_next
+    if tb is not None:
+        return tb
+    while first is not None and first.tb_frame.f_code.co_filename == _THIS_FILE:
+        first = first.tb_next
+    return first
+
+
+def error_content(exc: BaseException) -> dict[str, Any]:
+    tb = _user_frames(exc.__traceback__)
+    te = traceback.TracebackException(type(exc), exc, tb, compact=True)
+    lines = [chunk.rstrip("\n") for chunk in te.format()]
+    return {"ename": type(exc).__name__, "evalue": str(exc), "traceback": lines}
+
+
+class Executor:
+    """Owns the session's namespace and runs cells in it."""
+
+    def __init__(self, publish: Callable[[dict[str, Any]], None]) -> None:
+        self._publish = publish
+        self.module = types.ModuleType("__main__")
+        self.module.__dict__["__builtins__"] = builtins
+        sys.modules["__main__"] = self.module
+        self.namespace = self.module.__dict__
+        self.namespace.update({"In": [""], "Out": {}, "_": None, "__": None, "___": None,
+                               "_i": "", "_ii": "", "_iii": ""})
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.execution_count = 0
+        sys.displayhook = self._displayhook
+
+    # --- results -----------------------------------------------------------------------
+    def _displayhook(self, value: Any) -> None:
+        if value is None:
+            return
+        ns = self.namespace
+        builtins._ = value  # type: ignore[attr-defined]
+        ns["___"], ns["__"], ns["_"] = ns.get("__"), ns.get("_"), value
+        ns[f"_{self.execution_count}"] = value
+        ns["Out"][self.execution_count] = value
+        data, metadata = format_bundle(value)
+        self._publish({"output_type": "execute_result", "execution_count": self.execution_count,
+                       "data": data, "metadata": metadata})
+
+    # --- running -----------------------------------------------------------------------
+    def _record_input(self, code: str) -> None:
+        ns = self.namespace
+        ns["In"].append(code)
+        ns["_iii"], ns["_ii"], ns["_i"] = ns["_ii"], ns["_i"], code
+        ns[f"_i{self.execution_count}"] = code
+
+    def _compile(self, code: str, filename: str) -> list[types.CodeType]:
+        tree = ast.parse(code, filename, "exec", type_comments=False)
+        body = tree.body
+        codes: list[types.CodeType] = []
+        if body and isinstance(body[-1], ast.Expr) and not ends_with_semicolon(code):
+            head, last = body[:-1], body[-1]
+            if head:
+                codes.append(compile(ast.Module(head, []), filename, "exec", _ALLOW_AWAIT))
+            codes.append(compile(ast.Interactive([last]), filename, "single", _ALLOW_AWAIT))
+        elif body:
+            codes.append(compile(tree, filename, "exec", _ALLOW_AWAIT))
+        return codes
+
+    def _run_code(self, code_obj: types.CodeType) -> None:
+        if code_obj.co_flags & inspect.CO_COROUTINE:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+            self._loop.run_until_complete(eval(code_obj, self.namespace))
+        else:
+            exec(code_obj, self.namespace)
+
+    def run_cell(self, code: str, execution_count: int, user_code: "UserCodeGuard") -> dict[str, Any] | None:
+        """Runs one cell; returns the error content if it raised, else None."""
+        self.execution_count = execution_count
+        self._record_input(code)
+        filename = cell_filename(execution_count)
+        linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+        try:
+            codes = self._compile(code, filename)
+        except (SyntaxError, ValueError, OverflowError, MemoryError, RecursionError) as exc:
+            return error_content(exc)
+        try:
+            with user_code:
+                for code_obj in codes:
+                    self._run_code(code_obj)
+        except BaseException as exc:  # everything the cell raises is the cell's result
+            return error_content(exc)
+        return None
+
+
+class UserCodeGuard:
+    """Marks the span where SIGINT may raise KeyboardInterrupt (the user's code)."""
+
+    def __init__(self) -> None:
+        self.active = False
+
+    def __enter__(self) -> "UserCodeGuard":
+        self.active = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.active = False

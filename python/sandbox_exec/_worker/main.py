@@ -1,0 +1,86 @@
+"""The worker's main loop: attach, report ready, run each requested cell, report it done."""
+
+from __future__ import annotations
+
+import builtins
+import os
+import signal
+import sys
+from typing import Any
+
+from .channel import FRAME, Channel
+from .display import Publisher
+from .execute import Executor, UserCodeGuard, error_content
+from .streams import CellStream, FdCapture
+
+
+def _no_input(prompt: object = "") -> str:
+    raise RuntimeError(
+        "input() is not available: sandbox_exec cells run without standard input "
+        "(as a notebook executed by nbclient with stdin disabled)")
+
+
+class Worker:
+    def __init__(self) -> None:
+        self.channel = Channel()
+        self.user_code = UserCodeGuard()
+        self.publisher = Publisher(self.channel.send_message)
+        self.executor = Executor(self.channel.send_message)
+        self.fd_capture = FdCapture(self.channel.send_stream)
+        sys.stdout = CellStream("stdout", self.channel.send_stream, 1)
+        sys.stderr = CellStream("stderr", self.channel.send_stream, 2)
+        sys.stdin = open(os.devnull)  # noqa: SIM115 - lives as long as the worker
+        builtins.input = _no_input
+        builtins.display = self.publisher.display  # type: ignore[attr-defined]
+        signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        # KeyboardInterrupt only inside the user's code: outside it, an interrupt that
+        # arrives late must not break the worker's own bookkeeping.
+        if self.user_code.active:
+            raise KeyboardInterrupt
+
+    def execute(self, request: dict[str, Any]) -> None:
+        code = request.get("code")
+        count = request.get("execution_count")
+        if not isinstance(code, str) or not isinstance(count, int):
+            self.channel.send_json(FRAME.CELL_DONE, {"status": "error", "execution_count": count,
+                                                     "error": {"ename": "ProtocolError", "evalue": "bad request",
+                                                               "traceback": []}})
+            return
+        error = self.executor.run_cell(code, count, self.user_code)
+        if error is not None:
+            self.channel.send_message({"output_type": "error", **error})
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except Exception:  # the cell may have replaced them with anything
+            pass
+        self.fd_capture.sync()
+        self.channel.send_json(FRAME.CELL_DONE, {"status": "error" if error else "ok",
+                                                 "execution_count": count, "error": error})
+
+    def serve(self) -> None:
+        self.channel.send_json(FRAME.READY, {"pid": os.getpid(), "python": sys.version.split()[0]})
+        while True:
+            try:
+                request = self.channel.receive()
+            except KeyboardInterrupt:
+                continue
+            if request is None:
+                continue
+            frame_type, body = request
+            if frame_type == FRAME.EXECUTE:
+                self.execute(body)
+            elif frame_type == FRAME.SHUTDOWN:
+                return
+
+
+def main() -> None:
+    try:
+        worker = Worker()
+    except BaseException as exc:  # nothing to report to yet: the launcher sees the exit
+        print(f"sandbox_exec worker failed to start: {error_content(exc)}", file=sys.__stderr__)
+        os._exit(70)
+    worker.serve()
+    os._exit(0)

@@ -1,0 +1,368 @@
+"""Sandbox and Session: the public API of spec/api.md, over the C++ core.
+
+A ``Sandbox`` is one supervisor with a root directory for session workdirs. A ``Session``
+is one named interpreter (one notebook): its own worker process, namespace and workdir.
+``run()`` at module level is the drop-in for ``exec(code, notebook_globals[id])``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import functools
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import threading
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+from . import _core
+from ._outputs import OutputCollector, parse_cell_done, MalformedMessage
+from .errors import PolicyError, PreludeError, SandboxError, SessionClosedError
+from .policy import Policy
+from .result import Result
+
+OnOutput = Callable[[dict[str, Any]], None]
+
+# One message (a display or result) may be at most this large after reassembly, whatever
+# the per-cell cap: the supervisor never holds more than this for one message.
+MAX_MESSAGE_BYTES = 64 << 20
+
+
+def launcher_path() -> str:
+    """The launcher program installed beside the _core module."""
+    override = os.environ.get("SANDBOX_EXEC_LAUNCHER")
+    path = Path(override) if override else Path(_core.__file__).with_name("sandbox_exec_launcher")
+    if not os.access(path, os.X_OK):
+        raise SandboxError(f"spawn: the launcher {path} is missing or not executable; "
+                           "hint: reinstall sandbox_exec (pip install .)")
+    return str(path)
+
+
+def _dir_name(name: str) -> str:
+    """A directory name for a session name: readable when safe, unique always."""
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
+        return name
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)[:40].lstrip(".") + "-" + digest
+
+
+def _worker_env(policy: Policy, workdir: str) -> list[str]:
+    env = {
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]),
+        "HOME": workdir,
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "MPLBACKEND": "Agg",  # never a GUI backend inside the sandbox
+        "PAGER": "cat",
+        "TERM": "dumb",
+    }
+    env.update(policy.env)
+    return [f"{k}={v}" for k, v in env.items()]
+
+
+class Session:
+    """One notebook's interpreter. Create through Sandbox.session()."""
+
+    def __init__(self, sandbox: "Sandbox", name: str, policy: Policy, prelude: str | None,
+                 workdir: Path) -> None:
+        self._sandbox = sandbox
+        self.name = name
+        self.policy = policy
+        self.prelude = prelude
+        self._workdir = workdir
+        self._lock = threading.RLock()       # one cell at a time
+        self._runner: Any = None             # _core.CellRunner while started
+        self._runner_lock = threading.Lock()  # guards _runner for interrupt()/close()
+        self._count = 0
+        self._closed = False
+
+    # --- properties ---------------------------------------------------------------------
+    @property
+    def workdir(self) -> Path:
+        """The cell's current and only writable directory; kept across cells and restarts."""
+        return self._workdir
+
+    @property
+    def execution_count(self) -> int:
+        return self._count
+
+    @property
+    def alive(self) -> bool:
+        runner = self._runner
+        return runner is not None and runner.alive()
+
+    @property
+    def worker_pid(self) -> int | None:
+        runner = self._runner
+        return runner.worker_pid if runner is not None else None
+
+    def __repr__(self) -> str:
+        return f"<Session {self.name!r} count={self._count} {'closed' if self._closed else 'open'}>"
+
+    # --- lifecycle -----------------------------------------------------------------------
+    def _start(self) -> None:
+        problems = self.policy.unenforceable()
+        if problems:
+            raise PolicyError("the policy asks for protections this build cannot enforce: " + "; ".join(problems))
+        self._workdir.mkdir(parents=True, exist_ok=True)
+        p = self.policy
+        runner = _core.CellRunner(
+            launcher=launcher_path(),
+            argv=[sys.executable, "-I", "-m", "sandbox_exec._worker"],
+            env=_worker_env(p, str(self._workdir)),
+            workdir=str(self._workdir),
+            cpu_seconds=None if p.cpu_s is None else max(1, int(p.cpu_s + 0.999)),
+            file_bytes=p.max_file_bytes,
+            open_files=p.max_open_files,
+            address_space=p.memory_bytes,
+            start_timeout_s=p.start_timeout_s,
+        )
+        with self._runner_lock:
+            self._runner = runner
+        self._count = 0
+        if self.prelude:
+            result = self._execute(self.prelude, 0, self.policy.timeout_s, None)
+            if result.status != "ok":
+                self._stop()
+                detail = "\n".join(result.error["traceback"]) if result.error else (result.reason or "")
+                raise PreludeError(f"the prelude of session {self.name!r} ended with status "
+                                   f"{result.status!r}:\n{detail}")
+
+    def _stop(self) -> None:
+        with self._runner_lock:
+            runner, self._runner = self._runner, None
+        if runner is not None:
+            runner.terminate()
+
+    def _ensure_started(self) -> bool:
+        """Starts the interpreter if it is not running; True when that was a restart."""
+        if self._closed:
+            raise SessionClosedError(f"session {self.name!r} is closed")
+        if self._runner is not None and self._runner.alive():
+            return False
+        had_runner = self._runner is not None
+        self._stop()
+        self._start()
+        return had_runner
+
+    def restart(self) -> None:
+        """A fresh interpreter, same name and workdir; the namespace is gone."""
+        with self._lock:
+            if self._closed:
+                raise SessionClosedError(f"session {self.name!r} is closed")
+            self._stop()
+            self._start()
+
+    def interrupt(self) -> None:
+        """KeyboardInterrupt in the running cell; the namespace is kept."""
+        with self._runner_lock:
+            if self._runner is not None:
+                self._runner.interrupt()
+
+    def close(self) -> None:
+        """Ends the interpreter and every process it started."""
+        self._closed = True
+        self._stop()
+        with self._lock:  # wait for a running cell to see the end
+            pass
+        self._sandbox._forget(self)
+
+    # --- running --------------------------------------------------------------------------
+    def run(self, code: str, *, timeout: float | None = None, on_output: OnOutput | None = None) -> Result:
+        """Runs one cell. Never raises for what the cell does; see Result.status."""
+        if not isinstance(code, str):
+            raise TypeError(f"code must be str, not {type(code).__name__}")
+        if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        with self._lock:
+            restarted = self._ensure_started()
+            self._count += 1
+            result = self._execute(code, self._count, timeout if timeout is not None else self.policy.timeout_s,
+                                   on_output)
+            result.session_restarted = restarted
+            return result
+
+    async def run_async(self, code: str, *, timeout: float | None = None,
+                        on_output: OnOutput | None = None) -> Result:
+        """run() without blocking the event loop; on_output is called on the loop's thread."""
+        loop = asyncio.get_running_loop()
+        callback = None
+        if on_output is not None:
+            callback = lambda event: loop.call_soon_threadsafe(on_output, event)  # noqa: E731
+        future = loop.run_in_executor(None, functools.partial(self.run, code, timeout=timeout, on_output=callback))
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            self.interrupt()
+            raise
+
+    def _execute(self, code: str, count: int, timeout: float | None, on_output: OnOutput | None) -> Result:
+        runner = self._runner
+        collector = OutputCollector(on_output)
+        request = json.dumps({"code": code, "execution_count": count}).encode("ascii")
+        cap = self.policy.max_output_bytes
+        outcome = runner.run_cell(request, timeout or 0.0, self.policy.interrupt_grace_s, cap,
+                                  min(cap, MAX_MESSAGE_BYTES), collector.feed)
+        status: str
+        error: dict[str, Any] | None = None
+        reason: str | None = outcome.reason or None
+        if outcome.end == "done":
+            try:
+                done = parse_cell_done(outcome.done_payload)
+            except MalformedMessage as e:
+                runner.terminate()
+                done = None
+                status, reason = "crashed", f"protocol violation: {e}"
+            if done is not None:
+                error = done["error"]
+                if outcome.deadline_hit:
+                    status = "timeout"
+                    reason = f"the cell ran past its {timeout:g} s deadline and was interrupted"
+                elif done["status"] == "ok":
+                    status = "ok"
+                elif error and error["ename"] == "KeyboardInterrupt":
+                    status = "interrupted"
+                elif error and error["ename"] == "MemoryError" and self.policy.memory_bytes:
+                    status = "memory"
+                else:
+                    status = "error"
+        elif outcome.end == "timeout":
+            status = "timeout"
+        elif outcome.end == "violation":
+            status = "crashed"
+            if collector.violation:
+                reason = f"protocol violation: {collector.violation}"
+        else:
+            status = "crashed"
+        if outcome.dropped_output_bytes:
+            collector.add_marker(f"\n[sandbox_exec: output truncated: {outcome.dropped_output_bytes} bytes "
+                                 f"past the per-cell limit of {cap} bytes were dropped]\n")
+        if status in ("crashed", "timeout") and error is None:
+            ename = "CellTimeout" if status == "timeout" else "WorkerCrashed"
+            error = {"ename": ename, "evalue": reason or status, "traceback": [f"{ename}: {reason or status}"]}
+            collector._message({"output_type": "error", **error})
+        result = Result(
+            status=status,  # type: ignore[arg-type]
+            outputs=collector.outputs,
+            error=error,
+            stdout="".join(collector.stdout),
+            stderr="".join(collector.stderr),
+            execution_count=count,
+            duration_s=outcome.duration_s,
+            cpu_s=outcome.cpu_s,
+            peak_memory_bytes=outcome.peak_rss_bytes,
+            display_ids=dict(collector.display_ids),
+            display_updates=collector.display_updates,
+            reason=reason if status not in ("ok", "error") else None,
+            truncated_bytes=outcome.dropped_output_bytes,
+        )
+        if collector.callback_error is not None:
+            raise collector.callback_error
+        return result
+
+
+class Sandbox:
+    """One supervisor: starts, runs and ends sessions. Thread-safe; a context manager."""
+
+    def __init__(self, policy: Policy | None = None, *, root: str | os.PathLike[str] | None = None) -> None:
+        if policy is not None and not isinstance(policy, Policy):
+            raise TypeError("policy must be a sandbox_exec.Policy")
+        self.policy = policy or Policy()
+        self._own_root = root is None
+        self.root = Path(tempfile.mkdtemp(prefix="sandbox_exec-")) if root is None else Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._sessions: dict[str, Session] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def session(self, name: str, *, policy: Policy | None = None, prelude: str | None = None) -> Session:
+        """Gets the named session, creating and starting it if needed."""
+        if not isinstance(name, str) or not name:
+            raise ValueError("a session name must be a non-empty string")
+        with self._lock:
+            if self._closed:
+                raise SessionClosedError("this Sandbox is closed")
+            s = self._sessions.get(name)
+            if s is not None:
+                if (policy is not None and policy != s.policy) or (prelude is not None and prelude != s.prelude):
+                    raise ValueError(f"session {name!r} exists with another policy or prelude; "
+                                     "close it first to change them")
+            else:
+                s = Session(self, name, policy or self.policy, prelude, self.root / _dir_name(name))
+                self._sessions[name] = s
+        try:
+            with s._lock:
+                if s._runner is None and not s._closed:
+                    s._start()
+        except BaseException:
+            with self._lock:
+                if self._sessions.get(name) is s:
+                    del self._sessions[name]
+            raise
+        return s
+
+    def sessions(self) -> list[Session]:
+        with self._lock:
+            return list(self._sessions.values())
+
+    def _forget(self, session: Session) -> None:
+        with self._lock:
+            if self._sessions.get(session.name) is session:
+                del self._sessions[session.name]
+
+    def run_once(self, code: str, *, policy: Policy | None = None, timeout: float | None = None,
+                 on_output: OnOutput | None = None) -> Result:
+        """A fresh interpreter for one cell; nothing survives it (its workdir included)."""
+        name = f"ephemeral-{uuid.uuid4().hex}"
+        s = self.session(name, policy=policy)
+        try:
+            return s.run(code, timeout=timeout, on_output=on_output)
+        finally:
+            s.close()
+            shutil.rmtree(s.workdir, ignore_errors=True)
+
+    def close(self) -> None:
+        """Ends every session this Sandbox started."""
+        with self._lock:
+            self._closed = True
+            sessions = list(self._sessions.values())
+        for s in sessions:
+            s.close()
+        if self._own_root:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+_default: Sandbox | None = None
+_default_lock = threading.Lock()
+
+
+def _default_sandbox() -> Sandbox:
+    global _default
+    with _default_lock:
+        if _default is None or _default._closed:
+            _default = Sandbox()
+            atexit.register(_default.close)
+        return _default
+
+
+def run(code: str, *, session: str | None = None, policy: Policy | None = None, timeout: float | None = None,
+        on_output: OnOutput | None = None) -> Result:
+    """The drop-in for ``exec(code, notebook_globals[session])``; see spec/api.md."""
+    box = _default_sandbox()
+    if session is None:
+        return box.run_once(code, policy=policy, timeout=timeout, on_output=on_output)
+    return box.session(session, policy=policy).run(code, timeout=timeout, on_output=on_output)
