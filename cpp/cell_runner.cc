@@ -108,7 +108,7 @@ CellOutcome CellRunner::run_cell(const std::string& request, const CellLimits& l
 
   const bool has_deadline = limits.timeout_s > 0;
   auto deadline = has_deadline ? after(start, limits.timeout_s) : Clock::time_point::max();
-  const Usage before = process_->usage();
+  const Usage before = process_->usage(false);
   process_->reset_peak_rss();
 
   EventBatch batch;

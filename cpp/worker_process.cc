@@ -11,7 +11,6 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <vector>
 
 #include "launcher_protocol.h"
@@ -170,6 +169,7 @@ WorkerProcess::WorkerProcess(const SpawnSpec& spec, SupervisorChannel& channel,
     throw SandboxError("spawn", "launcher start report", 0, "unexpected report from the launcher");
   }
   worker_pid_ = r.value;
+  open_stats();
   log::debug("spawned launcher {} worker {}", launcher_pid_, worker_pid_);
 }
 
@@ -213,33 +213,48 @@ void WorkerProcess::read_reports() noexcept {
   }
 }
 
-Usage WorkerProcess::usage() const noexcept {
+void WorkerProcess::open_stats() noexcept {
+  auto open_proc = [this](const char* name, int flags) {
+    char path[64];
+    std::snprintf(path, sizeof path, "/proc/%d/%s", worker_pid_, name);
+    return UniqueFd(::open(path, flags | O_CLOEXEC));
+  };
+  stat_fd_ = open_proc("stat", O_RDONLY);
+  status_fd_ = open_proc("status", O_RDONLY);
+  clear_refs_fd_ = open_proc("clear_refs", O_WRONLY);
+}
+
+namespace {
+// Reads a whole small /proc file through a kept descriptor.
+std::size_t read_proc(int fd, char* buffer, std::size_t size) {
+  if (fd < 0) return 0;
+  const ssize_t n = ::pread(fd, buffer, size - 1, 0);
+  if (n <= 0) return 0;
+  buffer[n] = '\0';
+  return static_cast<std::size_t>(n);
+}
+}  // namespace
+
+Usage WorkerProcess::usage(bool with_peak) const noexcept {
   Usage u;
   if (exited_ || worker_pid_ <= 0) return u;
-  char path[64];
-  std::snprintf(path, sizeof path, "/proc/%d/stat", worker_pid_);
-  std::ifstream stat(path);
-  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  char text[4096];
+  if (read_proc(stat_fd_.get(), text, sizeof text) == 0) return u;
   // Fields after the command name, which is in parentheses and may contain anything.
-  const auto close = text.rfind(')');
-  if (close == std::string::npos) return u;
+  const char* close = std::strrchr(text, ')');
+  if (close == nullptr) return u;
   unsigned long long utime = 0, stime = 0;
   int ppid = 0;
-  if (std::sscanf(text.c_str() + close + 1,
-                  " %*c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ppid, &utime,
+  if (std::sscanf(close + 1, " %*c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ppid, &utime,
                   &stime) != 3 ||
       ppid != launcher_pid_)
-    return u;  // not our worker (pid reused, or the claim was false)
-  const double ticks = static_cast<double>(::sysconf(_SC_CLK_TCK));
+    return u;  // not our worker (the launcher's claim was false)
+  static const double ticks = static_cast<double>(::sysconf(_SC_CLK_TCK));
   u.cpu_seconds = static_cast<double>(utime + stime) / ticks;
-  std::snprintf(path, sizeof path, "/proc/%d/status", worker_pid_);
-  std::ifstream status(path);
-  std::string line;
-  while (std::getline(status, line)) {
-    unsigned long long kb = 0;
-    if (std::sscanf(line.c_str(), "VmHWM: %llu kB", &kb) == 1) {
-      u.peak_rss_bytes = kb * 1024;
-      break;
+  if (with_peak && read_proc(status_fd_.get(), text, sizeof text) != 0) {
+    if (const char* hwm = std::strstr(text, "\nVmHWM:")) {
+      unsigned long long kb = 0;
+      if (std::sscanf(hwm, "\nVmHWM: %llu kB", &kb) == 1) u.peak_rss_bytes = kb * 1024;
     }
   }
   u.valid = true;
@@ -247,14 +262,9 @@ Usage WorkerProcess::usage() const noexcept {
 }
 
 void WorkerProcess::reset_peak_rss() const noexcept {
-  if (exited_ || worker_pid_ <= 0) return;
-  char path[64];
-  std::snprintf(path, sizeof path, "/proc/%d/clear_refs", worker_pid_);
   // "5" resets the peak RSS (VmHWM) to the current RSS: Documentation/filesystems/proc.rst.
-  const int fd = ::open(path, O_WRONLY | O_CLOEXEC);
-  if (fd >= 0) {
-    [[maybe_unused]] ssize_t n = ::write(fd, "5", 1);
-    ::close(fd);
+  if (!exited_ && clear_refs_fd_) {
+    [[maybe_unused]] ssize_t n = ::pwrite(clear_refs_fd_.get(), "5", 1, 0);
   }
 }
 

@@ -60,11 +60,12 @@ class WorkerProcess {
   [[nodiscard]] const ExitInfo& exit_info() const noexcept { return exit_info_; }
 
   // Reads the worker's CPU time and peak RSS from /proc; resets the peak when asked.
-  [[nodiscard]] Usage usage() const noexcept;
+  [[nodiscard]] Usage usage(bool with_peak = true) const noexcept;
   void reset_peak_rss() const noexcept;
 
  private:
   void read_reports() noexcept;
+  void open_stats() noexcept;
   pid_t launcher_pid_ = -1;
   pid_t worker_pid_ = -1;
   UniqueFd pidfd_;
@@ -72,6 +73,10 @@ class WorkerProcess {
   UniqueFd lifeline_;  // write end; closing it tells the launcher to end the session
   bool exited_ = false;
   ExitInfo exit_info_;
+  // /proc/<worker>/{stat,status,clear_refs}, opened once: a cell's usage is then a few
+  // pread()s instead of open/parse/close, and the descriptors keep naming this very process
+  // even if its pid is reused after it exits.
+  UniqueFd stat_fd_, status_fd_, clear_refs_fd_;
 };
 
 }  // namespace sandbox_exec

@@ -112,7 +112,14 @@ class Session:
         problems = self.policy.unenforceable()
         if problems:
             raise PolicyError("the policy asks for protections this build cannot enforce: " + "; ".join(problems))
-        self._workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._workdir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            import errno as errno_names
+
+            name = errno_names.errorcode.get(e.errno or 0, "E?")
+            raise SandboxError(f"workdir: mkdir({str(self._workdir)!r}) failed: {name} ({e.errno}, {e.strerror}); "
+                               "hint: the Sandbox root must be a writable directory") from e
         p = self.policy
         runner = _core.CellRunner(
             launcher=launcher_path(),

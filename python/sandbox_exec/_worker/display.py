@@ -64,6 +64,8 @@ def _encode(mime: str, value: Any) -> Any:
 
 
 def format_bundle(obj: Any, include: Any = None, exclude: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    if type(obj) in _SIMPLE_TYPES and include is None and exclude is None:
+        return {"text/plain": repr(obj)}, {}  # no _repr_*_ methods on these
     data: dict[str, Any] = {}
     metadata: dict[str, Any] = {}
 

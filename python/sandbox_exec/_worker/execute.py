@@ -32,6 +32,8 @@ def cell_filename(execution_count: int) -> str:
 
 def ends_with_semicolon(code: str) -> bool:
     """True when the last meaningful token of the cell is ';' (IPython's suppression rule)."""
+    if ";" not in code:
+        return False
     last = None
     try:
         for tok in tokenize.generate_tokens(io.StringIO(code).readline):
@@ -56,8 +58,10 @@ def _user_frames(tb: types.TracebackType | None) -> types.TracebackType | None:
     return first
 
 
-def error_content(exc: BaseException) -> dict[str, Any]:
-    tb = _user_frames(exc.__traceback__)
+def error_content(exc: BaseException, *, compiling: bool = False) -> dict[str, Any]:
+    # A cell that does not compile has no frames of its own: show only where it is wrong,
+    # as IPython does, not the compiler's call.
+    tb = None if compiling else _user_frames(exc.__traceback__)
     te = traceback.TracebackException(type(exc), exc, tb, compact=True)
     lines = [chunk.rstrip("\n") for chunk in te.format()]
     return {"ename": type(exc).__name__, "evalue": str(exc), "traceback": lines}
@@ -128,7 +132,7 @@ class Executor:
         try:
             codes = self._compile(code, filename)
         except (SyntaxError, ValueError, OverflowError, MemoryError, RecursionError) as exc:
-            return error_content(exc)
+            return error_content(exc, compiling=True)
         try:
             with user_code:
                 for code_obj in codes:

@@ -11,7 +11,7 @@ from typing import Any
 from .channel import FRAME, Channel
 from .display import Publisher
 from .execute import Executor, UserCodeGuard, error_content
-from .streams import CellStream, FdCapture
+from .streams import CellStream, FdCapture, StreamBuffer
 
 
 def _no_input(prompt: object = "") -> str:
@@ -24,15 +24,27 @@ class Worker:
     def __init__(self) -> None:
         self.channel = Channel()
         self.user_code = UserCodeGuard()
-        self.publisher = Publisher(self.channel.send_message)
-        self.executor = Executor(self.channel.send_message)
-        self.fd_capture = FdCapture(self.channel.send_stream)
-        sys.stdout = CellStream("stdout", self.channel.send_stream, 1)
-        sys.stderr = CellStream("stderr", self.channel.send_stream, 2)
+        self.streams = StreamBuffer(self.channel.send_stream)
+        self.publisher = Publisher(self._send_message)
+        self.executor = Executor(self._send_message)
+        self.fd_capture = FdCapture(self.channel.send_stream, self.streams)
+        sys.stdout = CellStream("stdout", self._send_python_stream, 1, self.streams.flush)
+        sys.stderr = CellStream("stderr", self._send_python_stream, 2, self.streams.flush)
         sys.stdin = open(os.devnull)  # noqa: SIM115 - lives as long as the worker
         builtins.input = _no_input
         builtins.display = self.publisher.display  # type: ignore[attr-defined]
         signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _send_python_stream(self, name: str, text: str) -> None:
+        # What C code or a subprocess wrote to fds 1/2 before this write goes out first, so
+        # the two kinds of output keep the order in which they were produced.
+        if self.fd_capture.has_pending():
+            self.fd_capture.sync()
+        self.streams.write(name, text)
+
+    def _send_message(self, message: dict[str, Any]) -> None:
+        self.streams.flush()  # text written before a display goes out before it
+        self.channel.send_message(message)
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
         # KeyboardInterrupt only inside the user's code: outside it, an interrupt that
@@ -49,14 +61,15 @@ class Worker:
                                                                "traceback": []}})
             return
         error = self.executor.run_cell(code, count, self.user_code)
-        if error is not None:
-            self.channel.send_message({"output_type": "error", **error})
         try:
             sys.stdout.flush()
             sys.stderr.flush()
         except Exception:  # the cell may have replaced them with anything
             pass
         self.fd_capture.sync()
+        self.streams.flush()
+        if error is not None:
+            self.channel.send_message({"output_type": "error", **error})
         self.channel.send_json(FRAME.CELL_DONE, {"status": "error" if error else "ok",
                                                  "execution_count": count, "error": error})
 

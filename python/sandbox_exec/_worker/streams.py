@@ -24,11 +24,12 @@ Send = Callable[[str, str], None]
 class CellStream(io.TextIOBase):
     """sys.stdout / sys.stderr inside the sandbox."""
 
-    def __init__(self, name: str, send: Send, fd: int) -> None:
+    def __init__(self, name: str, send: Send, fd: int, flush: Callable[[], None]) -> None:
         super().__init__()
         self._name = name
         self._send = send
         self._fd = fd
+        self._flush = flush
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -59,7 +60,61 @@ class CellStream(io.TextIOBase):
         return len(text)
 
     def flush(self) -> None:
-        pass
+        self._flush()
+
+
+class StreamBuffer:
+    """Coalesces Python-level writes into whole lines before they go out.
+
+    print() writes its text and its end separately; sending each would make two events of
+    one line. A write that completes a line (or passes 64 KiB) goes out at once with what
+    was pending; a partial line waits at most ``max_age`` seconds (the fd-capture thread
+    calls flush_if_stale), and any other output flushes it first, so order is kept.
+    """
+
+    def __init__(self, send: Send, max_age: float = 0.05, max_bytes: int = 1 << 16) -> None:
+        self._send = send
+        self.on_partial: Callable[[], None] = lambda: None  # a partial line started waiting
+        self._lock = threading.Lock()
+        self._name: str | None = None
+        self._parts: list[str] = []
+        self._size = 0
+        self._since = 0.0
+        self._max_age = max_age
+        self._max_bytes = max_bytes
+
+    def _flush_locked(self) -> None:
+        if self._parts:
+            name, text = self._name, "".join(self._parts)
+            self._parts, self._size, self._name = [], 0, None
+            self._send(name, text)  # type: ignore[arg-type]
+
+    def write(self, name: str, text: str) -> None:
+        with self._lock:
+            if self._name is not None and self._name != name:
+                self._flush_locked()
+            if not self._parts:
+                self._since = time.monotonic()
+            self._name = name
+            self._parts.append(text)
+            self._size += len(text)
+            if "\n" in text or "\r" in text or self._size >= self._max_bytes:
+                self._flush_locked()
+            elif len(self._parts) == 1:
+                self.on_partial()
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._parts)
+
+    def flush(self) -> None:
+        if self._parts:
+            with self._lock:
+                self._flush_locked()
+
+    def flush_if_stale(self) -> None:
+        if self._parts and time.monotonic() - self._since >= self._max_age:
+            self.flush()
 
 
 def _pending(fd: int) -> int:
@@ -69,9 +124,15 @@ def _pending(fd: int) -> int:
 class FdCapture:
     """Points descriptors 1 and 2 at pipes and forwards what arrives there."""
 
-    def __init__(self, send: Send) -> None:
+    def __init__(self, send: Send, buffer: StreamBuffer) -> None:
         self._send = send
+        self._buffer = buffer  # Python-level output: flushed before fd output (order), and
+        # a partial line in it is flushed after 50 ms; only then does this thread tick.
         self._busy = threading.Lock()
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
+        os.set_blocking(self._wake_write, False)
+        buffer.on_partial = self.wake
         self._pipes: dict[int, str] = {}
         for fd, name in ((1, "stdout"), (2, "stderr")):
             read_end, write_end = os.pipe()
@@ -86,8 +147,21 @@ class FdCapture:
         import codecs
 
         decoders = {fd: codecs.getincrementaldecoder("utf-8")("replace") for fd in self._pipes}
+        watched = [*self._pipes, self._wake_read]
         while True:
-            ready, _, _ = select.select(list(self._pipes), [], [])
+            # Sleep without a timeout unless a partial line is waiting: a thread that woke
+            # every 50 ms would take the GIL from the cell for nothing.
+            ready, _, _ = select.select(watched, [], [], 0.05 if self._buffer.pending else None)
+            if self._wake_read in ready:
+                try:
+                    os.read(self._wake_read, 512)
+                except BlockingIOError:
+                    pass
+                ready.remove(self._wake_read)
+            self._buffer.flush_if_stale()
+            if not ready:
+                continue
+            self._buffer.flush()
             with self._busy:
                 for fd in ready:
                     try:
@@ -97,6 +171,15 @@ class FdCapture:
                     text = decoders[fd].decode(data)
                     if text:
                         self._send(self._pipes[fd], text)
+
+    def wake(self) -> None:
+        try:
+            os.write(self._wake_write, b"!")
+        except BlockingIOError:
+            pass  # already awake
+
+    def has_pending(self) -> bool:
+        return any(_pending(fd) for fd in self._pipes)
 
     def sync(self, timeout: float = 1.0) -> None:
         """Returns once everything written to fds 1 and 2 so far has been forwarded."""

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs whatever is missing for building and testing sandbox_exec, then (re)builds the
+# package into .venv in editable mode. Safe to run again: it only installs what is absent.
+#
+#   Debian packages: a C++ compiler, Boost (Interprocess), spdlog, GoogleTest, libseccomp
+#   .venv:           sandbox_exec (editable) with the test and benchmark extras
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(g++ make pkg-config libboost-dev libspdlog-dev libgtest-dev libseccomp-dev python3-venv)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing Debian packages: ${missing[*]}" >&2
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || { echo "setup: need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+    SUDO=sudo
+  fi
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv with $($PYTHON --version)" >&2
+  "$PYTHON" -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip
+fi
+# Build dependencies are installed up front so the editable build can run without build
+# isolation (faster rebuilds, same compiler flags every time).
+.venv/bin/python -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" cmake ninja
+echo "setup: building sandbox_exec into .venv" >&2
+.venv/bin/python -m pip install -q --no-build-isolation -e ".[test,bench]"

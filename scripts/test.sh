@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Every test: sets up what is missing, then runs the C++ suite (GoogleTest via ctest, plain
+# and under AddressSanitizer+UBSan) and the Python suite (pytest, ladders A, B and C).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export PATH="$PWD/.venv/bin:$PATH"   # cmake and ninja from the venv
+
+for preset in dev asan; do
+  echo "== C++ tests ($preset)" >&2
+  cmake --preset "$preset" >/dev/null
+  cmake --build --preset "$preset" >/dev/null
+  ctest --preset "$preset"
+done
+
+echo "== Python tests" >&2
+.venv/bin/python -m pytest tests_py -q -p no:cacheprovider

@@ -1,0 +1,149 @@
+"""Ladder A/B: Policy validation, fail-closed refusal of what this build cannot enforce,
+and the rlimit-backed limits taking effect in a real worker."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+import sandbox_exec
+from sandbox_exec import Policy, PolicyError
+
+pytestmark = pytest.mark.a
+
+
+def test_defaults_are_documented_values():
+    p = Policy()
+    assert p.timeout_s == 60.0
+    assert p.max_output_bytes == 16 << 20
+    assert p.max_open_files == 1024
+    assert p.max_file_bytes == 1 << 30
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.timeout_s = 5  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("field,value", [
+    ("timeout_s", 0), ("timeout_s", -1), ("timeout_s", float("inf")), ("timeout_s", "10"),
+    ("cpu_s", 0), ("memory_bytes", -5), ("memory_bytes", 1.5), ("max_open_files", 3),
+    ("max_output_bytes", 0), ("network", "no"), ("interrupt_grace_s", 0),
+    ("env", {"A=B": "x"}), ("env", {"A": 1}),
+])
+def test_bad_values_are_rejected_with_the_field_named(field, value):
+    with pytest.raises(PolicyError, match=field if field != "env" else "env"):
+        Policy(**{field: value})
+
+
+def test_policy_error_is_a_value_error_and_a_sandbox_error():
+    with pytest.raises(ValueError):
+        Policy(timeout_s=-1)
+    with pytest.raises(sandbox_exec.SandboxError):
+        Policy(timeout_s=-1)
+
+
+@pytest.mark.parametrize("changes,needle", [
+    ({"network": False}, "network namespace"),
+    ({"max_processes": 64}, "pids"),
+    ({"disk_bytes": 1 << 30}, "size-capped"),
+])
+def test_unenforceable_protections_fail_closed(tmp_path, changes, needle):
+    with sandbox_exec.Sandbox(Policy(**changes), root=tmp_path) as box:
+        with pytest.raises(PolicyError, match=needle):
+            box.session("refused")
+        assert box.sessions() == []  # nothing was started
+
+
+def test_enforcement_report_names_each_mechanism():
+    report = Policy(memory_bytes=1 << 30).enforcement()
+    assert report["memory_bytes"].startswith("RLIMIT_AS")
+    assert report["timeout_s"].startswith("supervisor")
+    assert report["network"] == "host network (not isolated)"
+
+
+def test_missing_launcher_is_a_clear_sandbox_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("SANDBOX_EXEC_LAUNCHER", str(tmp_path / "nope"))
+    with sandbox_exec.Sandbox(root=tmp_path) as box:
+        with pytest.raises(sandbox_exec.SandboxError, match="launcher"):
+            box.session("x")
+
+
+def test_unusable_workdir_is_a_sandbox_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with sandbox_exec.Sandbox(root=blocker.parent) as box:
+        s = sandbox_exec.Session(box, "odd", box.policy, None, blocker / "sub")
+        with pytest.raises(sandbox_exec.SandboxError, match="workdir.*ENOTDIR"):
+            s.restart()
+
+
+def test_a_failing_isolation_step_stops_the_start_and_names_call_and_errno(tmp_path):
+    # RLIMIT_NOFILE above fs.nr_open fails with EPERM even for root: the launcher reports
+    # the step and the worker never runs.
+    with sandbox_exec.Sandbox(Policy(max_open_files=1 << 30), root=tmp_path) as box:
+        with pytest.raises(sandbox_exec.SandboxError) as info:
+            box.session("refused")
+    err = info.value
+    assert err.layer == "rlimits"
+    assert err.call == "setrlimit(RLIMIT_NOFILE)"
+    assert err.errno == 1  # EPERM
+    assert "EPERM" in str(err)
+
+
+@pytest.mark.b
+def test_max_file_bytes_limits_one_file(sandbox):
+    s = sandbox.session("fsize", policy=Policy(max_file_bytes=1 << 20))
+    try:
+        r = s.run("import signal\nsignal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+                  "f = open('big.bin', 'wb')\nf.write(b'x' * (1 << 19))\nf.flush()\n"
+                  "f.write(b'x' * (1 << 21))\nf.flush()")
+        assert r.status == "error"
+        assert r.error["ename"] == "OSError" and "File too large" in r.error["evalue"]
+        assert (s.workdir / "big.bin").stat().st_size <= 1 << 20
+    finally:
+        s.close()
+
+
+@pytest.mark.b
+def test_max_open_files_limits_descriptors(sandbox):
+    s = sandbox.session("nofile", policy=Policy(max_open_files=64))
+    try:
+        r = s.run("import resource\nresource.getrlimit(resource.RLIMIT_NOFILE)")
+        assert r.outputs[0]["data"]["text/plain"] == "(64, 64)"
+        r = s.run("fs = [open('/dev/null') for _ in range(100)]")
+        assert r.status == "error" and r.error["ename"] == "OSError" and "Too many open files" in r.error["evalue"]
+    finally:
+        s.close()
+
+
+@pytest.mark.b
+def test_memory_limit_gives_status_memory(sandbox):
+    s = sandbox.session("mem", policy=Policy(memory_bytes=1 << 30))
+    try:
+        r = s.run("x = bytearray(4 << 30)")
+        assert r.status == "memory"
+        assert r.error["ename"] == "MemoryError"
+        assert s.run("'still here'").outputs[0]["data"]["text/plain"] == "'still here'"
+    finally:
+        s.close()
+
+
+@pytest.mark.b
+def test_cpu_limit_ends_a_spinning_interpreter(sandbox):
+    s = sandbox.session("cpu", policy=Policy(cpu_s=1, timeout_s=30))
+    try:
+        r = s.run("while True:\n    pass")
+        assert r.status == "crashed"
+        assert "SIGXCPU" in r.reason or "SIGKILL" in r.reason
+        assert r.duration_s < 10
+    finally:
+        s.close()
+
+
+def test_worker_limits_cannot_be_raised_by_the_cell(sandbox):
+    s = sandbox.session("raise-limit", policy=Policy(max_open_files=128))
+    try:
+        r = s.run("import resource\nresource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))")
+        assert r.status == "error"
+        assert r.error["ename"] == "ValueError"
+    finally:
+        s.close()
