@@ -173,8 +173,22 @@ PYBIND11_MODULE(_core, m) {
                 events[i] = py::make_tuple(batch[i].type, py::bytes(batch[i].payload));
               return sink(events).cast<bool>();
             };
-            py::gil_scoped_release release;
-            return r.run_cell(req, limits, cpp_sink);
+            // A signal for the backend (Ctrl-C) interrupts the cell; the KeyboardInterrupt is
+            // raised in the caller once the cell has returned.
+            std::optional<py::error_already_set> pending;
+            Tick tick = [&pending]() -> bool {
+              py::gil_scoped_acquire acquire;
+              if (pending || PyErr_CheckSignals() == 0) return false;
+              pending.emplace();  // takes the raised exception out of the interpreter
+              return true;
+            };
+            CellOutcome outcome;
+            {
+              py::gil_scoped_release release;
+              outcome = r.run_cell(req, limits, cpp_sink, tick);
+            }
+            if (pending) throw std::move(*pending);
+            return outcome;
           },
           py::arg("request"), py::arg("timeout_s"), py::arg("grace_s"),
           py::arg("max_output_bytes"), py::arg("max_message_bytes"), py::arg("sink"))

@@ -95,7 +95,7 @@ std::string CellRunner::exit_description() {
 }
 
 CellOutcome CellRunner::run_cell(const std::string& request, const CellLimits& limits,
-                                 const EventSink& sink) {
+                                 const EventSink& sink, const Tick& tick) {
   CellOutcome out;
   const auto start = Clock::now();
   auto finish = [&](CellEnd end, std::string reason = {}) {
@@ -181,7 +181,11 @@ CellOutcome CellRunner::run_cell(const std::string& request, const CellLimits& l
         flush();
         continue;
       }
-      const int wait_ms = has_deadline ? ms_until(deadline) : 1000;
+      int wait_ms = has_deadline ? ms_until(deadline) : 1000;
+      if (tick) {
+        if (tick()) interrupt();
+        wait_ms = std::min(wait_ms, 100);
+      }
       const auto wait = channel_->next_frame(header, payload, wait_ms, process_->pidfd());
       if (wait == SupervisorChannel::Wait::kFrame) {
         if (accept(header, payload)) {

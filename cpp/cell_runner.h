@@ -62,6 +62,9 @@ using EventBatch = std::vector<Event>;
 // Returns false when an event was malformed (the Python layer validates message contents);
 // the session then ends as a protocol violation.
 using EventSink = std::function<bool(EventBatch&)>;
+// Called about every 100 ms while a cell runs; returning true interrupts the cell (the
+// binding uses it to let a Ctrl-C in the backend reach the cell).
+using Tick = std::function<bool()>;
 
 class CellRunner {
  public:
@@ -73,7 +76,8 @@ class CellRunner {
   [[nodiscard]] pid_t worker_pid() const noexcept { return process_->worker_pid(); }
   [[nodiscard]] pid_t launcher_pid() const noexcept { return process_->launcher_pid(); }
 
-  CellOutcome run_cell(const std::string& request, const CellLimits& limits, const EventSink& sink);
+  CellOutcome run_cell(const std::string& request, const CellLimits& limits, const EventSink& sink,
+                       const Tick& tick = {});
 
   void interrupt() noexcept;
   void terminate() noexcept;

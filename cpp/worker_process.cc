@@ -83,7 +83,7 @@ const char* signal_name(int sig) {
 }  // namespace
 
 std::string ExitInfo::describe() const {
-  if (!wait_status) return "the session's launcher was killed before the worker's exit status was known";
+  if (!wait_status) return "ended without an exit status (its launcher was killed)";
   const int st = *wait_status;
   char text[128];
   if (WIFSIGNALED(st)) {

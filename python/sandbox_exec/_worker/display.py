@@ -143,6 +143,8 @@ class Publisher:
                 update: bool = False) -> DisplayHandle | None:
         if display_id is True:
             display_id = uuid.uuid4().hex
+        if update and not display_id:
+            raise TypeError("display_id required for update_display")
         if clear:
             self.clear_output(wait=True)
         for obj in objs:

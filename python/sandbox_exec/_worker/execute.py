@@ -24,6 +24,7 @@ from .display import format_bundle
 
 _ALLOW_AWAIT = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
 _THIS_FILE = __file__
+_WORKER_DIR = __file__.rsplit("/", 1)[0] + "/"
 
 
 def cell_filename(execution_count: int) -> str:
@@ -63,6 +64,9 @@ def error_content(exc: BaseException, *, compiling: bool = False) -> dict[str, A
     # as IPython does, not the compiler's call.
     tb = None if compiling else _user_frames(exc.__traceback__)
     te = traceback.TracebackException(type(exc), exc, tb, compact=True)
+    # The innermost frame of an interrupt is the worker's SIGINT handler: not the user's.
+    te.stack = traceback.StackSummary.from_list(
+        [f for f in te.stack if not f.filename.startswith(_WORKER_DIR)])
     lines = [chunk.rstrip("\n") for chunk in te.format()]
     return {"ename": type(exc).__name__, "evalue": str(exc), "traceback": lines}
 
