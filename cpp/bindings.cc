@@ -12,6 +12,7 @@
 
 #include "cell_runner.h"
 #include "channel.h"
+#include "landlock.h"
 #include "logging.h"
 #include "sys_error.h"
 
@@ -107,6 +108,21 @@ PYBIND11_MODULE(_core, m) {
   m.attr("WORKER_FDS") = py::make_tuple(launcher_fd::kRegion, launcher_fd::kRequestBell,
                                         launcher_fd::kEventBell, launcher_fd::kSpaceBell);
 
+  m.def("cgroup_support", [] {
+    CgroupSupport c;
+    {
+      py::gil_scoped_release release;
+      c = Cgroups::detect();
+    }
+    py::dict d;
+    d["version"] = c.version;
+    d["memory"] = c.memory;
+    d["pids"] = c.pids;
+    d["cpu"] = c.cpu;
+    d["detail"] = c.detail;
+    return d;
+  }, "What cgroup delegation this process can give sessions.");
+  m.def("landlock_abi", &landlock::abi_version, "The kernel's Landlock ABI version (0: unavailable).");
   m.def("set_log_level", &log::set_level, py::arg("level"),
         "Supervisor log level: trace, debug, info, warn, error or off.");
 
@@ -117,6 +133,7 @@ PYBIND11_MODULE(_core, m) {
                                  case CellEnd::kDone: return "done";
                                  case CellEnd::kTimeout: return "timeout";
                                  case CellEnd::kCrashed: return "crashed";
+                                 case CellEnd::kMemory: return "memory";
                                  case CellEnd::kViolation: return "violation";
                                }
                                return "?";
@@ -133,29 +150,54 @@ PYBIND11_MODULE(_core, m) {
 
   py::class_<CellRunner>(m, "CellRunner")
       .def(py::init([](std::string launcher, std::vector<std::string> argv,
-                       std::vector<std::string> env, std::string workdir,
-                       std::optional<uint64_t> cpu_seconds, std::optional<uint64_t> file_bytes,
-                       std::optional<uint64_t> open_files, std::optional<uint64_t> address_space,
-                       uint64_t request_capacity, uint64_t event_capacity, double start_timeout_s) {
+                       std::vector<std::string> env, std::string workdir, const py::dict& limits,
+                       const py::dict& isolation, uint64_t request_capacity, uint64_t event_capacity,
+                       double start_timeout_s) {
              SpawnSpec spec;
              spec.launcher = std::move(launcher);
              spec.argv = std::move(argv);
              spec.env = std::move(env);
              spec.workdir = std::move(workdir);
-             spec.limits.cpu_seconds = cpu_seconds;
-             spec.limits.file_bytes = file_bytes;
-             spec.limits.open_files = open_files;
-             spec.limits.address_space = address_space;
+             auto opt = [](const py::dict& d, const char* key) -> std::optional<uint64_t> {
+               if (!d.contains(key) || d[key].is_none()) return std::nullopt;
+               return d[key].cast<uint64_t>();
+             };
+             spec.limits.cpu_seconds = opt(limits, "cpu_seconds");
+             spec.limits.file_bytes = opt(limits, "file_bytes");
+             spec.limits.open_files = opt(limits, "open_files");
+             spec.limits.address_space = opt(limits, "address_space");
+             spec.limits.processes = opt(limits, "processes");
+             std::optional<Cgroups::Limits> cgroup_limits;
+             if (limits.contains("cgroup") && !limits["cgroup"].is_none()) {
+               const py::dict cg = limits["cgroup"].cast<py::dict>();
+               cgroup_limits = Cgroups::Limits{opt(cg, "memory_bytes"), opt(cg, "max_processes")};
+             }
+             Isolation& iso = spec.isolation;
+             auto flag = [&](const char* key) { return isolation.contains(key) && isolation[key].cast<bool>(); };
+             iso.namespaces = flag("namespaces");
+             iso.network = flag("network");
+             iso.drop_caps = flag("drop_caps");
+             iso.landlock = flag("landlock");
+             iso.seccomp = flag("seccomp");
+             if (iso.namespaces) {
+               iso.mountpoint = isolation["mountpoint"].cast<std::string>();
+               iso.readonly = isolation["readonly"].cast<std::vector<std::string>>();
+               iso.symlinks = isolation["symlinks"].cast<std::vector<std::pair<std::string, std::string>>>();
+               iso.tmp_bytes = isolation["tmp_bytes"].cast<uint64_t>();
+               iso.outside_uid = isolation["outside_uid"].cast<uint32_t>();
+               iso.outside_gid = isolation["outside_gid"].cast<uint32_t>();
+               iso.hostname = isolation["hostname"].cast<std::string>();
+             }
              py::gil_scoped_release release;
              return std::make_unique<CellRunner>(spec, ChannelGeometry{request_capacity, event_capacity},
-                                                 start_timeout_s);
+                                                 start_timeout_s, cgroup_limits);
            }),
            py::kw_only(), py::arg("launcher"), py::arg("argv"), py::arg("env"), py::arg("workdir"),
-           py::arg("cpu_seconds") = py::none(), py::arg("file_bytes") = py::none(),
-           py::arg("open_files") = py::none(), py::arg("address_space") = py::none(),
+           py::arg("limits") = py::dict(), py::arg("isolation") = py::dict(),
            py::arg("request_capacity") = 1u << 20, py::arg("event_capacity") = 4u << 20,
            py::arg("start_timeout_s") = 30.0,
            "Spawns the launcher and the worker; returns once the worker reported ready.")
+      .def_property_readonly("cgroup_version", &CellRunner::cgroup_version)
       .def_property_readonly("ready_payload",
                              [](const CellRunner& r) { return py::bytes(r.ready_payload()); })
       .def_property_readonly("worker_pid", &CellRunner::worker_pid)

@@ -28,10 +28,17 @@ std::size_t utf8_prefix(const std::string& text, std::size_t limit) {
 }
 }  // namespace
 
-CellRunner::CellRunner(const SpawnSpec& spec, ChannelGeometry geometry, double start_timeout_s)
+CellRunner::CellRunner(const SpawnSpec& spec, ChannelGeometry geometry, double start_timeout_s,
+                       std::optional<Cgroups::Limits> cgroup_limits)
     : channel_(std::make_unique<SupervisorChannel>(geometry)) {
   const auto start_ms = std::chrono::milliseconds(static_cast<long long>(start_timeout_s * 1000));
-  process_ = std::make_unique<WorkerProcess>(spec, *channel_, start_ms);
+  std::unique_ptr<Cgroups> cgroups;
+  if (cgroup_limits) {
+    static std::atomic<uint64_t> counter{0};
+    cgroups = std::make_unique<Cgroups>(std::to_string(::getpid()) + "-" + std::to_string(++counter),
+                                        *cgroup_limits);
+  }
+  process_ = std::make_unique<WorkerProcess>(spec, *channel_, start_ms, std::move(cgroups));
   FrameHeader header{};
   const auto deadline = after(Clock::now(), start_timeout_s);
   MessageAssembler assembler(1 << 16);
@@ -89,6 +96,11 @@ bool CellRunner::alive() noexcept {
   return !dead_;
 }
 
+std::string CellRunner::cgroup_version() const {
+  const Cgroups* c = process_->cgroups();
+  return c && !c->dirs().empty() ? c->version() : "";
+}
+
 std::string CellRunner::exit_description() {
   std::lock_guard lock(lifecycle_);
   return process_->exit_info().describe();
@@ -110,6 +122,10 @@ CellOutcome CellRunner::run_cell(const std::string& request, const CellLimits& l
   auto deadline = has_deadline ? after(start, limits.timeout_s) : Clock::time_point::max();
   const Usage before = process_->usage(false);
   process_->reset_peak_rss();
+  const Cgroups* cgroups = process_->cgroups();
+  const uint64_t oom_before = cgroups ? cgroups->oom_kills() : 0;
+  const std::optional<double> cg_cpu_before = cgroups ? cgroups->cpu_seconds() : std::nullopt;
+  if (cgroups) cgroups->reset_peak_memory();
 
   EventBatch batch;
   auto flush = [&] {
@@ -201,8 +217,13 @@ CellOutcome CellRunner::run_cell(const std::string& request, const CellLimits& l
         }
         flush();
         std::lock_guard lock(lifecycle_);
+        const bool oom = cgroups && cgroups->oom_kills() > oom_before;
+        if (oom) out.peak_rss_bytes = cgroups->peak_memory();
         process_->terminate(std::chrono::milliseconds(2000));
         dead_ = true;
+        if (oom)
+          return finish(CellEnd::kMemory, "the session's memory limit was exceeded; the kernel's OOM killer ended "
+                                          "the worker (" + process_->exit_info().describe() + ")");
         if (interrupted && out.deadline_hit)
           return finish(CellEnd::kTimeout, "the worker " + process_->exit_info().describe() +
                                                " after the deadline");
@@ -228,10 +249,15 @@ CellOutcome CellRunner::run_cell(const std::string& request, const CellLimits& l
     end_session();
     return finish(CellEnd::kViolation, std::string("protocol violation: ") + e.what());
   }
-  const Usage after_usage = process_->usage();
+  const Usage after_usage = process_->usage(cgroups == nullptr);
   if (after_usage.valid && before.valid) {
     out.cpu_s = after_usage.cpu_seconds - before.cpu_seconds;
     out.peak_rss_bytes = after_usage.peak_rss_bytes;
+  }
+  // With cgroups, the figures cover every process of the session (subprocesses included).
+  if (cgroups) {
+    if (auto peak = cgroups->peak_memory()) out.peak_rss_bytes = peak;
+    if (auto cpu = cgroups->cpu_seconds(); cpu && cg_cpu_before) out.cpu_s = *cpu - *cg_cpu_before;
   }
   return finish(CellEnd::kDone);
 }

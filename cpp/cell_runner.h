@@ -39,6 +39,7 @@ enum class CellEnd {
   kDone,        // the worker reported the cell done (done_payload holds its report)
   kTimeout,     // the deadline passed and the session had to be killed
   kCrashed,     // the worker died
+  kMemory,      // the worker was killed by the OOM killer of the session's memory cgroup
   kViolation,   // the worker broke the protocol; the session was ended
 };
 
@@ -68,13 +69,18 @@ using Tick = std::function<bool()>;
 
 class CellRunner {
  public:
-  CellRunner(const SpawnSpec& spec, ChannelGeometry geometry, double start_timeout_s);
+  // `cgroup_limits`: when set, the session gets its own cgroups with these limits (the
+  // caller checked Cgroups::detect()); SandboxError if they cannot be created.
+  CellRunner(const SpawnSpec& spec, ChannelGeometry geometry, double start_timeout_s,
+             std::optional<Cgroups::Limits> cgroup_limits = std::nullopt);
   ~CellRunner();
 
   // The worker's kReady payload.
   [[nodiscard]] const std::string& ready_payload() const noexcept { return ready_; }
   [[nodiscard]] pid_t worker_pid() const noexcept { return process_->worker_pid(); }
   [[nodiscard]] pid_t launcher_pid() const noexcept { return process_->launcher_pid(); }
+  // "v1"/"v2" when the session runs in its own cgroups, "" otherwise.
+  [[nodiscard]] std::string cgroup_version() const;
 
   CellOutcome run_cell(const std::string& request, const CellLimits& limits, const EventSink& sink,
                        const Tick& tick = {});

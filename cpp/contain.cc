@@ -1,56 +1,89 @@
 #include "contain.h"
 
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 
+#include "caps.h"
 #include "fds.h"
+#include "landlock.h"
+#include "mount.h"
+#include "net.h"
 #include "rlimits.h"
+#include "seccomp_filter.h"
+#include "userns.h"
 
 namespace sandbox_exec::contain {
 
 namespace {
-Failure death_signal(int init_pid) noexcept {
-  // PR_SET_PDEATHSIG fires when the parent *thread* exits; the launcher is single-threaded,
-  // so that is the launcher's death. Re-check the parent to close the race with an init
-  // that died before the prctl.
+
+Failure from(LaunchStep step, int err) noexcept { return err ? Failure{step, err} : Failure{}; }
+
+Failure death_signal(int parent_pid) noexcept {
+  // PR_SET_PDEATHSIG fires when the parent *thread* exits; our parents are single-threaded.
+  // Re-check the parent to close the race with one that died before the prctl.
   if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) return {LaunchStep::kDeathSignal, errno};
-  if (::getppid() != init_pid) return {LaunchStep::kDeathSignal, ESRCH};
+  if (::getppid() != parent_pid) return {LaunchStep::kDeathSignal, ESRCH};
   return {};
-}
-
-Failure workdir(const SpawnSpec& spec) noexcept {
-  if (::chdir(spec.workdir.c_str()) != 0) return {LaunchStep::kWorkdir, errno};
-  return {};
-}
-
-Failure resource_limits(const SpawnSpec& spec) noexcept {
-  const auto f = rlimits::apply(spec.limits);
-  return {f.step, f.error};
 }
 
 Failure descriptors() noexcept {
   if (int err = fds::ensure_stdio()) return {LaunchStep::kCloseFds, err};
   if (int err = fds::close_from(launcher_fd::kFirstFree)) return {LaunchStep::kCloseFds, err};
-  // The report and lifeline pipes belong to init, not to the worker.
+  // The report and lifeline pipes belong to the launcher, not to the worker.
   ::close(launcher_fd::kReport);
   ::close(launcher_fd::kLifeline);
   return {};
 }
+
 }  // namespace
 
-Failure contain_worker(const SpawnSpec& spec, int init_pid) noexcept {
-  using Step = Failure (*)(const SpawnSpec&, int);
-  static constexpr Step steps[] = {
-      [](const SpawnSpec&, int pid) { return death_signal(pid); },
-      [](const SpawnSpec& s, int) { return workdir(s); },
-      [](const SpawnSpec& s, int) { return resource_limits(s); },
-      [](const SpawnSpec&, int) { return descriptors(); },
-  };
-  for (Step step : steps) {
-    if (Failure f = step(spec, init_pid); f.failed()) return f;
+Failure prepare_launcher(const SpawnSpec& spec, bool was_root) noexcept {
+  if (was_root) {
+    if (::unshare(CLONE_NEWNS) != 0) return {LaunchStep::kUnshareOuter, errno};
+  } else {
+    const unsigned uid = ::geteuid(), gid = ::getegid();
+    if (::unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0) return {LaunchStep::kUnshareOuter, errno};
+    if (int err = userns::self_map(uid, gid)) return {LaunchStep::kOuterIdMap, err};
+  }
+  const auto f = mount::build_root(spec);
+  return {f.step, f.error};
+}
+
+Failure enter_sandbox(const SpawnSpec& spec) noexcept {
+  if (auto f = mount::enter_root(spec); f.step != LaunchStep::kNone) return {f.step, f.error};
+  const auto& name = spec.isolation.hostname;
+  if (::sethostname(name.c_str(), name.size()) != 0) return {LaunchStep::kHostname, errno};
+  if (!spec.isolation.network) {
+    if (Failure f = from(LaunchStep::kLoopback, net::bring_up_loopback()); f.failed()) return f;
+  }
+  return {};
+}
+
+Failure contain_worker(const SpawnSpec& spec, int parent_pid) noexcept {
+  const Isolation& iso = spec.isolation;
+  if (Failure f = death_signal(parent_pid); f.failed()) return f;
+  if (iso.namespaces) {
+    if (Failure f = from(LaunchStep::kSetIds, userns::become(iso.inside_uid, iso.inside_gid)); f.failed())
+      return f;
+  }
+  if (::chdir(spec.workdir.c_str()) != 0) return {LaunchStep::kWorkdir, errno};
+  if (auto f = rlimits::apply(spec.limits); f.step != LaunchStep::kNone) return {f.step, f.error};
+  if (Failure f = descriptors(); f.failed()) return f;
+  if (iso.drop_caps) {
+    if (auto f = caps::drop_all(); f.step != LaunchStep::kNone) return {f.step, f.error};
+  }
+  if (iso.landlock) {
+    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return {LaunchStep::kNoNewPrivs, errno};
+    if (Failure f = from(LaunchStep::kLandlock, landlock::restrict_self(spec)); f.failed()) return f;
+  }
+  if (iso.seccomp) {
+    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return {LaunchStep::kNoNewPrivs, errno};
+    if (Failure f = from(LaunchStep::kSeccomp, seccomp::install()); f.failed()) return f;
   }
   return {};
 }

@@ -1,22 +1,26 @@
 // sandbox_exec_launcher: the program the supervisor spawns for each session.
 //
 // Why a separate program: the backend is multi-threaded, and fork() of a multi-threaded
-// process may deadlock in the child (another thread held malloc's lock). The supervisor
-// therefore posix_spawn()s this fresh, single-threaded program, which can set up isolation
-// freely. It then stays alive as the session's init:
+// process may deadlock in the child (another thread held malloc's lock); namespaces and
+// mounts must not touch the backend either. The supervisor posix_spawn()s this fresh,
+// single-threaded program, which builds the sandbox (contain.h lists the steps) and stays
+// alive as the session's keeper:
 //
-//   launcher (init, subreaper) ── fork ── worker: contain::contain_worker(), execve(python)
+//   launcher ──clone(new namespaces)── sandbox init (pid 1) ──fork── worker: execve(python)
 //
 //   * reports kStarted / kSetupFailed / kExited on fd 3 (launcher_protocol.h);
 //   * forwards SIGINT to the worker (interrupt a cell);
 //   * on SIGTERM, on EOF of the lifeline (fd 4: the supervisor closed it, or the backend
-//     died) and when the worker exits, kills every remaining descendant: as a child
-//     subreaper it inherits double-forked orphans, so none survives the session.
+//     died) and when the worker exits, ends the session: killing the sandbox's init makes
+//     the kernel kill every process of its pid namespace, double-forked orphans included.
+//     Without namespaces the launcher is a child subreaper and kills its descendants itself.
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -31,15 +35,20 @@
 #include "launcher_protocol.h"
 #include "spawn_spec.h"
 #include "sys_error.h"
+#include "userns.h"
 
 using namespace sandbox_exec;
 
 namespace {
 
 void report(const LauncherReport& r) {
-  // A short write to a pipe of 16 bytes is atomic (PIPE_BUF); EPIPE means the supervisor
-  // is gone, and the lifeline handles that.
+  // A short write to a pipe is atomic (PIPE_BUF); EPIPE means the supervisor is gone, and
+  // the lifeline handles that.
   [[maybe_unused]] ssize_t n = ::write(launcher_fd::kReport, &r, sizeof r);
+}
+
+void report_failure(LaunchStep step, int err) {
+  report({LauncherReport::kSetupFailed, static_cast<int32_t>(step), 0, err, 0});
 }
 
 [[noreturn]] void child_fail(LaunchStep step, int err) {
@@ -72,7 +81,51 @@ void kill_all_descendants() {
   }
 }
 
-int run_init(pid_t worker, int signal_fd) {
+// The first child of `pid` as the kernel lists it, in our pid namespace.
+pid_t first_child(pid_t pid) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/task/%d/children", pid, pid);
+  int child = -1;
+  if (FILE* f = std::fopen(path, "re")) {
+    if (std::fscanf(f, "%d", &child) != 1) child = -1;
+    std::fclose(f);
+  }
+  return child;
+}
+
+// Waits for the exec-report pipe: EOF means the worker's execve succeeded (the pipe is
+// CLOEXEC); a record means a step failed. Returns true on success.
+bool await_exec(int exec_read) {
+  int32_t record[2];
+  ssize_t n;
+  do {
+    n = ::read(exec_read, record, sizeof record);
+  } while (n < 0 && errno == EINTR);
+  ::close(exec_read);
+  if (n == static_cast<ssize_t>(sizeof record)) {
+    report_failure(static_cast<LaunchStep>(record[0]), record[1]);
+    return false;
+  }
+  return true;
+}
+
+struct Keeper {
+  pid_t child;          // our direct child: the worker, or the sandbox's init
+  pid_t worker;         // the worker, as seen from here
+  int status_fd;        // namespaces: the sandbox init's report of the worker's wait status
+  bool subreaper;       // no namespaces: clean descendants up ourselves
+};
+
+int keep(const Keeper& k, int signal_fd) {
+  auto end_session = [&] {
+    if (k.subreaper) {
+      kill_all_descendants();
+    } else {
+      ::kill(k.child, SIGKILL);  // pid 1 of the namespace: the kernel kills the rest
+      while (::waitpid(k.child, nullptr, 0) < 0 && errno == EINTR) {
+      }
+    }
+  };
   pollfd fds[2] = {{signal_fd, POLLIN, 0}, {launcher_fd::kLifeline, POLLIN, 0}};
   for (;;) {
     if (::poll(fds, 2, -1) < 0) {
@@ -83,25 +136,171 @@ int run_init(pid_t worker, int signal_fd) {
     signalfd_siginfo info;
     while (::read(signal_fd, &info, sizeof info) == static_cast<ssize_t>(sizeof info)) {
       if (info.ssi_signo == SIGINT) {
-        ::kill(worker, SIGINT);
+        ::kill(k.worker, SIGINT);
       } else if (info.ssi_signo == SIGTERM) {
-        kill_all_descendants();
+        end_session();
         return 0;
       } else if (info.ssi_signo == SIGCHLD) {
         int status;
         pid_t pid;
         while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
-          if (pid == worker) {
-            report({LauncherReport::kExited, 0, status, 0});
-            kill_all_descendants();
-            return 0;
+          if (pid != k.child) continue;
+          if (k.status_fd >= 0) {
+            int worker_status;
+            if (::read(k.status_fd, &worker_status, sizeof worker_status) == sizeof worker_status)
+              report({LauncherReport::kExited, 0, worker_status, 0, 0});
+          } else {
+            report({LauncherReport::kExited, 0, status, 0, 0});
           }
+          if (k.subreaper) kill_all_descendants();
+          return 0;
         }
       }
     }
   }
-  kill_all_descendants();
+  end_session();
   return 0;
+}
+
+// Without namespaces: the worker is our own child.
+int launch_plain(const SpawnSpec& spec, char** argv, int exec_read, int signal_fd,
+                 const sigset_t& previous) {
+  if (::prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) {
+    report_failure(LaunchStep::kFork, errno);
+    return 1;
+  }
+  for (const auto& dir : spec.isolation.cgroups) {
+    const std::string procs = dir + "/cgroup.procs", self = std::to_string(::getpid());
+    const int fd = ::open(procs.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || ::write(fd, self.data(), self.size()) != static_cast<ssize_t>(self.size())) {
+      report_failure(LaunchStep::kCgroupJoin, errno);
+      return 1;
+    }
+    ::close(fd);
+  }
+  const pid_t me = ::getpid();
+  const pid_t worker = ::fork();
+  if (worker < 0) {
+    report_failure(LaunchStep::kFork, errno);
+    return 1;
+  }
+  if (worker == 0) {
+    ::close(exec_read);
+    ::close(signal_fd);
+    ::sigprocmask(SIG_SETMASK, &previous, nullptr);
+    ::signal(SIGPIPE, SIG_DFL);
+    if (auto f = contain::contain_worker(spec, me); f.failed()) child_fail(f.step, f.error);
+    ::execve(argv[0], argv, environ);
+    child_fail(LaunchStep::kExec, errno);
+  }
+  for (int fd : {launcher_fd::kRegion, launcher_fd::kRequestBell, launcher_fd::kEventBell,
+                 launcher_fd::kSpaceBell, launcher_fd::kExecReport})
+    ::close(fd);
+  if (!await_exec(exec_read)) {
+    ::waitpid(worker, nullptr, 0);
+    return 1;
+  }
+  report({LauncherReport::kStarted, 0, worker, 0, me});
+  return keep({worker, worker, -1, true}, signal_fd);
+}
+
+// With namespaces: clone the sandbox's init, which forks the worker.
+int launch_isolated(const SpawnSpec& spec, char** argv, int exec_read, int signal_fd,
+                    const sigset_t& previous) {
+  const bool was_root = ::geteuid() == 0;
+  if (auto f = contain::prepare_launcher(spec, was_root); f.failed()) {
+    report_failure(f.step, f.error);
+    return 1;
+  }
+  int sync[2], status[2];
+  if (::pipe2(sync, O_CLOEXEC) != 0 || ::pipe2(status, O_CLOEXEC) != 0) {
+    report_failure(LaunchStep::kClone, errno);
+    return 1;
+  }
+  const Isolation& iso = spec.isolation;
+  unsigned long flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS |
+                        CLONE_NEWCGROUP;
+  if (!iso.network) flags |= CLONE_NEWNET;
+  const long pid = ::syscall(SYS_clone, flags | SIGCHLD, nullptr, nullptr, nullptr, nullptr);
+  if (pid < 0) {
+    report_failure(LaunchStep::kClone, errno);
+    return 1;
+  }
+  if (pid == 0) {
+    // The sandbox's init: pid 1 of the new pid namespace.
+    ::close(sync[1]);
+    ::close(status[0]);
+    ::close(exec_read);
+    ::close(signal_fd);
+    ::sigprocmask(SIG_SETMASK, &previous, nullptr);
+    // (getppid() is 0 here: the parent lives outside the new pid namespace. A launcher that
+    // died before the prctl shows as EOF on the sync pipe below.)
+    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) child_fail(LaunchStep::kDeathSignal, errno);
+    char go;
+    if (::read(sync[0], &go, 1) != 1) ::_exit(1);  // the launcher died before releasing us
+    ::close(sync[0]);
+    if (auto f = contain::enter_sandbox(spec); f.failed()) child_fail(f.step, f.error);
+    const pid_t worker = ::fork();
+    if (worker < 0) child_fail(LaunchStep::kFork, errno);
+    if (worker == 0) {
+      ::close(status[1]);
+      ::signal(SIGPIPE, SIG_DFL);
+      if (auto f = contain::contain_worker(spec, 1); f.failed()) child_fail(f.step, f.error);
+      ::execve(argv[0], argv, environ);
+      child_fail(LaunchStep::kExec, errno);
+    }
+    // Only the worker holds the exec report now: its execve closes the last copy.
+    ::close(launcher_fd::kExecReport);
+    for (int fd = 0; fd < launcher_fd::kFirstFree; ++fd) {
+      if (fd != status[1]) ::close(fd);
+    }
+    // Reap everything (orphans re-parent to pid 1); report the worker's end and go, which
+    // makes the kernel kill whatever is left in the namespace.
+    for (;;) {
+      int st;
+      const pid_t reaped = ::waitpid(-1, &st, 0);
+      if (reaped == worker) {
+        [[maybe_unused]] ssize_t n = ::write(status[1], &st, sizeof st);
+        ::_exit(0);
+      }
+      if (reaped < 0 && errno != EINTR) ::_exit(1);
+    }
+  }
+  ::close(sync[0]);
+  ::close(status[1]);
+  for (int fd : {launcher_fd::kRegion, launcher_fd::kRequestBell, launcher_fd::kEventBell,
+                 launcher_fd::kSpaceBell, launcher_fd::kExecReport})
+    ::close(fd);
+  auto abort_child = [&](LaunchStep step, int err) {
+    report_failure(step, err);
+    ::kill(static_cast<pid_t>(pid), SIGKILL);
+    ::waitpid(static_cast<pid_t>(pid), nullptr, 0);
+    return 1;
+  };
+  const unsigned outside_uid = was_root ? iso.outside_uid : 0;  // unprivileged: our own
+  const unsigned outside_gid = was_root ? iso.outside_gid : 0;  // namespace's 0 = caller
+  if (int err = userns::write_maps(static_cast<pid_t>(pid), iso.inside_uid, iso.inside_gid,
+                                   outside_uid, outside_gid))
+    return abort_child(LaunchStep::kIdMap, err);
+  for (const auto& dir : iso.cgroups) {
+    const std::string procs = dir + "/cgroup.procs", text = std::to_string(pid);
+    const int fd = ::open(procs.c_str(), O_WRONLY | O_CLOEXEC);
+    const bool ok = fd >= 0 && ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+    const int err = errno;
+    if (fd >= 0) ::close(fd);
+    if (!ok) return abort_child(LaunchStep::kCgroupJoin, err);
+  }
+  if (::write(sync[1], "!", 1) != 1) return abort_child(LaunchStep::kClone, errno);
+  ::close(sync[1]);
+  if (!await_exec(exec_read)) {
+    ::kill(static_cast<pid_t>(pid), SIGKILL);
+    ::waitpid(static_cast<pid_t>(pid), nullptr, 0);
+    return 1;
+  }
+  const pid_t worker = first_child(static_cast<pid_t>(pid));
+  if (worker <= 0) return abort_child(LaunchStep::kFork, ESRCH);
+  report({LauncherReport::kStarted, 0, worker, 0, static_cast<int32_t>(pid)});
+  return keep({static_cast<pid_t>(pid), worker, status[0], false}, signal_fd);
 }
 
 }  // namespace
@@ -112,45 +311,39 @@ int main(int argc, char** argv) {
     spec = parse_launcher_argv(argc, argv);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "sandbox_exec_launcher: %s\n", e.what());
-    report({LauncherReport::kSetupFailed, static_cast<int32_t>(LaunchStep::kParseArgs), 0, EINVAL});
+    report_failure(LaunchStep::kParseArgs, EINVAL);
     return 2;
   }
-
-  // Everything the child needs is built before fork: no allocation after it.
+  // Everything the children need is built before fork.
   std::vector<char*> child_argv;
   for (auto& a : spec.argv) child_argv.push_back(a.data());
   child_argv.push_back(nullptr);
 
-  // The report pipe and the exec-status pipe must not reach the user's code.
+  // The report and lifeline pipes must not reach the user's code.
   ::fcntl(launcher_fd::kReport, F_SETFD, FD_CLOEXEC);
   ::fcntl(launcher_fd::kLifeline, F_SETFD, FD_CLOEXEC);
-
-  // init reports on a pipe the supervisor may have closed already: EPIPE, not death.
+  // We report on a pipe the supervisor may have closed already: EPIPE, not death.
   ::signal(SIGPIPE, SIG_IGN);
-  if (::prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) {
-    report({LauncherReport::kSetupFailed, static_cast<int32_t>(LaunchStep::kFork), 0, errno});
-    return 1;
-  }
+
   // Descriptors the backend leaked into us (anything not O_CLOEXEC there) end here; from
   // now on every descriptor we open lands at kFirstFree or above.
   if (int err = fds::close_from(launcher_fd::kExecReport)) {
-    report({LauncherReport::kSetupFailed, static_cast<int32_t>(LaunchStep::kCloseFds), 0, err});
+    report_failure(LaunchStep::kCloseFds, err);
     return 1;
   }
-  // The child reports a failed step on kExecReport (CLOEXEC: a successful execve closes it,
-  // and that EOF is init's "started"). Move the read end out of the way first, so placing
+  // The children report a failed step on kExecReport (CLOEXEC: a successful execve closes
+  // it, and that EOF is our "started"). Move the read end out of the way first, so placing
   // the write end at kExecReport cannot overwrite it.
   int exec_pipe[2];
   if (::pipe2(exec_pipe, O_CLOEXEC) != 0) {
-    report({LauncherReport::kSetupFailed, static_cast<int32_t>(LaunchStep::kFork), 0, errno});
+    report_failure(LaunchStep::kFork, errno);
     return 1;
   }
   const int exec_read = ::fcntl(exec_pipe[0], F_DUPFD_CLOEXEC, launcher_fd::kFirstFree);
   ::close(exec_pipe[0]);
-  exec_pipe[0] = exec_read;
   if (exec_read < 0 || (exec_pipe[1] != launcher_fd::kExecReport &&
                         ::dup3(exec_pipe[1], launcher_fd::kExecReport, O_CLOEXEC) < 0)) {
-    report({LauncherReport::kSetupFailed, static_cast<int32_t>(LaunchStep::kFork), 0, errno});
+    report_failure(LaunchStep::kFork, errno);
     return 1;
   }
   if (exec_pipe[1] != launcher_fd::kExecReport) ::close(exec_pipe[1]);
@@ -164,42 +357,9 @@ int main(int argc, char** argv) {
   ::sigprocmask(SIG_BLOCK, &handled, &previous);
   const int signal_fd = ::signalfd(-1, &handled, SFD_CLOEXEC | SFD_NONBLOCK);
   if (signal_fd < 0) {
-    report({LauncherReport::kSetupFailed, static_cast<int32_t>(LaunchStep::kFork), 0, errno});
+    report_failure(LaunchStep::kFork, errno);
     return 1;
   }
-
-  const pid_t init_pid = ::getpid();
-  const pid_t worker = ::fork();
-  if (worker < 0) {
-    report({LauncherReport::kSetupFailed, static_cast<int32_t>(LaunchStep::kFork), 0, errno});
-    return 1;
-  }
-  if (worker == 0) {
-    ::close(exec_pipe[0]);
-    ::close(signal_fd);
-    ::sigprocmask(SIG_SETMASK, &previous, nullptr);
-    ::signal(SIGPIPE, SIG_DFL);
-    if (auto f = contain::contain_worker(spec, init_pid); f.failed()) child_fail(f.step, f.error);
-    ::execve(child_argv[0], child_argv.data(), environ);
-    child_fail(LaunchStep::kExec, errno);
-  }
-
-  // init: the ring's descriptors are the worker's business only.
-  for (int fd : {launcher_fd::kRegion, launcher_fd::kRequestBell, launcher_fd::kEventBell,
-                 launcher_fd::kSpaceBell, launcher_fd::kExecReport})
-    ::close(fd);
-  int32_t record[2];
-  ssize_t n;
-  do {
-    n = ::read(exec_pipe[0], record, sizeof record);
-  } while (n < 0 && errno == EINTR);
-  ::close(exec_pipe[0]);
-  if (n == static_cast<ssize_t>(sizeof record)) {
-    report({LauncherReport::kSetupFailed, record[0], 0, record[1]});
-    int status;
-    ::waitpid(worker, &status, 0);
-    return 1;
-  }
-  report({LauncherReport::kStarted, 0, worker, 0});
-  return run_init(worker, signal_fd);
+  return spec.isolation.namespaces ? launch_isolated(spec, child_argv.data(), exec_read, signal_fd, previous)
+                                   : launch_plain(spec, child_argv.data(), exec_read, signal_fd, previous);
 }

@@ -1,6 +1,7 @@
 #include "spawn_spec.h"
 
 #include <charconv>
+#include <cstdio>
 #include <string_view>
 
 #include "sys_error.h"
@@ -31,7 +32,25 @@ std::vector<std::string> launcher_argv(const SpawnSpec& spec) {
   add_limit(out, "--file-bytes", spec.limits.file_bytes);
   add_limit(out, "--open-files", spec.limits.open_files);
   add_limit(out, "--address-space", spec.limits.address_space);
+  add_limit(out, "--processes", spec.limits.processes);
   if (spec.limits.core_dumps) out.emplace_back("--core-dumps");
+  const Isolation& iso = spec.isolation;
+  if (iso.namespaces) {
+    out.emplace_back("--namespaces");
+    out.insert(out.end(), {"--ids", std::to_string(iso.inside_uid) + ":" + std::to_string(iso.inside_gid) +
+                                        ":" + std::to_string(iso.outside_uid) + ":" +
+                                        std::to_string(iso.outside_gid)});
+    out.insert(out.end(), {"--mountpoint", iso.mountpoint});
+    for (const auto& p : iso.readonly) out.insert(out.end(), {"--ro", p});
+    for (const auto& [path, target] : iso.symlinks) out.insert(out.end(), {"--symlink", path + "=" + target});
+    out.insert(out.end(), {"--tmp-bytes", std::to_string(iso.tmp_bytes)});
+    out.insert(out.end(), {"--hostname", iso.hostname});
+    if (iso.network) out.emplace_back("--host-network");
+  }
+  for (const auto& c : iso.cgroups) out.insert(out.end(), {"--cgroup", c});
+  if (iso.drop_caps) out.emplace_back("--drop-caps");
+  if (iso.landlock) out.emplace_back("--landlock");
+  if (iso.seccomp) out.emplace_back("--seccomp");
   out.emplace_back("--");
   out.insert(out.end(), spec.argv.begin(), spec.argv.end());
   return out;
@@ -60,8 +79,46 @@ SpawnSpec parse_launcher_argv(int argc, const char* const* argv) {
       spec.limits.open_files = parse_u64(arg, value(arg));
     } else if (arg == "--address-space") {
       spec.limits.address_space = parse_u64(arg, value(arg));
+    } else if (arg == "--processes") {
+      spec.limits.processes = parse_u64(arg, value(arg));
     } else if (arg == "--core-dumps") {
       spec.limits.core_dumps = true;
+    } else if (arg == "--namespaces") {
+      spec.isolation.namespaces = true;
+    } else if (arg == "--ids") {
+      const std::string ids(value(arg));
+      unsigned a, b, c, d;
+      char tail;
+      if (std::sscanf(ids.c_str(), "%u:%u:%u:%u%c", &a, &b, &c, &d, &tail) != 4)
+        throw ConfigError("launcher: --ids expects INSIDE_UID:INSIDE_GID:OUTSIDE_UID:OUTSIDE_GID");
+      spec.isolation.inside_uid = a;
+      spec.isolation.inside_gid = b;
+      spec.isolation.outside_uid = c;
+      spec.isolation.outside_gid = d;
+    } else if (arg == "--mountpoint") {
+      spec.isolation.mountpoint = value(arg);
+    } else if (arg == "--ro") {
+      spec.isolation.readonly.emplace_back(value(arg));
+    } else if (arg == "--symlink") {
+      const std::string link(value(arg));
+      const auto eq = link.find('=');
+      if (eq == std::string::npos || eq == 0 || eq + 1 == link.size())
+        throw ConfigError("launcher: --symlink expects PATH=TARGET");
+      spec.isolation.symlinks.emplace_back(link.substr(0, eq), link.substr(eq + 1));
+    } else if (arg == "--tmp-bytes") {
+      spec.isolation.tmp_bytes = parse_u64(arg, value(arg));
+    } else if (arg == "--hostname") {
+      spec.isolation.hostname = value(arg);
+    } else if (arg == "--host-network") {
+      spec.isolation.network = true;
+    } else if (arg == "--cgroup") {
+      spec.isolation.cgroups.emplace_back(value(arg));
+    } else if (arg == "--drop-caps") {
+      spec.isolation.drop_caps = true;
+    } else if (arg == "--landlock") {
+      spec.isolation.landlock = true;
+    } else if (arg == "--seccomp") {
+      spec.isolation.seccomp = true;
     } else {
       throw ConfigError("launcher: unknown option '" + std::string(arg) + "'");
     }
@@ -69,6 +126,11 @@ SpawnSpec parse_launcher_argv(int argc, const char* const* argv) {
   for (; i < argc; ++i) spec.argv.emplace_back(argv[i]);
   if (spec.argv.empty()) throw ConfigError("launcher: no worker command after '--'");
   if (spec.workdir.empty()) throw ConfigError("launcher: --workdir is required");
+  if (spec.isolation.namespaces && spec.isolation.mountpoint.empty())
+    throw ConfigError("launcher: --namespaces needs --mountpoint");
+  for (const auto& p : spec.isolation.readonly)
+    if (p.empty() || p[0] != '/') throw ConfigError("launcher: --ro paths must be absolute: " + p);
+  if (spec.workdir[0] != '/') throw ConfigError("launcher: --workdir must be absolute");
   return spec;
 }
 

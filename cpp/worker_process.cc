@@ -97,8 +97,10 @@ std::string ExitInfo::describe() const {
   return text;
 }
 
-WorkerProcess::WorkerProcess(const SpawnSpec& spec, SupervisorChannel& channel,
-                             std::chrono::milliseconds start_timeout) {
+WorkerProcess::WorkerProcess(SpawnSpec spec, SupervisorChannel& channel,
+                             std::chrono::milliseconds start_timeout, std::unique_ptr<Cgroups> cgroups)
+    : cgroups_(std::move(cgroups)) {
+  if (cgroups_) spec.isolation.cgroups = cgroups_->dirs();
   auto [report_read, report_write] = make_pipe(O_NONBLOCK);
   auto [lifeline_read, lifeline_write] = make_pipe(0);
   // The launcher must not die of SIGPIPE writing to a closed report pipe, and neither must
@@ -169,6 +171,7 @@ WorkerProcess::WorkerProcess(const SpawnSpec& spec, SupervisorChannel& channel,
     throw SandboxError("spawn", "launcher start report", 0, "unexpected report from the launcher");
   }
   worker_pid_ = r.value;
+  worker_parent_ = r.parent > 0 ? r.parent : launcher_pid_;
   open_stats();
   log::debug("spawned launcher {} worker {}", launcher_pid_, worker_pid_);
 }
@@ -193,6 +196,7 @@ void WorkerProcess::terminate(std::chrono::milliseconds grace) noexcept {
   }
   exited_ = true;
   read_reports();
+  if (cgroups_) cgroups_->remove();
 }
 
 bool WorkerProcess::reap() noexcept {
@@ -202,6 +206,7 @@ bool WorkerProcess::reap() noexcept {
   if (r == launcher_pid_ || (r < 0 && errno == ECHILD)) {
     exited_ = true;
     read_reports();
+    if (cgroups_) cgroups_->remove();
   }
   return exited_;
 }
@@ -247,7 +252,7 @@ Usage WorkerProcess::usage(bool with_peak) const noexcept {
   int ppid = 0;
   if (std::sscanf(close + 1, " %*c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ppid, &utime,
                   &stime) != 3 ||
-      ppid != launcher_pid_)
+      ppid != worker_parent_)
     return u;  // not our worker (the launcher's claim was false)
   static const double ticks = static_cast<double>(::sysconf(_SC_CLK_TCK));
   u.cpu_seconds = static_cast<double>(utime + stime) / ticks;

@@ -16,9 +16,11 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <memory>
 #include <optional>
 #include <string>
 
+#include "cgroup.h"
 #include "channel.h"
 #include "spawn_spec.h"
 #include "unique_fd.h"
@@ -41,8 +43,9 @@ struct Usage {
 
 class WorkerProcess {
  public:
-  WorkerProcess(const SpawnSpec& spec, SupervisorChannel& channel,
-                std::chrono::milliseconds start_timeout);
+  // `cgroups`, when given, are created before the spawn and joined by the sandbox's init.
+  WorkerProcess(SpawnSpec spec, SupervisorChannel& channel, std::chrono::milliseconds start_timeout,
+                std::unique_ptr<Cgroups> cgroups = nullptr);
   ~WorkerProcess();
   WorkerProcess(const WorkerProcess&) = delete;
   WorkerProcess& operator=(const WorkerProcess&) = delete;
@@ -50,6 +53,7 @@ class WorkerProcess {
   [[nodiscard]] int pidfd() const noexcept { return pidfd_.get(); }
   [[nodiscard]] pid_t worker_pid() const noexcept { return worker_pid_; }
   [[nodiscard]] pid_t launcher_pid() const noexcept { return launcher_pid_; }
+  [[nodiscard]] const Cgroups* cgroups() const noexcept { return cgroups_.get(); }
 
   void interrupt() const noexcept;
   // Ends every process of the session; blocks up to `grace` for an orderly exit.
@@ -68,6 +72,8 @@ class WorkerProcess {
   void open_stats() noexcept;
   pid_t launcher_pid_ = -1;
   pid_t worker_pid_ = -1;
+  pid_t worker_parent_ = -1;  // the launcher, or the sandbox's init when namespaced
+  std::unique_ptr<Cgroups> cgroups_;
   UniqueFd pidfd_;
   UniqueFd report_;    // read end; the launcher writes LauncherReport records
   UniqueFd lifeline_;  // write end; closing it tells the launcher to end the session

@@ -219,27 +219,41 @@ def test_closed_session_and_sandbox_raise(tmp_path):
         box.session("y")
 
 
+def _host_pids_with(marker: str) -> list[int]:
+    """Host pids whose command line contains `marker` (sandbox pids are namespaced)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if marker.encode() in f.read() and pid_alive(int(entry)):
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
 def test_close_ends_every_process_of_the_session_including_orphans(sandbox):
+    import uuid
+
+    marker = f"orphan-{uuid.uuid4().hex}"
     s = sandbox.session("orphans")
     r = s.run(
         "import os, time, subprocess\n"
-        "child = subprocess.Popen(['sleep', '300'])\n"
-        "r, w = os.pipe()\n"
+        f"cmd = ['/bin/sh', '-c', 'sleep 300; echo {marker}']\n"
+        "child = subprocess.Popen(cmd)\n"
         "if os.fork() == 0:\n"            # a double-forked, setsid orphan
         "    os.setsid()\n"
         "    if os.fork() == 0:\n"
-        "        os.write(w, str(os.getpid()).encode())\n"
-        "        time.sleep(300)\n"
+        "        os.execv(cmd[0], cmd)\n"
         "    os._exit(0)\n"
-        "os.close(w)\n"
-        "[child.pid, int(os.read(r, 64))]\n"
+        "time.sleep(0.3)\n"
     )
     assert r.status == "ok", r.error
-    pids = [int(p) for p in r.outputs[0]["data"]["text/plain"].strip("[]").split(",")]
-    pids.append(s.worker_pid)
-    assert all(pid_alive(p) for p in pids)
+    assert wait_until(lambda: len(_host_pids_with(marker)) == 2), _host_pids_with(marker)
+    worker = s.worker_pid
     s.close()
-    assert wait_until(lambda: not any(pid_alive(p) for p in pids)), [p for p in pids if pid_alive(p)]
+    assert wait_until(lambda: not _host_pids_with(marker) and not pid_alive(worker)), _host_pids_with(marker)
 
 
 def test_module_level_run_with_and_without_session():

@@ -16,6 +16,8 @@ pytestmark = pytest.mark.a
 def test_defaults_are_documented_values():
     p = Policy()
     assert p.timeout_s == 60.0
+    assert p.network is False and p.namespaces and p.seccomp and p.landlock
+    assert p.memory_bytes == 4 << 30 and p.max_processes == 256 and p.disk_bytes == 1 << 30
     assert p.max_output_bytes == 16 << 20
     assert p.max_open_files == 1024
     assert p.max_file_bytes == 1 << 30
@@ -42,9 +44,9 @@ def test_policy_error_is_a_value_error_and_a_sandbox_error():
 
 
 @pytest.mark.parametrize("changes,needle", [
-    ({"network": False}, "network namespace"),
-    ({"max_processes": 64}, "pids"),
-    ({"disk_bytes": 1 << 30}, "size-capped"),
+    ({"namespaces": False, "network": False, "max_processes": None, "disk_bytes": None}, "network namespace"),
+    ({"namespaces": False, "network": True, "disk_bytes": None}, "RLIMIT_NPROC"),
+    ({"namespaces": False, "network": True, "max_processes": None}, "size-capped"),
 ])
 def test_unenforceable_protections_fail_closed(tmp_path, changes, needle):
     with sandbox_exec.Sandbox(Policy(**changes), root=tmp_path) as box:
@@ -54,10 +56,14 @@ def test_unenforceable_protections_fail_closed(tmp_path, changes, needle):
 
 
 def test_enforcement_report_names_each_mechanism():
-    report = Policy(memory_bytes=1 << 30).enforcement()
+    report = Policy(memory_bytes=1 << 30).enforcement({})
     assert report["memory_bytes"].startswith("RLIMIT_AS")
     assert report["timeout_s"].startswith("supervisor")
-    assert report["network"] == "host network (not isolated)"
+    assert report["network"] == "empty network namespace (loopback only)"
+    report = Policy(network=True).enforcement({"version": "v1", "memory": True, "pids": True})
+    assert report["memory_bytes"] == "cgroup v1 memory controller (whole session)"
+    assert report["max_processes"].endswith("cgroup v1 pids controller")
+    assert report["network"] == "host network (opt-out)"
 
 
 def test_missing_launcher_is_a_clear_sandbox_error(tmp_path, monkeypatch):
@@ -119,10 +125,19 @@ def test_max_open_files_limits_descriptors(sandbox):
 def test_memory_limit_gives_status_memory(sandbox):
     s = sandbox.session("mem", policy=Policy(memory_bytes=1 << 30))
     try:
+        s.run("kept = 1")
         r = s.run("x = bytearray(4 << 30)")
         assert r.status == "memory"
-        assert r.error["ename"] == "MemoryError"
-        assert s.run("'still here'").outputs[0]["data"]["text/plain"] == "'still here'"
+        after = s.run("'kept' in globals()")
+        assert after.status == "ok"
+        if s.enforcement["memory_bytes"].startswith("cgroup"):
+            # the kernel's OOM killer ended the session: a fresh interpreter follows
+            assert r.error["ename"] == "MemoryLimitExceeded" and "OOM" in r.reason
+            assert after.session_restarted and after.outputs[0]["data"]["text/plain"] == "False"
+        else:
+            # RLIMIT_AS: the allocation failed inside the interpreter, which lives on
+            assert r.error["ename"] == "MemoryError"
+            assert after.outputs[0]["data"]["text/plain"] == "True"
     finally:
         s.close()
 

@@ -24,28 +24,45 @@ class Policy:
     #: ``interrupt_grace_s`` the session is killed). ``None``: no deadline.
     timeout_s: float | None = 60.0
     #: CPU seconds per interpreter (RLIMIT_CPU on the worker: SIGXCPU, then the session
-    #: ends as "crashed"). ``None``: unlimited.
-    cpu_s: float | None = None
-    #: Memory of the session. This build enforces it as the worker's address space
-    #: (RLIMIT_AS): a cell that allocates past it gets MemoryError (status "memory").
-    memory_bytes: int | None = None
-    #: Processes and threads of the session together. Needs the cgroup pids controller,
-    #: which this build does not drive yet: setting it raises PolicyError.
-    max_processes: int | None = None
+    #: ends as "crashed"). Per cell, CPU is also bounded by ``timeout_s``.
+    cpu_s: float | None = 3600.0
+    #: Memory of the session's processes together: the session's memory cgroup where the
+    #: host delegates one (the OOM killer ends the session, status "memory"), else the
+    #: worker's address space (RLIMIT_AS: MemoryError, status "memory").
+    memory_bytes: int | None = 4 * GiB
+    #: Processes and threads of the session together: RLIMIT_NPROC, which the kernel counts
+    #: per user namespace (each session has its own), plus the cgroup pids controller where
+    #: delegated. Needs ``namespaces``.
+    max_processes: int | None = 256
     #: Size of any one file written (RLIMIT_FSIZE: the write fails with EFBIG).
     max_file_bytes: int | None = 1 * GiB
-    #: Disk used by the workdir plus the private /tmp. Needs a size-capped mount, which
-    #: this build does not set up yet: setting it raises PolicyError.
-    disk_bytes: int | None = None
+    #: Size of the private /tmp and of /dev/shm (each a tmpfs of this size: writes past it
+    #: fail with ENOSPC). Needs ``namespaces``. The workdir is bounded per file by
+    #: ``max_file_bytes``; its total is not capped by this build.
+    disk_bytes: int | None = 1 * GiB
     #: Descriptors per process (RLIMIT_NOFILE).
     max_open_files: int | None = 1024
     #: Output bytes per cell (streams and rich outputs together); past it output is
     #: dropped and the cell's outputs end with a truncation marker. Enforced by the
     #: supervisor, whatever the worker does.
     max_output_bytes: int = 16 * MiB
-    #: ``False`` asks for no network at all. This build has no network namespace yet, so
-    #: ``False`` raises PolicyError; ``True`` (the default until then) is the named opt-out.
-    network: bool = True
+    #: ``False``: an empty network namespace, loopback only. ``True`` is the named opt-out:
+    #: the host's network (and its /etc/resolv.conf) inside the sandbox.
+    network: bool = False
+    #: New user, pid, mount, ipc, uts, cgroup (and network) namespaces and a new root with
+    #: read-only system paths. ``False`` is the named opt-out for hosts without user
+    #: namespaces: the worker then sees the host's filesystem as the backend's user.
+    namespaces: bool = True
+    #: The seccomp syscall filter (docs/threat_model.md lists its rules).
+    seccomp: bool = True
+    #: Landlock filesystem rules, where the kernel has Landlock; required when True.
+    landlock: bool = True
+    #: Host uid/gid the sandbox's user maps to when the backend runs as root (never 0).
+    host_uid: int = 65534
+    host_gid: int = 65534
+    #: Extra host paths bound read-only at the same path (e.g. a data directory, or the
+    #: source of a package installed in editable mode outside site-packages).
+    readonly_paths: tuple[str, ...] = ()
     #: Seconds a cell has to stop after the deadline's interrupt before the session is killed.
     interrupt_grace_s: float = 2.0
     #: Seconds the interpreter may take to start and report ready (prelude excluded).
@@ -71,38 +88,65 @@ class Policy:
             raise PolicyError(f"Policy.max_output_bytes must be a positive integer, got {self.max_output_bytes!r}")
         if self.max_open_files is not None and self.max_open_files < 16:
             raise PolicyError("Policy.max_open_files must be at least 16: the interpreter needs a few itself")
-        if not isinstance(self.network, bool):
-            raise PolicyError(f"Policy.network must be True or False, got {self.network!r}")
+        if self.max_processes is not None and self.max_processes < 8:
+            raise PolicyError("Policy.max_processes must be at least 8: the interpreter uses a few threads")
+        if self.memory_bytes is not None and self.memory_bytes < 64 * MiB:
+            raise PolicyError("Policy.memory_bytes must be at least 64 MiB: the interpreter needs that to start")
+        for name in ("network", "namespaces", "seccomp", "landlock"):
+            if not isinstance(getattr(self, name), bool):
+                raise PolicyError(f"Policy.{name} must be True or False, got {getattr(self, name)!r}")
+        for name in ("host_uid", "host_gid"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and 0 < value < 2**32 - 1):
+                raise PolicyError(f"Policy.{name} must be a non-root id, got {value!r}")
+        if isinstance(self.readonly_paths, str) or not all(
+                isinstance(p, str) and p.startswith("/") for p in self.readonly_paths):
+            raise PolicyError("Policy.readonly_paths must be absolute paths")
+        object.__setattr__(self, "readonly_paths", tuple(self.readonly_paths))
         if not all(isinstance(k, str) and isinstance(v, str) and "=" not in k and "\0" not in k + v
                    for k, v in dict(self.env).items()):
             raise PolicyError("Policy.env must map names (without '=' or NUL) to strings")
         object.__setattr__(self, "env", dict(self.env))
+
+    def __hash__(self) -> int:
+        return hash(tuple((f.name, repr(getattr(self, f.name))) for f in dataclasses.fields(self)))
 
     def replace(self, **changes: object) -> "Policy":
         """A copy with some fields changed (validated like a new Policy)."""
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
     def unenforceable(self) -> list[str]:
-        """The fields this build cannot enforce as asked, each with the reason."""
+        """The fields this policy asks for that its own other choices make impossible."""
         missing = []
-        if not self.network:
-            missing.append("network=False needs a network namespace, which this build does not set up yet")
-        if self.max_processes is not None:
-            missing.append("max_processes needs the cgroup pids controller, which this build does not drive yet")
-        if self.disk_bytes is not None:
-            missing.append("disk_bytes needs a size-capped workdir and /tmp, which this build does not mount yet")
+        if not self.namespaces:
+            if not self.network:
+                missing.append("network=False needs namespaces=True (a network namespace)")
+            if self.max_processes is not None:
+                missing.append("max_processes needs namespaces=True (RLIMIT_NPROC counted per user namespace)")
+            if self.disk_bytes is not None:
+                missing.append("disk_bytes needs namespaces=True (a size-capped private /tmp)")
         return missing
 
-    def enforcement(self) -> dict[str, str]:
-        """Which mechanism enforces each field, as this build applies it."""
+    def enforcement(self, cgroups: Mapping[str, object] | None = None) -> dict[str, str]:
+        """Which mechanism enforces each field here, given the host's cgroup support."""
+        cg = cgroups or {}
+        memory_cgroup = bool(cg.get("memory")) and self.memory_bytes is not None
+        pids_cgroup = bool(cg.get("pids")) and self.max_processes is not None
         return {
-            "timeout_s": "supervisor deadline (SIGINT, then kill)",
-            "cpu_s": "RLIMIT_CPU (per interpreter)" if self.cpu_s else "unlimited",
-            "memory_bytes": "RLIMIT_AS (address space)" if self.memory_bytes else "unlimited",
-            "max_processes": "not enforced" if self.max_processes is None else "unavailable",
-            "max_file_bytes": "RLIMIT_FSIZE" if self.max_file_bytes else "unlimited",
-            "disk_bytes": "not enforced" if self.disk_bytes is None else "unavailable",
-            "max_open_files": "RLIMIT_NOFILE" if self.max_open_files else "unlimited",
+            "timeout_s": "supervisor deadline (SIGINT, then kill)" if self.timeout_s else "none",
+            "cpu_s": "RLIMIT_CPU (per interpreter)" if self.cpu_s else "none",
+            "memory_bytes": (f"cgroup {cg.get('version')} memory controller (whole session)" if memory_cgroup
+                             else "RLIMIT_AS (per process address space)" if self.memory_bytes else "none"),
+            "max_processes": ("RLIMIT_NPROC in the session's user namespace"
+                              + (f" + cgroup {cg.get('version')} pids controller" if pids_cgroup else "")
+                              if self.max_processes else "none"),
+            "max_file_bytes": "RLIMIT_FSIZE" if self.max_file_bytes else "none",
+            "disk_bytes": "tmpfs size of /tmp and /dev/shm (workdir: per file only)" if self.disk_bytes else "none",
+            "max_open_files": "RLIMIT_NOFILE" if self.max_open_files else "none",
             "max_output_bytes": "supervisor output cap",
-            "network": "host network (not isolated)" if self.network else "unavailable",
+            "network": "host network (opt-out)" if self.network else "empty network namespace (loopback only)",
+            "namespaces": "user, pid, mount, ipc, uts, cgroup namespaces + new root" if self.namespaces
+            else "none (opt-out): host filesystem view",
+            "seccomp": "seccomp filter" if self.seccomp else "none (opt-out)",
+            "landlock": "Landlock rules" if self.landlock else "none (opt-out)",
         }

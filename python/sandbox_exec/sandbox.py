@@ -12,6 +12,7 @@ import atexit
 import functools
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -61,11 +62,50 @@ def _worker_env(policy: Policy, workdir: str) -> list[str]:
         "LC_ALL": "C.UTF-8",
         "PYTHONDONTWRITEBYTECODE": "1",
         "MPLBACKEND": "Agg",  # never a GUI backend inside the sandbox
+        "MPLCONFIGDIR": "/tmp/.matplotlib",  # caches in the private /tmp, not the workdir
+        "XDG_CACHE_HOME": "/tmp/.cache",
+        "TMPDIR": "/tmp",
         "PAGER": "cat",
         "TERM": "dumb",
     }
     env.update(policy.env)
     return [f"{k}={v}" for k, v in env.items()]
+
+
+@functools.lru_cache(maxsize=None)
+def _system_view() -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """What every sandbox sees read-only: the system's /usr (and the top-level directories
+    merged into it, as symlinks), the interpreter's prefixes and site-packages, this package,
+    and the few /etc files the loader and libraries need. Nothing from the backend's own
+    directories (its sources, configuration or secrets) unless a policy names it."""
+    import site
+
+    candidates: list[str] = ["/usr"]
+    symlinks: list[tuple[str, str]] = []
+    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        path = Path("/" + name)
+        if path.is_symlink():
+            symlinks.append((str(path), os.readlink(path)))
+        elif path.is_dir():
+            candidates.append(str(path))
+    for name in ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "alternatives", "fonts",
+                 "mime.types", "ssl", "ca-certificates"):
+        candidates.append(f"/etc/{name}")
+    candidates += [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
+    candidates += [os.path.dirname(os.path.realpath(sys.executable))]
+    candidates += site.getsitepackages()
+    candidates += [str(Path(__file__).resolve().parent), str(Path(_core.__file__).resolve().parent)]
+    seen: list[str] = []
+    for path in sorted({os.path.realpath(p) for p in candidates if os.path.exists(p)}, key=len):
+        if path != "/" and not any(path == p or path.startswith(p + "/") for p in seen):
+            seen.append(path)
+    return tuple(seen), tuple(symlinks)
+
+
+@functools.lru_cache(maxsize=None)
+def cgroup_support() -> dict[str, Any]:
+    """What cgroup delegation this host gives sessions (probed once per process)."""
+    return dict(_core.cgroup_support())
 
 
 class Session:
@@ -121,15 +161,14 @@ class Session:
             raise SandboxError(f"workdir: mkdir({str(self._workdir)!r}) failed: {name} ({e.errno}, {e.strerror}); "
                                "hint: the Sandbox root must be a writable directory") from e
         p = self.policy
+        limits, isolation = self._spawn_args()
         runner = _core.CellRunner(
             launcher=launcher_path(),
             argv=[sys.executable, "-I", "-m", "sandbox_exec._worker"],
             env=_worker_env(p, str(self._workdir)),
             workdir=str(self._workdir),
-            cpu_seconds=None if p.cpu_s is None else max(1, int(p.cpu_s + 0.999)),
-            file_bytes=p.max_file_bytes,
-            open_files=p.max_open_files,
-            address_space=p.memory_bytes,
+            limits=limits,
+            isolation=isolation,
             start_timeout_s=p.start_timeout_s,
         )
         with self._runner_lock:
@@ -142,6 +181,46 @@ class Session:
                 detail = "\n".join(result.error["traceback"]) if result.error else (result.reason or "")
                 raise PreludeError(f"the prelude of session {self.name!r} ended with status "
                                    f"{result.status!r}:\n{detail}")
+
+    def _spawn_args(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The launcher's limits and isolation layers for this session's policy."""
+        p = self.policy
+        cg = cgroup_support()
+        memory_cgroup = p.memory_bytes is not None and cg.get("memory")
+        pids_cgroup = p.max_processes is not None and cg.get("pids")
+        limits: dict[str, Any] = {
+            "cpu_seconds": None if p.cpu_s is None else max(1, math.ceil(p.cpu_s)),
+            "file_bytes": p.max_file_bytes,
+            "open_files": p.max_open_files,
+            # RLIMIT_AS is the fallback only: with a memory cgroup it would turn a cell's
+            # large virtual reservations (thread stacks, numpy arenas) into false failures.
+            "address_space": None if memory_cgroup else p.memory_bytes,
+            "processes": p.max_processes if p.namespaces else None,
+            "cgroup": ({"memory_bytes": p.memory_bytes if memory_cgroup else None,
+                        "max_processes": p.max_processes if pids_cgroup else None}
+                       if (memory_cgroup or pids_cgroup or cg.get("cpu")) else None),
+        }
+        isolation: dict[str, Any] = {"namespaces": p.namespaces, "network": p.network,
+                                     "drop_caps": True, "landlock": p.landlock, "seccomp": p.seccomp}
+        if p.namespaces:
+            readonly, symlinks = _system_view()
+            extra = [os.path.realpath(x) for x in p.readonly_paths]
+            readonly = tuple(sorted(set(readonly) | {x for x in extra if os.path.exists(x)}, key=len))
+            workdir = str(self._workdir)
+            readonly = tuple(r for r in readonly if not (workdir + "/").startswith(r + "/"))
+            mountpoint = self._sandbox._mountpoint(self)
+            isolation.update(mountpoint=str(mountpoint), readonly=list(readonly), symlinks=list(symlinks),
+                             tmp_bytes=p.disk_bytes or (1 << 30), outside_uid=p.host_uid,
+                             outside_gid=p.host_gid, hostname="sandbox")
+            if os.geteuid() == 0:
+                # The sandbox's user is an unprivileged host id: it must own its workdir.
+                os.chown(self._workdir, p.host_uid, p.host_gid)
+        return limits, isolation
+
+    @property
+    def enforcement(self) -> dict[str, str]:
+        """Which mechanism enforces each policy field for this session, on this host."""
+        return self.policy.enforcement(cgroup_support())
 
     def _stop(self) -> None:
         with self._runner_lock:
@@ -243,6 +322,11 @@ class Session:
                     status = "error"
         elif outcome.end == "timeout":
             status = "timeout"
+        elif outcome.end == "memory":
+            status = "memory"
+            error = {"ename": "MemoryLimitExceeded", "evalue": reason or "memory limit",
+                     "traceback": [f"MemoryLimitExceeded: {reason}"]}
+            collector._message({"output_type": "error", **error})
         elif outcome.end == "violation":
             status = "crashed"
             if collector.violation:
@@ -325,6 +409,13 @@ class Sandbox:
     def sessions(self) -> list[Session]:
         with self._lock:
             return list(self._sessions.values())
+
+    def _mountpoint(self, session: Session) -> Path:
+        """An empty directory where the launcher assembles the session's root (in its own
+        mount namespace: on the host it stays empty)."""
+        path = self.root / ".mnt" / session._workdir.name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     def _forget(self, session: Session) -> None:
         with self._lock:

@@ -1,0 +1,30 @@
+// mount: the sandbox's filesystem view, built before any user code runs.
+//
+//   build_root()   in the launcher's private mount namespace: a tmpfs at the mountpoint with
+//                  read-only binds of what the interpreter needs (its prefix, site-packages,
+//                  /usr, ...), the session's workdir read-write at its own path, a minimal
+//                  /etc written fresh (no host users, no shadow, no secrets), a minimal /dev
+//                  (null, zero, full, random, urandom bound from the host), a size-capped
+//                  private /tmp and /dev/shm; then the new root itself is made read-only.
+//   enter_root()   in the sandbox's init, inside the new namespaces: a fresh /proc for the
+//                  pid namespace, pivot_root into the new root, and the old root detached, so
+//                  nothing of the host's tree stays reachable (not via "..", not via
+//                  /proc/self/root, whose root is now the new one).
+// Read-only binds keep the flags the kernel locks on a mount (nosuid, nodev, noexec) and add
+// nosuid and nodev. Async-signal-safe where it runs after fork.
+#pragma once
+
+#include "launcher_protocol.h"
+#include "spawn_spec.h"
+
+namespace sandbox_exec::mount {
+
+struct Failure {
+  LaunchStep step = LaunchStep::kNone;
+  int error = 0;
+};
+
+[[nodiscard]] Failure build_root(const SpawnSpec& spec) noexcept;
+[[nodiscard]] Failure enter_root(const SpawnSpec& spec) noexcept;
+
+}  // namespace sandbox_exec::mount
