@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     # Each subcommand is a subparser whose `handler` default main() calls with the parsed
-    # arguments; a future `doctor` subcommand is added here the same way.
+    # arguments.
     run = commands.add_parser(
         "run",
         help="execute a notebook's code cells in one sandboxed session",
@@ -141,7 +141,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-q", "--quiet", action="store_true",
                      help="no progress lines on stderr (errors are still reported)")
     run.set_defaults(handler=_cmd_run)
+    doctor = commands.add_parser(
+        "doctor",
+        help="report, for this host, each isolation layer and limit: available or not, and why",
+        description="Probe each isolation layer (namespaces, seccomp, Landlock, cgroups) by starting "
+                    "real sandboxes one layer at a time, and print which mechanism enforces each "
+                    "policy field here. Exit status 0 when the default policy works.",
+    )
+    doctor.set_defaults(handler=_cmd_doctor)
     return parser
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import main as doctor_main
+
+    return doctor_main()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,101 @@
+"""``python -m sandbox_exec doctor``: what this host gives each isolation layer and limit.
+
+Each check is a real probe (a syscall, a mount, a sandbox started with one layer at a
+time), not a guess from version numbers; the last check starts a session with the default
+policy, which is what the backend will get.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+from dataclasses import dataclass
+from typing import Callable
+
+from . import _core
+from .errors import SandboxError
+from .policy import Policy
+from .sandbox import Sandbox, cgroup_support, launcher_path
+
+
+@dataclass
+class Check:
+    layer: str
+    ok: bool
+    detail: str
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _probe_session(policy: Policy, code: str = "1 + 1") -> tuple[bool, str]:
+    """Starts a session with `policy` and runs `code`: (worked, detail)."""
+    with tempfile.TemporaryDirectory(prefix="sandbox_exec-doctor-") as root:
+        try:
+            with Sandbox(policy, root=root) as box:
+                r = box.session("doctor").run(code, timeout=30)
+                if r.status != "ok":
+                    return False, f"cell ended {r.status}: {r.reason or r.error}"
+                return True, r.outputs[0]["data"]["text/plain"] if r.outputs else "ok"
+        except SandboxError as e:
+            return False, str(e)
+
+
+def checks() -> list[Check]:
+    out: list[Check] = []
+
+    def add(layer: str, probe: Callable[[], tuple[bool, str]]) -> None:
+        try:
+            ok, detail = probe()
+        except Exception as e:  # a probe must never stop the report
+            ok, detail = False, f"{type(e).__name__}: {e}"
+        out.append(Check(layer, ok, detail))
+
+    uid = os.geteuid()
+    add("host", lambda: (True, f"{platform.system()} {platform.release()}, running as "
+                               f"{'root (sandbox ids map to an unprivileged host id)' if uid == 0 else f'uid {uid}'}"))
+    add("launcher", lambda: (True, launcher_path()))
+    max_userns = _read("/proc/sys/user/max_user_namespaces")
+    add("user namespaces", lambda: (max_userns not in (None, "0"), f"user.max_user_namespaces = {max_userns}"
+                                    + ("" if _read("/proc/sys/kernel/unprivileged_userns_clone") in (None, "1")
+                                       else "; kernel.unprivileged_userns_clone = 0")))
+    seccomp_line = next((line for line in (_read("/proc/self/status") or "").splitlines()
+                         if line.startswith("Seccomp:")), None)
+    add("seccomp", lambda: (seccomp_line is not None, seccomp_line or "no Seccomp field in /proc/self/status"))
+    abi = _core.landlock_abi()
+    add("landlock", lambda: (abi > 0, f"ABI version {abi}" if abi > 0 else "not available in this kernel"))
+    cg = cgroup_support()
+    add("cgroup memory", lambda: (bool(cg["memory"]), cg["detail"] if cg["memory"] else
+                                  f"{cg['detail']}; memory_bytes falls back to RLIMIT_AS"))
+    add("cgroup pids", lambda: (bool(cg["pids"]), cg["detail"] if cg["pids"] else
+                                f"{cg['detail']}; max_processes relies on RLIMIT_NPROC per user namespace"))
+    # One layer at a time on top of a bare session, so a failure names its layer.
+    bare = Policy(namespaces=False, network=True, seccomp=False, landlock=False, max_processes=None,
+                  disk_bytes=None)
+    add("bare session (no isolation)", lambda: _probe_session(bare))
+    add("namespaces + new root", lambda: _probe_session(bare.replace(namespaces=True, network=False,
+                                                                     max_processes=256, disk_bytes=1 << 30)))
+    add("seccomp filter", lambda: _probe_session(bare.replace(seccomp=True)))
+    add("landlock rules", lambda: _probe_session(bare.replace(landlock=True)))
+    add("default policy (all layers)", lambda: _probe_session(
+        Policy(), "import os, socket\n(os.getuid(), socket.gethostname(), sorted(socket.if_nameindex()))"))
+    return out
+
+
+def main() -> int:
+    results = checks()
+    width = max(len(c.layer) for c in results)
+    for c in results:
+        print(f"{c.layer:<{width}}  {'ok  ' if c.ok else 'FAIL'}  {c.detail}")
+    print()
+    print("Default policy, enforced on this host by:")
+    for field, mechanism in Policy().enforcement(cgroup_support()).items():
+        print(f"  {field:<17} {mechanism}")
+    essential = {"launcher", "default policy (all layers)"}
+    return 0 if all(c.ok for c in results if c.layer in essential) else 1
