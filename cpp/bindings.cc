@@ -134,6 +134,7 @@ PYBIND11_MODULE(_core, m) {
                                  case CellEnd::kTimeout: return "timeout";
                                  case CellEnd::kCrashed: return "crashed";
                                  case CellEnd::kMemory: return "memory";
+                                 case CellEnd::kDisk: return "disk";
                                  case CellEnd::kViolation: return "violation";
                                }
                                return "?";
@@ -142,6 +143,8 @@ PYBIND11_MODULE(_core, m) {
                              [](const CellOutcome& o) { return py::bytes(o.done_payload); })
       .def_readonly("reason", &CellOutcome::reason)
       .def_readonly("deadline_hit", &CellOutcome::deadline_hit)
+      .def_readonly("disk_hit", &CellOutcome::disk_hit)
+      .def_readonly("workdir_bytes", &CellOutcome::workdir_bytes)
       .def_readonly("duration_s", &CellOutcome::duration_s)
       .def_readonly("cpu_s", &CellOutcome::cpu_s)
       .def_readonly("peak_rss_bytes", &CellOutcome::peak_rss_bytes)
@@ -205,8 +208,10 @@ PYBIND11_MODULE(_core, m) {
       .def(
           "run_cell",
           [](CellRunner& r, const py::bytes& request, double timeout_s, double grace_s,
-             uint64_t max_output_bytes, uint64_t max_message_bytes, const py::function& sink) {
-            CellLimits limits{timeout_s, grace_s, max_output_bytes, max_message_bytes};
+             uint64_t max_output_bytes, uint64_t max_message_bytes, const py::function& sink,
+             std::string workdir, uint64_t workdir_bytes) {
+            CellLimits limits{timeout_s, grace_s, max_output_bytes, max_message_bytes,
+                              std::move(workdir), workdir_bytes};
             const std::string req(bytes_view(request));
             EventSink cpp_sink = [&sink](EventBatch& batch) -> bool {
               py::gil_scoped_acquire acquire;
@@ -233,7 +238,8 @@ PYBIND11_MODULE(_core, m) {
             return outcome;
           },
           py::arg("request"), py::arg("timeout_s"), py::arg("grace_s"),
-          py::arg("max_output_bytes"), py::arg("max_message_bytes"), py::arg("sink"))
+          py::arg("max_output_bytes"), py::arg("max_message_bytes"), py::arg("sink"),
+          py::arg("workdir") = "", py::arg("workdir_bytes") = 0)
       .def("interrupt", &CellRunner::interrupt, py::call_guard<py::gil_scoped_release>())
       .def("terminate", &CellRunner::terminate, py::call_guard<py::gil_scoped_release>())
       .def("alive", &CellRunner::alive, py::call_guard<py::gil_scoped_release>())

@@ -2,6 +2,7 @@
 
 #include <poll.h>
 
+#include "disk_usage.h"
 #include "logging.h"
 #include "sys_error.h"
 
@@ -137,6 +138,16 @@ CellOutcome CellRunner::run_cell(const std::string& request, const CellLimits& l
   };
   MessageAssembler assembler(limits.max_message_bytes);
   bool interrupted = false;
+  // The disk watchdog: only growth during this cell past the cap stops it, so a cell that
+  // deletes files from an over-full workdir can always run.
+  const bool watch_disk = limits.workdir_bytes > 0 && !limits.workdir.empty();
+  const uint64_t disk_at_start = watch_disk ? disk_usage(limits.workdir).value_or(0) : 0;
+  auto next_disk_check = Clock::now();
+  auto disk_over = [&]() -> bool {
+    const auto used = disk_usage(limits.workdir);
+    out.workdir_bytes = used;
+    return used && *used > limits.workdir_bytes && *used > disk_at_start;
+  };
   FrameHeader header{};
   std::string payload;
 
@@ -202,6 +213,18 @@ CellOutcome CellRunner::run_cell(const std::string& request, const CellLimits& l
         if (tick()) interrupt();
         wait_ms = std::min(wait_ms, 100);
       }
+      if (watch_disk) {
+        if (!interrupted && Clock::now() >= next_disk_check) {
+          next_disk_check = Clock::now() + std::chrono::milliseconds(200);
+          if (disk_over()) {
+            interrupted = true;
+            out.disk_hit = true;
+            interrupt();
+            deadline = after(Clock::now(), limits.interrupt_grace_s);
+          }
+        }
+        wait_ms = std::min(wait_ms, 200);
+      }
       const auto wait = channel_->next_frame(header, payload, wait_ms, process_->pidfd());
       if (wait == SupervisorChannel::Wait::kFrame) {
         if (accept(header, payload)) {
@@ -229,7 +252,7 @@ CellOutcome CellRunner::run_cell(const std::string& request, const CellLimits& l
                                                " after the deadline");
         return finish(CellEnd::kCrashed, "the worker " + process_->exit_info().describe());
       }
-      if (has_deadline && Clock::now() >= deadline) {
+      if ((has_deadline || out.disk_hit) && Clock::now() >= deadline) {
         if (!interrupted) {
           interrupted = true;
           out.deadline_hit = true;
@@ -237,6 +260,9 @@ CellOutcome CellRunner::run_cell(const std::string& request, const CellLimits& l
           deadline = after(Clock::now(), limits.interrupt_grace_s);
         } else {
           end_session();
+          if (out.disk_hit)
+            return finish(CellEnd::kDisk, "the cell grew the workdir past its disk limit and ignored the "
+                                          "interrupt; the session was killed");
           return finish(CellEnd::kTimeout,
                         "the cell ignored the interrupt for " +
                             std::to_string(limits.interrupt_grace_s) + " s; the session was killed");
@@ -249,6 +275,8 @@ CellOutcome CellRunner::run_cell(const std::string& request, const CellLimits& l
     end_session();
     return finish(CellEnd::kViolation, std::string("protocol violation: ") + e.what());
   }
+  // A cell that wrote past the cap faster than the watchdog looks is caught here.
+  if (watch_disk && !out.disk_hit && disk_over()) out.disk_hit = true;
   const Usage after_usage = process_->usage(cgroups == nullptr);
   if (after_usage.valid && before.valid) {
     out.cpu_s = after_usage.cpu_seconds - before.cpu_seconds;

@@ -33,6 +33,8 @@ struct CellLimits {
   double interrupt_grace_s = 2;  // after SIGINT, before the session is killed
   uint64_t max_output_bytes = 64ull << 20;
   uint64_t max_message_bytes = 64ull << 20;  // one display/result message, reassembled
+  std::string workdir;        // watched for disk use when workdir_bytes > 0
+  uint64_t workdir_bytes = 0;
 };
 
 enum class CellEnd {
@@ -40,6 +42,7 @@ enum class CellEnd {
   kTimeout,     // the deadline passed and the session had to be killed
   kCrashed,     // the worker died
   kMemory,      // the worker was killed by the OOM killer of the session's memory cgroup
+  kDisk,        // the cell grew the workdir past its cap and ignored the interrupt
   kViolation,   // the worker broke the protocol; the session was ended
 };
 
@@ -48,6 +51,8 @@ struct CellOutcome {
   std::string done_payload;
   std::string reason;
   bool deadline_hit = false;  // SIGINT was sent because of the deadline
+  bool disk_hit = false;      // SIGINT was sent because the cell grew the workdir past its cap
+  std::optional<uint64_t> workdir_bytes;  // the workdir's size when the cell ended
   double duration_s = 0;
   std::optional<double> cpu_s;
   std::optional<uint64_t> peak_rss_bytes;

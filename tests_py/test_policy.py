@@ -162,3 +162,24 @@ def test_worker_limits_cannot_be_raised_by_the_cell(sandbox):
         assert r.error["ename"] == "ValueError"
     finally:
         s.close()
+
+
+@pytest.mark.b
+def test_disk_limit_covers_workdir_and_tmp(sandbox):
+    s = sandbox.session("disk", policy=Policy(disk_bytes=32 << 20, max_file_bytes=64 << 20))
+    try:
+        # the workdir: the supervisor's watchdog interrupts a cell that grows it past the cap
+        r = s.run("import os, time\nfor i in range(200):\n    open(f'f{i}', 'wb').write(os.urandom(1 << 20))\n"
+                  "    time.sleep(0.005)")
+        assert r.status == "disk"
+        assert r.error["ename"] == "KeyboardInterrupt"
+        written = sum(f.stat().st_size for f in s.workdir.iterdir())
+        assert 32 << 20 < written < 150 << 20
+        # the files stay until a cell removes them; removing is always possible
+        r = s.run("import os\nfor f in os.listdir():\n    os.remove(f)\nlen(os.listdir())")
+        assert r.status == "ok" and r.outputs[0]["data"]["text/plain"] == "0"
+        # /tmp is a tmpfs of that size: the write itself fails
+        r = s.run("open('/tmp/big', 'wb').write(b'x' * (48 << 20))")
+        assert r.status == "error" and "No space left on device" in r.error["evalue"]
+    finally:
+        s.close()

@@ -36,9 +36,11 @@ class Policy:
     max_processes: int | None = 256
     #: Size of any one file written (RLIMIT_FSIZE: the write fails with EFBIG).
     max_file_bytes: int | None = 1 * GiB
-    #: Size of the private /tmp and of /dev/shm (each a tmpfs of this size: writes past it
-    #: fail with ENOSPC). Needs ``namespaces``. The workdir is bounded per file by
-    #: ``max_file_bytes``; its total is not capped by this build.
+    #: Disk of the session: the private /tmp and /dev/shm are each a tmpfs of this size
+    #: (writes past it fail with ENOSPC; needs ``namespaces``), and the workdir is watched by
+    #: the supervisor every 0.2 s while a cell runs: a cell that grows it past this size is
+    #: interrupted (status "disk"). The watchdog can be overshot by what a cell writes within
+    #: 0.2 s; ``max_file_bytes`` bounds each file regardless.
     disk_bytes: int | None = 1 * GiB
     #: Descriptors per process (RLIMIT_NOFILE).
     max_open_files: int | None = 1024
@@ -141,7 +143,8 @@ class Policy:
                               + (f" + cgroup {cg.get('version')} pids controller" if pids_cgroup else "")
                               if self.max_processes else "none"),
             "max_file_bytes": "RLIMIT_FSIZE" if self.max_file_bytes else "none",
-            "disk_bytes": "tmpfs size of /tmp and /dev/shm (workdir: per file only)" if self.disk_bytes else "none",
+            "disk_bytes": ("tmpfs size of /tmp and /dev/shm; supervisor watchdog on the workdir (every 0.2 s)"
+                           if self.disk_bytes else "none"),
             "max_open_files": "RLIMIT_NOFILE" if self.max_open_files else "none",
             "max_output_bytes": "supervisor output cap",
             "network": "host network (opt-out)" if self.network else "empty network namespace (loopback only)",

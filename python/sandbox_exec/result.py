@@ -8,9 +8,10 @@ from typing import Any, Literal
 #: ``ok``: ran to the end. ``error``: the cell raised. ``timeout``: the wall-clock deadline
 #: passed. ``interrupted``: Session.interrupt() (or a KeyboardInterrupt) stopped it.
 #: ``crashed``: the interpreter died (signal, os._exit, killed, protocol violation).
-#: ``memory``: the memory limit was hit.
-Status = Literal["ok", "error", "timeout", "interrupted", "crashed", "memory"]
-STATUSES: tuple[str, ...] = ("ok", "error", "timeout", "interrupted", "crashed", "memory")
+#: ``memory``: the memory limit was hit. ``disk``: the cell grew its workdir past
+#: ``Policy.disk_bytes`` (the cell was interrupted; its files stay until a cell removes them).
+Status = Literal["ok", "error", "timeout", "interrupted", "crashed", "memory", "disk"]
+STATUSES: tuple[str, ...] = ("ok", "error", "timeout", "interrupted", "crashed", "memory", "disk")
 
 
 @dataclass

@@ -296,7 +296,8 @@ class Session:
         request = json.dumps({"code": code, "execution_count": count}).encode("ascii")
         cap = self.policy.max_output_bytes
         outcome = runner.run_cell(request, timeout or 0.0, self.policy.interrupt_grace_s, cap,
-                                  min(cap, MAX_MESSAGE_BYTES), collector.feed)
+                                  min(cap, MAX_MESSAGE_BYTES), collector.feed, str(self._workdir),
+                                  self.policy.disk_bytes or 0)
         status: str
         error: dict[str, Any] | None = None
         reason: str | None = outcome.reason or None
@@ -309,7 +310,12 @@ class Session:
                 status, reason = "crashed", f"protocol violation: {e}"
             if done is not None:
                 error = done["error"]
-                if outcome.deadline_hit:
+                if outcome.disk_hit:
+                    status = "disk"
+                    reason = (f"the cell grew the workdir to {outcome.workdir_bytes} bytes, past the "
+                              f"{self.policy.disk_bytes}-byte disk limit" + (" and was interrupted"
+                                                                             if done["status"] == "error" else ""))
+                elif outcome.deadline_hit:
                     status = "timeout"
                     reason = f"the cell ran past its {timeout:g} s deadline and was interrupted"
                 elif done["status"] == "ok":
@@ -322,6 +328,8 @@ class Session:
                     status = "error"
         elif outcome.end == "timeout":
             status = "timeout"
+        elif outcome.end == "disk":
+            status = "disk"
         elif outcome.end == "memory":
             status = "memory"
             error = {"ename": "MemoryLimitExceeded", "evalue": reason or "memory limit",
@@ -336,8 +344,8 @@ class Session:
         if outcome.dropped_output_bytes:
             collector.add_marker(f"\n[sandbox_exec: output truncated: {outcome.dropped_output_bytes} bytes "
                                  f"past the per-cell limit of {cap} bytes were dropped]\n")
-        if status in ("crashed", "timeout") and error is None:
-            ename = "CellTimeout" if status == "timeout" else "WorkerCrashed"
+        if status in ("crashed", "timeout", "disk") and error is None:
+            ename = {"timeout": "CellTimeout", "disk": "DiskLimitExceeded"}.get(status, "WorkerCrashed")
             error = {"ename": ename, "evalue": reason or status, "traceback": [f"{ename}: {reason or status}"]}
             collector._message({"output_type": "error", **error})
         result = Result(
