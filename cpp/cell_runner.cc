@@ -173,7 +173,9 @@ CellOutcome CellRunner::run_cell(const std::string& request, const CellLimits& l
     if (r == MessageAssembler::Result::kIncomplete) return false;
     if (r == MessageAssembler::Result::kTooLarge) {
       out.dropped_output_bytes += assembler.dropped_bytes();
-      return false;
+      // An oversized done report still ends the cell (its payload is dropped: the Python
+      // layer reports that as a protocol violation); waiting on would hang the cell.
+      return type == static_cast<uint16_t>(FrameType::kCellDone);
     }
     if (type == static_cast<uint16_t>(FrameType::kCellDone)) {
       out.done_payload = assembler.message();

@@ -4,6 +4,7 @@
 #include <poll.h>
 
 #include <cstring>
+#include <unistd.h>
 #include <new>
 
 #include "sys_error.h"
@@ -115,9 +116,19 @@ SupervisorChannel::Wait SupervisorChannel::next_frame(FrameHeader& header, std::
                                     : static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(
                                                            give_up - now)
                                                            .count());
-    const auto wake = event_bell_.receiver.wait(left, peer_fd);
+    auto wake = event_bell_.receiver.wait(left, peer_fd);
     events_.set_waiting(false);
     event_bell_.receiver.drain();
+    if (wake == DoorbellReceiver::Wake::kHangup) {
+      // The worker closed its doorbell: it can no longer wake us, and the pipe reads as
+      // ready forever. Fall back to polling the ring every 10 ms (a worker that did this
+      // only slows itself down) while still watching the process.
+      const int slice = std::min(left, 10);
+      pollfd p{peer_fd, POLLIN, 0};
+      const int n = peer_fd >= 0 ? ::poll(&p, 1, slice) : (::usleep(slice * 1000), 0);
+      wake = n > 0 ? DoorbellReceiver::Wake::kOther
+                   : (left <= 10 ? DoorbellReceiver::Wake::kTimeout : DoorbellReceiver::Wake::kRung);
+    }
     if (poll_frame(header, payload)) return Wait::kFrame;
     if (wake == DoorbellReceiver::Wake::kOther) return Wait::kPeerExited;
     if (wake == DoorbellReceiver::Wake::kTimeout || left == 0) return Wait::kTimeout;

@@ -93,7 +93,7 @@ class WorkerChannel {
   [[nodiscard]] bool receive(FrameHeader& header, std::string& payload, int timeout_ms);
 
  private:
-  void wait_for_space(bool may_check_signal, auto&& check_signal);
+  void wait_for_space(uint64_t needed, bool may_check_signal, auto&& check_signal);
   SharedRegion region_;
   RingReader requests_;
   RingWriter events_;
@@ -104,8 +104,14 @@ class WorkerChannel {
 
 // ---- template implementation -------------------------------------------------------------
 
-void WorkerChannel::wait_for_space(bool may_check_signal, auto&& check_signal) {
+void WorkerChannel::wait_for_space(uint64_t needed, bool may_check_signal, auto&& check_signal) {
   events_.set_waiting_for_space(true);
+  // Re-check after announcing: the supervisor may have drained (and skipped the space
+  // bell) between our failed write and the flag.
+  if (events_.free_bytes() >= needed) {
+    events_.set_waiting_for_space(false);
+    return;
+  }
   if (event_bell_.fd() >= 0) event_bell_.ring();  // make sure the supervisor is draining
   const auto wake = space_bell_.wait(100);
   events_.set_waiting_for_space(false);
@@ -124,7 +130,7 @@ void WorkerChannel::send(FrameType type, std::string_view payload, CheckSignal&&
     const auto* bytes = reinterpret_cast<const std::byte*>(payload.data() + offset);
     while (!events_.try_write(static_cast<uint16_t>(type), last ? 0 : kFlagMore,
                               {bytes, chunk})) {
-      wait_for_space(!started, check_signal);
+      wait_for_space(frame_footprint(chunk), !started, check_signal);
     }
     started = true;
     offset += chunk;

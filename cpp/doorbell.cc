@@ -27,8 +27,7 @@ DoorbellReceiver::Wake DoorbellReceiver::wait(int timeout_ms, int other_fd) cons
   }
   if (n == 0) return Wake::kTimeout;
   if (count == 2 && fds[1].revents != 0) return Wake::kOther;
-  // POLLHUP on our read end: the writer is gone; report it as a ring so the caller re-checks
-  // the ring and its process watch.
+  if ((fds[0].revents & POLLIN) == 0) return Wake::kHangup;  // POLLHUP/POLLERR only
   return Wake::kRung;
 }
 

@@ -33,7 +33,9 @@ class DoorbellSender {
 
 class DoorbellReceiver {
  public:
-  enum class Wake { kRung, kOther, kTimeout, kInterrupted };
+  // kHangup: the writer closed its end (a worker may close any descriptor): the pipe stays
+  // readable forever, so the caller must stop trusting it to sleep.
+  enum class Wake { kRung, kOther, kTimeout, kInterrupted, kHangup };
   DoorbellReceiver() = default;
   explicit DoorbellReceiver(UniqueFd read_end) : fd_(std::move(read_end)) {}
   // Waits until rung, until `other_fd` (if >= 0) is readable, or `timeout_ms` passes

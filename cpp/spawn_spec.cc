@@ -42,7 +42,11 @@ std::vector<std::string> launcher_argv(const SpawnSpec& spec) {
                                         std::to_string(iso.outside_gid)});
     out.insert(out.end(), {"--mountpoint", iso.mountpoint});
     for (const auto& p : iso.readonly) out.insert(out.end(), {"--ro", p});
-    for (const auto& [path, target] : iso.symlinks) out.insert(out.end(), {"--symlink", path + "=" + target});
+    for (const auto& [path, target] : iso.symlinks) {
+      if (path.find('=') != std::string::npos)
+        throw ConfigError("launcher: a symlink path may not contain '=': " + path);
+      out.insert(out.end(), {"--symlink", path + "=" + target});
+    }
     out.insert(out.end(), {"--tmp-bytes", std::to_string(iso.tmp_bytes)});
     out.insert(out.end(), {"--hostname", iso.hostname});
     if (iso.network) out.emplace_back("--host-network");
@@ -86,15 +90,22 @@ SpawnSpec parse_launcher_argv(int argc, const char* const* argv) {
     } else if (arg == "--namespaces") {
       spec.isolation.namespaces = true;
     } else if (arg == "--ids") {
-      const std::string ids(value(arg));
-      unsigned a, b, c, d;
-      char tail;
-      if (std::sscanf(ids.c_str(), "%u:%u:%u:%u%c", &a, &b, &c, &d, &tail) != 4)
-        throw ConfigError("launcher: --ids expects INSIDE_UID:INSIDE_GID:OUTSIDE_UID:OUTSIDE_GID");
-      spec.isolation.inside_uid = a;
-      spec.isolation.inside_gid = b;
-      spec.isolation.outside_uid = c;
-      spec.isolation.outside_gid = d;
+      const std::string_view ids = value(arg);
+      const std::string usage = "launcher: --ids expects INSIDE_UID:INSIDE_GID:OUTSIDE_UID:OUTSIDE_GID "
+                                "(unsigned 32-bit numbers), got '" + std::string(ids) + "'";
+      uint32_t parsed[4];
+      std::size_t start = 0;
+      for (int k = 0; k < 4; ++k) {
+        const std::size_t end = k < 3 ? ids.find(':', start) : ids.size();
+        if (end == std::string_view::npos || end == start) throw ConfigError(usage);
+        const auto [ptr, ec] = std::from_chars(ids.data() + start, ids.data() + end, parsed[k]);
+        if (ec != std::errc() || ptr != ids.data() + end) throw ConfigError(usage);
+        start = end + 1;
+      }
+      spec.isolation.inside_uid = parsed[0];
+      spec.isolation.inside_gid = parsed[1];
+      spec.isolation.outside_uid = parsed[2];
+      spec.isolation.outside_gid = parsed[3];
     } else if (arg == "--mountpoint") {
       spec.isolation.mountpoint = value(arg);
     } else if (arg == "--ro") {

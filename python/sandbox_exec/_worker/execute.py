@@ -67,8 +67,23 @@ def error_content(exc: BaseException, *, compiling: bool = False) -> dict[str, A
     # The innermost frame of an interrupt is the worker's SIGINT handler: not the user's.
     te.stack = traceback.StackSummary.from_list(
         [f for f in te.stack if not f.filename.startswith(_WORKER_DIR)])
-    lines = [chunk.rstrip("\n") for chunk in te.format()]
-    return {"ename": type(exc).__name__, "evalue": str(exc), "traceback": lines}
+    lines = [_clip(chunk.rstrip("\n")) for chunk in te.format()][-_MAX_TRACEBACK_ENTRIES:]
+    try:
+        evalue = str(exc)
+    except Exception as e:  # a broken __str__ must not break the report
+        evalue = f"<exception str() failed: {type(e).__name__}>"
+    return {"ename": type(exc).__name__, "evalue": _clip(evalue), "traceback": lines}
+
+
+# An error report travels in one message; keep it far below the supervisor's message cap.
+_MAX_ERROR_TEXT = 64 * 1024
+_MAX_TRACEBACK_ENTRIES = 200
+
+
+def _clip(text: str) -> str:
+    if len(text) <= _MAX_ERROR_TEXT:
+        return text
+    return text[:_MAX_ERROR_TEXT] + f"... [{len(text) - _MAX_ERROR_TEXT} characters truncated]"
 
 
 class Executor:
