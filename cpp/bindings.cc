@@ -105,6 +105,7 @@ PYBIND11_MODULE(_core, m) {
   frame.attr("STDERR") = static_cast<int>(FrameType::kStderr);
   frame.attr("MESSAGE") = static_cast<int>(FrameType::kMessage);
   frame.attr("CELL_DONE") = static_cast<int>(FrameType::kCellDone);
+  m.attr("DROPPED_OUTPUT_EVENT") = static_cast<int>(kDroppedOutputEvent);
   m.attr("WORKER_FDS") = py::make_tuple(launcher_fd::kRegion, launcher_fd::kRequestBell,
                                         launcher_fd::kEventBell, launcher_fd::kSpaceBell);
 

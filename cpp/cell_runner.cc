@@ -173,6 +173,8 @@ CellOutcome CellRunner::run_cell(const std::string& request, const CellLimits& l
     if (r == MessageAssembler::Result::kIncomplete) return false;
     if (r == MessageAssembler::Result::kTooLarge) {
       out.dropped_output_bytes += assembler.dropped_bytes();
+      if (type != static_cast<uint16_t>(FrameType::kCellDone))
+        batch.push_back({kDroppedOutputEvent, std::to_string(assembler.dropped_bytes())});
       // An oversized done report still ends the cell (its payload is dropped: the Python
       // layer reports that as a protocol violation); waiting on would hang the cell.
       return type == static_cast<uint16_t>(FrameType::kCellDone);

@@ -64,6 +64,9 @@ struct Event {
   uint16_t type;
   std::string payload;
 };
+// An event the supervisor adds itself (never a worker frame type): one output was dropped
+// for being larger than max_message_bytes; payload: its size in decimal.
+inline constexpr uint16_t kDroppedOutputEvent = 0xFFFF;
 using EventBatch = std::vector<Event>;
 // Returns false when an event was malformed (the Python layer validates message contents);
 // the session then ends as a protocol violation.

@@ -10,12 +10,16 @@ stores them) and hands each event, as it comes, to ``on_output``.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Callable
 
 from . import _core
 
 FRAME = _core.frame
 STREAM_NAMES = {FRAME.STDOUT: "stdout", FRAME.STDERR: "stderr"}
+# Not a frame type the worker can send: the supervisor's own note that it dropped one
+# output for being larger than the per-output limit (payload: its size, in decimal).
+DROPPED_OUTPUT = _core.DROPPED_OUTPUT_EVENT
 OUTPUT_TYPES = {"display_data", "execute_result", "error", "update_display_data", "clear_output"}
 
 
@@ -105,6 +109,15 @@ def parse_cell_done(payload: bytes) -> dict[str, Any]:
     return {"status": m["status"], "error": error}
 
 
+# A carriage return followed by more text overwrites its line, as a terminal (and Jupyter's
+# output area, before it stores a notebook) shows it; nbconvert's coalesce_streams does the same.
+_OVERWRITTEN = re.compile(r"[^\n]*\r(?=[^\n])")
+
+
+def apply_carriage_returns(text: str) -> str:
+    return _OVERWRITTEN.sub("", text) if "\r" in text else text
+
+
 def _stored(output: dict[str, Any]) -> dict[str, Any]:
     """The nbformat (stored) form of a live output: no transient."""
     return {k: v for k, v in output.items() if k != "transient"}
@@ -121,15 +134,24 @@ class OutputCollector:
         self.stdout: list[str] = []
         self.stderr: list[str] = []
         self.callback_error: BaseException | None = None
+        self.oversize_dropped_bytes = 0  # outputs dropped whole by the per-output limit
         self.violation: str | None = None
         self._clear_pending = False
+        # Text of stream outputs, kept as chunk lists until finish() (joining on every chunk
+        # would be quadratic for a flood).
+        self._stream_parts: dict[int, list[str]] = {}
 
     # Called from the C++ core with a batch of (frame type, payload) pairs. Returns False
     # on a malformed message (the core then ends the session).
     def feed(self, events: list[tuple[int, bytes]]) -> bool:
         try:
             for frame_type, payload in events:
-                if frame_type in STREAM_NAMES:
+                if frame_type == DROPPED_OUTPUT:
+                    size = int(payload)
+                    self.oversize_dropped_bytes += size
+                    self.add_marker(f"\n[sandbox_exec: an output of {size} bytes was dropped: it is "
+                                    f"larger than the per-output limit]\n")
+                elif frame_type in STREAM_NAMES:
                     self._stream(STREAM_NAMES[frame_type], payload.decode("utf-8", "replace"))
                 else:
                     self._message(parse_message(payload))
@@ -146,21 +168,33 @@ class OutputCollector:
         except BaseException as e:  # the caller's bug: remembered, re-raised after the cell
             self.callback_error = e
 
+    def _clear(self) -> None:
+        self.outputs.clear()
+        self.display_ids.clear()
+        self._stream_parts.clear()
+
     def _apply_pending_clear(self) -> None:
         if self._clear_pending:
             self._clear_pending = False
-            self.outputs.clear()
-            self.display_ids.clear()
+            self._clear()
 
     def _stream(self, name: str, text: str) -> None:
         (self.stdout if name == "stdout" else self.stderr).append(text)
         self._apply_pending_clear()
         last = self.outputs[-1] if self.outputs else None
         if last is not None and last["output_type"] == "stream" and last["name"] == name:
-            last["text"] += text
+            self._stream_parts[len(self.outputs) - 1].append(text)
         else:
-            self.outputs.append({"output_type": "stream", "name": name, "text": text})
+            self._stream_parts[len(self.outputs)] = [text]
+            self.outputs.append({"output_type": "stream", "name": name, "text": ""})
         self._emit({"output_type": "stream", "name": name, "text": text})
+
+    def finish(self) -> list[dict[str, Any]]:
+        """The stored outputs: stream chunks joined, carriage returns applied."""
+        for index, parts in self._stream_parts.items():
+            self.outputs[index]["text"] = apply_carriage_returns("".join(parts))
+        self._stream_parts.clear()
+        return self.outputs
 
     def _message(self, m: dict[str, Any]) -> None:
         kind = m["output_type"]
@@ -169,8 +203,7 @@ class OutputCollector:
                 self._clear_pending = True
             else:
                 self._clear_pending = False
-                self.outputs.clear()
-                self.display_ids.clear()
+                self._clear()
             self._emit(m)
             return
         if kind == "update_display_data":

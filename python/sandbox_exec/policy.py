@@ -48,6 +48,13 @@ class Policy:
     #: dropped and the cell's outputs end with a truncation marker. Enforced by the
     #: supervisor, whatever the worker does.
     max_output_bytes: int = 16 * MiB
+    #: Bytes of one rich output (a display, a result, an error message: a figure, a big
+    #: DataFrame's HTML). A larger one is dropped whole and a marker says so; the cell runs on.
+    max_single_output_bytes: int = 8 * MiB
+    #: Inline matplotlib figures: "png" (default, as Jupyter), "retina" (png at twice the
+    #: dpi, shown at the normal size), "jpeg" or "svg"; ``figure_dpi`` None keeps matplotlib's.
+    figure_format: str = "png"
+    figure_dpi: int | None = None
     #: ``False``: an empty network namespace, loopback only. ``True`` is the named opt-out:
     #: the host's network (and its /etc/resolv.conf) inside the sandbox.
     network: bool = False
@@ -86,8 +93,14 @@ class Policy:
             value = getattr(self, name)
             if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
                 raise PolicyError(f"Policy.{name} must be a positive integer or None, got {value!r}")
-        if not (isinstance(self.max_output_bytes, int) and self.max_output_bytes > 0):
-            raise PolicyError(f"Policy.max_output_bytes must be a positive integer, got {self.max_output_bytes!r}")
+        for name in ("max_output_bytes", "max_single_output_bytes"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+                raise PolicyError(f"Policy.{name} must be a positive integer, got {value!r}")
+        if self.figure_format not in ("png", "retina", "jpeg", "svg"):
+            raise PolicyError(f"Policy.figure_format must be png, retina, jpeg or svg, got {self.figure_format!r}")
+        if self.figure_dpi is not None and not (isinstance(self.figure_dpi, int) and 10 <= self.figure_dpi <= 1200):
+            raise PolicyError(f"Policy.figure_dpi must be an integer from 10 to 1200 or None, got {self.figure_dpi!r}")
         if self.max_open_files is not None and self.max_open_files < 16:
             raise PolicyError("Policy.max_open_files must be at least 16: the interpreter needs a few itself")
         if self.max_processes is not None and self.max_processes < 8:
@@ -147,6 +160,7 @@ class Policy:
                            if self.disk_bytes else "none"),
             "max_open_files": "RLIMIT_NOFILE" if self.max_open_files else "none",
             "max_output_bytes": "supervisor output cap",
+            "max_single_output_bytes": "supervisor per-output cap",
             "network": "host network (opt-out)" if self.network else "empty network namespace (loopback only)",
             "namespaces": "user, pid, mount, ipc, uts, cgroup namespaces + new root" if self.namespaces
             else "none (opt-out): host filesystem view",

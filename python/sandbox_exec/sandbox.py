@@ -61,13 +61,17 @@ def _worker_env(policy: Policy, workdir: str) -> list[str]:
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",
         "PYTHONDONTWRITEBYTECODE": "1",
-        "MPLBACKEND": "Agg",  # never a GUI backend inside the sandbox
+        # The inline backend: figures become display_data, never a window.
+        "MPLBACKEND": "module://sandbox_exec._worker.mpl_backend",
+        "SANDBOX_EXEC_FIGURE_FORMAT": policy.figure_format,
         "MPLCONFIGDIR": "/tmp/.matplotlib",  # caches in the private /tmp, not the workdir
         "XDG_CACHE_HOME": "/tmp/.cache",
         "TMPDIR": "/tmp",
         "PAGER": "cat",
         "TERM": "dumb",
     }
+    if policy.figure_dpi:
+        env["SANDBOX_EXEC_FIGURE_DPI"] = str(policy.figure_dpi)
     env.update(policy.env)
     return [f"{k}={v}" for k, v in env.items()]
 
@@ -296,7 +300,8 @@ class Session:
         request = json.dumps({"code": code, "execution_count": count}).encode("ascii")
         cap = self.policy.max_output_bytes
         outcome = runner.run_cell(request, timeout or 0.0, self.policy.interrupt_grace_s, cap,
-                                  min(cap, MAX_MESSAGE_BYTES), collector.feed, str(self._workdir),
+                                  min(cap, self.policy.max_single_output_bytes, MAX_MESSAGE_BYTES),
+                                  collector.feed, str(self._workdir),
                                   self.policy.disk_bytes or 0)
         status: str
         error: dict[str, Any] | None = None
@@ -341,8 +346,9 @@ class Session:
                 reason = f"protocol violation: {collector.violation}"
         else:
             status = "crashed"
-        if outcome.dropped_output_bytes:
-            collector.add_marker(f"\n[sandbox_exec: output truncated: {outcome.dropped_output_bytes} bytes "
+        past_cell_cap = outcome.dropped_output_bytes - collector.oversize_dropped_bytes
+        if past_cell_cap > 0:
+            collector.add_marker(f"\n[sandbox_exec: output truncated: {past_cell_cap} bytes "
                                  f"past the per-cell limit of {cap} bytes were dropped]\n")
         if status in ("crashed", "timeout", "disk") and error is None:
             ename = {"timeout": "CellTimeout", "disk": "DiskLimitExceeded"}.get(status, "WorkerCrashed")
@@ -350,7 +356,7 @@ class Session:
             collector._message({"output_type": "error", **error})
         result = Result(
             status=status,  # type: ignore[arg-type]
-            outputs=collector.outputs,
+            outputs=collector.finish(),
             error=error,
             stdout="".join(collector.stdout),
             stderr="".join(collector.stderr),

@@ -63,9 +63,46 @@ def _encode(mime: str, value: Any) -> Any:
     return value if isinstance(value, str) else str(value)
 
 
+def _figure_bundle(fig: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A matplotlib figure as IPython's inline backend shows it (pylabtools.print_figure)."""
+    import io
+    import os
+
+    data: dict[str, Any] = {"text/plain": plain_text(fig)}
+    metadata: dict[str, Any] = {}
+    if not fig.axes and not fig.lines:
+        return data, metadata  # an empty figure shows as text only
+    fmt = os.environ.get("SANDBOX_EXEC_FIGURE_FORMAT", "png")
+    dpi_env = os.environ.get("SANDBOX_EXEC_FIGURE_DPI")
+    dpi = float(dpi_env) if dpi_env else fig.dpi
+    if fmt == "retina":
+        dpi *= 2
+    buffer = io.BytesIO()
+    fig.canvas.print_figure(buffer, format="png" if fmt == "retina" else fmt, dpi=dpi,
+                            facecolor=fig.get_facecolor(), edgecolor=fig.get_edgecolor(), bbox_inches="tight")
+    raw = buffer.getvalue()
+    if fmt == "svg":
+        data["image/svg+xml"] = raw.decode("utf-8")
+    elif fmt == "jpeg":
+        data["image/jpeg"] = base64.b64encode(raw).decode("ascii")
+    else:
+        data["image/png"] = base64.b64encode(raw).decode("ascii")
+        if fmt == "retina" and raw[12:16] == b"IHDR":
+            width, height = int.from_bytes(raw[16:20], "big"), int.from_bytes(raw[20:24], "big")
+            metadata["image/png"] = {"width": width // 2, "height": height // 2}
+    return data, metadata
+
+
+def _is_figure(obj: Any) -> bool:
+    module = sys.modules.get("matplotlib.figure")
+    return module is not None and isinstance(obj, module.Figure)
+
+
 def format_bundle(obj: Any, include: Any = None, exclude: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
     if type(obj) in _SIMPLE_TYPES and include is None and exclude is None:
         return {"text/plain": repr(obj)}, {}  # no _repr_*_ methods on these
+    if _is_figure(obj):
+        return _figure_bundle(obj)
     data: dict[str, Any] = {}
     metadata: dict[str, Any] = {}
 
@@ -172,6 +209,10 @@ class Publisher:
         if display_id and not update:
             return DisplayHandle(self, str(display_id))
         return None
+
+    def send_raw(self, message: dict[str, Any]) -> None:
+        """A ready-made message (IPython's publish_display_data)."""
+        self._send(message)
 
     def update_display(self, obj: Any, *, display_id: str, **kwargs: Any) -> None:
         kwargs.pop("update", None)

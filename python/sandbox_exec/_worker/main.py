@@ -6,11 +6,13 @@ import builtins
 import os
 import signal
 import sys
+import time
 from typing import Any
 
 from .channel import FRAME, Channel
 from .display import Publisher
 from .execute import Executor, UserCodeGuard, error_content
+from . import ipython_bridge
 from .streams import CellStream, FdCapture, StreamBuffer
 
 
@@ -25,6 +27,7 @@ class Worker:
         self.channel = Channel()
         self.user_code = UserCodeGuard()
         self.streams = StreamBuffer(self.channel.send_stream)
+        self._last_fd_check = 0.0
         self.publisher = Publisher(self._send_message)
         self.executor = Executor(self._send_message)
         self.fd_capture = FdCapture(self.channel.send_stream, self.streams)
@@ -33,13 +36,21 @@ class Worker:
         sys.stdin = open(os.devnull)  # noqa: SIM115 - lives as long as the worker
         builtins.input = _no_input
         builtins.display = self.publisher.display  # type: ignore[attr-defined]
+        ipython_bridge.install(self.publisher)
         signal.signal(signal.SIGINT, self._on_sigint)
 
     def _send_python_stream(self, name: str, text: str) -> None:
         # What C code or a subprocess wrote to fds 1/2 before this write goes out first, so
-        # the two kinds of output keep the order in which they were produced.
-        if self.fd_capture.has_pending():
-            self.fd_capture.sync()
+        # the two kinds of output keep the order in which they were produced. The check
+        # costs a system call, so a flood of writes makes it at most every 0.5 ms: output
+        # from fds 1/2 that is younger than that may land after Python text written within
+        # the same half millisecond (a subprocess or os.system call takes longer than that).
+        now = time.monotonic()
+        if now - self._last_fd_check >= 0.0005:
+            self._last_fd_check = now
+            if self.fd_capture.has_pending():
+                self.streams.flush()
+                self.fd_capture.sync()
         self.streams.write(name, text)
 
     def _send_message(self, message: dict[str, Any]) -> None:
@@ -70,8 +81,25 @@ class Worker:
         self.streams.flush()
         if error is not None:
             self.channel.send_message({"output_type": "error", **error})
+        self._flush_figures()
         self.channel.send_json(FRAME.CELL_DONE, {"status": "error" if error else "ok",
                                                  "execution_count": count, "error": error})
+
+    def _flush_figures(self) -> None:
+        """Figures the cell left open appear after its other outputs, as with Jupyter's
+        inline backend (its post-execute hook)."""
+        backend = sys.modules.get("sandbox_exec._worker.mpl_backend")
+        if backend is None or "matplotlib.pyplot" not in sys.modules:
+            return
+        import matplotlib
+
+        if "sandbox_exec" not in matplotlib.get_backend():
+            return  # the cell switched backends: its figures are its own business
+        try:
+            backend.flush_figures()
+        except Exception as exc:  # a figure that fails to render is reported, not fatal
+            self.channel.send_message({"output_type": "error", **error_content(exc)})
+        self.streams.flush()
 
     def serve(self) -> None:
         self.channel.send_json(FRAME.READY, {"pid": os.getpid(), "python": sys.version.split()[0]})

@@ -64,17 +64,18 @@ class CellStream(io.TextIOBase):
 
 
 class StreamBuffer:
-    """Coalesces Python-level writes into whole lines before they go out.
+    """Coalesces Python-level writes before they go out, as ipykernel's stream buffers do.
 
-    print() writes its text and its end separately; sending each would make two events of
-    one line. A write that completes a line (or passes 64 KiB) goes out at once with what
-    was pending; a partial line waits at most ``max_age`` seconds (the fd-capture thread
-    calls flush_if_stale), and any other output flushes it first, so order is kept.
+    Text is sent when 64 KiB are pending, when anything else is published (a display, an
+    error, descriptor-level output: order is kept), at the end of the cell, and at the
+    latest ``max_age`` seconds after the first pending write (the fd-capture thread wakes
+    for that). A flood of print() calls thus costs one frame per 64 KiB, and a line printed
+    before a long computation still reaches ``on_output`` within 20 ms.
     """
 
-    def __init__(self, send: Send, max_age: float = 0.05, max_bytes: int = 1 << 16) -> None:
+    def __init__(self, send: Send, max_age: float = 0.02, max_bytes: int = 1 << 16) -> None:
         self._send = send
-        self.on_partial: Callable[[], None] = lambda: None  # a partial line started waiting
+        self.on_pending: Callable[[], None] = lambda: None  # text started waiting
         self._lock = threading.Lock()
         self._name: str | None = None
         self._parts: list[str] = []
@@ -91,17 +92,19 @@ class StreamBuffer:
 
     def write(self, name: str, text: str) -> None:
         with self._lock:
-            if self._name is not None and self._name != name:
+            if self._name != name:
                 self._flush_locked()
+                self._name = name
             if not self._parts:
                 self._since = time.monotonic()
-            self._name = name
-            self._parts.append(text)
-            self._size += len(text)
-            if "\n" in text or "\r" in text or self._size >= self._max_bytes:
+                self._parts.append(text)
+                self._size = len(text)
+                self.on_pending()
+            else:
+                self._parts.append(text)
+                self._size += len(text)
+            if self._size >= self._max_bytes:
                 self._flush_locked()
-            elif len(self._parts) == 1:
-                self.on_partial()
 
     @property
     def pending(self) -> bool:
@@ -115,6 +118,12 @@ class StreamBuffer:
     def flush_if_stale(self) -> None:
         if self._parts and time.monotonic() - self._since >= self._max_age:
             self.flush()
+
+    def seconds_to_stale(self) -> float | None:
+        """How long the forwarding thread may sleep before this buffer must go out."""
+        if not self._parts:
+            return None
+        return max(0.0, self._max_age - (time.monotonic() - self._since))
 
 
 def _pending(fd: int) -> int:
@@ -132,7 +141,7 @@ class FdCapture:
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
         os.set_blocking(self._wake_write, False)
-        buffer.on_partial = self.wake
+        buffer.on_pending = self.wake
         self._pipes: dict[int, str] = {}
         for fd, name in ((1, "stdout"), (2, "stderr")):
             read_end, write_end = os.pipe()
@@ -149,9 +158,9 @@ class FdCapture:
         decoders = {fd: codecs.getincrementaldecoder("utf-8")("replace") for fd in self._pipes}
         watched = [*self._pipes, self._wake_read]
         while True:
-            # Sleep without a timeout unless a partial line is waiting: a thread that woke
-            # every 50 ms would take the GIL from the cell for nothing.
-            ready, _, _ = select.select(watched, [], [], 0.05 if self._buffer.pending else None)
+            # Sleep without a timeout unless Python-level text is waiting: a thread that woke
+            # periodically would take the GIL from the cell for nothing.
+            ready, _, _ = select.select(watched, [], [], self._buffer.seconds_to_stale())
             if self._wake_read in ready:
                 try:
                     os.read(self._wake_read, 512)
