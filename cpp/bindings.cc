@@ -14,6 +14,7 @@
 #include "channel.h"
 #include "landlock.h"
 #include "logging.h"
+#include "py_worker_channel.h"
 #include "sys_error.h"
 
 namespace py = pybind11;
@@ -27,47 +28,6 @@ std::string_view bytes_view(const py::bytes& b) {
   if (PyBytes_AsStringAndSize(b.ptr(), &data, &size) != 0) throw py::error_already_set();
   return {data, static_cast<std::size_t>(size)};
 }
-
-// The worker's end, with a lock so the main thread and the fd-capture thread never
-// interleave the frames of two messages.
-class PyWorkerChannel {
- public:
-  explicit PyWorkerChannel(std::tuple<int, int, int, int> fds)
-      : channel_(WorkerFds{std::get<0>(fds), std::get<1>(fds), std::get<2>(fds), std::get<3>(fds)}) {}
-
-  py::object receive(int timeout_ms) {
-    FrameHeader header{};
-    std::string payload;
-    bool got;
-    {
-      py::gil_scoped_release release;
-      got = channel_.receive(header, payload, timeout_ms);
-    }
-    if (!got) return py::none();
-    return py::make_tuple(header.type, header.flags, py::bytes(payload));
-  }
-
-  void send(uint16_t type, const py::bytes& payload) {
-    const std::string_view view = bytes_view(payload);
-    bool signalled = false;
-    {
-      py::gil_scoped_release release;
-      std::lock_guard lock(send_lock_);
-      channel_.send(static_cast<FrameType>(type), view, [&] {
-        py::gil_scoped_acquire acquire;
-        if (PyErr_CheckSignals() != 0) {
-          signalled = true;
-          throw py::error_already_set();
-        }
-      });
-    }
-    (void)signalled;
-  }
-
- private:
-  WorkerChannel channel_;
-  std::mutex send_lock_;
-};
 
 }  // namespace
 
@@ -217,8 +177,19 @@ PYBIND11_MODULE(_core, m) {
             EventSink cpp_sink = [&sink](EventBatch& batch) -> bool {
               py::gil_scoped_acquire acquire;
               py::list events(batch.size());
-              for (std::size_t i = 0; i < batch.size(); ++i)
-                events[i] = py::make_tuple(batch[i].type, py::bytes(batch[i].payload));
+              for (std::size_t i = 0; i < batch.size(); ++i) {
+                const Event& e = batch[i];
+                // Stream text is decoded here, in one step (invalid UTF-8 replaced): the
+                // flood path makes no intermediate bytes object.
+                if (is_stream_type(e.type)) {
+                  PyObject* text = PyUnicode_DecodeUTF8(e.payload.data(),
+                                                        static_cast<Py_ssize_t>(e.payload.size()), "replace");
+                  if (text == nullptr) throw py::error_already_set();
+                  events[i] = py::make_tuple(e.type, py::reinterpret_steal<py::str>(text));
+                } else {
+                  events[i] = py::make_tuple(e.type, py::bytes(e.payload));
+                }
+              }
               return sink(events).cast<bool>();
             };
             // A signal for the backend (Ctrl-C) interrupts the cell; the KeyboardInterrupt is
@@ -251,5 +222,22 @@ PYBIND11_MODULE(_core, m) {
       .def("receive", &PyWorkerChannel::receive, py::arg("timeout_ms") = -1,
            "Next request as (type, flags, payload), or None on timeout or a signal.")
       .def("send", &PyWorkerChannel::send, py::arg("type"), py::arg("payload"),
-           "Sends one whole message (split into frames as needed).");
+           "Sends one whole message (split into frames as needed), after pending stream text.")
+      .def("watch", &PyWorkerChannel::watch, py::arg("stdout_pipe"), py::arg("stderr_pipe"),
+           py::arg("wake_fd"))
+      .def("write", &PyWorkerChannel::write, py::arg("type"), py::arg("text"),
+           "Buffers stream text; True (nothing buffered) when fd 1/2 output must go first.")
+      .def("write_now", &PyWorkerChannel::write_now, py::arg("type"), py::arg("text"))
+      .def(
+          "make_writer",
+          [](py::object self, uint16_t type, py::object forward) {
+            return self.cast<PyWorkerChannel&>().make_writer(type, std::move(forward), self);
+          },
+          py::arg("type"), py::arg("forward_fd_output"),
+          "A fast write(text) callable for one stream (what sys.stdout.write is bound to).")
+      .def("flush", &PyWorkerChannel::flush)
+      .def("flush_if_stale", &PyWorkerChannel::flush_if_stale)
+      .def("seconds_to_stale", &PyWorkerChannel::seconds_to_stale)
+      .def_property_readonly("pending", &PyWorkerChannel::pending)
+      .def("fd_output_pending", &PyWorkerChannel::fd_output_pending);
 }

@@ -40,6 +40,7 @@ CellRunner::CellRunner(const SpawnSpec& spec, ChannelGeometry geometry, double s
                                         *cgroup_limits);
   }
   process_ = std::make_unique<WorkerProcess>(spec, *channel_, start_ms, std::move(cgroups));
+  if (process_->cgroups()) oom_baseline_ = process_->cgroups()->oom_kills();
   FrameHeader header{};
   const auto deadline = after(Clock::now(), start_timeout_s);
   MessageAssembler assembler(1 << 16);
@@ -121,10 +122,12 @@ CellOutcome CellRunner::run_cell(const std::string& request, const CellLimits& l
 
   const bool has_deadline = limits.timeout_s > 0;
   auto deadline = has_deadline ? after(start, limits.timeout_s) : Clock::time_point::max();
-  const Usage before = process_->usage(false);
-  process_->reset_peak_rss();
   const Cgroups* cgroups = process_->cgroups();
-  const uint64_t oom_before = cgroups ? cgroups->oom_kills() : 0;
+  // With cgroups the session's own counters give CPU and peak memory (subprocesses
+  // included); /proc is read only without them. The OOM counter is only read when the
+  // worker dies: it is compared with its value at the session's start.
+  const Usage before = cgroups ? Usage{} : process_->usage(false);
+  if (!cgroups) process_->reset_peak_rss();
   const std::optional<double> cg_cpu_before = cgroups ? cgroups->cpu_seconds() : std::nullopt;
   if (cgroups) cgroups->reset_peak_memory();
 
@@ -244,7 +247,7 @@ CellOutcome CellRunner::run_cell(const std::string& request, const CellLimits& l
         }
         flush();
         std::lock_guard lock(lifecycle_);
-        const bool oom = cgroups && cgroups->oom_kills() > oom_before;
+        const bool oom = cgroups && cgroups->oom_kills() > oom_baseline_;
         if (oom) out.peak_rss_bytes = cgroups->peak_memory();
         process_->terminate(std::chrono::milliseconds(2000));
         dead_ = true;
@@ -281,7 +284,7 @@ CellOutcome CellRunner::run_cell(const std::string& request, const CellLimits& l
   }
   // A cell that wrote past the cap faster than the watchdog looks is caught here.
   if (watch_disk && !out.disk_hit && disk_over()) out.disk_hit = true;
-  const Usage after_usage = process_->usage(cgroups == nullptr);
+  const Usage after_usage = cgroups ? Usage{} : process_->usage(true);
   if (after_usage.valid && before.valid) {
     out.cpu_s = after_usage.cpu_seconds - before.cpu_seconds;
     out.peak_rss_bytes = after_usage.peak_rss_bytes;

@@ -105,6 +105,7 @@ class CellRunner {
   std::mutex lifecycle_;  // guards process_ reaping/termination across threads
   std::string ready_;
   std::atomic<bool> dead_{false};
+  uint64_t oom_baseline_ = 0;  // the memory cgroup's oom_kill count at the session's start
 };
 
 }  // namespace sandbox_exec

@@ -90,26 +90,6 @@ void remove_dir(const std::string& path) {
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
 }
 
-std::optional<uint64_t> read_u64(const std::string& path) {
-  const std::string text = read_file(path);
-  if (text.empty()) return std::nullopt;
-  try {
-    return std::stoull(text);
-  } catch (...) {
-    return std::nullopt;
-  }
-}
-
-uint64_t keyed(const std::string& path, const std::string& key) {
-  std::istringstream lines(read_file(path));
-  std::string k;
-  uint64_t v;
-  while (lines >> k >> v) {
-    if (k == key) return v;
-  }
-  return 0;
-}
-
 }  // namespace
 
 CgroupSupport Cgroups::detect() {
@@ -150,6 +130,7 @@ Cgroups::Cgroups(const std::string& name, const Limits& limits) {
       if (int err = write_file(dir + "/pids.max", std::to_string(*limits.max_processes)))
         fail("write " + dir + "/pids.max", err);
     }
+    open_counters();
     return;
   }
   version_ = "v1";
@@ -178,11 +159,45 @@ Cgroups::Cgroups(const std::string& name, const Limits& limits) {
       fail("write " + pids_ + "/pids.max", err);
   }
   if (dirs_.empty()) version_.clear();
+  open_counters();
+}
+
+void Cgroups::open_counters() noexcept {
+  auto open_at = [](const std::string& dir, const char* name, int flags) {
+    return dir.empty() ? UniqueFd() : UniqueFd(::open((dir + name).c_str(), flags | O_CLOEXEC));
+  };
+  const bool v2 = version_ == "v2";
+  peak_fd_ = open_at(memory_, v2 ? "/memory.peak" : "/memory.max_usage_in_bytes", O_RDWR);
+  cpu_fd_ = open_at(cpu_, v2 ? "/cpu.stat" : "/cpuacct.usage", O_RDONLY);
+  oom_fd_ = open_at(memory_, v2 ? "/memory.events" : "/memory.oom_control", O_RDONLY);
 }
 
 Cgroups::~Cgroups() { remove(); }
 
+namespace {
+// A whole small counter file through a kept descriptor, as text.
+std::string pread_text(const UniqueFd& fd) {
+  if (!fd) return {};
+  char buffer[1024];
+  const ssize_t n = ::pread(fd.get(), buffer, sizeof buffer - 1, 0);
+  return n > 0 ? std::string(buffer, static_cast<std::size_t>(n)) : std::string();
+}
+
+uint64_t keyed_text(const std::string& text, const std::string& key) {
+  std::istringstream lines(text);
+  std::string k;
+  uint64_t v;
+  while (lines >> k >> v) {
+    if (k == key) return v;
+  }
+  return 0;
+}
+}  // namespace
+
 void Cgroups::remove() noexcept {
+  peak_fd_.reset();
+  cpu_fd_.reset();
+  oom_fd_.reset();
   for (auto it = dirs_.rbegin(); it != dirs_.rend(); ++it) {
     remove_dir(*it);
     // v1: the per-backend-process parent goes too once its last session is gone.
@@ -192,39 +207,37 @@ void Cgroups::remove() noexcept {
 }
 
 uint64_t Cgroups::oom_kills() const noexcept {
-  if (memory_.empty()) return 0;
   try {
-    return version_ == "v2" ? keyed(memory_ + "/memory.events", "oom_kill")
-                            : keyed(memory_ + "/memory.oom_control", "oom_kill");
+    return keyed_text(pread_text(oom_fd_), "oom_kill");
   } catch (...) {
     return 0;
   }
 }
 
 std::optional<uint64_t> Cgroups::peak_memory() const noexcept {
-  if (memory_.empty()) return std::nullopt;
   try {
-    return read_u64(memory_ + (version_ == "v2" ? "/memory.peak" : "/memory.max_usage_in_bytes"));
+    const std::string text = pread_text(peak_fd_);
+    if (text.empty()) return std::nullopt;
+    return std::stoull(text);
   } catch (...) {
     return std::nullopt;
   }
 }
 
 void Cgroups::reset_peak_memory() const noexcept {
-  if (memory_.empty()) return;
-  try {
-    (void)write_file(memory_ + (version_ == "v2" ? "/memory.peak" : "/memory.max_usage_in_bytes"), "0");
-  } catch (...) {
+  // v1: writing 0 resets max_usage_in_bytes; v2 (6.12+): any write resets memory.peak for
+  // this descriptor's reads.
+  if (peak_fd_) {
+    [[maybe_unused]] ssize_t n = ::pwrite(peak_fd_.get(), "0", 1, 0);
   }
 }
 
 std::optional<double> Cgroups::cpu_seconds() const noexcept {
-  if (cpu_.empty()) return std::nullopt;
   try {
-    if (version_ == "v2") return static_cast<double>(keyed(cpu_ + "/cpu.stat", "usage_usec")) / 1e6;
-    auto ns = read_u64(cpu_ + "/cpuacct.usage");
-    if (!ns) return std::nullopt;
-    return static_cast<double>(*ns) / 1e9;
+    const std::string text = pread_text(cpu_fd_);
+    if (text.empty()) return std::nullopt;
+    if (version_ == "v2") return static_cast<double>(keyed_text(text, "usage_usec")) / 1e6;
+    return static_cast<double>(std::stoull(text)) / 1e9;
   } catch (...) {
     return std::nullopt;
   }

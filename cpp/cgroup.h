@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+#include "unique_fd.h"
+
 namespace sandbox_exec {
 
 struct CgroupSupport {
@@ -57,9 +59,13 @@ class Cgroups {
   void remove() noexcept;
 
  private:
+  void open_counters() noexcept;
   std::string version_;
   std::string memory_, pids_, cpu_;  // directories (v2: all the same)
   std::vector<std::string> dirs_;
+  // The per-cell counters, opened once: a cell's figures are then a few pread()s, not
+  // open/parse/close by path (measured: that cost about 30 us per cell).
+  UniqueFd peak_fd_, cpu_fd_, oom_fd_;
 };
 
 }  // namespace sandbox_exec

@@ -4,13 +4,27 @@
     result = sandbox_exec.run("x = 41\\nx + 1", session="nb-42")
     result.outputs  # [{"output_type": "execute_result", "data": {"text/plain": "42"}, ...}]
 
-See spec/api.md for the contract and docs/ for the architecture and the threat model.
+See the API contract (shared/spec/api.md in the project) and docs/ and docs/ for the architecture and the threat model.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from .errors import PolicyError, PreludeError, SandboxError, SessionClosedError
 from .policy import Policy
 from .result import STATUSES, Result, Status
-from .sandbox import Sandbox, Session, run
+
+if TYPE_CHECKING:
+    from .sandbox import Sandbox, Session, run
+
+
+def __getattr__(name: str) -> Any:
+    # The supervisor side (threads, asyncio, the spawn logic) loads on first use: the worker
+    # inside each sandbox imports this package too, and must not pay for it at every start.
+    if name in ("Sandbox", "Session", "run"):
+        from . import sandbox
+
+        return getattr(sandbox, name)
+    raise AttributeError(f"module 'sandbox_exec' has no attribute {name!r}")
 
 __version__ = "0.1.0"
 

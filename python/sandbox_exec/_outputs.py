@@ -140,6 +140,7 @@ class OutputCollector:
         # Text of stream outputs, kept as chunk lists until finish() (joining on every chunk
         # would be quadratic for a flood).
         self._stream_parts: dict[int, list[str]] = {}
+        self._cleared = False
 
     # Called from the C++ core with a batch of (frame type, payload) pairs. Returns False
     # on a malformed message (the core then ends the session).
@@ -152,7 +153,7 @@ class OutputCollector:
                     self.add_marker(f"\n[sandbox_exec: an output of {size} bytes was dropped: it is "
                                     f"larger than the per-output limit]\n")
                 elif frame_type in STREAM_NAMES:
-                    self._stream(STREAM_NAMES[frame_type], payload.decode("utf-8", "replace"))
+                    self._stream(STREAM_NAMES[frame_type], payload)  # decoded by the core
                 else:
                     self._message(parse_message(payload))
         except MalformedMessage as e:
@@ -169,6 +170,7 @@ class OutputCollector:
             self.callback_error = e
 
     def _clear(self) -> None:
+        self._cleared = True
         self.outputs.clear()
         self.display_ids.clear()
         self._stream_parts.clear()
@@ -189,12 +191,24 @@ class OutputCollector:
             self.outputs.append({"output_type": "stream", "name": name, "text": ""})
         self._emit({"output_type": "stream", "name": name, "text": text})
 
-    def finish(self) -> list[dict[str, Any]]:
-        """The stored outputs: stream chunks joined, carriage returns applied."""
+    def finish(self) -> tuple[list[dict[str, Any]], str, str]:
+        """The stored outputs (stream chunks joined, carriage returns applied) and the
+        whole stdout and stderr text. When a stream's text is all in one output, that
+        output and the concatenated stream share one string: a 100 MB flood is joined once."""
+        whole = {"stdout": "".join(self.stdout), "stderr": "".join(self.stderr)}
+        per_name: dict[str, int] = {}
+        for index in self._stream_parts:
+            name = self.outputs[index]["name"]
+            per_name[name] = per_name.get(name, 0) + 1
         for index, parts in self._stream_parts.items():
-            self.outputs[index]["text"] = apply_carriage_returns("".join(parts))
+            name = self.outputs[index]["name"]
+            if not self._cleared and per_name[name] == 1 and len(parts) == len(getattr(self, name)):
+                text = whole[name]
+            else:
+                text = "".join(parts)
+            self.outputs[index]["text"] = apply_carriage_returns(text)
         self._stream_parts.clear()
-        return self.outputs
+        return self.outputs, whole["stdout"], whole["stderr"]
 
     def _message(self, m: dict[str, Any]) -> None:
         kind = m["output_type"]

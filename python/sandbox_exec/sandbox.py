@@ -7,7 +7,6 @@ is one named interpreter (one notebook): its own worker process, namespace and w
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import functools
 import hashlib
@@ -283,6 +282,8 @@ class Session:
     async def run_async(self, code: str, *, timeout: float | None = None,
                         on_output: OnOutput | None = None) -> Result:
         """run() without blocking the event loop; on_output is called on the loop's thread."""
+        import asyncio
+
         loop = asyncio.get_running_loop()
         callback = None
         if on_output is not None:
@@ -354,12 +355,13 @@ class Session:
             ename = {"timeout": "CellTimeout", "disk": "DiskLimitExceeded"}.get(status, "WorkerCrashed")
             error = {"ename": ename, "evalue": reason or status, "traceback": [f"{ename}: {reason or status}"]}
             collector._message({"output_type": "error", **error})
+        outputs, stdout, stderr = collector.finish()
         result = Result(
             status=status,  # type: ignore[arg-type]
-            outputs=collector.finish(),
+            outputs=outputs,
             error=error,
-            stdout="".join(collector.stdout),
-            stderr="".join(collector.stderr),
+            stdout=stdout,
+            stderr=stderr,
             execution_count=count,
             duration_s=outcome.duration_s,
             cpu_s=outcome.cpu_s,

@@ -14,11 +14,17 @@ class Channel:
     def __init__(self) -> None:
         self._chan = _core.WorkerChannel(tuple(_core.WORKER_FDS))
 
+    @property
+    def raw(self) -> Any:
+        """The C++ channel (its stream buffer is used directly by sys.stdout/sys.stderr)."""
+        return self._chan
+
     def send_json(self, frame_type: int, message: dict[str, Any]) -> None:
         text = json.dumps(message, ensure_ascii=False, separators=(",", ":"), default=repr)
         self._chan.send(frame_type, text.encode("utf-8", "replace"))
 
     def send_stream(self, name: str, text: str) -> None:
+        """Descriptor-level output (already whole chunks): one frame, after buffered text."""
         self._chan.send(FRAME.STDOUT if name == "stdout" else FRAME.STDERR,
                         text.encode("utf-8", "replace"))
 

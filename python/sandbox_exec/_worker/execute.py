@@ -9,7 +9,6 @@ cell frames (as ``Cell In[N]``) and none of the worker's.
 from __future__ import annotations
 
 import ast
-import asyncio
 import builtins
 import inspect
 import io
@@ -97,7 +96,7 @@ class Executor:
         self.namespace = self.module.__dict__
         self.namespace.update({"In": [""], "Out": {}, "_": None, "__": None, "___": None,
                                "_i": "", "_ii": "", "_iii": ""})
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop: Any = None  # the asyncio loop of top-level await, made on first use
         self.execution_count = 0
         sys.displayhook = self._displayhook
 
@@ -136,6 +135,8 @@ class Executor:
 
     def _run_code(self, code_obj: types.CodeType) -> None:
         if code_obj.co_flags & inspect.CO_COROUTINE:
+            import asyncio  # only for cells with top-level await: keeps the start fast
+
             if self._loop is None:
                 self._loop = asyncio.new_event_loop()
             self._loop.run_until_complete(eval(code_obj, self.namespace))

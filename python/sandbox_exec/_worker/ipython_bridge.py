@@ -11,8 +11,6 @@ imported until a cell does: the worker's start stays fast.
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
 import sys
 from typing import Any, Callable
 
@@ -21,12 +19,13 @@ from .display import Publisher
 _TARGETS = ("IPython.core.display_functions", "IPython.core.display")
 
 
-class _PatchingLoader(importlib.abc.Loader):
-    def __init__(self, real: importlib.abc.Loader, patch: Callable[[Any], None]) -> None:
+# Plain classes implementing the import protocol (importlib.abc itself costs 8 ms to import).
+class _PatchingLoader:
+    def __init__(self, real: Any, patch: Callable[[Any], None]) -> None:
         self._real = real
         self._patch = patch
 
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> Any:
+    def create_module(self, spec: Any) -> Any:
         return self._real.create_module(spec)
 
     def exec_module(self, module: Any) -> None:
@@ -34,11 +33,11 @@ class _PatchingLoader(importlib.abc.Loader):
         self._patch(module)
 
 
-class _Hook(importlib.abc.MetaPathFinder):
+class _Hook:
     def __init__(self, publisher: Publisher) -> None:
         self._publisher = publisher
 
-    def find_spec(self, name: str, path: Any, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
         if name not in _TARGETS:
             return None
         for finder in sys.meta_path:

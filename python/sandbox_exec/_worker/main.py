@@ -6,14 +6,13 @@ import builtins
 import os
 import signal
 import sys
-import time
 from typing import Any
 
 from .channel import FRAME, Channel
 from .display import Publisher
 from .execute import Executor, UserCodeGuard, error_content
 from . import ipython_bridge
-from .streams import CellStream, FdCapture, StreamBuffer
+from .streams import CellStream, FdCapture
 
 
 def _no_input(prompt: object = "") -> str:
@@ -26,36 +25,24 @@ class Worker:
     def __init__(self) -> None:
         self.channel = Channel()
         self.user_code = UserCodeGuard()
-        self.streams = StreamBuffer(self.channel.send_stream)
-        self._last_fd_check = 0.0
+        self.streams = self.channel.raw  # the C++ stream buffer
         self.publisher = Publisher(self._send_message)
         self.executor = Executor(self._send_message)
         self.fd_capture = FdCapture(self.channel.send_stream, self.streams)
-        sys.stdout = CellStream("stdout", self._send_python_stream, 1, self.streams.flush)
-        sys.stderr = CellStream("stderr", self._send_python_stream, 2, self.streams.flush)
+        sys.stdout = CellStream("stdout", FRAME.STDOUT, self.streams, 1, self._forward_fd_output)
+        sys.stderr = CellStream("stderr", FRAME.STDERR, self.streams, 2, self._forward_fd_output)
         sys.stdin = open(os.devnull)  # noqa: SIM115 - lives as long as the worker
         builtins.input = _no_input
         builtins.display = self.publisher.display  # type: ignore[attr-defined]
         ipython_bridge.install(self.publisher)
         signal.signal(signal.SIGINT, self._on_sigint)
 
-    def _send_python_stream(self, name: str, text: str) -> None:
-        # What C code or a subprocess wrote to fds 1/2 before this write goes out first, so
-        # the two kinds of output keep the order in which they were produced. The check
-        # costs a system call, so a flood of writes makes it at most every 0.5 ms: output
-        # from fds 1/2 that is younger than that may land after Python text written within
-        # the same half millisecond (a subprocess or os.system call takes longer than that).
-        now = time.monotonic()
-        if now - self._last_fd_check >= 0.0005:
-            self._last_fd_check = now
-            if self.fd_capture.has_pending():
-                self.streams.flush()
-                self.fd_capture.sync()
-        self.streams.write(name, text)
+    def _forward_fd_output(self) -> None:
+        self.streams.flush()
+        self.fd_capture.sync()
 
     def _send_message(self, message: dict[str, Any]) -> None:
-        self.streams.flush()  # text written before a display goes out before it
-        self.channel.send_message(message)
+        self.channel.send_message(message)  # pending stream text goes out first (C++)
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
         # KeyboardInterrupt only inside the user's code: outside it, an interrupt that
