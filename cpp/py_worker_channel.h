@@ -180,6 +180,14 @@ class PyWorkerChannel {
     }
     if (size == 0) return;
     if (!buffer_.empty() && type != type_) flush();
+    if (buffer_.empty() && static_cast<std::size_t>(size) >= kMaxBytes) {
+      // A large write goes out straight from the string's own UTF-8 (the caller holds a
+      // reference, and str is immutable), without a copy into the buffer.
+      std::unique_lock lock(send_lock_);
+      pybind11::gil_scoped_release release;
+      channel_.send(static_cast<FrameType>(type), std::string_view(utf8, static_cast<std::size_t>(size)), [] {});
+      return;
+    }
     if (buffer_.empty()) {
       since_ = now;
       type_ = type;

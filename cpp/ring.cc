@@ -97,8 +97,11 @@ bool RingReader::try_read(FrameHeader& header, std::string& payload) {
                             std::to_string(available) + " published bytes");
   if ((header.flags & ~kKnownFlags) != 0)
     throw ProtocolViolation("frame has unknown flags " + std::to_string(header.flags));
-  payload.resize(header.length);
-  copy_out(head_ + sizeof header, payload.data(), header.length);
+  // assign/append instead of resize + copy: no zero-filling pass over a large payload.
+  const uint64_t body = (head_ + sizeof header) & (capacity_ - 1);
+  const std::size_t first = std::min<uint64_t>(header.length, capacity_ - body);
+  payload.assign(reinterpret_cast<const char*>(data_ + body), first);
+  if (header.length > first) payload.append(reinterpret_cast<const char*>(data_), header.length - first);
   head_ += footprint;
   control_->head.store(head_, std::memory_order_release);
   return true;
