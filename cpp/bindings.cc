@@ -15,6 +15,7 @@
 #include "landlock.h"
 #include "logging.h"
 #include "py_worker_channel.h"
+#include "stream_text.h"
 #include "sys_error.h"
 
 namespace py = pybind11;
@@ -170,22 +171,23 @@ PYBIND11_MODULE(_core, m) {
           "run_cell",
           [](CellRunner& r, const py::bytes& request, double timeout_s, double grace_s,
              uint64_t max_output_bytes, uint64_t max_message_bytes, const py::function& sink,
-             std::string workdir, uint64_t workdir_bytes) {
+             StreamText& stdout_text, StreamText& stderr_text, bool live, std::string workdir,
+             uint64_t workdir_bytes) {
             CellLimits limits{timeout_s, grace_s, max_output_bytes, max_message_bytes,
                               std::move(workdir), workdir_bytes};
             const std::string req(bytes_view(request));
-            EventSink cpp_sink = [&sink](EventBatch& batch) -> bool {
+            EventSink cpp_sink = [&sink, &stdout_text, &stderr_text, live](EventBatch& batch) -> bool {
               py::gil_scoped_acquire acquire;
               py::list events(batch.size());
               for (std::size_t i = 0; i < batch.size(); ++i) {
                 const Event& e = batch[i];
-                // Stream text is decoded here, in one step (invalid UTF-8 replaced): the
-                // flood path makes no intermediate bytes object.
+                // Stream text goes straight into the cell's StreamText; Python gets its
+                // offsets, and a str of it only when someone listens live (on_output).
                 if (is_stream_type(e.type)) {
-                  PyObject* text = PyUnicode_DecodeUTF8(e.payload.data(),
-                                                        static_cast<Py_ssize_t>(e.payload.size()), "replace");
-                  if (text == nullptr) throw py::error_already_set();
-                  events[i] = py::make_tuple(e.type, py::reinterpret_steal<py::str>(text));
+                  StreamText& text = e.type == static_cast<uint16_t>(FrameType::kStdout) ? stdout_text : stderr_text;
+                  const auto [start, end] = text.append(e.payload.data(), e.payload.size());
+                  events[i] = py::make_tuple(e.type, start, end,
+                                             live ? py::object(text.slice(start, end)) : py::none());
                 } else {
                   events[i] = py::make_tuple(e.type, py::bytes(e.payload));
                 }
@@ -211,11 +213,20 @@ PYBIND11_MODULE(_core, m) {
           },
           py::arg("request"), py::arg("timeout_s"), py::arg("grace_s"),
           py::arg("max_output_bytes"), py::arg("max_message_bytes"), py::arg("sink"),
+          py::arg("stdout_text"), py::arg("stderr_text"), py::arg("live") = true,
           py::arg("workdir") = "", py::arg("workdir_bytes") = 0)
       .def("interrupt", &CellRunner::interrupt, py::call_guard<py::gil_scoped_release>())
       .def("terminate", &CellRunner::terminate, py::call_guard<py::gil_scoped_release>())
       .def("alive", &CellRunner::alive, py::call_guard<py::gil_scoped_release>())
       .def("exit_description", &CellRunner::exit_description);
+
+  py::class_<StreamText>(m, "StreamText")
+      .def(py::init<>())
+      .def("append", &StreamText::append_str, py::arg("text"),
+           "Appends text (a supervisor marker); returns its (start, end) offsets.")
+      .def("value", &StreamText::value, "The whole text; final afterwards.")
+      .def_property_readonly("has_cr", &StreamText::has_cr)
+      .def("__len__", &StreamText::length);
 
   py::class_<PyWorkerChannel>(m, "WorkerChannel")
       .def(py::init<std::tuple<int, int, int, int>>(), py::arg("fds"))

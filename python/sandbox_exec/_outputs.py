@@ -131,31 +131,37 @@ class OutputCollector:
         self.outputs: list[dict[str, Any]] = []
         self.display_ids: dict[int, str] = {}
         self.display_updates: list[dict[str, Any]] = []
-        self.stdout: list[str] = []
-        self.stderr: list[str] = []
+        # Each stream's whole text, built in place by the core (cpp/stream_text.h); stream
+        # outputs refer to it by [start, end) character offsets until finish().
+        self.texts = {"stdout": _core.StreamText(), "stderr": _core.StreamText()}
         self.callback_error: BaseException | None = None
         self.oversize_dropped_bytes = 0  # outputs dropped whole by the per-output limit
         self.violation: str | None = None
         self._clear_pending = False
-        # Text of stream outputs, kept as chunk lists until finish() (joining on every chunk
-        # would be quadratic for a flood).
-        self._stream_parts: dict[int, list[str]] = {}
-        self._cleared = False
+        self._stream_spans: dict[int, list[int]] = {}
 
-    # Called from the C++ core with a batch of (frame type, payload) pairs. Returns False
-    # on a malformed message (the core then ends the session).
-    def feed(self, events: list[tuple[int, bytes]]) -> bool:
+    @property
+    def live(self) -> bool:
+        """Whether the core should hand over each chunk's text (someone listens live)."""
+        return self.on_output is not None
+
+    # Called from the C++ core with a batch of events: (stream type, start, end, text or
+    # None) or (message type, payload). Returns False on a malformed message (the core then
+    # ends the session).
+    def feed(self, events: list[tuple[Any, ...]]) -> bool:
         try:
-            for frame_type, payload in events:
-                if frame_type == DROPPED_OUTPUT:
-                    size = int(payload)
+            for event in events:
+                frame_type = event[0]
+                if frame_type in STREAM_NAMES:
+                    _, start, end, text = event
+                    self._stream(STREAM_NAMES[frame_type], start, end, text)
+                elif frame_type == DROPPED_OUTPUT:
+                    size = int(event[1])
                     self.oversize_dropped_bytes += size
                     self.add_marker(f"\n[sandbox_exec: an output of {size} bytes was dropped: it is "
                                     f"larger than the per-output limit]\n")
-                elif frame_type in STREAM_NAMES:
-                    self._stream(STREAM_NAMES[frame_type], payload)  # decoded by the core
                 else:
-                    self._message(parse_message(payload))
+                    self._message(parse_message(event[1]))
         except MalformedMessage as e:
             self.violation = str(e)
             return False
@@ -170,44 +176,36 @@ class OutputCollector:
             self.callback_error = e
 
     def _clear(self) -> None:
-        self._cleared = True
         self.outputs.clear()
         self.display_ids.clear()
-        self._stream_parts.clear()
+        self._stream_spans.clear()
 
     def _apply_pending_clear(self) -> None:
         if self._clear_pending:
             self._clear_pending = False
             self._clear()
 
-    def _stream(self, name: str, text: str) -> None:
-        (self.stdout if name == "stdout" else self.stderr).append(text)
+    def _stream(self, name: str, start: int, end: int, text: str | None) -> None:
         self._apply_pending_clear()
         last = self.outputs[-1] if self.outputs else None
         if last is not None and last["output_type"] == "stream" and last["name"] == name:
-            self._stream_parts[len(self.outputs) - 1].append(text)
+            self._stream_spans[len(self.outputs) - 1][1] = end
         else:
-            self._stream_parts[len(self.outputs)] = [text]
+            self._stream_spans[len(self.outputs)] = [start, end]
             self.outputs.append({"output_type": "stream", "name": name, "text": ""})
-        self._emit({"output_type": "stream", "name": name, "text": text})
+        if text is not None:
+            self._emit({"output_type": "stream", "name": name, "text": text})
 
     def finish(self) -> tuple[list[dict[str, Any]], str, str]:
-        """The stored outputs (stream chunks joined, carriage returns applied) and the
-        whole stdout and stderr text. When a stream's text is all in one output, that
-        output and the concatenated stream share one string: a 100 MB flood is joined once."""
-        whole = {"stdout": "".join(self.stdout), "stderr": "".join(self.stderr)}
-        per_name: dict[str, int] = {}
-        for index in self._stream_parts:
+        """The stored outputs (stream text cut from its whole stream, carriage returns
+        applied) and the whole stdout and stderr. An output holding all of its stream shares
+        that one string: a 100 MB flood is not copied again here."""
+        whole = {name: text.value() for name, text in self.texts.items()}
+        for index, (start, end) in self._stream_spans.items():
             name = self.outputs[index]["name"]
-            per_name[name] = per_name.get(name, 0) + 1
-        for index, parts in self._stream_parts.items():
-            name = self.outputs[index]["name"]
-            if not self._cleared and per_name[name] == 1 and len(parts) == len(getattr(self, name)):
-                text = whole[name]
-            else:
-                text = "".join(parts)
-            self.outputs[index]["text"] = apply_carriage_returns(text)
-        self._stream_parts.clear()
+            text = whole[name][start:end]  # the whole range is the same object, no copy
+            self.outputs[index]["text"] = apply_carriage_returns(text) if self.texts[name].has_cr else text
+        self._stream_spans.clear()
         return self.outputs, whole["stdout"], whole["stderr"]
 
     def _message(self, m: dict[str, Any]) -> None:
@@ -237,4 +235,5 @@ class OutputCollector:
 
     def add_marker(self, text: str) -> None:
         """A notice from the supervisor itself (truncation, crash), shown as stderr."""
-        self._stream("stderr", text)
+        start, end = self.texts["stderr"].append(text)
+        self._stream("stderr", start, end, text)

@@ -302,7 +302,8 @@ class Session:
         cap = self.policy.max_output_bytes
         outcome = runner.run_cell(request, timeout or 0.0, self.policy.interrupt_grace_s, cap,
                                   min(cap, self.policy.max_single_output_bytes, MAX_MESSAGE_BYTES),
-                                  collector.feed, str(self._workdir),
+                                  collector.feed, collector.texts["stdout"], collector.texts["stderr"],
+                                  collector.live, str(self._workdir),
                                   self.policy.disk_bytes or 0)
         status: str
         error: dict[str, Any] | None = None
