@@ -6,8 +6,9 @@
 //   launcher (the supervisor's child, host pid namespace)
 //     prepare_launcher()   1. own mount namespace (+ user namespace when unprivileged)
 //                          2. the new root: tmpfs, read-only binds, workdir, /etc, /dev, /tmp
-//     clone(NEWUSER|NEWPID|NEWNS|NEWIPC|NEWUTS|NEWCGROUP[|NEWNET])
-//                          3. id maps written, cgroups joined, by the launcher
+//     clone(NEWUSER|NEWPID|NEWNS|NEWIPC|NEWUTS[|NEWNET])
+//                          3. id maps written, cgroups joined, by the launcher; then the
+//                             init unshares its cgroup namespace (rooted at the session's group)
 //   sandbox init (pid 1 of the new pid namespace)
 //     enter_sandbox()      4. fresh /proc, pivot_root, old root detached
 //                          5. hostname, loopback up

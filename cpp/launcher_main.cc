@@ -205,8 +205,15 @@ int launch_plain(const SpawnSpec& spec, char** argv, int exec_read, int signal_f
 }
 
 // With namespaces: clone the sandbox's init, which forks the worker.
+// Zeroes the process's own argument strings (they are contiguous in memory).
+void hide_command_line(int argc, char** argv) {
+  if (argc <= 0 || argv == nullptr || argv[0] == nullptr) return;
+  char* end = argv[argc - 1] + std::strlen(argv[argc - 1]);
+  std::memset(argv[0], 0, static_cast<std::size_t>(end - argv[0]));
+}
+
 int launch_isolated(const SpawnSpec& spec, char** argv, int exec_read, int signal_fd,
-                    const sigset_t& previous) {
+                    const sigset_t& previous, int argc, char** argv_memory) {
   const bool was_root = ::geteuid() == 0;
   if (auto f = contain::prepare_launcher(spec, was_root); f.failed()) {
     report_failure(f.step, f.error);
@@ -218,8 +225,10 @@ int launch_isolated(const SpawnSpec& spec, char** argv, int exec_read, int signa
     return 1;
   }
   const Isolation& iso = spec.isolation;
-  unsigned long flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS |
-                        CLONE_NEWCGROUP;
+  // CLONE_NEWCGROUP is not here: the init unshares its cgroup namespace itself, after we
+  // moved it into the session's cgroups, so the namespace's root is the session's group and
+  // /proc/self/cgroup shows no host path.
+  unsigned long flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS;
   if (!iso.network) flags |= CLONE_NEWNET;
   const long pid = ::syscall(SYS_clone, flags | SIGCHLD, nullptr, nullptr, nullptr, nullptr);
   if (pid < 0) {
@@ -239,6 +248,11 @@ int launch_isolated(const SpawnSpec& spec, char** argv, int exec_read, int signa
     char go;
     if (::read(sync[0], &go, 1) != 1) ::_exit(1);  // the launcher died before releasing us
     ::close(sync[0]);
+    // We share the launcher's argv memory, which /proc/1/cmdline shows to the cell: it
+    // names host paths (the sandbox root, the mountpoint). Blank it; the spec was copied.
+    hide_command_line(argc, argv_memory);
+    ::prctl(PR_SET_NAME, "sandbox-init", 0, 0, 0);
+    if (::unshare(CLONE_NEWCGROUP) != 0) child_fail(LaunchStep::kClone, errno);
     if (auto f = contain::enter_sandbox(spec); f.failed()) child_fail(f.step, f.error);
     const pid_t worker = ::fork();
     if (worker < 0) child_fail(LaunchStep::kFork, errno);
@@ -360,6 +374,7 @@ int main(int argc, char** argv) {
     report_failure(LaunchStep::kFork, errno);
     return 1;
   }
-  return spec.isolation.namespaces ? launch_isolated(spec, child_argv.data(), exec_read, signal_fd, previous)
-                                   : launch_plain(spec, child_argv.data(), exec_read, signal_fd, previous);
+  return spec.isolation.namespaces
+             ? launch_isolated(spec, child_argv.data(), exec_read, signal_fd, previous, argc, argv)
+             : launch_plain(spec, child_argv.data(), exec_read, signal_fd, previous);
 }

@@ -81,7 +81,7 @@ inline StepInfo launch_step_info(LaunchStep step) noexcept {
     case LaunchStep::kMountDev: return {"mount", "minimal /dev"};
     case LaunchStep::kMountTmp: return {"mount", "mount(tmpfs, /tmp, size=...)"};
     case LaunchStep::kClone:
-      return {"namespaces", "clone(CLONE_NEWUSER|CLONE_NEWPID|CLONE_NEWNS|CLONE_NEWIPC|CLONE_NEWUTS|CLONE_NEWCGROUP)"};
+      return {"namespaces", "clone(CLONE_NEWUSER|CLONE_NEWPID|CLONE_NEWNS|CLONE_NEWIPC|CLONE_NEWUTS[|CLONE_NEWNET]) / unshare(CLONE_NEWCGROUP)"};
     case LaunchStep::kIdMap: return {"userns", "write /proc/PID/{uid_map,setgroups,gid_map}"};
     case LaunchStep::kCgroupJoin: return {"cgroup", "write cgroup.procs"};
     case LaunchStep::kMountProc: return {"mount", "mount(proc, /proc)"};
