@@ -12,10 +12,7 @@
 
 namespace sandbox_exec::caps {
 
-struct Failure {
-  LaunchStep step = LaunchStep::kNone;
-  int error = 0;
-};
+using Failure = StepFailure;
 
 [[nodiscard]] Failure drop_all() noexcept;
 

@@ -50,12 +50,11 @@ Failure prepare_launcher(const SpawnSpec& spec, bool was_root) noexcept {
     if (::unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0) return {LaunchStep::kUnshareOuter, errno};
     if (int err = userns::self_map(uid, gid)) return {LaunchStep::kOuterIdMap, err};
   }
-  const auto f = mount::build_root(spec);
-  return {f.step, f.error};
+  return mount::build_root(spec);
 }
 
 Failure enter_sandbox(const SpawnSpec& spec) noexcept {
-  if (auto f = mount::enter_root(spec); f.step != LaunchStep::kNone) return {f.step, f.error};
+  if (Failure f = mount::enter_root(spec); f.failed()) return f;
   const auto& name = spec.isolation.hostname;
   if (::sethostname(name.c_str(), name.size()) != 0) return {LaunchStep::kHostname, errno};
   if (!spec.isolation.network) {
@@ -72,10 +71,10 @@ Failure contain_worker(const SpawnSpec& spec, int parent_pid) noexcept {
       return f;
   }
   if (::chdir(spec.workdir.c_str()) != 0) return {LaunchStep::kWorkdir, errno};
-  if (auto f = rlimits::apply(spec.limits); f.step != LaunchStep::kNone) return {f.step, f.error};
+  if (Failure f = rlimits::apply(spec.limits); f.failed()) return f;
   if (Failure f = descriptors(); f.failed()) return f;
   if (iso.drop_caps) {
-    if (auto f = caps::drop_all(); f.step != LaunchStep::kNone) return {f.step, f.error};
+    if (Failure f = caps::drop_all(); f.failed()) return f;
   }
   if (iso.landlock) {
     if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return {LaunchStep::kNoNewPrivs, errno};

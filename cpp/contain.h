@@ -29,11 +29,7 @@
 
 namespace sandbox_exec::contain {
 
-struct Failure {
-  LaunchStep step = LaunchStep::kNone;
-  int error = 0;
-  [[nodiscard]] bool failed() const noexcept { return step != LaunchStep::kNone; }
-};
+using Failure = StepFailure;
 
 // In the launcher, before clone(): steps 1-2. `was_root`: the launcher runs as host root.
 [[nodiscard]] Failure prepare_launcher(const SpawnSpec& spec, bool was_root) noexcept;

@@ -50,6 +50,13 @@ enum class LaunchStep : int32_t {
   kCount,
 };
 
+// A failed isolation step, as every step function returns it (no exceptions after fork).
+struct StepFailure {
+  LaunchStep step = LaunchStep::kNone;
+  int error = 0;
+  [[nodiscard]] bool failed() const noexcept { return step != LaunchStep::kNone; }
+};
+
 struct StepInfo {
   const char* layer;
   const char* call;

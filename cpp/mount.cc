@@ -107,7 +107,7 @@ Failure make_dev(const SpawnSpec& spec) {
   if (::mount("tmpfs", dev.c_str(), "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=0755") != 0)
     return {LaunchStep::kMountDev, errno};
   for (const char* node : {"null", "zero", "full", "random", "urandom"}) {
-    if (Failure f = bind(std::string("/dev/") + node, dev + "/" + node, false); f.step != LaunchStep::kNone)
+    if (Failure f = bind(std::string("/dev/") + node, dev + "/" + node, false); f.failed())
       return {LaunchStep::kMountDev, f.error};
   }
   const std::pair<const char*, const char*> links[] = {
@@ -146,17 +146,17 @@ Failure build_root(const SpawnSpec& spec) noexcept {
       if (::symlink(target.c_str(), under(spec, path).c_str()) != 0 && errno != EEXIST)
         return {LaunchStep::kMountRootTmpfs, errno};
     }
-    if (Failure f = write_etc(spec); f.step != LaunchStep::kNone) return f;
+    if (Failure f = write_etc(spec); f.failed()) return f;
     // /tmp first: binds below it (a workdir under /tmp, as a default Sandbox root is) must
     // land on top of this tmpfs, not under it.
     const std::string tmp_opts = "size=" + std::to_string(iso.tmp_bytes) + ",mode=1777";
     if (::mount("tmpfs", under(spec, "/tmp").c_str(), "tmpfs", MS_NOSUID | MS_NODEV, tmp_opts.c_str()) != 0)
       return {LaunchStep::kMountTmp, errno};
     for (const auto& path : iso.readonly) {
-      if (Failure f = bind(path, under(spec, path), true); f.step != LaunchStep::kNone) return f;
+      if (Failure f = bind(path, under(spec, path), true); f.failed()) return f;
     }
-    if (Failure f = bind(spec.workdir, under(spec, spec.workdir), false); f.step != LaunchStep::kNone) return f;
-    if (Failure f = make_dev(spec); f.step != LaunchStep::kNone) return f;
+    if (Failure f = bind(spec.workdir, under(spec, spec.workdir), false); f.failed()) return f;
+    if (Failure f = make_dev(spec); f.failed()) return f;
     // The root tmpfs itself read-only: no new files next to /usr or in /etc.
     if (::mount(nullptr, root.c_str(), nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV,
                 nullptr) != 0)

@@ -19,10 +19,7 @@
 
 namespace sandbox_exec::mount {
 
-struct Failure {
-  LaunchStep step = LaunchStep::kNone;
-  int error = 0;
-};
+using Failure = StepFailure;
 
 [[nodiscard]] Failure build_root(const SpawnSpec& spec) noexcept;
 [[nodiscard]] Failure enter_root(const SpawnSpec& spec) noexcept;

@@ -11,10 +11,7 @@
 
 namespace sandbox_exec::rlimits {
 
-struct Failure {
-  LaunchStep step = LaunchStep::kNone;
-  int error = 0;
-};
+using Failure = StepFailure;
 
 // Applies `limits`; on failure returns the step and errno (the first that failed).
 [[nodiscard]] Failure apply(const ResourceLimits& limits) noexcept;
