@@ -106,6 +106,7 @@ class CellRunner {
   std::string ready_;
   std::atomic<bool> dead_{false};
   uint64_t oom_baseline_ = 0;  // the memory cgroup's oom_kill count at the session's start
+  std::optional<uint64_t> workdir_baseline_;  // the workdir's size when last measured within its cap
 };
 
 }  // namespace sandbox_exec

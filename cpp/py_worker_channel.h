@@ -11,10 +11,12 @@
 // subprocesses) and, if so, returns True so the caller forwards that first: the order of
 // Python-level and descriptor-level output is kept.
 //
-// Locking: buffer state is only touched with the GIL held. send_lock_ serialises frames;
-// its holder never waits for the GIL (sends run with the GIL released and never call back
-// into Python), so taking it while holding the GIL cannot deadlock, and taking it before
-// swapping the buffer out keeps frames in the order the text was written.
+// Locking: buffer state is only touched with the GIL held. send_lock_ serialises frames and
+// is taken before the buffer is swapped out, so frames leave in the order the text was
+// written. Its holder never waits for the GIL: every send runs with the GIL released and
+// unlocks send_lock_ *before* taking the GIL back (send_and_unlock). So a thread may block
+// on send_lock_ while holding the GIL without deadlock. (Reacquiring the GIL with the lock
+// still held deadlocked against the fd-capture thread: conformance tests found it.)
 #pragma once
 
 #include <pybind11/pybind11.h>
@@ -56,9 +58,13 @@ class PyWorkerChannel {
     Py_ssize_t size = 0;
     if (PyBytes_AsStringAndSize(payload.ptr(), &data, &size) != 0) throw pybind11::error_already_set();
     std::unique_lock lock(send_lock_);
-    send_buffer_locked();
+    std::string pending;
+    pending.swap(buffer_);
+    const auto pending_type = static_cast<FrameType>(type_);
     pybind11::gil_scoped_release release;
+    if (!pending.empty()) channel_.send(pending_type, pending, [] {});
     channel_.send(static_cast<FrameType>(type), std::string_view(data, static_cast<std::size_t>(size)), [] {});
+    lock.unlock();  // before the GIL is taken back (see the header comment)
   }
 
   // Descriptors to watch (the read ends of the fd 1/2 pipes) and the fd-capture thread's
@@ -86,7 +92,9 @@ class PyWorkerChannel {
   void flush() {
     if (buffer_.empty()) return;
     std::unique_lock lock(send_lock_);
-    send_buffer_locked();
+    std::string data;
+    data.swap(buffer_);
+    send_and_unlock(lock, static_cast<FrameType>(type_), data);
   }
 
   void flush_if_stale() {
@@ -184,8 +192,7 @@ class PyWorkerChannel {
       // A large write goes out straight from the string's own UTF-8 (the caller holds a
       // reference, and str is immutable), without a copy into the buffer.
       std::unique_lock lock(send_lock_);
-      pybind11::gil_scoped_release release;
-      channel_.send(static_cast<FrameType>(type), std::string_view(utf8, static_cast<std::size_t>(size)), [] {});
+      send_and_unlock(lock, static_cast<FrameType>(type), std::string_view(utf8, static_cast<std::size_t>(size)));
       return;
     }
     if (buffer_.empty()) {
@@ -199,14 +206,12 @@ class PyWorkerChannel {
     if (buffer_.size() >= kMaxBytes) flush();
   }
 
-  // With send_lock_ held (and the GIL): sends the buffer, releasing the GIL meanwhile.
-  void send_buffer_locked() {
-    if (buffer_.empty()) return;
-    std::string data;
-    data.swap(buffer_);
-    const auto type = static_cast<FrameType>(type_);
+  // Called with the GIL and `lock` (send_lock_) held: sends with the GIL released, and
+  // unlocks before the GIL is taken back.
+  void send_and_unlock(std::unique_lock<std::mutex>& lock, FrameType type, std::string_view data) {
     pybind11::gil_scoped_release release;
     channel_.send(type, data, [] {});
+    lock.unlock();
   }
 
   WorkerChannel channel_;

@@ -221,17 +221,24 @@ class OutputCollector:
         if kind == "update_display_data":
             display_id = m["transient"]["display_id"]
             self.display_updates.append({"display_id": display_id, "data": m["data"], "metadata": m["metadata"]})
-            for index, did in self.display_ids.items():
-                if did == display_id:
-                    self.outputs[index]["data"] = m["data"]
-                    self.outputs[index]["metadata"] = m["metadata"]
+            self._update_in_place(display_id, m["data"], m["metadata"])
             self._emit(m)
             return
         self._apply_pending_clear()
         if kind == "display_data" and "transient" in m:
-            self.display_ids[len(self.outputs)] = m["transient"]["display_id"]
+            display_id = m["transient"]["display_id"]
+            # Displaying again with an id updates every earlier output with that id, as
+            # Jupyter frontends and nbclient do; the caller applies it to earlier cells.
+            self._update_in_place(display_id, m["data"], m["metadata"])
+            self.display_ids[len(self.outputs)] = display_id
         self.outputs.append(_stored(m))
         self._emit(m)
+
+    def _update_in_place(self, display_id: str, data: dict[str, Any], metadata: dict[str, Any]) -> None:
+        for index, did in self.display_ids.items():
+            if did == display_id:
+                self.outputs[index]["data"] = data
+                self.outputs[index]["metadata"] = metadata
 
     def add_marker(self, text: str) -> None:
         """A notice from the supervisor itself (truncation, crash), shown as stderr."""

@@ -328,6 +328,14 @@ def run_notebook(path_or_nb: Any, *, output_path: str | os.PathLike[str] | None 
                     target["data"] = nbformat.from_dict(update["data"])
                     target["metadata"] = nbformat.from_dict(update["metadata"])
             for out_i, display_id in result.display_ids.items():
+                # Displaying again with an existing id also updates the earlier outputs with
+                # that id (nbclient and Jupyter frontends do the same).
+                shown = result.outputs[out_i]
+                for cell_i, earlier_i in displays.get(display_id, ()):
+                    if cell_i != index:
+                        target = nb.cells[cell_i].outputs[earlier_i]
+                        target["data"] = nbformat.from_dict(shown["data"])
+                        target["metadata"] = nbformat.from_dict(shown["metadata"])
                 displays.setdefault(display_id, []).append((index, out_i))
 
             expected = result.status in _EXPECTABLE and RAISES_TAG in tags

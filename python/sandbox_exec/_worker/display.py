@@ -147,7 +147,7 @@ def format_bundle(obj: Any, include: Any = None, exclude: Any = None) -> tuple[d
                     metadata[mime] = md
             data[mime] = _encode(mime, value)
 
-    if "text/plain" not in data:
+    if "text/plain" not in data and wanted("text/plain"):
         data["text/plain"] = plain_text(obj)
     return data, metadata
 

@@ -13,6 +13,8 @@ import builtins
 import inspect
 import io
 import linecache
+import re
+import textwrap
 import sys
 import tokenize
 import traceback
@@ -28,6 +30,24 @@ _WORKER_DIR = __file__.rsplit("/", 1)[0] + "/"
 
 def cell_filename(execution_count: int) -> str:
     return f"Cell In[{execution_count}]"
+
+
+_MAGIC_LINE = re.compile(r"^(\s*)%matplotlib\b.*$", re.MULTILINE)
+_SHELL_LINE = re.compile(r"^(\s*)!(.*)$", re.MULTILINE)
+
+
+def transform_cell(code: str) -> str:
+    """The few IPython input transformations notebooks rely on: a cell indented as a whole
+    is dedented; ``%matplotlib ...`` is a no-op (figures are always inline); ``!cmd`` runs a
+    shell command. Other magics stay as written and fail as Python would."""
+    first = next((line for line in code.splitlines() if line.strip()), "")
+    if first[:1] in (" ", "\t"):
+        code = textwrap.dedent(code)
+    if "%matplotlib" in code:
+        code = _MAGIC_LINE.sub(lambda m: m.group(1) + "pass  # %matplotlib: inline already", code)
+    if "!" in code:
+        code = _SHELL_LINE.sub(lambda m: f"{m.group(1)}get_ipython().system({m.group(2)!r})", code)
+    return code
 
 
 def ends_with_semicolon(code: str) -> bool:
@@ -104,6 +124,10 @@ class Executor:
     def _displayhook(self, value: Any) -> None:
         if value is None:
             return
+        hook = getattr(value, "_ipython_display_", None)
+        if callable(hook) and not isinstance(value, type):
+            hook()  # IPython lets the object display itself instead of a result
+            return
         ns = self.namespace
         builtins._ = value  # type: ignore[attr-defined]
         ns["___"], ns["__"], ns["_"] = ns.get("__"), ns.get("_"), value
@@ -147,6 +171,7 @@ class Executor:
         """Runs one cell; returns the error content if it raised, else None."""
         self.execution_count = execution_count
         self._record_input(code)
+        code = transform_cell(code)
         filename = cell_filename(execution_count)
         linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
         try:

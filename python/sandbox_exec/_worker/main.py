@@ -11,7 +11,7 @@ from typing import Any
 from .channel import FRAME, Channel
 from .display import Publisher
 from .execute import Executor, UserCodeGuard, error_content
-from . import ipython_bridge
+from . import ipython_bridge, shell
 from .streams import CellStream, FdCapture
 
 
@@ -34,6 +34,7 @@ class Worker:
         sys.stdin = open(os.devnull)  # noqa: SIM115 - lives as long as the worker
         builtins.input = _no_input
         builtins.display = self.publisher.display  # type: ignore[attr-defined]
+        builtins.get_ipython = shell.get_ipython  # type: ignore[attr-defined]
         ipython_bridge.install(self.publisher)
         signal.signal(signal.SIGINT, self._on_sigint)
 
@@ -42,7 +43,11 @@ class Worker:
         self.fd_capture.sync()
 
     def _send_message(self, message: dict[str, Any]) -> None:
-        self.channel.send_message(message)  # pending stream text goes out first (C++)
+        # Output a subprocess or C code wrote to fds 1/2 before this display goes out first,
+        # as does pending Python-level text (the C++ send does that).
+        if self.streams.fd_output_pending():
+            self._forward_fd_output()
+        self.channel.send_message(message)
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
         # KeyboardInterrupt only inside the user's code: outside it, an interrupt that
