@@ -167,12 +167,13 @@ CellOutcome CellRunner::run_cell(const std::string& request, const CellLimits& l
     if (is_stream_type(type)) {
       if (assembler.in_progress())
         throw ProtocolViolation("stream frame inside a continued message");
-      const uint64_t room = limits.max_output_bytes - std::min(limits.max_output_bytes, out.output_bytes);
+      const uint64_t charged = out.output_bytes + kEventOverheadBytes;
+      const uint64_t room = limits.max_output_bytes - std::min(limits.max_output_bytes, charged);
       const std::size_t keep = utf8_prefix(p, room);
       out.dropped_output_bytes += p.size() - keep;
       if (keep) {
         p.resize(keep);
-        out.output_bytes += keep;
+        out.output_bytes += keep + kEventOverheadBytes;
         batch.push_back({type, std::move(p)});
       }
       return false;
@@ -192,11 +193,11 @@ CellOutcome CellRunner::run_cell(const std::string& request, const CellLimits& l
       return true;
     }
     const std::string& message = assembler.message();
-    if (out.output_bytes + message.size() > limits.max_output_bytes) {
+    if (out.output_bytes + message.size() + kEventOverheadBytes > limits.max_output_bytes) {
       out.dropped_output_bytes += message.size();
       return false;
     }
-    out.output_bytes += message.size();
+    out.output_bytes += message.size() + kEventOverheadBytes;
     batch.push_back({type, message});
     return false;
   };

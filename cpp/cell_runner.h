@@ -67,6 +67,10 @@ struct Event {
 // An event the supervisor adds itself (never a worker frame type): one output was dropped
 // for being larger than max_message_bytes; payload: its size in decimal.
 inline constexpr uint16_t kDroppedOutputEvent = 0xFFFF;
+// What each output event costs against the per-cell cap beyond its bytes: every event can
+// become an output object in the backend, so a flood of one-byte outputs must not make
+// millions of them within a byte cap.
+inline constexpr uint64_t kEventOverheadBytes = 256;
 using EventBatch = std::vector<Event>;
 // Returns false when an event was malformed (the Python layer validates message contents);
 // the session then ends as a protocol violation.

@@ -34,6 +34,7 @@ std::optional<uint64_t> disk_usage(const std::string& path, std::size_t max_entr
     const int rc = ::nftw(path.c_str(), visit, 32, FTW_PHYS | FTW_MOUNT);
     t_seen = nullptr;
     if (rc < 0) return std::nullopt;
+    if (t_entries > t_max) return UINT64_MAX;
     return t_total;
   } catch (...) {
     return std::nullopt;

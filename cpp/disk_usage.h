@@ -13,9 +13,10 @@
 
 namespace sandbox_exec {
 
-// Bytes allocated under `path`; nullopt if it cannot be read. Stops counting (and returns
-// what it has, which is then a lower bound) after `max_entries` entries.
+// Bytes allocated under `path`; nullopt if it cannot be read. A tree of more than
+// `max_entries` entries is reported as UINT64_MAX: a cell cannot hide large files behind
+// very many small ones, the walk fails closed.
 [[nodiscard]] std::optional<uint64_t> disk_usage(const std::string& path,
-                                                 std::size_t max_entries = 200000) noexcept;
+                                                 std::size_t max_entries = 1000000) noexcept;
 
 }  // namespace sandbox_exec

@@ -85,11 +85,14 @@ constexpr uint64_t kNamespaceFlags = CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUT
 int install() noexcept {
   scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
   if (ctx == nullptr) return ENOMEM;
-  int rc = 0;
+  // A syscall of another ABI (i386 int 0x80, x32) ends the whole process, not only the
+  // calling thread (libseccomp's default), which would leave a half-dead worker behind.
+  int rc = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS);
   const uint32_t eperm = SCMP_ACT_ERRNO(EPERM);
   for (const Rule& rule : kDenied) {
+    if (rc) break;
     if (rule.syscall < 0) continue;  // not on this architecture
-    if ((rc = seccomp_rule_add(ctx, eperm, rule.syscall, 0)) != 0) break;
+    rc = seccomp_rule_add(ctx, eperm, rule.syscall, 0);
   }
   // clone(): x86_64 passes the flags first. libseccomp compares with "masked equal" only, so
   // one rule per namespace flag: any of them set refuses the call.

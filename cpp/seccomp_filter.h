@@ -4,8 +4,8 @@
 // deny list of what a notebook cell never needs and what kernel escapes and sandbox
 // breakouts are made of. Each rule and its reason is in seccomp_filter.cc and docs/threat_model.md.
 // Denied calls fail with EPERM (clone3: ENOSYS, so libc falls back to the clone() the filter
-// can inspect). Syscalls of any other ABI (i386 int 0x80, x32) kill the process: libseccomp
-// filters the native architecture only and its bad-arch action is KILL.
+// can inspect). Syscalls of any other ABI (i386 int 0x80, x32) kill the whole process
+// (SCMP_FLTATR_ACT_BADARCH = KILL_PROCESS): the filter covers the native architecture only.
 #pragma once
 
 namespace sandbox_exec::seccomp {

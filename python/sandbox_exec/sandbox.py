@@ -35,6 +35,20 @@ OnOutput = Callable[[dict[str, Any]], None]
 MAX_MESSAGE_BYTES = 64 << 20
 
 
+def _remove_tree(path: Path) -> None:
+    """Removes a directory a cell may have filled with anything (a 2000-deep tree makes
+    shutil.rmtree raise RecursionError): rm -rf, which walks iteratively, as the fallback."""
+    try:
+        shutil.rmtree(path, ignore_errors=True)
+    except RecursionError:
+        pass
+    if path.exists():
+        import subprocess
+
+        subprocess.run(["rm", "-rf", "--one-file-system", "--", str(path)], check=False,
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def launcher_path() -> str:
     """The launcher program installed beside the _core module."""
     override = os.environ.get("SANDBOX_EXEC_LAUNCHER")
@@ -448,7 +462,7 @@ class Sandbox:
             return s.run(code, timeout=timeout, on_output=on_output)
         finally:
             s.close()
-            shutil.rmtree(s.workdir, ignore_errors=True)
+            _remove_tree(s.workdir)
 
     def close(self) -> None:
         """Ends every session this Sandbox started."""
@@ -458,7 +472,7 @@ class Sandbox:
         for s in sessions:
             s.close()
         if self._own_root:
-            shutil.rmtree(self.root, ignore_errors=True)
+            _remove_tree(self.root)
 
 
 _default: Sandbox | None = None
