@@ -163,6 +163,18 @@ PYBIND11_MODULE(_core, m) {
            py::arg("start_timeout_s") = 30.0,
            "Spawns the launcher and the worker; returns once the worker reported ready.")
       .def_property_readonly("cgroup_version", &CellRunner::cgroup_version)
+      .def(
+          "check_disk",
+          [](CellRunner& r, const std::string& workdir, uint64_t limit) {
+            CellRunner::DiskCheck c;
+            {
+              py::gil_scoped_release release;
+              c = r.check_disk(workdir, limit);
+            }
+            return py::make_tuple(c.used ? py::object(py::int_(*c.used)) : py::object(py::none()), c.over);
+          },
+          py::arg("workdir"), py::arg("limit"),
+          "(bytes used or None, grew past the limit): the workdir plus unlinked-but-open files.")
       .def_property_readonly("ready_payload",
                              [](const CellRunner& r) { return py::bytes(r.ready_payload()); })
       .def_property_readonly("worker_pid", &CellRunner::worker_pid)

@@ -98,6 +98,29 @@ bool CellRunner::alive() noexcept {
   return !dead_;
 }
 
+CellRunner::DiskCheck CellRunner::check_disk(const std::string& workdir, uint64_t limit) {
+  DiskCheck check;
+  {
+    std::lock_guard lock(lifecycle_);
+    if (dead_) return check;
+  }
+  check.used = workdir_usage(workdir, process_->worker_parent());
+  if (!check.used) return check;
+  if (!workdir_baseline_) {
+    // The first look sets the baseline: a workdir that starts out over the cap (data put
+    // there before) is not growth.
+    workdir_baseline_ = check.used;
+    return check;
+  }
+  const uint64_t baseline = *workdir_baseline_;
+  if (*check.used > limit && *check.used > baseline) {
+    check.over = true;
+  } else if (*check.used <= limit) {
+    workdir_baseline_ = check.used;
+  }
+  return check;
+}
+
 std::string CellRunner::cgroup_version() const {
   const Cgroups* c = process_->cgroups();
   return c && !c->dirs().empty() ? c->version() : "";
@@ -147,11 +170,12 @@ CellOutcome CellRunner::run_cell(const std::string& request, const CellLimits& l
   // Only growth past the last measured size (and past the cap) stops a cell, so a cell that
   // deletes files from an over-full workdir can always run.
   const bool watch_disk = limits.workdir_bytes > 0 && !limits.workdir.empty();
-  if (watch_disk && !workdir_baseline_) workdir_baseline_ = disk_usage(limits.workdir).value_or(0);
+  if (watch_disk && !workdir_baseline_)
+    workdir_baseline_ = workdir_usage(limits.workdir, process_->worker_parent()).value_or(0);
   const uint64_t disk_at_start = workdir_baseline_.value_or(0);
   auto next_disk_check = start + std::chrono::milliseconds(200);
   auto disk_over = [&]() -> bool {
-    const auto used = disk_usage(limits.workdir);
+    const auto used = workdir_usage(limits.workdir, process_->worker_parent());
     out.workdir_bytes = used;
     if (used && *used <= limits.workdir_bytes) workdir_baseline_ = used;
     return used && *used > limits.workdir_bytes && *used > disk_at_start;

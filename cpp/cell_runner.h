@@ -91,6 +91,14 @@ class CellRunner {
   [[nodiscard]] const std::string& ready_payload() const noexcept { return ready_; }
   [[nodiscard]] pid_t worker_pid() const noexcept { return process_->worker_pid(); }
   [[nodiscard]] pid_t launcher_pid() const noexcept { return process_->launcher_pid(); }
+  // The disk watchdog between cells (the Sandbox's thread calls it while no cell runs):
+  // the workdir's usage, and whether it grew past `limit` since it was last within it.
+  struct DiskCheck {
+    std::optional<uint64_t> used;
+    bool over = false;
+  };
+  [[nodiscard]] DiskCheck check_disk(const std::string& workdir, uint64_t limit);
+
   // "v1"/"v2" when the session runs in its own cgroups, "" otherwise.
   [[nodiscard]] std::string cgroup_version() const;
 
@@ -110,7 +118,9 @@ class CellRunner {
   std::string ready_;
   std::atomic<bool> dead_{false};
   uint64_t oom_baseline_ = 0;  // the memory cgroup's oom_kill count at the session's start
-  std::optional<uint64_t> workdir_baseline_;  // the workdir's size when last measured within its cap
+  // The workdir's size when last measured within its cap. Written by the cell loop and by
+  // check_disk(), which the Python layer never runs at the same time (the session's lock).
+  std::optional<uint64_t> workdir_baseline_;
 };
 
 }  // namespace sandbox_exec

@@ -1,7 +1,13 @@
 #include "disk_usage.h"
 
+#include <dirent.h>
 #include <ftw.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <vector>
 
 #include <set>
 #include <utility>
@@ -39,6 +45,71 @@ std::optional<uint64_t> disk_usage(const std::string& path, std::size_t max_entr
   } catch (...) {
     return std::nullopt;
   }
+}
+
+}  // namespace sandbox_exec
+
+namespace sandbox_exec {
+
+namespace {
+void collect_pids(pid_t pid, std::vector<pid_t>& out, int depth) {
+  if (depth > 64 || out.size() > 100000) return;
+  out.push_back(pid);
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/task", pid);
+  DIR* tasks = ::opendir(path);
+  if (tasks == nullptr) return;
+  while (dirent* task = ::readdir(tasks)) {
+    if (task->d_name[0] == '.') continue;
+    char children[320];
+    std::snprintf(children, sizeof children, "/proc/%d/task/%s/children", pid, task->d_name);
+    if (FILE* f = std::fopen(children, "re")) {
+      int child;
+      while (std::fscanf(f, "%d", &child) == 1) collect_pids(child, out, depth + 1);
+      std::fclose(f);
+    }
+  }
+  ::closedir(tasks);
+}
+}  // namespace
+
+uint64_t deleted_open_bytes(pid_t root_pid, dev_t device) noexcept {
+  try {
+    std::vector<pid_t> pids;
+    collect_pids(root_pid, pids, 0);
+    std::set<std::pair<dev_t, ino_t>> seen;
+    uint64_t total = 0;
+    for (pid_t pid : pids) {
+      char dir_path[64];
+      std::snprintf(dir_path, sizeof dir_path, "/proc/%d/fd", pid);
+      DIR* fds = ::opendir(dir_path);
+      if (fds == nullptr) continue;
+      while (dirent* entry = ::readdir(fds)) {
+        if (entry->d_name[0] == '.') continue;
+        char link[4096];
+        const ssize_t n = ::readlinkat(::dirfd(fds), entry->d_name, link, sizeof link - 1);
+        if (n <= 10) continue;
+        link[n] = '\0';
+        if (std::strcmp(link + n - 10, " (deleted)") != 0) continue;
+        struct stat st {};
+        if (::fstatat(::dirfd(fds), entry->d_name, &st, 0) != 0) continue;  // follows the fd
+        if (!S_ISREG(st.st_mode) || st.st_dev != device || st.st_nlink != 0) continue;
+        if (seen.insert({st.st_dev, st.st_ino}).second) total += static_cast<uint64_t>(st.st_blocks) * 512;
+      }
+      ::closedir(fds);
+    }
+    return total;
+  } catch (...) {
+    return 0;
+  }
+}
+
+std::optional<uint64_t> workdir_usage(const std::string& path, pid_t session_root) noexcept {
+  auto walked = disk_usage(path);
+  if (!walked || *walked == UINT64_MAX || session_root <= 0) return walked;
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return walked;
+  return *walked + deleted_open_bytes(session_root, st.st_dev);
 }
 
 }  // namespace sandbox_exec

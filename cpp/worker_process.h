@@ -53,6 +53,8 @@ class WorkerProcess {
   [[nodiscard]] int pidfd() const noexcept { return pidfd_.get(); }
   [[nodiscard]] pid_t worker_pid() const noexcept { return worker_pid_; }
   [[nodiscard]] pid_t launcher_pid() const noexcept { return launcher_pid_; }
+  // The worker's parent: the sandbox's init (every session process is under it).
+  [[nodiscard]] pid_t worker_parent() const noexcept { return worker_parent_; }
   [[nodiscard]] const Cgroups* cgroups() const noexcept { return cgroups_.get(); }
 
   void interrupt() const noexcept;

@@ -37,10 +37,12 @@ class Policy:
     #: Size of any one file written (RLIMIT_FSIZE: the write fails with EFBIG).
     max_file_bytes: int | None = 1 * GiB
     #: Disk of the session: the private /tmp and /dev/shm are each a tmpfs of this size
-    #: (writes past it fail with ENOSPC; needs ``namespaces``), and the workdir is watched by
-    #: the supervisor every 0.2 s while a cell runs: a cell that grows it past this size is
-    #: interrupted (status "disk"). The watchdog can be overshot by what a cell writes within
-    #: 0.2 s; ``max_file_bytes`` bounds each file regardless.
+    #: (writes past it fail with ENOSPC; needs ``namespaces``). The workdir (a host
+    #: directory) is measured by the supervisor, files unlinked but held open included:
+    #: every 0.2 s while a cell runs (from 0.2 s on), a cell that grows it past this size is
+    #: interrupted (status "disk"); between cells, the Sandbox's watchdog ends an interpreter
+    #: whose leftover threads or processes grow it (the next run restarts, saying why).
+    #: Overshoot: what can be written between two looks; ``max_file_bytes`` bounds each file.
     disk_bytes: int | None = 1 * GiB
     #: Descriptors per process (RLIMIT_NOFILE).
     max_open_files: int | None = 1024
@@ -156,8 +158,8 @@ class Policy:
                               + (f" + cgroup {cg.get('version')} pids controller" if pids_cgroup else "")
                               if self.max_processes else "none"),
             "max_file_bytes": "RLIMIT_FSIZE" if self.max_file_bytes else "none",
-            "disk_bytes": ("tmpfs size of /tmp and /dev/shm; supervisor watchdog on the workdir (every 0.2 s)"
-                           if self.disk_bytes else "none"),
+            "disk_bytes": ("tmpfs size of /tmp and /dev/shm; supervisor watchdog on the workdir "
+                           "(during cells and between them)" if self.disk_bytes else "none"),
             "max_open_files": "RLIMIT_NOFILE" if self.max_open_files else "none",
             "max_output_bytes": "supervisor output cap",
             "max_single_output_bytes": "supervisor per-output cap",

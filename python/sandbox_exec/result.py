@@ -34,6 +34,8 @@ class Result:
     truncated_bytes: int = 0
     #: True when this call found its session dead and started a fresh interpreter first.
     session_restarted: bool = False
+    #: Why the previous interpreter had ended, when ``session_restarted``.
+    restart_reason: str | None = None
 
     @property
     def ok(self) -> bool:

@@ -140,6 +140,7 @@ class Session:
         self._runner_lock = threading.Lock()  # guards _runner for interrupt()/close()
         self._count = 0
         self._closed = False
+        self._end_reason: str | None = None  # why the watchdog ended the interpreter
 
     # --- properties ---------------------------------------------------------------------
     @property
@@ -245,16 +246,43 @@ class Session:
         if runner is not None:
             runner.terminate()
 
-    def _ensure_started(self) -> bool:
-        """Starts the interpreter if it is not running; True when that was a restart."""
+    def _ensure_started(self) -> str | None:
+        """Starts the interpreter if it is not running; when that was a restart, says why
+        the previous one ended."""
         if self._closed:
             raise SessionClosedError(f"session {self.name!r} is closed")
         if self._runner is not None and self._runner.alive():
-            return False
-        had_runner = self._runner is not None
+            return None
+        reason = None
+        if self._runner is not None:
+            reason = self._end_reason or f"the worker {self._runner.exit_description()}"
+        self._end_reason = None
         self._stop()
         self._start()
-        return had_runner
+        return reason
+
+    def _watch_disk(self) -> float:
+        """The Sandbox's watchdog, between cells: ends an interpreter whose processes grow
+        the workdir past disk_bytes while no cell runs (a thread or process a cell left
+        behind). Returns the seconds the measurement took."""
+        limit = self.policy.disk_bytes
+        runner = self._runner
+        if limit is None or runner is None or self._closed or not self._lock.acquire(blocking=False):
+            return 0.0
+        try:
+            if self._runner is not runner or not runner.alive():
+                return 0.0
+            import time
+
+            t0 = time.monotonic()
+            used, over = runner.check_disk(str(self._workdir), limit)
+            if over:
+                self._end_reason = (f"the session's processes grew the workdir to {used} bytes between cells, "
+                                    f"past the {limit}-byte disk limit; the interpreter was ended")
+                runner.terminate()
+            return time.monotonic() - t0
+        finally:
+            self._lock.release()
 
     def restart(self) -> None:
         """A fresh interpreter, same name and workdir; the namespace is gone."""
@@ -286,11 +314,12 @@ class Session:
         if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
         with self._lock:
-            restarted = self._ensure_started()
+            restart_reason = self._ensure_started()
             self._count += 1
             result = self._execute(code, self._count, timeout if timeout is not None else self.policy.timeout_s,
                                    on_output)
-            result.session_restarted = restarted
+            result.session_restarted = restart_reason is not None
+            result.restart_reason = restart_reason
             return result
 
     async def run_async(self, code: str, *, timeout: float | None = None,
@@ -404,6 +433,23 @@ class Sandbox:
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
         self._closed = False
+        self._stop_watch = threading.Event()
+        self._watchdog = threading.Thread(target=self._watch, name="sandbox_exec-disk-watchdog", daemon=True)
+        self._watchdog.start()
+
+    def _watch(self) -> None:
+        """Measures idle sessions' workdirs. A round every 0.2 s at most, and never more
+        than a tenth of the time (the walks of many or large workdirs stretch the interval)."""
+        while not self._stop_watch.wait(self._watch_interval):
+            spent = 0.0
+            for s in self.sessions():
+                try:
+                    spent += s._watch_disk()
+                except Exception:  # a failing check must not stop the watchdog
+                    pass
+            self._watch_interval = min(5.0, max(0.2, 10 * spent))
+
+    _watch_interval = 0.2
 
     def __enter__(self) -> "Sandbox":
         return self
@@ -469,6 +515,7 @@ class Sandbox:
         with self._lock:
             self._closed = True
             sessions = list(self._sessions.values())
+        self._stop_watch.set()
         for s in sessions:
             s.close()
         if self._own_root:
