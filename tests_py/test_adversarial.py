@@ -74,8 +74,8 @@ bombs, ptrace of pid 1, mount, ...) have no control.
                hostname                                          yes (host's name)
                cgroup namespace hides the host hierarchy         no
 
-(*) a weakness this suite found in the sandbox: ``xfail(strict=True)`` with the details in
-its reason, so the fix turns it into a failure (XPASS) that asks for the mark's removal.
+(*) a weakness this suite found in the sandbox, since fixed: each was first an
+``xfail(strict=True)`` case with the details in its reason, and is a plain case now.
 """
 
 from __future__ import annotations
