@@ -287,3 +287,39 @@ def test_run_async_does_not_block_the_event_loop(session):
     assert r.status == "ok" and r.outputs[-1]["data"]["text/plain"] == "3"
     assert ticks >= 10
     assert [e["output_type"] for e in events] == ["stream", "execute_result"]
+
+
+def test_a_dead_backend_leaves_no_sandbox_process(tmp_path):
+    # The backend is killed outright (no atexit, no close): the launcher sees its lifeline
+    # close and ends the session, and the pid namespace takes every process with it.
+    import signal
+    import subprocess
+    import sys
+    import uuid
+
+    marker = f"orphan-of-dead-backend-{uuid.uuid4().hex}"
+    backend = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sandbox_exec, sys, time\n"
+         f"box = sandbox_exec.Sandbox(root={str(tmp_path)!r})\n"
+         "s = box.session('doomed')\n"
+         f"s.run(\"import subprocess\\nsubprocess.Popen(['/bin/sh', '-c', 'sleep 300; echo {marker}'])\")\n"
+         "print(s.worker_pid, flush=True)\n"
+         "time.sleep(300)\n"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        worker = int(backend.stdout.readline())
+
+        def sandboxed() -> list[int]:  # the backend's own command line names the marker too
+            return [p for p in _host_pids_with(marker) if p != backend.pid]
+
+        assert wait_until(lambda: len(sandboxed()) == 1)
+        assert pid_alive(worker)
+        backend.send_signal(signal.SIGKILL)
+        backend.wait(timeout=10)
+        assert wait_until(lambda: not pid_alive(worker) and not sandboxed()), (pid_alive(worker), sandboxed())
+    finally:
+        if backend.poll() is None:
+            backend.kill()
+            backend.wait()
+        backend.stdout.close()

@@ -254,8 +254,9 @@ def test_progress_lines_and_summary_go_to_stderr(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == ""
     lines = proc.stderr.splitlines()
-    assert any(line.startswith("[1/3] ok ") and line.endswith("s") for line in lines)
-    assert "[2/3] skipped (empty)" in lines
+    # each cell's line carries a progress bar
+    assert any(line.startswith("|#######-------------| [1/3] ok ") and line.endswith("s") for line in lines)
+    assert "|#############-------| [2/3] skipped (empty)" in lines
     assert any(line.startswith("ran 2 of 3 code cells") for line in lines)
     written = json.loads((tmp_path / "p.executed.ipynb").read_text())
     assert written["cells"][1]["execution_count"] is None

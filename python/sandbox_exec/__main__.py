@@ -64,7 +64,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     progress: Callable[[str], None] | None = None
     if not args.quiet:
+        from .notebook import progress_bar
+
         def progress(line: str) -> None:
+            # "[3/12] ok 0.01s" lines get a bar in front: |#####---------------| [3/12] ...
+            done, _, rest = line.partition("/") if line.startswith("[") else ("", "", "")
+            total = rest.split("]", 1)[0]
+            if done[1:].isdigit() and total.isdigit():
+                line = f"{progress_bar(int(done[1:]), int(total))} {line}"
             print(line, file=sys.stderr, flush=True)
 
     notebook = Path(args.notebook) if args.notebook is not None else None

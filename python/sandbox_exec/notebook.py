@@ -232,6 +232,12 @@ def write_notebook(nb: Any, output_path: str | os.PathLike[str]) -> None:
         raise
 
 
+def progress_bar(done: int, total: int, width: int = 20) -> str:
+    """A text progress bar, e.g. ``|##########----------|`` for 5 of 10."""
+    filled = round(width * done / total) if total else width
+    return "|" + "#" * filled + "-" * (width - filled) + "|"
+
+
 def run_notebook(path_or_nb: Any, *, output_path: str | os.PathLike[str] | None = None,
                  timeout: float | None = None, allow_errors: bool = False, policy: Policy | None = None,
                  sandbox: Sandbox | None = None, progress: Progress | None = None,
