@@ -118,7 +118,8 @@ TEST(CellRunner, ReadyHandshakeAndEchoCells) {
     ASSERT_EQ(c.events.size(), 1u);
     EXPECT_EQ(c.events[0].type, kStdout);
     EXPECT_EQ(c.events[0].payload, request);
-    EXPECT_EQ(out.output_bytes, request.size());
+    // each event is charged kEventOverheadBytes beyond its bytes (cell_runner.h)
+    EXPECT_EQ(out.output_bytes, request.size() + kEventOverheadBytes);
     EXPECT_EQ(out.dropped_output_bytes, 0u);
     EXPECT_GE(out.duration_s, 0.0);
     EXPECT_LT(out.duration_s, 5.0);
@@ -139,7 +140,10 @@ TEST(CellRunner, RequestLargerThanTheRequestRing) {
   const CellOutcome out = runner.run_cell(request, generous(), c.sink());
   EXPECT_EQ(out.end, CellEnd::kDone) << out.reason;
   EXPECT_EQ(c.joined(kStdout), request);
-  EXPECT_EQ(out.output_bytes, request.size());
+  // the bytes, plus the per-event charge for each frame it came in
+  const uint64_t overhead = out.output_bytes - request.size();
+  EXPECT_EQ(overhead % kEventOverheadBytes, 0u);
+  EXPECT_GE(overhead / kEventOverheadBytes, c.events.size());
 }
 
 TEST(CellRunner, OutputAndMessageCapsDropAndCountWithoutSplittingUtf8) {
@@ -151,21 +155,23 @@ TEST(CellRunner, OutputAndMessageCapsDropAndCountWithoutSplittingUtf8) {
   const CellOutcome out = runner.run_cell("{}", limits, c.sink());
   ASSERT_EQ(out.end, CellEnd::kDone) << out.reason;
   EXPECT_EQ(out.done_payload, R"({"status":"ok"})");
-  // 7-byte message kept; 100000-byte message over max_message_bytes dropped whole; then
-  // 3 x 3000 stdout bytes kept and of the fourth only 992 (993 would split a character).
+  // Each event is charged 256 bytes beyond its size (kEventOverheadBytes). The 7-byte
+  // message is kept (263 charged); the 100000-byte message over max_message_bytes is dropped
+  // whole; then 2 x 3000 stdout bytes are kept (3256 charged each: 6775), of the third only
+  // 2968 (room 10000 - 6775 - 256 = 2969, and 2969 would split a character), the fourth not.
   ASSERT_GE(c.events.size(), 2u);
   EXPECT_EQ(c.events[0].type, kMessage);
   EXPECT_EQ(c.events[0].payload, R"({"m":1})");
   const std::string text = c.joined(kStdout);
-  EXPECT_EQ(text.size(), 9992u);
+  EXPECT_EQ(text.size(), 8968u);
   for (std::size_t i = 0; i + 1 < text.size(); i += 2) {
     ASSERT_EQ(static_cast<unsigned char>(text[i]), 0xC3u) << i;
     ASSERT_EQ(static_cast<unsigned char>(text[i + 1]), 0xA9u) << i;
   }
   for (const auto& e : c.events)
     EXPECT_NE(e.payload.size(), 100000u) << "oversized message delivered";
-  EXPECT_EQ(out.output_bytes, 7u + 9992u);
-  EXPECT_EQ(out.dropped_output_bytes, 100000u + 2008u);
+  EXPECT_EQ(out.output_bytes, 9999u);
+  EXPECT_EQ(out.dropped_output_bytes, 100000u + 32u + 3000u);
   EXPECT_TRUE(runner.alive());
 }
 
