@@ -69,25 +69,16 @@ void SupervisorChannel::release_worker_ends() noexcept {
 
 bool SupervisorChannel::send(FrameType type, std::string_view payload,
                              std::chrono::steady_clock::time_point deadline, int peer_fd) {
-  const auto max = requests_.max_payload();
-  std::size_t offset = 0;
-  do {
-    const std::size_t chunk = std::min<std::size_t>(max, payload.size() - offset);
-    const bool last = offset + chunk == payload.size();
-    const auto* bytes = reinterpret_cast<const std::byte*>(payload.data() + offset);
-    while (!requests_.try_write(static_cast<uint16_t>(type), last ? 0 : kFlagMore,
-                                {bytes, chunk})) {
-      // Only a request larger than the free space gets here: the worker drains while we
-      // wait. Requests are rare and small, so a short sleep-poll keeps this path simple.
-      request_bell_.sender.ring();
-      if (std::chrono::steady_clock::now() >= deadline) return false;
-      pollfd p{peer_fd, POLLIN, 0};
-      if (peer_fd >= 0 && ::poll(&p, 1, 1) > 0) return false;
-    }
-    offset += chunk;
-  } while (offset < payload.size());
-  if (requests_.consumer_waiting()) request_bell_.sender.ring();
-  return true;
+  const bool sent = write_message(requests_, static_cast<uint16_t>(type), payload, [&](uint64_t, bool) {
+    // Only a request larger than the free space gets here: the worker drains while we
+    // wait. Requests are rare and small, so a short sleep-poll keeps this path simple.
+    request_bell_.sender.ring();
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    pollfd p{peer_fd, POLLIN, 0};
+    return !(peer_fd >= 0 && ::poll(&p, 1, 1) > 0);
+  });
+  if (sent && requests_.consumer_waiting()) request_bell_.sender.ring();
+  return sent;
 }
 
 bool SupervisorChannel::poll_frame(FrameHeader& header, std::string& payload) {

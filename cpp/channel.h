@@ -121,20 +121,11 @@ void WorkerChannel::wait_for_space(uint64_t needed, bool may_check_signal, auto&
 
 template <typename CheckSignal>
 void WorkerChannel::send(FrameType type, std::string_view payload, CheckSignal&& check_signal) {
-  const auto max = events_.max_payload();
-  std::size_t offset = 0;
-  bool started = false;
-  do {
-    const std::size_t chunk = std::min<std::size_t>(max, payload.size() - offset);
-    const bool last = offset + chunk == payload.size();
-    const auto* bytes = reinterpret_cast<const std::byte*>(payload.data() + offset);
-    while (!events_.try_write(static_cast<uint16_t>(type), last ? 0 : kFlagMore,
-                              {bytes, chunk})) {
-      wait_for_space(frame_footprint(chunk), !started, check_signal);
-    }
-    started = true;
-    offset += chunk;
-  } while (offset < payload.size());
+  // The worker waits as long as it takes: the supervisor drains, or the session ends.
+  (void)write_message(events_, static_cast<uint16_t>(type), payload, [&](uint64_t needed, bool started) {
+    wait_for_space(needed, !started, check_signal);
+    return true;
+  });
   if (events_.consumer_waiting()) event_bell_.ring();
 }
 

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 
 #include "frame.h"
 
@@ -63,6 +64,29 @@ class RingWriter {
   uint32_t max_payload_;
   uint64_t tail_ = 0;  // private copy; the shared one is only written
 };
+
+// Writes one whole message as frames (kFlagMore on all but the last). When the ring lacks
+// room, calls wait_for_room(footprint_needed, first_frame_sent); returning false gives up
+// (the message may then be cut short: the caller ends the session). Returns true when the
+// whole message is in the ring.
+template <typename WaitForRoom>
+[[nodiscard]] bool write_message(RingWriter& ring, uint16_t type, std::string_view payload,
+                                 WaitForRoom&& wait_for_room) {
+  const std::size_t max = ring.max_payload();
+  std::size_t offset = 0;
+  bool started = false;
+  do {
+    const std::size_t chunk = std::min<std::size_t>(max, payload.size() - offset);
+    const bool last = offset + chunk == payload.size();
+    const auto* bytes = reinterpret_cast<const std::byte*>(payload.data() + offset);
+    while (!ring.try_write(type, last ? 0 : kFlagMore, {bytes, chunk})) {
+      if (!wait_for_room(frame_footprint(chunk), started)) return false;
+    }
+    started = true;
+    offset += chunk;
+  } while (offset < payload.size());
+  return true;
+}
 
 class RingReader {
  public:
