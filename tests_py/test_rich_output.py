@@ -95,3 +95,19 @@ def test_object_displaying_itself_as_last_expression(session):
     r = session.run("class Shows:\n    def _ipython_display_(self):\n        display('shown by itself')\nShows()")
     assert r.outputs == [{"output_type": "display_data", "data": {"text/plain": "'shown by itself'"},
                           "metadata": {}}]
+
+
+def test_display_works_without_ipython(sandbox):
+    # IPython made unimportable inside the session: text/plain falls back to repr() and the
+    # display protocol keeps working.
+    s = sandbox.session("no-ipython", prelude="import sys\nsys.modules['IPython'] = None")
+    try:
+        value = {f"key{i}": list(range(12)) for i in range(6)}
+        r = s.run(f"{value!r}")
+        assert r.outputs[0]["data"]["text/plain"] == repr(value)  # IPython would wrap lines
+        r = s.run("class R:\n    def _repr_html_(self): return '<i>r</i>'\ndisplay(R())")
+        assert r.outputs[0]["data"]["text/html"] == "<i>r</i>"
+        r = s.run("import IPython")
+        assert r.status == "error" and r.error["ename"] in ("ImportError", "ModuleNotFoundError")
+    finally:
+        s.close()
