@@ -109,6 +109,21 @@ bool await_exec(int exec_read) {
   return true;
 }
 
+// Removes the session's cgroups once its processes are gone. The supervisor does the same
+// when it closes the session; this covers a backend that died (its lifeline broke) and
+// would otherwise leave empty groups behind. Also the per-backend parent once it is empty.
+void remove_cgroups(const std::vector<std::string>& dirs) {
+  for (const auto& dir : dirs) {
+    for (int i = 0; i < 100 && ::rmdir(dir.c_str()) != 0 && errno == EBUSY; ++i) ::usleep(2000);
+    ::rmdir(dir.substr(0, dir.rfind('/')).c_str());
+  }
+}
+
+// Set when the session ends because the lifeline broke (the supervisor closed it, or the
+// backend died): only then does the launcher clean up the cgroups itself. Otherwise the
+// supervisor still reads their counters (an OOM kill) and removes them.
+bool g_lifeline_broke = false;
+
 struct Keeper {
   pid_t child;          // our direct child: the worker, or the sandbox's init
   pid_t worker;         // the worker, as seen from here
@@ -132,7 +147,10 @@ int keep(const Keeper& k, int signal_fd) {
       if (errno == EINTR) continue;
       break;
     }
-    if (fds[1].revents != 0) break;  // the supervisor closed the lifeline or died
+    if (fds[1].revents != 0) {  // the supervisor closed the lifeline or died
+      g_lifeline_broke = true;
+      break;
+    }
     signalfd_siginfo info;
     while (::read(signal_fd, &info, sizeof info) == static_cast<ssize_t>(sizeof info)) {
       if (info.ssi_signo == SIGINT) {
@@ -201,7 +219,9 @@ int launch_plain(const SpawnSpec& spec, char** argv, int exec_read, int signal_f
     return 1;
   }
   report({LauncherReport::kStarted, 0, worker, 0, me});
-  return keep({worker, worker, -1, true}, signal_fd);
+  const int rc = keep({worker, worker, -1, true}, signal_fd);
+  if (g_lifeline_broke) remove_cgroups(spec.isolation.cgroups);
+  return rc;
 }
 
 // With namespaces: clone the sandbox's init, which forks the worker.
@@ -314,7 +334,9 @@ int launch_isolated(const SpawnSpec& spec, char** argv, int exec_read, int signa
   const pid_t worker = first_child(static_cast<pid_t>(pid));
   if (worker <= 0) return abort_child(LaunchStep::kFork, ESRCH);
   report({LauncherReport::kStarted, 0, worker, 0, static_cast<int32_t>(pid)});
-  return keep({static_cast<pid_t>(pid), worker, status[0], false}, signal_fd);
+  const int rc = keep({static_cast<pid_t>(pid), worker, status[0], false}, signal_fd);
+  if (g_lifeline_broke) remove_cgroups(iso.cgroups);
+  return rc;
 }
 
 }  // namespace

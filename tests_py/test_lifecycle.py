@@ -318,6 +318,14 @@ def test_a_dead_backend_leaves_no_sandbox_process(tmp_path):
         backend.send_signal(signal.SIGKILL)
         backend.wait(timeout=10)
         assert wait_until(lambda: not pid_alive(worker) and not sandboxed()), (pid_alive(worker), sandboxed())
+        # and the launcher removed the session's cgroups, which the dead backend could not
+        from sandbox_exec.sandbox import cgroup_support
+
+        if cgroup_support().get("pids"):
+            from pathlib import Path
+
+            leftover = Path("/sys/fs/cgroup/pids") / f"sandbox_exec-{backend.pid}"
+            assert wait_until(lambda: not leftover.exists()), leftover
     finally:
         if backend.poll() is None:
             backend.kill()
