@@ -1443,6 +1443,59 @@ def test_tmp_and_shm_fill_up(new_session):
     assert_recovered(s, restarted=False)
 
 
+def test_descriptor_exhaustion(new_session):
+    s = new_session(Policy(max_open_files=256))
+    r, rep = in_sandbox(s, attack('''
+    held, error = [], None
+    try:
+        for _ in range(100000):
+            held.append(open("/dev/null"))
+    except OSError as e:
+        error = e.errno
+    report(count=len(held), error=error)
+    '''))
+    assert rep["error"] == errno.EMFILE and rep["count"] < 256, rep
+    assert_recovered(s, restarted=False)
+
+
+def test_one_gigabyte_of_output(new_session):
+    s = new_session(Policy(max_output_bytes=4 * MiB, timeout_s=60))
+    code = "chunk = 'x' * 65535 + '\\n'\nfor _ in range(16384):\n    print(chunk, end='')\ndone = True"
+    r, peak = traced_peak(lambda: s.run(code))
+    assert r.status == "ok", (r.status, r.reason)
+    assert s.run("done").outputs[0]["data"]["text/plain"] == "True"  # the cell ran to its end
+    assert r.truncated_bytes > (1 << 30) - 8 * MiB, r.truncated_bytes
+    assert len(r.stdout.encode()) <= 4 * MiB and "output truncated" in r.stderr
+    assert peak < 4 * MiB * 3, f"the backend allocated {peak >> 20} MiB for a 4 MiB cap"
+    assert_recovered(s, restarted=False)
+
+
+def test_one_huge_message(session):
+    # One display far larger than the per-output limit: dropped whole, counted, marked.
+    r, peak = traced_peak(lambda: session.run("display('y' * (64 << 20))\nprint('after')"))
+    assert r.status == "ok", (r.status, r.reason)
+    assert r.stdout == "after\n"
+    assert r.truncated_bytes >= 64 * MiB and "larger than the per-output limit" in r.stderr
+    assert all(o["output_type"] == "stream" for o in r.outputs), r.outputs
+    assert peak < 32 * MiB, f"the backend allocated {peak >> 20} MiB for a dropped message"
+    assert_recovered(session, restarted=False)
+
+
+def test_deep_tree_in_the_workdir_breaks_no_cleanup(tmp_path):
+    # A 2000-deep tree in the workdir: shutil.rmtree raises RecursionError on it, so the
+    # backend's cleanup (run_once, Sandbox.close) must remove it another way and not raise.
+    deep = "import os\np = 'd'\nfor _ in range(2000):\n    os.mkdir(p)\n    os.chdir(p)\nos.chdir('/')\n'built'"
+    with sandbox_exec.Sandbox(Policy(), root=tmp_path / "root") as box:
+        r = box.run_once(deep)
+        assert r.status == "ok" and r.outputs[-1]["data"]["text/plain"] == "'built'", (r.status, r.error)
+        assert [p.name for p in (tmp_path / "root").iterdir() if not p.name.startswith(".")] == []
+    owned = sandbox_exec.Sandbox(Policy())
+    root = owned.root
+    owned.session("deep").run(deep)
+    owned.close()  # a Sandbox that owns its root removes it, deep tree included
+    assert not root.exists()
+
+
 def _allocated(path) -> int:
     """Bytes allocated under `path` on the host (hard links once)."""
     seen, total = set(), 0
