@@ -483,6 +483,19 @@ def bench_roundtrip(methods: list[str], n: int, n_jupyter: int, rounds: int, war
     return _interleaved_results(m, {o.name: LABELS[f"roundtrip.{o.name}"] for o in objs}, keep_samples)
 
 
+def _start_one(box: Any, name: str, policy: Any = None) -> tuple[int, int, bool]:
+    """One session start: (ns to a session that answered 1+1, ns to close it, answer ok)."""
+    t0 = now_ns()
+    s = box.session(name, policy=policy)
+    r = s.run(CELL)
+    t1 = now_ns()
+    s.close()
+    t2 = now_ns()
+    shutil.rmtree(s.workdir, ignore_errors=True)
+    ok = r.status == "ok" and bool(r.outputs) and r.outputs[0]["data"].get("text/plain") == EXPECTED
+    return t1 - t0, t2 - t1, ok
+
+
 def _start_sandbox(n: int, warmup: int) -> tuple[list[int], list[int], int]:
     sandbox_exec = import_with_retry("sandbox_exec")
     box = retry("sandbox_exec.Sandbox()", sandbox_exec.Sandbox)
@@ -491,17 +504,10 @@ def _start_sandbox(n: int, warmup: int) -> tuple[list[int], list[int], int]:
     failures = 0
     try:
         for i in range(warmup + n):
-            t0 = now_ns()
-            s = box.session(f"bench-start-{i}")
-            r = s.run(CELL)
-            t1 = now_ns()
-            s.close()
-            t2 = now_ns()
-            shutil.rmtree(s.workdir, ignore_errors=True)
-            ok = r.status == "ok" and r.outputs and r.outputs[0]["data"].get("text/plain") == EXPECTED
+            start, stop, ok = _start_one(box, f"bench-start-{i}")
             if i >= warmup:
-                start_ns.append(t1 - t0)
-                stop_ns.append(t2 - t1)
+                start_ns.append(start)
+                stop_ns.append(stop)
                 failures += not ok
     finally:
         box.close()
@@ -585,17 +591,10 @@ def _isolation_start(n: int, warmup: int) -> dict[str, Any]:
     try:
         for i in range(warmup + n):
             for which in (("on", "off") if i % 2 == 0 else ("off", "on")):
-                t0 = now_ns()
-                s = box.session(f"bench-iso-{which}-{i}", policy=policies[which])
-                r = s.run(CELL)
-                t1 = now_ns()
-                s.close()
-                t2 = now_ns()
-                shutil.rmtree(s.workdir, ignore_errors=True)
-                ok = r.status == "ok" and r.outputs and r.outputs[0]["data"].get("text/plain") == EXPECTED
+                start, stop, ok = _start_one(box, f"bench-iso-{which}-{i}", policies[which])
                 if i >= warmup:
-                    start_ns[which].append(t1 - t0)
-                    stop_ns[which].append(t2 - t1)
+                    start_ns[which].append(start)
+                    stop_ns[which].append(stop)
                     failures[which] += not ok
     finally:
         box.close()
