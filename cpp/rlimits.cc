@@ -25,6 +25,8 @@ Failure apply(const ResourceLimits& limits) noexcept {
       {limits.file_bytes, RLIMIT_FSIZE, LaunchStep::kRlimitFileSize},
       {limits.open_files, RLIMIT_NOFILE, LaunchStep::kRlimitOpenFiles},
       {limits.address_space, RLIMIT_AS, LaunchStep::kRlimitAddressSpace},
+      // Counted per (user namespace, uid) since Linux 5.14's ucounts: each session's own.
+      {limits.processes, RLIMIT_NPROC, LaunchStep::kRlimitProcesses},
   };
   for (const auto& item : items) {
     if (!item.value) continue;

@@ -2,6 +2,7 @@
 //
 // The kernel enforces these on the worker process itself: RLIMIT_CPU (SIGXCPU/SIGKILL past
 // the CPU budget), RLIMIT_FSIZE (EFBIG/SIGXFSZ past the size of one file), RLIMIT_NOFILE,
+// RLIMIT_NPROC (processes and threads of the sandbox's uid in its own user namespace),
 // RLIMIT_AS (the fallback memory cap where no cgroup is delegated), RLIMIT_CORE 0 (a
 // crashing cell must not write a core image of its memory to disk). Async-signal-safe.
 #pragma once

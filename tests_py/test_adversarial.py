@@ -219,8 +219,8 @@ RSS_MARGIN = 384 * MiB
 
 
 def assert_recovered(s: sandbox_exec.Session, *, restarted: bool | None = None) -> None:
-    """After a case: the backend is alive, its memory bounded, and a fresh cell answers."""
-    assert pid_alive(os.getpid())
+    """After a case: the backend is alive (this very process went on to get here), its
+    memory bounded, and a fresh cell answers."""
     r = s.run("1+1", timeout=30)
     assert r.status == "ok", (r.status, r.reason, r.error)
     assert r.outputs and r.outputs[-1]["data"]["text/plain"] == "2", r.outputs
@@ -992,7 +992,6 @@ def test_kill_minus_one(session, new_session):
     ''')
     r, rep = in_sandbox(session, code)
     assert rep["child_status"] == -signal.SIGKILL  # kill(-1) did act, inside the sandbox only
-    assert pid_alive(os.getpid())
     assert bystander.run("state").outputs[0]["data"]["text/plain"] == "'intact'"
     assert_recovered(bystander, restarted=False)
     assert_recovered(session, restarted=False)  # kill(-1) spares the caller
@@ -1025,7 +1024,7 @@ def test_kill_every_pid_number(session, new_session):
     ''', pid_max=pid_max, extra=extra)
     r, rep = in_sandbox(session, code, timeout=60)
     assert rep["hits"] == [], rep  # not even the sandbox's own init
-    assert pid_alive(os.getpid()) and pid_alive(bystander.worker_pid)
+    assert pid_alive(bystander.worker_pid)
     assert bystander.run("state").outputs[0]["data"]["text/plain"] == "'intact'"
     assert_recovered(session, restarted=False)
 
@@ -1711,12 +1710,18 @@ def test_broken_sys_stdout(session, code):
 
 
 def test_closing_the_channel_descriptors(new_session):
+    # The cell closes its own channel (the ring's descriptors, its doorbells): its session
+    # ends at once as a crash, without the supervisor spinning or waiting for the deadline,
+    # and another session is untouched.
+    bystander = new_session(Policy())
+    bystander.run("state = 'intact'")
     s = new_session(Policy(timeout_s=5, interrupt_grace_s=0.5))
     r = s.run("import os\nfor fd in range(3, 64):\n    try:\n        os.close(fd)\n    except OSError:\n"
               "        pass\nprint('closed')")
-    assert r.status in ("crashed", "timeout", "ok", "error"), r.status
-    assert r.duration_s < 10
-    assert_recovered(s)
+    assert r.status == "crashed" and "exited" in r.reason, (r.status, r.reason)
+    assert r.duration_s < 2
+    assert bystander.run("state").outputs[0]["data"]["text/plain"] == "'intact'"
+    assert_recovered(s, restarted=True)
 
 
 def test_system_exit_and_keyboard_interrupt(session):

@@ -94,6 +94,14 @@ def test_interrupt_from_another_thread(session):
     assert session.run("data").outputs[0]["data"]["text/plain"] == "[1, 2, 3]"
 
 
+def test_sessions_are_out_of_the_backends_session_and_process_group(session):
+    # A Ctrl-C at the backend's terminal goes to its foreground process group: the launcher
+    # (and everything under it) is in a session of its own, so it never gets it.
+    launcher = session._runner.launcher_pid
+    assert os.getsid(launcher) == launcher != os.getsid(0)
+    assert os.getpgid(launcher) != os.getpgid(0)
+
+
 def test_interrupt_while_idle_is_harmless(session):
     session.interrupt()
     time.sleep(0.1)
@@ -321,11 +329,13 @@ def test_a_dead_backend_leaves_no_sandbox_process(tmp_path):
         # and the launcher removed the session's cgroups, which the dead backend could not
         from sandbox_exec.sandbox import cgroup_support
 
-        if cgroup_support().get("pids"):
-            from pathlib import Path
+        if cgroup_support().get("version"):
+            import glob
 
-            leftover = Path("/sys/fs/cgroup/pids") / f"sandbox_exec-{backend.pid}"
-            assert wait_until(lambda: not leftover.exists()), leftover
+            def leftovers() -> list[str]:  # v1 per controller, under the backend's own group; v2 anywhere
+                return glob.glob(f"/sys/fs/cgroup/**/sandbox_exec-{backend.pid}*", recursive=True)
+
+            assert wait_until(lambda: not leftovers()), leftovers()
     finally:
         if backend.poll() is None:
             backend.kill()

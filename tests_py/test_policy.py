@@ -110,6 +110,16 @@ def test_max_file_bytes_limits_one_file(sandbox):
 
 
 @pytest.mark.b
+def test_max_processes_is_an_rlimit_in_the_sessions_user_namespace(sandbox):
+    s = sandbox.session("nproc", policy=Policy(max_processes=40))
+    try:
+        r = s.run("import resource\nresource.getrlimit(resource.RLIMIT_NPROC)")
+        assert r.outputs[0]["data"]["text/plain"] == "(40, 40)"
+    finally:
+        s.close()
+
+
+@pytest.mark.b
 def test_max_open_files_limits_descriptors(sandbox):
     s = sandbox.session("nofile", policy=Policy(max_open_files=64))
     try:

@@ -44,6 +44,11 @@ with sandbox_exec.Sandbox(root=root) as box:
     out["usr_write"] = r.status, (r.error or {}).get("ename")
     r = s.run("import ctypes\nctypes.CDLL(None, use_errno=True).unshare(0x10000000), ctypes.get_errno()")
     out["unshare"] = r.outputs[0]["data"]["text/plain"] if r.outputs else repr(r.error)
+    r = s.run("import os, time\npids = []\nerr = None\ntry:\n    for _ in range(2000):\n"
+              "        pid = os.fork()\n        if pid == 0:\n            time.sleep(30)\n            os._exit(0)\n"
+              "        pids.append(pid)\nexcept OSError as e:\n    err = e.errno\n"
+              "for pid in pids:\n    os.kill(pid, 9)\n(len(pids), err)")
+    out["fork_bomb"] = r.outputs[0]["data"]["text/plain"] if r.outputs else repr(r.error)
     r = s.run("x = bytearray(6 << 30)")
     out["memory"] = r.status
     out["enforcement"] = s.enforcement
@@ -117,6 +122,13 @@ def test_isolation_holds_without_root(unprivileged_run):
     assert ret == -1 and err == 1  # EPERM from seccomp
     assert out["cell"] == "4"
     assert (root / "unprivileged" / "kept.txt").read_text() == "ok"
+
+
+def test_processes_are_limited_without_a_pids_cgroup(unprivileged_run):
+    out, _ = unprivileged_run
+    assert out["enforcement"]["max_processes"] == "RLIMIT_NPROC in the session's user namespace"
+    forked, err = ast.literal_eval(out["fork_bomb"])
+    assert err == 11 and forked < 256  # EAGAIN at the default max_processes=256
 
 
 def test_memory_limit_falls_back_to_rlimit_as(unprivileged_run):
