@@ -162,7 +162,6 @@ PYBIND11_MODULE(_core, m) {
            py::arg("request_capacity") = 1u << 20, py::arg("event_capacity") = 4u << 20,
            py::arg("start_timeout_s") = 30.0,
            "Spawns the launcher and the worker; returns once the worker reported ready.")
-      .def_property_readonly("cgroup_version", &CellRunner::cgroup_version)
       .def(
           "check_disk",
           [](CellRunner& r, const std::string& workdir, uint64_t limit) {
@@ -175,8 +174,6 @@ PYBIND11_MODULE(_core, m) {
           },
           py::arg("workdir"), py::arg("limit"),
           "(bytes used or None, grew past the limit): the workdir plus unlinked-but-open files.")
-      .def_property_readonly("ready_payload",
-                             [](const CellRunner& r) { return py::bytes(r.ready_payload()); })
       .def_property_readonly("worker_pid", &CellRunner::worker_pid)
       .def_property_readonly("launcher_pid", &CellRunner::launcher_pid)
       .def(
@@ -248,9 +245,6 @@ PYBIND11_MODULE(_core, m) {
            "Sends one whole message (split into frames as needed), after pending stream text.")
       .def("watch", &PyWorkerChannel::watch, py::arg("stdout_pipe"), py::arg("stderr_pipe"),
            py::arg("wake_fd"))
-      .def("write", &PyWorkerChannel::write, py::arg("type"), py::arg("text"),
-           "Buffers stream text; True (nothing buffered) when fd 1/2 output must go first.")
-      .def("write_now", &PyWorkerChannel::write_now, py::arg("type"), py::arg("text"))
       .def(
           "make_writer",
           [](py::object self, uint16_t type, py::object forward) {
@@ -261,6 +255,5 @@ PYBIND11_MODULE(_core, m) {
       .def("flush", &PyWorkerChannel::flush)
       .def("flush_if_stale", &PyWorkerChannel::flush_if_stale)
       .def("seconds_to_stale", &PyWorkerChannel::seconds_to_stale)
-      .def_property_readonly("pending", &PyWorkerChannel::pending)
       .def("fd_output_pending", &PyWorkerChannel::fd_output_pending);
 }

@@ -1,7 +1,5 @@
 #include "cell_runner.h"
 
-#include <poll.h>
-
 #include "disk_usage.h"
 #include "logging.h"
 #include "sys_error.h"
@@ -89,7 +87,6 @@ void CellRunner::terminate() noexcept {
   dead_ = true;
 }
 
-void CellRunner::end_session() noexcept { terminate(); }
 
 bool CellRunner::alive() noexcept {
   std::lock_guard lock(lifecycle_);
@@ -121,10 +118,6 @@ CellRunner::DiskCheck CellRunner::check_disk(const std::string& workdir, uint64_
   return check;
 }
 
-std::string CellRunner::cgroup_version() const {
-  const Cgroups* c = process_->cgroups();
-  return c && !c->dirs().empty() ? c->version() : "";
-}
 
 std::string CellRunner::exit_description() {
   std::lock_guard lock(lifecycle_);
@@ -229,7 +222,7 @@ CellOutcome CellRunner::run_cell(const std::string& request, const CellLimits& l
   try {
     if (!channel_->send(FrameType::kExecute, request, deadline, process_->pidfd())) {
       if (!alive()) return finish(CellEnd::kCrashed, "the worker " + exit_description());
-      end_session();
+      terminate();
       return finish(CellEnd::kTimeout, "the worker did not accept the cell before the deadline");
     }
     for (;;) {
@@ -301,7 +294,7 @@ CellOutcome CellRunner::run_cell(const std::string& request, const CellLimits& l
           interrupt();
           deadline = after(Clock::now(), limits.interrupt_grace_s);
         } else {
-          end_session();
+          terminate();
           if (out.disk_hit)
             return finish(CellEnd::kDisk, "the cell grew the workdir past its disk limit and ignored the "
                                           "interrupt; the session was killed");
@@ -314,7 +307,7 @@ CellOutcome CellRunner::run_cell(const std::string& request, const CellLimits& l
   } catch (const ProtocolViolation& e) {
     log::warn("session of worker {}: protocol violation: {}", process_->worker_pid(), e.what());
     batch.clear();
-    end_session();
+    terminate();
     return finish(CellEnd::kViolation, std::string("protocol violation: ") + e.what());
   }
   // A cell that wrote past the cap faster than the watchdog looks is caught here.

@@ -99,8 +99,6 @@ class CellRunner {
   };
   [[nodiscard]] DiskCheck check_disk(const std::string& workdir, uint64_t limit);
 
-  // "v1"/"v2" when the session runs in its own cgroups, "" otherwise.
-  [[nodiscard]] std::string cgroup_version() const;
 
   CellOutcome run_cell(const std::string& request, const CellLimits& limits, const EventSink& sink,
                        const Tick& tick = {});
@@ -111,7 +109,6 @@ class CellRunner {
   [[nodiscard]] std::string exit_description();
 
  private:
-  void end_session() noexcept;
   std::unique_ptr<SupervisorChannel> channel_;
   std::unique_ptr<WorkerProcess> process_;
   std::mutex lifecycle_;  // guards process_ reaping/termination across threads

@@ -49,8 +49,6 @@ class Cgroups {
   // The directories the session's init joins (writes its pid to cgroup.procs).
   [[nodiscard]] const std::vector<std::string>& dirs() const noexcept { return dirs_; }
   [[nodiscard]] const std::string& version() const noexcept { return version_; }
-  [[nodiscard]] bool limits_memory() const noexcept { return !memory_.empty(); }
-  [[nodiscard]] bool limits_pids() const noexcept { return !pids_.empty(); }
   [[nodiscard]] uint64_t oom_kills() const noexcept;
   [[nodiscard]] std::optional<uint64_t> peak_memory() const noexcept;
   void reset_peak_memory() const noexcept;

@@ -33,7 +33,7 @@ constexpr uint64_t frame_footprint(uint64_t payload) {
 
 enum class FrameType : uint16_t {
   // Requests: supervisor -> worker.
-  kExecute = 1,   // {"code", "execution_count", "silent", "max_output_bytes"}
+  kExecute = 1,   // {"code", "execution_count"}
   kShutdown = 2,  // empty
   // Events: worker -> supervisor.
   kReady = 16,     // {"pid", "python"}

@@ -109,6 +109,20 @@ bool await_exec(int exec_read) {
   return true;
 }
 
+// Moves `pid` into each of the session's cgroups. Returns 0 or errno.
+int join_cgroups(const std::vector<std::string>& dirs, pid_t pid) {
+  const std::string text = std::to_string(pid);
+  for (const auto& dir : dirs) {
+    const int fd = ::open((dir + "/cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return errno;
+    const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+    const int err = errno;
+    ::close(fd);
+    if (!ok) return err;
+  }
+  return 0;
+}
+
 // Removes the session's cgroups once its processes are gone. The supervisor does the same
 // when it closes the session; this covers a backend that died (its lifeline broke) and
 // would otherwise leave empty groups behind. Also the per-backend parent once it is empty.
@@ -187,14 +201,9 @@ int launch_plain(const SpawnSpec& spec, char** argv, int exec_read, int signal_f
     report_failure(LaunchStep::kFork, errno);
     return 1;
   }
-  for (const auto& dir : spec.isolation.cgroups) {
-    const std::string procs = dir + "/cgroup.procs", self = std::to_string(::getpid());
-    const int fd = ::open(procs.c_str(), O_WRONLY | O_CLOEXEC);
-    if (fd < 0 || ::write(fd, self.data(), self.size()) != static_cast<ssize_t>(self.size())) {
-      report_failure(LaunchStep::kCgroupJoin, errno);
-      return 1;
-    }
-    ::close(fd);
+  if (int err = join_cgroups(spec.isolation.cgroups, ::getpid())) {
+    report_failure(LaunchStep::kCgroupJoin, err);
+    return 1;
   }
   const pid_t me = ::getpid();
   const pid_t worker = ::fork();
@@ -316,14 +325,8 @@ int launch_isolated(const SpawnSpec& spec, char** argv, int exec_read, int signa
   if (int err = userns::write_maps(static_cast<pid_t>(pid), iso.inside_uid, iso.inside_gid,
                                    outside_uid, outside_gid))
     return abort_child(LaunchStep::kIdMap, err);
-  for (const auto& dir : iso.cgroups) {
-    const std::string procs = dir + "/cgroup.procs", text = std::to_string(pid);
-    const int fd = ::open(procs.c_str(), O_WRONLY | O_CLOEXEC);
-    const bool ok = fd >= 0 && ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
-    const int err = errno;
-    if (fd >= 0) ::close(fd);
-    if (!ok) return abort_child(LaunchStep::kCgroupJoin, err);
-  }
+  if (int err = join_cgroups(iso.cgroups, static_cast<pid_t>(pid)))
+    return abort_child(LaunchStep::kCgroupJoin, err);
   if (::write(sync[1], "!", 1) != 1) return abort_child(LaunchStep::kClone, errno);
   ::close(sync[1]);
   if (!await_exec(exec_read)) {

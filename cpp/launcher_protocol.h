@@ -47,7 +47,6 @@ enum class LaunchStep : int32_t {
   kNoNewPrivs,       // prctl(PR_SET_NO_NEW_PRIVS)
   kLandlock,         // landlock_create_ruleset/add_rule/restrict_self
   kSeccomp,          // seccomp_load
-  kCount,
 };
 
 // A failed isolation step, as every step function returns it (no exceptions after fork).
@@ -76,7 +75,7 @@ inline StepInfo launch_step_info(LaunchStep step) noexcept {
     case LaunchStep::kRlimitAddressSpace: return {"rlimits", "setrlimit(RLIMIT_AS)"};
     case LaunchStep::kRlimitProcesses: return {"rlimits", "setrlimit(RLIMIT_NPROC)"};
     case LaunchStep::kRlimitCore: return {"rlimits", "setrlimit(RLIMIT_CORE, 0)"};
-    case LaunchStep::kCloseFds: return {"fds", "close_range(10, ~0U)"};
+    case LaunchStep::kCloseFds: return {"fds", "close_range() of inherited descriptors"};
     case LaunchStep::kExec: return {"exec", "execve(worker)"};
     case LaunchStep::kUnshareOuter: return {"namespaces", "unshare(CLONE_NEWNS[|CLONE_NEWUSER])"};
     case LaunchStep::kOuterIdMap: return {"userns", "write /proc/self/uid_map (launcher)"};

@@ -41,11 +41,11 @@ SharedRegion SharedRegion::create(std::size_t size, const char* debug_name) {
   return SharedRegion(std::move(fd), size);
 }
 
-SharedRegion SharedRegion::attach(UniqueFd fd, std::size_t expected_size) {
+SharedRegion SharedRegion::attach(UniqueFd fd) {
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) throw_sys("shared_region", "fstat(ring fd)");
   auto size = static_cast<std::size_t>(st.st_size);
-  if (size == 0 || (expected_size != 0 && size != expected_size))
+  if (size == 0)
     throw SandboxError("shared_region", "fstat(ring fd) size " + std::to_string(size), 0,
                        "the inherited descriptor is not the session's ring");
   return SharedRegion(std::move(fd), size);

@@ -19,9 +19,8 @@ class SharedRegion {
  public:
   // Supervisor side: a new sealed, zero-filled region of `size` bytes.
   static SharedRegion create(std::size_t size, const char* debug_name);
-  // Worker side: maps an inherited descriptor. Its size is read once here (fstat) and
-  // must equal `expected_size` when that is non-zero.
-  static SharedRegion attach(UniqueFd fd, std::size_t expected_size = 0);
+  // Worker side: maps an inherited descriptor; its size is read once here (fstat).
+  static SharedRegion attach(UniqueFd fd);
 
   SharedRegion(SharedRegion&&) noexcept = default;
   SharedRegion& operator=(SharedRegion&&) noexcept = default;

@@ -103,8 +103,7 @@ WorkerProcess::WorkerProcess(SpawnSpec spec, SupervisorChannel& channel,
   if (cgroups_) spec.isolation.cgroups = cgroups_->dirs();
   auto [report_read, report_write] = make_pipe(O_NONBLOCK);
   auto [lifeline_read, lifeline_write] = make_pipe(0);
-  // The launcher must not die of SIGPIPE writing to a closed report pipe, and neither must
-  // we writing nothing; the lifeline is never written, only closed.
+  // The lifeline is never written, only closed: its EOF tells the launcher to end the session.
   const WorkerFds w = channel.worker_fds();
   UniqueFd sources[] = {high_dup(report_write.get()), high_dup(lifeline_read.get()),
                         high_dup(w.region),           high_dup(w.request_bell),

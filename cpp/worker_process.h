@@ -62,10 +62,9 @@ class WorkerProcess {
   void terminate(std::chrono::milliseconds grace = std::chrono::milliseconds(1000)) noexcept;
   // True once the launcher has exited (reaps it); exit_info() is then final.
   [[nodiscard]] bool reap() noexcept;
-  [[nodiscard]] bool exited() const noexcept { return exited_; }
   [[nodiscard]] const ExitInfo& exit_info() const noexcept { return exit_info_; }
 
-  // Reads the worker's CPU time and peak RSS from /proc; resets the peak when asked.
+  // The worker's CPU time and peak RSS from /proc (reset_peak_rss() starts a new peak).
   [[nodiscard]] Usage usage(bool with_peak = true) const noexcept;
   void reset_peak_rss() const noexcept;
 

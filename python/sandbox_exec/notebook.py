@@ -92,11 +92,13 @@ class NotebookInterrupted(KeyboardInterrupt):
 
 
 def _run_cell(session: Session, code: str, timeout: float | None) -> tuple[Result, bool]:
-    """session.run(), but Ctrl-C interrupts the cell (the core's wait does not see signals).
+    """session.run() with a two-step Ctrl-C for the command line.
 
-    In the main thread the cell runs in a helper thread while this one waits, so that a
-    SIGINT reaches Python at once: the first interrupts the cell (its namespace is kept),
-    the second ends the interpreter. Returns (result, whether the user interrupted).
+    The core alone turns a Ctrl-C into an interrupt of the cell and a KeyboardInterrupt once
+    the cell returns. The runner wants more: the first Ctrl-C interrupts the cell (its
+    namespace is kept), a second one ends the interpreter, and the run stops either way. So
+    in the main thread the cell runs in a helper thread while this one waits for signals.
+    Returns (result, whether the user interrupted).
     """
     if threading.current_thread() is not threading.main_thread():
         return session.run(code, timeout=timeout), False

@@ -382,9 +382,6 @@ class Session:
             status = "disk"
         elif outcome.end == "memory":
             status = "memory"
-            error = {"ename": "MemoryLimitExceeded", "evalue": reason or "memory limit",
-                     "traceback": [f"MemoryLimitExceeded: {reason}"]}
-            collector._message({"output_type": "error", **error})
         elif outcome.end == "violation":
             status = "crashed"
             if collector.violation:
@@ -395,8 +392,10 @@ class Session:
         if past_cell_cap > 0:
             collector.add_marker(f"\n[sandbox_exec: output truncated: {past_cell_cap} bytes "
                                  f"past the per-cell limit of {cap} bytes were dropped]\n")
-        if status in ("crashed", "timeout", "disk") and error is None:
-            ename = {"timeout": "CellTimeout", "disk": "DiskLimitExceeded"}.get(status, "WorkerCrashed")
+        if status in ("crashed", "timeout", "disk", "memory") and error is None:
+            # The supervisor ended the cell: its reason, as an error output the notebook shows.
+            ename = {"timeout": "CellTimeout", "disk": "DiskLimitExceeded",
+                     "memory": "MemoryLimitExceeded"}.get(status, "WorkerCrashed")
             error = {"ename": ename, "evalue": reason or status, "traceback": [f"{ename}: {reason or status}"]}
             collector._message({"output_type": "error", **error})
         outputs, stdout, stderr = collector.finish()

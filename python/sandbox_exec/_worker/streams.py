@@ -8,12 +8,9 @@ and forwarded, so a cell's descriptor-level output is never attributed to the ne
 
 from __future__ import annotations
 
-import fcntl
 import io
 import os
 import select
-import struct
-import termios
 import threading
 import time
 from typing import Any, Callable
@@ -57,10 +54,6 @@ class CellStream(io.TextIOBase):
 
     def flush(self) -> None:
         self._flush()
-
-
-def _pending(fd: int) -> int:
-    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
 
 
 class FdCapture:
@@ -119,8 +112,8 @@ class FdCapture:
         """Returns once everything written to fds 1 and 2 so far has been forwarded."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if all(_pending(fd) == 0 for fd in self._pipes):
+            if not self._buffer.fd_output_pending():
                 with self._busy:  # a chunk being forwarded right now finishes first
-                    if all(_pending(fd) == 0 for fd in self._pipes):
+                    if not self._buffer.fd_output_pending():
                         return
             time.sleep(0.0005)
