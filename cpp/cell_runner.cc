@@ -96,22 +96,23 @@ bool CellRunner::alive() noexcept {
 }
 
 CellRunner::DiskCheck CellRunner::check_disk(const std::string& workdir, uint64_t limit) {
-  DiskCheck check;
   {
     std::lock_guard lock(lifecycle_);
-    if (dead_) return check;
+    if (dead_) return {};
   }
+  return measure_disk(workdir, limit);
+}
+
+CellRunner::DiskCheck CellRunner::measure_disk(const std::string& workdir, uint64_t limit) {
+  DiskCheck check;
   check.used = workdir_usage(workdir, process_->worker_parent());
   if (!check.used) return check;
   if (!workdir_baseline_) {
     // The first look sets the baseline: a workdir that starts out over the cap (data put
     // there before) is not growth.
     workdir_baseline_ = check.used;
-    return check;
-  }
-  const uint64_t baseline = *workdir_baseline_;
-  if (*check.used > limit && *check.used > baseline) {
-    check.over = true;
+  } else if (*check.used > limit && *check.used > *workdir_baseline_) {
+    check.over = true;  // grew past the cap since it was last within it
   } else if (*check.used <= limit) {
     workdir_baseline_ = check.used;
   }
@@ -163,15 +164,12 @@ CellOutcome CellRunner::run_cell(const std::string& request, const CellLimits& l
   // Only growth past the last measured size (and past the cap) stops a cell, so a cell that
   // deletes files from an over-full workdir can always run.
   const bool watch_disk = limits.workdir_bytes > 0 && !limits.workdir.empty();
-  if (watch_disk && !workdir_baseline_)
-    workdir_baseline_ = workdir_usage(limits.workdir, process_->worker_parent()).value_or(0);
-  const uint64_t disk_at_start = workdir_baseline_.value_or(0);
+  if (watch_disk && !workdir_baseline_) (void)measure_disk(limits.workdir, limits.workdir_bytes);
   auto next_disk_check = start + std::chrono::milliseconds(200);
   auto disk_over = [&]() -> bool {
-    const auto used = workdir_usage(limits.workdir, process_->worker_parent());
-    out.workdir_bytes = used;
-    if (used && *used <= limits.workdir_bytes) workdir_baseline_ = used;
-    return used && *used > limits.workdir_bytes && *used > disk_at_start;
+    const DiskCheck check = measure_disk(limits.workdir, limits.workdir_bytes);
+    out.workdir_bytes = check.used;
+    return check.over;
   };
   FrameHeader header{};
   std::string payload;

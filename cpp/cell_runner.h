@@ -99,6 +99,13 @@ class CellRunner {
   };
   [[nodiscard]] DiskCheck check_disk(const std::string& workdir, uint64_t limit);
 
+ private:
+  // The one disk rule, for cells and between them: measure, set or move the baseline, and
+  // say whether the workdir grew past `limit` since it was last within it.
+  [[nodiscard]] DiskCheck measure_disk(const std::string& workdir, uint64_t limit);
+
+ public:
+
 
   CellOutcome run_cell(const std::string& request, const CellLimits& limits, const EventSink& sink,
                        const Tick& tick = {});
