@@ -8,6 +8,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <optional>
+
 #include <mutex>
 
 #include "cell_runner.h"
@@ -67,6 +69,7 @@ PYBIND11_MODULE(_core, m) {
   frame.attr("MESSAGE") = static_cast<int>(FrameType::kMessage);
   frame.attr("CELL_DONE") = static_cast<int>(FrameType::kCellDone);
   m.attr("DROPPED_OUTPUT_EVENT") = static_cast<int>(kDroppedOutputEvent);
+  m.attr("REJECTED_OUTPUT_EVENT") = static_cast<int>(kRejectedOutputEvent);
   m.attr("WORKER_FDS") = py::make_tuple(launcher_fd::kRegion, launcher_fd::kRequestBell,
                                         launcher_fd::kEventBell, launcher_fd::kSpaceBell);
 
@@ -111,54 +114,94 @@ PYBIND11_MODULE(_core, m) {
       .def_readonly("cpu_s", &CellOutcome::cpu_s)
       .def_readonly("peak_rss_bytes", &CellOutcome::peak_rss_bytes)
       .def_readonly("output_bytes", &CellOutcome::output_bytes)
-      .def_readonly("dropped_output_bytes", &CellOutcome::dropped_output_bytes);
+      .def_readonly("dropped_output_bytes", &CellOutcome::dropped_output_bytes)
+      .def_readonly("stale_bytes", &CellOutcome::stale_bytes);
+
+  // The launch settings cross from Python as typed objects, never as a string-keyed dict:
+  // a misspelled name is a TypeError, and every protection is on unless the caller names it
+  // off (a dict with a missing key used to mean "layer off").
+  py::class_<ResourceLimits>(m, "ResourceLimits", "The worker's rlimits (None: not set).")
+      .def(py::init([](std::optional<uint64_t> cpu_seconds, std::optional<uint64_t> file_bytes,
+                       std::optional<uint64_t> open_files, std::optional<uint64_t> address_space,
+                       std::optional<uint64_t> processes) {
+             return ResourceLimits{cpu_seconds, file_bytes, open_files, address_space, processes, false};
+           }),
+           py::kw_only(), py::arg("cpu_seconds"), py::arg("file_bytes"), py::arg("open_files"),
+           py::arg("address_space"), py::arg("processes"))
+      .def_readonly("cpu_seconds", &ResourceLimits::cpu_seconds)
+      .def_readonly("file_bytes", &ResourceLimits::file_bytes)
+      .def_readonly("open_files", &ResourceLimits::open_files)
+      .def_readonly("address_space", &ResourceLimits::address_space)
+      .def_readonly("processes", &ResourceLimits::processes);
+
+  py::class_<Cgroups::Limits>(m, "CgroupLimits", "The session's cgroup limits (None: not set).")
+      .def(py::init([](std::optional<uint64_t> memory_bytes, std::optional<uint64_t> max_processes) {
+             return Cgroups::Limits{memory_bytes, max_processes};
+           }),
+           py::kw_only(), py::arg("memory_bytes"), py::arg("max_processes"))
+      .def_readonly("memory_bytes", &Cgroups::Limits::memory_bytes)
+      .def_readonly("max_processes", &Cgroups::Limits::max_processes);
+
+  py::class_<Isolation>(m, "Isolation",
+                        "The isolation layers; every protection defaults to on.")
+      .def(py::init([](bool namespaces, bool network, bool drop_caps, bool landlock, bool seccomp,
+                       std::string mountpoint, std::vector<std::string> readonly,
+                       std::vector<std::pair<std::string, std::string>> symlinks,
+                       uint64_t tmp_bytes, uint32_t outside_uid, uint32_t outside_gid,
+                       std::string hostname) {
+             Isolation iso;
+             iso.namespaces = namespaces;
+             iso.network = network;
+             iso.drop_caps = drop_caps;
+             iso.landlock = landlock;
+             iso.seccomp = seccomp;
+             if (namespaces && mountpoint.empty())
+               throw ConfigError("Isolation: namespaces need a mountpoint");
+             iso.mountpoint = std::move(mountpoint);
+             iso.readonly = std::move(readonly);
+             iso.symlinks = std::move(symlinks);
+             iso.tmp_bytes = tmp_bytes;
+             iso.outside_uid = outside_uid;
+             iso.outside_gid = outside_gid;
+             iso.hostname = std::move(hostname);
+             return iso;
+           }),
+           py::kw_only(), py::arg("namespaces") = true, py::arg("network") = false,
+           py::arg("drop_caps") = true, py::arg("landlock") = true, py::arg("seccomp") = true,
+           py::arg("mountpoint") = std::string(), py::arg("readonly") = std::vector<std::string>(),
+           py::arg("symlinks") = std::vector<std::pair<std::string, std::string>>(),
+           py::arg("tmp_bytes") = Isolation{}.tmp_bytes, py::arg("outside_uid") = Isolation{}.outside_uid,
+           py::arg("outside_gid") = Isolation{}.outside_gid, py::arg("hostname") = Isolation{}.hostname)
+      .def_readonly("namespaces", &Isolation::namespaces)
+      .def_readonly("network", &Isolation::network)
+      .def_readonly("drop_caps", &Isolation::drop_caps)
+      .def_readonly("landlock", &Isolation::landlock)
+      .def_readonly("seccomp", &Isolation::seccomp)
+      .def_readonly("mountpoint", &Isolation::mountpoint)
+      .def_readonly("readonly", &Isolation::readonly)
+      .def_readonly("tmp_bytes", &Isolation::tmp_bytes)
+      .def_readonly("outside_uid", &Isolation::outside_uid)
+      .def_readonly("outside_gid", &Isolation::outside_gid)
+      .def_readonly("hostname", &Isolation::hostname);
 
   py::class_<CellRunner>(m, "CellRunner")
       .def(py::init([](std::string launcher, std::vector<std::string> argv,
-                       std::vector<std::string> env, std::string workdir, const py::dict& limits,
-                       const py::dict& isolation, uint64_t request_capacity, uint64_t event_capacity,
-                       double start_timeout_s) {
+                       std::vector<std::string> env, std::string workdir, const ResourceLimits& limits,
+                       const Isolation& isolation, std::optional<Cgroups::Limits> cgroup,
+                       uint64_t request_capacity, uint64_t event_capacity, double start_timeout_s) {
              SpawnSpec spec;
              spec.launcher = std::move(launcher);
              spec.argv = std::move(argv);
              spec.env = std::move(env);
              spec.workdir = std::move(workdir);
-             auto opt = [](const py::dict& d, const char* key) -> std::optional<uint64_t> {
-               if (!d.contains(key) || d[key].is_none()) return std::nullopt;
-               return d[key].cast<uint64_t>();
-             };
-             spec.limits.cpu_seconds = opt(limits, "cpu_seconds");
-             spec.limits.file_bytes = opt(limits, "file_bytes");
-             spec.limits.open_files = opt(limits, "open_files");
-             spec.limits.address_space = opt(limits, "address_space");
-             spec.limits.processes = opt(limits, "processes");
-             std::optional<Cgroups::Limits> cgroup_limits;
-             if (limits.contains("cgroup") && !limits["cgroup"].is_none()) {
-               const py::dict cg = limits["cgroup"].cast<py::dict>();
-               cgroup_limits = Cgroups::Limits{opt(cg, "memory_bytes"), opt(cg, "max_processes")};
-             }
-             Isolation& iso = spec.isolation;
-             auto flag = [&](const char* key) { return isolation.contains(key) && isolation[key].cast<bool>(); };
-             iso.namespaces = flag("namespaces");
-             iso.network = flag("network");
-             iso.drop_caps = flag("drop_caps");
-             iso.landlock = flag("landlock");
-             iso.seccomp = flag("seccomp");
-             if (iso.namespaces) {
-               iso.mountpoint = isolation["mountpoint"].cast<std::string>();
-               iso.readonly = isolation["readonly"].cast<std::vector<std::string>>();
-               iso.symlinks = isolation["symlinks"].cast<std::vector<std::pair<std::string, std::string>>>();
-               iso.tmp_bytes = isolation["tmp_bytes"].cast<uint64_t>();
-               iso.outside_uid = isolation["outside_uid"].cast<uint32_t>();
-               iso.outside_gid = isolation["outside_gid"].cast<uint32_t>();
-               iso.hostname = isolation["hostname"].cast<std::string>();
-             }
+             spec.limits = limits;
+             spec.isolation = isolation;
              py::gil_scoped_release release;
              return std::make_unique<CellRunner>(spec, ChannelGeometry{request_capacity, event_capacity},
-                                                 start_timeout_s, cgroup_limits);
+                                                 start_timeout_s, cgroup);
            }),
            py::kw_only(), py::arg("launcher"), py::arg("argv"), py::arg("env"), py::arg("workdir"),
-           py::arg("limits") = py::dict(), py::arg("isolation") = py::dict(),
+           py::arg("limits"), py::arg("isolation"), py::arg("cgroup"),
            py::arg("request_capacity") = 1u << 20, py::arg("event_capacity") = 4u << 20,
            py::arg("start_timeout_s") = 30.0,
            "Spawns the launcher and the worker; returns once the worker reported ready.")
@@ -181,9 +224,9 @@ PYBIND11_MODULE(_core, m) {
           [](CellRunner& r, const py::bytes& request, double timeout_s, double grace_s,
              uint64_t max_output_bytes, uint64_t max_message_bytes, const py::function& sink,
              StreamText& stdout_text, StreamText& stderr_text, bool live, std::string workdir,
-             uint64_t workdir_bytes) {
+             uint64_t workdir_bytes, std::optional<int64_t> execution_count) {
             CellLimits limits{timeout_s, grace_s, max_output_bytes, max_message_bytes,
-                              std::move(workdir), workdir_bytes};
+                              std::move(workdir), workdir_bytes, execution_count};
             const std::string req(bytes_view(request));
             EventSink cpp_sink = [&sink, &stdout_text, &stderr_text, live](EventBatch& batch) -> bool {
               py::gil_scoped_acquire acquire;
@@ -223,7 +266,8 @@ PYBIND11_MODULE(_core, m) {
           py::arg("request"), py::arg("timeout_s"), py::arg("grace_s"),
           py::arg("max_output_bytes"), py::arg("max_message_bytes"), py::arg("sink"),
           py::arg("stdout_text"), py::arg("stderr_text"), py::arg("live") = true,
-          py::arg("workdir") = "", py::arg("workdir_bytes") = 0)
+          py::arg("workdir") = "", py::arg("workdir_bytes") = 0,
+          py::arg("execution_count") = py::none())
       .def("interrupt", &CellRunner::interrupt, py::call_guard<py::gil_scoped_release>())
       .def("terminate", &CellRunner::terminate, py::call_guard<py::gil_scoped_release>())
       .def("alive", &CellRunner::alive, py::call_guard<py::gil_scoped_release>())

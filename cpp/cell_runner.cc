@@ -1,6 +1,7 @@
 #include "cell_runner.h"
 
 #include "disk_usage.h"
+#include "json_guard.h"
 #include "logging.h"
 #include "sys_error.h"
 
@@ -195,27 +196,55 @@ CellOutcome CellRunner::run_cell(const std::string& request, const CellLimits& l
     }
     const auto r = assembler.feed(h, p.data(), p.size());
     if (r == MessageAssembler::Result::kIncomplete) return false;
+    const bool is_done = type == static_cast<uint16_t>(FrameType::kCellDone);
+    const uint64_t budget = limits.max_output_bytes - std::min(limits.max_output_bytes, out.output_bytes);
     if (r == MessageAssembler::Result::kTooLarge) {
       out.dropped_output_bytes += assembler.dropped_bytes();
-      if (type != static_cast<uint16_t>(FrameType::kCellDone))
+      if (!is_done) {
         batch.push_back({kDroppedOutputEvent, std::to_string(assembler.dropped_bytes())});
-      // An oversized done report still ends the cell (its payload is dropped: the Python
-      // layer reports that as a protocol violation); waiting on would hang the cell.
-      return type == static_cast<uint16_t>(FrameType::kCellDone);
-    }
-    if (type == static_cast<uint16_t>(FrameType::kCellDone)) {
-      out.done_payload = assembler.message();
+        return false;
+      }
+      // An oversized done report still ends the cell (waiting on would hang it), as an
+      // error that says why.
+      out.done_payload = parse_cell_done(
+          R"({"status":"error","error":{"ename":"ProtocolError","evalue":"the worker's end-of-cell report was larger than the per-message limit","traceback":[]}})",
+          budget).json;
       return true;
     }
     const std::string& message = assembler.message();
+    if (is_done) {
+      CellDoneReport done = parse_cell_done(message, budget);
+      if (limits.execution_count && done.count != limits.execution_count) {
+        out.stale_bytes += message.size();  // a stale or forged report: not this cell's end
+        return false;
+      }
+      // The end-of-cell report is output too (its error's traceback): charged to the cap.
+      out.output_bytes += done.json.size() + kEventOverheadBytes;
+      out.done_payload = std::move(done.json);
+      return true;
+    }
     if (out.output_bytes + message.size() + kEventOverheadBytes > limits.max_output_bytes) {
       out.dropped_output_bytes += message.size();
       return false;
     }
     out.output_bytes += message.size() + kEventOverheadBytes;
+    // Checked here, without the GIL, before Python builds anything from it.
+    if (JsonVerdict verdict = check_message_json(message); !verdict.ok) {
+      batch.push_back({kRejectedOutputEvent, std::move(verdict.reason)});
+      return false;
+    }
     batch.push_back({type, message});
     return false;
   };
+
+  // Whatever the worker sent while no cell ran (a thread a previous cell left behind) is
+  // not this cell's: discarded, and counted so the cell's outputs can say so.
+  // Bounded by the ring's size: a producer that keeps writing cannot hold this loop.
+  for (uint64_t drained = 0;
+       drained < channel_->geometry().event_capacity && channel_->poll_frame(header, payload);) {
+    drained += frame_footprint(payload.size());
+    out.stale_bytes += payload.size();
+  }
 
   try {
     if (!channel_->send(FrameType::kExecute, request, deadline, process_->pidfd())) {

@@ -35,6 +35,9 @@ struct CellLimits {
   uint64_t max_message_bytes = 64ull << 20;  // one display/result message, reassembled
   std::string workdir;        // watched for disk use when workdir_bytes > 0
   uint64_t workdir_bytes = 0;
+  // The request's execution_count: a kCellDone that names another count is stale (sent by a
+  // thread a previous cell left running) and is discarded, not taken as this cell's end.
+  std::optional<int64_t> execution_count;
 };
 
 enum class CellEnd {
@@ -58,6 +61,9 @@ struct CellOutcome {
   std::optional<uint64_t> peak_rss_bytes;
   uint64_t output_bytes = 0;
   uint64_t dropped_output_bytes = 0;
+  // Bytes of events discarded as stale: sent between cells (before this cell's request), or
+  // end-of-cell reports for another execution_count.
+  uint64_t stale_bytes = 0;
 };
 
 struct Event {
@@ -67,6 +73,9 @@ struct Event {
 // An event the supervisor adds itself (never a worker frame type): one output was dropped
 // for being larger than max_message_bytes; payload: its size in decimal.
 inline constexpr uint16_t kDroppedOutputEvent = 0xFFFF;
+// Another supervisor event: one message was rejected by the JSON check (json_guard.h);
+// payload: the reason, in words. The cell runs on.
+inline constexpr uint16_t kRejectedOutputEvent = 0xFFFE;
 // What each output event costs against the per-cell cap beyond its bytes: every event can
 // become an output object in the backend, so a flood of one-byte outputs must not make
 // millions of them within a byte cap.

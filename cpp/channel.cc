@@ -3,6 +3,7 @@
 #include <immintrin.h>
 #include <poll.h>
 
+#include <algorithm>
 #include <cstring>
 #include <unistd.h>
 #include <new>
@@ -15,6 +16,11 @@ namespace {
 constexpr uint64_t kControlOffsetRequests = 256;
 constexpr uint64_t kControlOffsetEvents = 512;
 constexpr uint64_t kDataOffset = 4096;
+// Doorbell spam (see SupervisorChannel::spurious_wakes_): a legitimate worker rings at most
+// once per frame it publishes, and a ring racing a frame already taken is rare, so a few
+// empty wakes in a row mean spam. The pause caps what a real frame may then wait.
+constexpr int kSpuriousWakesBeforePause = 4;
+constexpr int kMaxPauseMs = 20;
 
 uint64_t region_size(const ChannelGeometry& g) {
   return kDataOffset + g.request_capacity + g.event_capacity;
@@ -90,23 +96,44 @@ bool SupervisorChannel::poll_frame(FrameHeader& header, std::string& payload) {
 SupervisorChannel::Wait SupervisorChannel::next_frame(FrameHeader& header, std::string& payload,
                                                       int timeout_ms, int peer_fd) {
   const auto give_up = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  auto found = [&] {
+    if (!poll_frame(header, payload)) return false;
+    spurious_wakes_ = 0;
+    return true;
+  };
   for (;;) {
     // A short spin first: a cell's events usually follow each other within microseconds,
-    // and a sleep/wake pair costs more than that.
-    for (int i = 0; i < spin_iterations_; ++i) {
-      if (poll_frame(header, payload)) return Wait::kFrame;
+    // and a sleep/wake pair costs more than that. Not after a spurious wake: a worker that
+    // rings without sending would otherwise buy a spin with every byte.
+    const int spins = spurious_wakes_ ? 0 : spin_iterations_;
+    for (int i = 0; i < spins; ++i) {
+      if (found()) return Wait::kFrame;
       _mm_pause();
     }
+    const auto now = std::chrono::steady_clock::now();
+    int left = now >= give_up ? 0
+                              : static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(
+                                                     give_up - now)
+                                                     .count());
+    if (spurious_wakes_ >= kSpuriousWakesBeforePause) {
+      // Doorbell spam: pause before looking again (1 ms, doubling up to kMaxPauseMs), still
+      // watching the process. A real frame waits at most one pause.
+      const int pause = std::min({left, kMaxPauseMs, 1 << std::min(spurious_wakes_ - kSpuriousWakesBeforePause, 5)});
+      pollfd p{peer_fd, POLLIN, 0};
+      if (peer_fd >= 0 ? ::poll(&p, 1, pause) > 0 : (::usleep(pause * 1000), false)) {
+        if (found()) return Wait::kFrame;
+        return Wait::kPeerExited;
+      }
+      event_bell_.receiver.drain();
+      if (found()) return Wait::kFrame;
+      if (left <= pause) return Wait::kTimeout;
+      left -= pause;
+    }
     events_.set_waiting(true);
-    if (poll_frame(header, payload)) {
+    if (found()) {
       events_.set_waiting(false);
       return Wait::kFrame;
     }
-    const auto now = std::chrono::steady_clock::now();
-    const int left = now >= give_up ? 0
-                                    : static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(
-                                                           give_up - now)
-                                                           .count());
     auto wake = event_bell_.receiver.wait(left, peer_fd);
     events_.set_waiting(false);
     event_bell_.receiver.drain();
@@ -120,9 +147,10 @@ SupervisorChannel::Wait SupervisorChannel::next_frame(FrameHeader& header, std::
       wake = n > 0 ? DoorbellReceiver::Wake::kOther
                    : (left <= 10 ? DoorbellReceiver::Wake::kTimeout : DoorbellReceiver::Wake::kRung);
     }
-    if (poll_frame(header, payload)) return Wait::kFrame;
+    if (found()) return Wait::kFrame;
     if (wake == DoorbellReceiver::Wake::kOther) return Wait::kPeerExited;
     if (wake == DoorbellReceiver::Wake::kTimeout || left == 0) return Wait::kTimeout;
+    if (wake == DoorbellReceiver::Wake::kRung) ++spurious_wakes_;  // rung, yet nothing sent
   }
 }
 

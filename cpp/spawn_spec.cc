@@ -35,8 +35,10 @@ std::vector<std::string> launcher_argv(const SpawnSpec& spec) {
   add_limit(out, "--processes", spec.limits.processes);
   if (spec.limits.core_dumps) out.emplace_back("--core-dumps");
   const Isolation& iso = spec.isolation;
+  // Every protection is on unless the command line names its opt-out: a flag lost on the
+  // way can only make the sandbox stricter (or fail to start), never turn a layer off.
+  if (!iso.namespaces) out.emplace_back("--no-namespaces");
   if (iso.namespaces) {
-    out.emplace_back("--namespaces");
     out.insert(out.end(), {"--ids", std::to_string(iso.inside_uid) + ":" + std::to_string(iso.inside_gid) +
                                         ":" + std::to_string(iso.outside_uid) + ":" +
                                         std::to_string(iso.outside_gid)});
@@ -52,9 +54,9 @@ std::vector<std::string> launcher_argv(const SpawnSpec& spec) {
     if (iso.network) out.emplace_back("--host-network");
   }
   for (const auto& c : iso.cgroups) out.insert(out.end(), {"--cgroup", c});
-  if (iso.drop_caps) out.emplace_back("--drop-caps");
-  if (iso.landlock) out.emplace_back("--landlock");
-  if (iso.seccomp) out.emplace_back("--seccomp");
+  if (!iso.drop_caps) out.emplace_back("--keep-caps");
+  if (!iso.landlock) out.emplace_back("--no-landlock");
+  if (!iso.seccomp) out.emplace_back("--no-seccomp");
   out.emplace_back("--");
   out.insert(out.end(), spec.argv.begin(), spec.argv.end());
   return out;
@@ -87,8 +89,8 @@ SpawnSpec parse_launcher_argv(int argc, const char* const* argv) {
       spec.limits.processes = parse_u64(arg, value(arg));
     } else if (arg == "--core-dumps") {
       spec.limits.core_dumps = true;
-    } else if (arg == "--namespaces") {
-      spec.isolation.namespaces = true;
+    } else if (arg == "--no-namespaces") {
+      spec.isolation.namespaces = false;
     } else if (arg == "--ids") {
       const std::string_view ids = value(arg);
       const std::string usage = "launcher: --ids expects INSIDE_UID:INSIDE_GID:OUTSIDE_UID:OUTSIDE_GID "
@@ -124,12 +126,12 @@ SpawnSpec parse_launcher_argv(int argc, const char* const* argv) {
       spec.isolation.network = true;
     } else if (arg == "--cgroup") {
       spec.isolation.cgroups.emplace_back(value(arg));
-    } else if (arg == "--drop-caps") {
-      spec.isolation.drop_caps = true;
-    } else if (arg == "--landlock") {
-      spec.isolation.landlock = true;
-    } else if (arg == "--seccomp") {
-      spec.isolation.seccomp = true;
+    } else if (arg == "--keep-caps") {
+      spec.isolation.drop_caps = false;
+    } else if (arg == "--no-landlock") {
+      spec.isolation.landlock = false;
+    } else if (arg == "--no-seccomp") {
+      spec.isolation.seccomp = false;
     } else {
       throw ConfigError("launcher: unknown option '" + std::string(arg) + "'");
     }

@@ -23,9 +23,10 @@ struct ResourceLimits {
 };
 
 // The isolation layers (contain.h runs them in order). Each one that is switched on is
-// required: if it cannot be set up, the launch fails and names it.
+// required: if it cannot be set up, the launch fails and names it. Every protection is on
+// by default; turning one off is an explicit choice (Python: a named Policy field).
 struct Isolation {
-  bool namespaces = false;       // user, pid, mount, ipc, uts, cgroup namespaces + new root
+  bool namespaces = true;        // user, pid, mount, ipc, uts, cgroup namespaces + new root
   bool network = false;          // keep the host network (no network namespace)
   uint32_t inside_uid = 1000;    // the sandbox's own uid/gid ...
   uint32_t inside_gid = 1000;
@@ -37,9 +38,9 @@ struct Isolation {
   uint64_t tmp_bytes = 256ull << 20;  // size of the private /tmp and of /dev/shm
   std::string hostname = "sandbox";
   std::vector<std::string> cgroups;   // directories whose cgroup.procs the sandbox joins
-  bool drop_caps = false;        // drop every capability, no_new_privs
-  bool landlock = false;         // Landlock filesystem rules (required when true)
-  bool seccomp = false;          // the seccomp filter (seccomp.h), installed last
+  bool drop_caps = true;         // drop every capability, no_new_privs
+  bool landlock = true;          // Landlock filesystem rules (required when true)
+  bool seccomp = true;           // the seccomp filter (seccomp.h), installed last
 };
 
 struct SpawnSpec {

@@ -2,12 +2,13 @@
 # Installs whatever is missing for building and testing sandbox_exec, then (re)builds the
 # package into .venv in editable mode. Safe to run again: it only installs what is absent.
 #
-#   Debian packages: a C++ compiler, Boost (Interprocess), spdlog, GoogleTest, libseccomp
+#   Debian packages: a C++ compiler, Boost (Interprocess), spdlog, GoogleTest, libseccomp,
+#                    nlohmann-json (the supervisor's check of the worker's JSON)
 #   .venv:           sandbox_exec (editable) with the test and benchmark extras
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(g++ make pkg-config libboost-dev libspdlog-dev libgtest-dev libseccomp-dev python3-venv)
+APT_PACKAGES=(g++ make pkg-config libboost-dev libspdlog-dev libgtest-dev libseccomp-dev nlohmann-json3-dev python3-venv)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

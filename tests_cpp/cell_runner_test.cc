@@ -56,6 +56,11 @@ SpawnSpec spec_for(const std::string& mode) {
   spec.argv = {SANDBOX_EXEC_FAKE_WORKER, mode};
   spec.env = {"PATH=/usr/bin:/bin"};
   spec.workdir = "/";
+  // The fake worker runs without isolation: every layer named off.
+  spec.isolation.namespaces = false;
+  spec.isolation.drop_caps = false;
+  spec.isolation.landlock = false;
+  spec.isolation.seccomp = false;
   return spec;
 }
 
@@ -118,8 +123,9 @@ TEST(CellRunner, ReadyHandshakeAndEchoCells) {
     ASSERT_EQ(c.events.size(), 1u);
     EXPECT_EQ(c.events[0].type, kStdout);
     EXPECT_EQ(c.events[0].payload, request);
-    // each event is charged kEventOverheadBytes beyond its bytes (cell_runner.h)
-    EXPECT_EQ(out.output_bytes, request.size() + kEventOverheadBytes);
+    // each event is charged kEventOverheadBytes beyond its bytes (cell_runner.h), the
+    // end-of-cell report included
+    EXPECT_EQ(out.output_bytes, request.size() + out.done_payload.size() + 2 * kEventOverheadBytes);
     EXPECT_EQ(out.dropped_output_bytes, 0u);
     EXPECT_GE(out.duration_s, 0.0);
     EXPECT_LT(out.duration_s, 5.0);
@@ -141,9 +147,9 @@ TEST(CellRunner, RequestLargerThanTheRequestRing) {
   EXPECT_EQ(out.end, CellEnd::kDone) << out.reason;
   EXPECT_EQ(c.joined(kStdout), request);
   // the bytes, plus the per-event charge for each frame it came in
-  const uint64_t overhead = out.output_bytes - request.size();
+  const uint64_t overhead = out.output_bytes - request.size() - out.done_payload.size();
   EXPECT_EQ(overhead % kEventOverheadBytes, 0u);
-  EXPECT_GE(overhead / kEventOverheadBytes, c.events.size());
+  EXPECT_GE(overhead / kEventOverheadBytes, c.events.size() + 1);
 }
 
 TEST(CellRunner, OutputAndMessageCapsDropAndCountWithoutSplittingUtf8) {
@@ -170,7 +176,9 @@ TEST(CellRunner, OutputAndMessageCapsDropAndCountWithoutSplittingUtf8) {
   }
   for (const auto& e : c.events)
     EXPECT_NE(e.payload.size(), 100000u) << "oversized message delivered";
-  EXPECT_EQ(out.output_bytes, 9999u);
+  // 9999 of output, then the end-of-cell report (15 bytes + 256), charged past the cap: the
+  // report always ends the cell, cut to what is left when it is large.
+  EXPECT_EQ(out.output_bytes, 9999u + 15u + kEventOverheadBytes);
   EXPECT_EQ(out.dropped_output_bytes, 100000u + 32u + 3000u);
   EXPECT_TRUE(runner.alive());
 }

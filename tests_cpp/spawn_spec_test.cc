@@ -59,8 +59,19 @@ void expect_same(const SpawnSpec& a, const SpawnSpec& b) {
   EXPECT_EQ(x.seccomp, y.seccomp);
 }
 
+// Every layer explicitly off: the shape of a launch without any isolation.
+Isolation unprotected() {
+  Isolation iso;
+  iso.namespaces = false;
+  iso.drop_caps = false;
+  iso.landlock = false;
+  iso.seccomp = false;
+  return iso;
+}
+
 SpawnSpec namespaced() {
   SpawnSpec spec;
+  spec.isolation = unprotected();
   spec.launcher = "/x/launcher";
   spec.workdir = "/work";
   spec.argv = {"/usr/bin/python3", "-I"};
@@ -71,18 +82,22 @@ SpawnSpec namespaced() {
 
 TEST(LauncherArgv, MinimalSpecShape) {
   SpawnSpec spec;
+  spec.isolation = unprotected();
   spec.launcher = "/opt/sandbox_exec_launcher";
   spec.workdir = "/tmp/session";
   spec.argv = {"/usr/bin/python3", "-I", "-m", "sandbox_exec._worker"};
   spec.env = {"A=1"};  // travels as envp, never in argv
   const std::vector<std::string> expected = {"/opt/sandbox_exec_launcher", "--workdir",
-                                             "/tmp/session", "--", "/usr/bin/python3", "-I",
+                                             "/tmp/session", "--no-namespaces",
+                                             "--keep-caps", "--no-landlock", "--no-seccomp",
+                                             "--", "/usr/bin/python3", "-I",
                                              "-m", "sandbox_exec._worker"};
   EXPECT_EQ(launcher_argv(spec), expected);
 }
 
 TEST(LauncherArgv, AllLimitsShape) {
   SpawnSpec spec;
+  spec.isolation = unprotected();
   spec.launcher = "L";
   spec.workdir = "W";
   spec.argv = {"prog"};
@@ -94,12 +109,14 @@ TEST(LauncherArgv, AllLimitsShape) {
   spec.limits.core_dumps = true;
   const std::vector<std::string> expected = {
       "L", "--workdir", "W", "--cpu-seconds", "5", "--file-bytes", "1024", "--open-files", "64",
-      "--address-space", "8589934592", "--processes", "32", "--core-dumps", "--", "prog"};
+      "--address-space", "8589934592", "--processes", "32", "--core-dumps", "--no-namespaces",
+      "--keep-caps", "--no-landlock", "--no-seccomp", "--", "prog"};
   EXPECT_EQ(launcher_argv(spec), expected);
 }
 
 TEST(LauncherArgv, RoundTripMinimal) {
   SpawnSpec spec;
+  spec.isolation = unprotected();
   spec.launcher = "/x/launcher";
   spec.workdir = "/w";
   spec.argv = {"/bin/true"};
@@ -112,6 +129,7 @@ TEST(LauncherArgv, RoundTripMinimal) {
 
 TEST(LauncherArgv, RoundTripEverythingIncludingAwkwardWorkerArguments) {
   SpawnSpec spec;
+  spec.isolation = unprotected();
   spec.launcher = "/x/launcher";
   spec.workdir = "/dir with spaces/--workdir";
   // Arguments after '--' belong to the worker even when they look like launcher options.
@@ -132,6 +150,7 @@ TEST(LauncherArgv, RoundTripEverythingIncludingAwkwardWorkerArguments) {
 TEST(LauncherArgv, RoundTripEachLimitAlone) {
   for (int which = 0; which < 5; ++which) {
     SpawnSpec spec;
+    spec.isolation = unprotected();
     spec.launcher = "l";
     spec.workdir = "/";
     spec.argv = {"w"};
@@ -178,6 +197,7 @@ TEST(LauncherArgv, RoundTripIsolationDefaults) {
 
 TEST(LauncherArgv, LayersWithoutNamespacesRoundTrip) {
   SpawnSpec spec;
+  spec.isolation = unprotected();
   spec.launcher = "l";
   spec.workdir = "/w";
   spec.argv = {"w"};
@@ -213,7 +233,7 @@ TEST(ParseLauncherArgv, IdsNeedFourColonSeparatedNumbers) {
               std::string::npos)
         << "'" << bad << "'";
   }
-  const SpawnSpec ok = parse({"l", "--workdir", "/", "--ids", "0:0:4294967295:7", "--", "w"});
+  const SpawnSpec ok = parse({"l", "--workdir", "/", "--ids", "0:0:4294967295:7", "--mountpoint", "/m", "--", "w"});
   EXPECT_EQ(ok.isolation.inside_uid, 0u);
   EXPECT_EQ(ok.isolation.outside_uid, 4294967295u);
   EXPECT_EQ(ok.isolation.outside_gid, 7u);
@@ -240,27 +260,27 @@ TEST(ParseLauncherArgv, MalformedSymlinks) {
               std::string::npos)
         << "'" << bad << "'";
   }
-  const SpawnSpec ok = parse({"l", "--workdir", "/", "--symlink", "/bin=usr/bin", "--", "w"});
+  const SpawnSpec ok = parse({"l", "--workdir", "/", "--symlink", "/bin=usr/bin", "--mountpoint", "/m", "--", "w"});
   ASSERT_EQ(ok.isolation.symlinks.size(), 1u);
   EXPECT_EQ(ok.isolation.symlinks[0], (std::pair<std::string, std::string>{"/bin", "usr/bin"}));
 }
 
 TEST(ParseLauncherArgv, PathsMustBeAbsolute) {
-  EXPECT_NE(config_error({"l", "--workdir", "work", "--", "w"}).find("--workdir must be absolute"),
+  EXPECT_NE(config_error({"l", "--no-namespaces", "--workdir", "work", "--", "w"}).find("--workdir must be absolute"),
             std::string::npos);
-  EXPECT_NE(config_error({"l", "--workdir", "/", "--ro", "usr", "--", "w"})
+  EXPECT_NE(config_error({"l", "--no-namespaces", "--workdir", "/", "--ro", "usr", "--", "w"})
                 .find("--ro paths must be absolute: usr"),
             std::string::npos);
-  EXPECT_NE(config_error({"l", "--workdir", "/", "--ro", "", "--", "w"}).find("--ro paths"),
+  EXPECT_NE(config_error({"l", "--no-namespaces", "--workdir", "/", "--ro", "", "--", "w"}).find("--ro paths"),
             std::string::npos);
 }
 
 TEST(ParseLauncherArgv, NamespacesNeedAMountpoint) {
-  EXPECT_NE(config_error({"l", "--workdir", "/", "--namespaces", "--", "w"})
+  EXPECT_NE(config_error({"l", "--workdir", "/", "--", "w"})
                 .find("--namespaces needs --mountpoint"),
             std::string::npos);
   const SpawnSpec ok =
-      parse({"l", "--workdir", "/", "--namespaces", "--mountpoint", "/m", "--", "w"});
+      parse({"l", "--workdir", "/", "--mountpoint", "/m", "--", "w"});
   EXPECT_TRUE(ok.isolation.namespaces);
   EXPECT_EQ(ok.isolation.mountpoint, "/m");
 }
@@ -290,7 +310,7 @@ TEST(ParseLauncherArgv, BadNumbers) {
             std::string::npos);
   // The largest value parses.
   const SpawnSpec ok =
-      parse({"l", "--workdir", "/", "--open-files", "18446744073709551615", "--", "w"});
+      parse({"l", "--workdir", "/", "--open-files", "18446744073709551615", "--no-namespaces", "--", "w"});
   EXPECT_EQ(ok.limits.open_files, UINT64_MAX);
 }
 
@@ -332,7 +352,7 @@ TEST(ParseLauncherArgv, ConfigErrorIsAnInvalidArgument) {
 }
 
 TEST(ParseLauncherArgv, LaterOptionWinsAndOrderIsFree) {
-  const SpawnSpec s = parse({"l", "--core-dumps", "--cpu-seconds", "1", "--workdir", "/a",
+  const SpawnSpec s = parse({"l", "--no-namespaces", "--core-dumps", "--cpu-seconds", "1", "--workdir", "/a",
                              "--cpu-seconds", "2", "--", "w", "x"});
   EXPECT_EQ(s.workdir, "/a");
   EXPECT_EQ(s.limits.cpu_seconds, 2u);
@@ -341,5 +361,20 @@ TEST(ParseLauncherArgv, LaterOptionWinsAndOrderIsFree) {
   EXPECT_EQ(s.launcher, "l");
 }
 
+TEST(LauncherArgv, EveryProtectionIsOnUnlessItsOptOutIsNamed) {
+  // A command line that names no layer gets all of them: a lost or misspelled flag can only
+  // make the launch stricter. Namespaces then need a mountpoint, so this one is refused.
+  EXPECT_THROW((void)parse({"l", "--workdir", "/w", "--", "w"}), ConfigError);
+  const SpawnSpec back = parse({"l", "--workdir", "/w", "--mountpoint", "/m", "--", "w"});
+  EXPECT_TRUE(back.isolation.namespaces);
+  EXPECT_TRUE(back.isolation.drop_caps);
+  EXPECT_TRUE(back.isolation.landlock);
+  EXPECT_TRUE(back.isolation.seccomp);
+  EXPECT_FALSE(back.isolation.network);
+  // The old opt-in spellings are unknown options now, not silently ignored.
+  EXPECT_THROW((void)parse({"l", "--workdir", "/w", "--no-namespaces", "--seccomp", "--", "w"}), ConfigError);
+}
+
 }  // namespace
 }  // namespace sandbox_exec
+

@@ -1,7 +1,11 @@
 """Ladder C: a worker that breaks the protocol. The cell's own code writes garbage into its
-shared-memory ring or sends malformed messages on its channel; the supervisor must end that
-one session ("crashed", reason "protocol violation") and nothing else: the backend (this
-process) carries on, another session keeps its state, and the next cell answers."""
+shared-memory ring or sends malformed messages on its channel.
+
+A broken ring (counters, frame headers, frame types) ends that one session ("crashed",
+reason "protocol violation") and nothing else: the backend (this process) carries on, another
+session keeps its state, and the next cell answers. A well-framed message whose content is
+bad (invalid or over-deep JSON, a wrong shape, a bad end-of-cell report) becomes a marker in
+the cell's outputs and the cell runs on (tests_py/test_boundary_messages.py has the rest)."""
 
 from __future__ import annotations
 
@@ -38,13 +42,17 @@ ATTACKS = {
         "poke(64, 8)\nwake()\ntime.sleep(2)"),
     "unknown frame type": FIND_CHANNEL + "channel.send(999, b'x')\nimport time\ntime.sleep(2)",
     "ready frame mid-cell": FIND_CHANNEL + "channel.send(16, b'{}')\nimport time\ntime.sleep(2)",
-    "invalid json message": FIND_CHANNEL + "channel.send(19, b'{not json')\nimport time\ntime.sleep(2)",
-    "message of the wrong shape": FIND_CHANNEL + (
-        "channel.send(19, b'{\"output_type\": \"display_data\", \"data\": {\"text/plain\": 5}}')\n"
-        "import time\ntime.sleep(2)"),
-    "deeply nested json": FIND_CHANNEL + (
-        "channel.send(19, b'[' * 100000 + b']' * 100000)\nimport time\ntime.sleep(2)"),
-    "bad cell-done report": FIND_CHANNEL + "channel.send(20, b'{\"status\": \"maybe\"}')\nimport time\ntime.sleep(2)",
+}
+
+# Well-framed messages with bad content: each becomes a marker naming why; the cell goes on.
+BAD_MESSAGES = {
+    "invalid json message": (FIND_CHANNEL + "channel.send(19, b'{not json')", "invalid JSON"),
+    "message of the wrong shape": (FIND_CHANNEL + (
+        "channel.send(19, b'{\"output_type\": \"display_data\", \"data\": {\"text/plain\": 5}}')"),
+        "text/plain must be text"),
+    "deeply nested json": (FIND_CHANNEL + "channel.send(19, b'{\"a\":' + b'[' * 100000 + b']' * 100000 + b'}')",
+                           "nested deeper than 64 levels"),
+    "not an object": (FIND_CHANNEL + "channel.send(19, b'[1, 2]')", "must be a JSON object"),
 }
 
 
@@ -66,6 +74,37 @@ def test_protocol_violation_ends_only_that_session(sandbox, attack):
         assert r.session_restarted and r.outputs[0]["data"]["text/plain"] == "False"
     finally:
         victim.close()
+
+
+@pytest.mark.parametrize("attack", sorted(BAD_MESSAGES))
+def test_a_bad_message_becomes_a_marker_and_the_cell_runs_on(sandbox, attack):
+    code, why = BAD_MESSAGES[attack]
+    s = sandbox.session(f"bad-message-{abs(hash(attack))}")
+    try:
+        s.run("x = 1")
+        r = s.run(code + "\nprint('after')\nx + 1", timeout=20)
+        assert r.status == "ok", (r.status, r.reason, r.outputs)
+        assert "an output was rejected" in r.stderr and why in r.stderr, r.stderr
+        assert r.stdout == "after\n"
+        assert r.outputs[-1]["data"]["text/plain"] == "2"
+        assert s.alive and not r.session_restarted
+    finally:
+        s.close()
+
+
+def test_a_bad_cell_done_report_is_an_error_not_a_dead_session(sandbox):
+    s = sandbox.session("bad-done")
+    try:
+        s.run("kept = 'yes'")
+        count = s.execution_count + 1
+        r = s.run(FIND_CHANNEL + f"channel.send(20, b'{{\"status\": \"maybe\", \"execution_count\": {count}}}')\n"
+                  "import time\ntime.sleep(1)", timeout=20)
+        assert r.status == "error" and r.error["ename"] == "ProtocolError", (r.status, r.error)
+        assert "not \"ok\" or \"error\"" in r.error["evalue"]
+        assert r.duration_s < 1  # the report ended the cell; it was not waited out
+        assert s.run("kept").outputs[0]["data"]["text/plain"] == "'yes'"
+    finally:
+        s.close()
 
 
 def test_output_cap_truncates_with_a_marker_and_the_cell_keeps_running(sandbox):

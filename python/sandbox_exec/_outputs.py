@@ -1,8 +1,11 @@
 """Backend side: turning the worker's events into nbformat v4 outputs.
 
-Everything here reads hostile input: the worker's frames are JSON parsed with the json
-module (never pickle, never eval), checked against the shapes below, and anything else
-is a protocol violation that ends the session. ``OutputCollector`` keeps the cell's final
+Everything here reads hostile input. Before any of it reaches Python, the supervisor
+checked each message in C++ without the GIL (cpp/json_guard.h: strict JSON, no NaN or lone
+surrogates, bounded depth and containers per byte) and charged it to the cell's output
+cap; what failed arrives as a REJECTED event. What passed is parsed with the json module
+(never pickle, never eval) and checked against the shapes below; a message of the wrong
+shape becomes a marker too, and the cell runs on. ``OutputCollector`` keeps the cell's final
 output list (clear_output applied, display updates in place, streams merged as Jupyter
 stores them) and hands each event, as it comes, to ``on_output``.
 """
@@ -19,6 +22,8 @@ STREAM_NAMES = {FRAME.STDOUT: "stdout", FRAME.STDERR: "stderr"}
 # Not a frame type the worker can send: the supervisor's own note that it dropped one
 # output for being larger than the per-output limit (payload: its size, in decimal).
 DROPPED_OUTPUT = _core.DROPPED_OUTPUT_EVENT
+# The supervisor's note that one message failed its JSON check (payload: the reason).
+REJECTED_OUTPUT = _core.REJECTED_OUTPUT_EVENT
 OUTPUT_TYPES = {"display_data", "execute_result", "error", "update_display_data", "clear_output"}
 
 
@@ -45,6 +50,11 @@ def _mime_bundle(data: Any) -> dict[str, Any]:
             _check(isinstance(value, str) or (isinstance(value, list) and all(isinstance(x, str) for x in value)),
                    f"{mime} must be text")
     return data
+
+
+def _json_metadata(value: Any) -> dict[str, Any]:
+    _check(isinstance(value, dict), "metadata must be an object")
+    return value
 
 
 def _display_id(message: dict[str, Any], required: bool) -> str | None:
@@ -96,16 +106,23 @@ def parse_message(payload: bytes) -> dict[str, Any]:
 
 
 def parse_cell_done(payload: bytes) -> dict[str, Any]:
+    """The end-of-cell report, as the supervisor rebuilt it (cpp/json_guard.h): a status,
+    and an error of strings when the status is "error"."""
     m = parse_json(payload)
     _check(m.get("status") in ("ok", "error"), "bad cell status")
     error = m.get("error")
     if error is not None:
         _check(isinstance(error, dict) and isinstance(error.get("ename"), str)
-               and isinstance(error.get("evalue"), str) and isinstance(error.get("traceback"), list),
-               "bad cell error")
-        error = {"ename": error["ename"], "evalue": error["evalue"],
-                 "traceback": [str(x) for x in error["traceback"]]}
+               and isinstance(error.get("evalue"), str) and isinstance(error.get("traceback"), list)
+               and all(isinstance(x, str) for x in error["traceback"]), "bad cell error")
+        error = {"ename": error["ename"], "evalue": error["evalue"], "traceback": list(error["traceback"])}
     return {"status": m["status"], "error": error}
+
+
+def _printable(text: str, limit: int = 300) -> str:
+    """A worker's words in a marker: control characters escaped, length bounded."""
+    text = text[:limit]
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def apply_carriage_returns(text: str) -> str:
@@ -132,8 +149,11 @@ def _stored(output: dict[str, Any]) -> dict[str, Any]:
 class OutputCollector:
     """Builds one cell's outputs from the event stream."""
 
-    def __init__(self, on_output: Callable[[dict[str, Any]], None] | None) -> None:
+    def __init__(self, on_output: Callable[[dict[str, Any]], None] | None,
+                 execution_count: int | None = None) -> None:
         self.on_output = on_output
+        # The cell's own count: an execute_result carries it whatever the worker said.
+        self.execution_count = execution_count
         self.outputs: list[dict[str, Any]] = []
         self.display_ids: dict[int, str] = {}
         self.display_updates: list[dict[str, Any]] = []
@@ -143,6 +163,7 @@ class OutputCollector:
         self.callback_error: BaseException | None = None
         self.oversize_dropped_bytes = 0  # outputs dropped whole by the per-output limit
         self.violation: str | None = None
+        self.rejected = 0  # messages that failed the supervisor's or the shape check
         self._clear_pending = False
         self._stream_spans: dict[int, list[int]] = {}
         self._by_display_id: dict[str, list[int]] = {}  # display id -> output indexes
@@ -154,26 +175,33 @@ class OutputCollector:
         return self.on_output is not None
 
     # Called from the C++ core with a batch of events: (stream type, start, end, text or
-    # None) or (message type, payload). Returns False on a malformed message (the core then
-    # ends the session).
+    # None) or (message type, payload). A message that fails a check becomes a marker and
+    # the cell runs on (only a broken ring ends the session); returns True.
     def feed(self, events: list[tuple[Any, ...]]) -> bool:
-        try:
-            for event in events:
-                frame_type = event[0]
-                if frame_type in STREAM_NAMES:
-                    _, start, end, text = event
-                    self._stream(STREAM_NAMES[frame_type], start, end, text)
-                elif frame_type == DROPPED_OUTPUT:
-                    size = int(event[1])
-                    self.oversize_dropped_bytes += size
-                    self.add_marker(f"\n[sandbox_exec: an output of {size} bytes was dropped: it is "
-                                    f"larger than the per-output limit]\n")
-                else:
-                    self._message(parse_message(event[1]))
-        except MalformedMessage as e:
-            self.violation = str(e)
-            return False
+        for event in events:
+            frame_type = event[0]
+            if frame_type in STREAM_NAMES:
+                _, start, end, text = event
+                self._stream(STREAM_NAMES[frame_type], start, end, text)
+            elif frame_type == DROPPED_OUTPUT:
+                size = int(event[1])
+                self.oversize_dropped_bytes += size
+                self.add_marker(f"\n[sandbox_exec: an output of {size} bytes was dropped: it is "
+                                f"larger than the per-output limit]\n")
+            elif frame_type == REJECTED_OUTPUT:
+                self._rejected(bytes(event[1]).decode("utf-8", "replace"))
+            else:
+                try:
+                    message = parse_message(event[1])
+                except MalformedMessage as e:
+                    self._rejected(str(e))
+                    continue
+                self._message(message)
         return True
+
+    def _rejected(self, reason: str) -> None:
+        self.rejected += 1
+        self.add_marker(f"\n[sandbox_exec: an output was rejected: {_printable(reason)}]\n")
 
     def _emit(self, event: dict[str, Any]) -> None:
         if self.on_output is None or self.callback_error is not None:
@@ -239,6 +267,8 @@ class OutputCollector:
             self._emit(m)
             return
         self._apply_pending_clear()
+        if kind == "execute_result" and self.execution_count is not None:
+            m["execution_count"] = self.execution_count
         if kind == "display_data" and "transient" in m:
             display_id = m["transient"]["display_id"]
             # Displaying again with an id updates every earlier output with that id, as

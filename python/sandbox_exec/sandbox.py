@@ -179,7 +179,7 @@ class Session:
             raise SandboxError(f"workdir: mkdir({str(self._workdir)!r}) failed: {name} ({e.errno}, {e.strerror}); "
                                "hint: the Sandbox root must be a writable directory") from e
         p = self.policy
-        limits, isolation = self._spawn_args()
+        limits, isolation, cgroup = self._spawn_args()
         runner = _core.CellRunner(
             launcher=launcher_path(),
             argv=[sys.executable, "-I", "-m", "sandbox_exec._worker"],
@@ -187,6 +187,7 @@ class Session:
             workdir=str(self._workdir),
             limits=limits,
             isolation=isolation,
+            cgroup=cgroup,
             start_timeout_s=p.start_timeout_s,
         )
         with self._runner_lock:
@@ -200,40 +201,42 @@ class Session:
                 raise PreludeError(f"the prelude of session {self.name!r} ended with status "
                                    f"{result.status!r}:\n{detail}")
 
-    def _spawn_args(self) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _spawn_args(self) -> tuple[Any, Any, Any]:
         """The launcher's limits and isolation layers for this session's policy."""
         p = self.policy
         cg = cgroup_support()
         memory_cgroup = p.memory_bytes is not None and cg.get("memory")
         pids_cgroup = p.max_processes is not None and cg.get("pids")
-        limits: dict[str, Any] = {
-            "cpu_seconds": None if p.cpu_s is None else max(1, math.ceil(p.cpu_s)),
-            "file_bytes": p.max_file_bytes,
-            "open_files": p.max_open_files,
+        limits = _core.ResourceLimits(
+            cpu_seconds=None if p.cpu_s is None else max(1, math.ceil(p.cpu_s)),
+            file_bytes=p.max_file_bytes,
+            open_files=p.max_open_files,
             # RLIMIT_AS is the fallback only: with a memory cgroup it would turn a cell's
             # large virtual reservations (thread stacks, numpy arenas) into false failures.
-            "address_space": None if memory_cgroup else p.memory_bytes,
-            "processes": p.max_processes if p.namespaces else None,
-            "cgroup": ({"memory_bytes": p.memory_bytes if memory_cgroup else None,
-                        "max_processes": p.max_processes if pids_cgroup else None}
-                       if (memory_cgroup or pids_cgroup or cg.get("cpu")) else None),
-        }
-        isolation: dict[str, Any] = {"namespaces": p.namespaces, "network": p.network,
-                                     "drop_caps": True, "landlock": p.landlock, "seccomp": p.seccomp}
-        if p.namespaces:
-            readonly, symlinks = _system_view()
-            extra = [os.path.realpath(x) for x in p.readonly_paths]
-            readonly = tuple(sorted(set(readonly) | {x for x in extra if os.path.exists(x)}, key=len))
-            workdir = str(self._workdir)
-            readonly = tuple(r for r in readonly if not (workdir + "/").startswith(r + "/"))
-            mountpoint = self._sandbox._mountpoint(self)
-            isolation.update(mountpoint=str(mountpoint), readonly=list(readonly), symlinks=list(symlinks),
-                             tmp_bytes=p.disk_bytes or (1 << 30), outside_uid=p.host_uid,
-                             outside_gid=p.host_gid, hostname="sandbox")
-            if os.geteuid() == 0:
-                # The sandbox's user is an unprivileged host id: it must own its workdir.
-                os.chown(self._workdir, p.host_uid, p.host_gid)
-        return limits, isolation
+            address_space=None if memory_cgroup else p.memory_bytes,
+            processes=p.max_processes if p.namespaces else None,
+        )
+        cgroup = (_core.CgroupLimits(memory_bytes=p.memory_bytes if memory_cgroup else None,
+                                     max_processes=p.max_processes if pids_cgroup else None)
+                  if (memory_cgroup or pids_cgroup or cg.get("cpu")) else None)
+        # Every layer is named, on or off: _core.Isolation has no "missing means off".
+        layers: dict[str, Any] = {"namespaces": p.namespaces, "network": p.network, "drop_caps": True,
+                                  "landlock": p.landlock, "seccomp": p.seccomp}
+        if not p.namespaces:
+            return limits, _core.Isolation(**layers), cgroup
+        readonly, symlinks = _system_view()
+        extra = [os.path.realpath(x) for x in p.readonly_paths]
+        readonly = tuple(sorted(set(readonly) | {x for x in extra if os.path.exists(x)}, key=len))
+        workdir = str(self._workdir)
+        readonly = tuple(r for r in readonly if not (workdir + "/").startswith(r + "/"))
+        mountpoint = self._sandbox._mountpoint(self)
+        if os.geteuid() == 0:
+            # The sandbox's user is an unprivileged host id: it must own its workdir.
+            os.chown(self._workdir, p.host_uid, p.host_gid)
+        isolation = _core.Isolation(**layers, mountpoint=str(mountpoint), readonly=list(readonly),
+                                    symlinks=list(symlinks), tmp_bytes=p.disk_bytes or (1 << 30),
+                                    outside_uid=p.host_uid, outside_gid=p.host_gid, hostname="sandbox")
+        return limits, isolation, cgroup
 
     @property
     def enforcement(self) -> dict[str, str]:
@@ -340,14 +343,14 @@ class Session:
 
     def _execute(self, code: str, count: int, timeout: float | None, on_output: OnOutput | None) -> Result:
         runner = self._runner
-        collector = OutputCollector(on_output)
+        collector = OutputCollector(on_output, execution_count=count)
         request = json.dumps({"code": code, "execution_count": count}).encode("ascii")
         cap = self.policy.max_output_bytes
         outcome = runner.run_cell(request, timeout or 0.0, self.policy.interrupt_grace_s, cap,
                                   min(cap, self.policy.max_single_output_bytes, MAX_MESSAGE_BYTES),
                                   collector.feed, collector.texts["stdout"], collector.texts["stderr"],
                                   collector.live, str(self._workdir),
-                                  self.policy.disk_bytes or 0)
+                                  self.policy.disk_bytes or 0, count)
         status: str
         error: dict[str, Any] | None = None
         reason: str | None = outcome.reason or None
@@ -388,6 +391,9 @@ class Session:
                 reason = f"protocol violation: {collector.violation}"
         else:
             status = "crashed"
+        if outcome.stale_bytes:
+            collector.add_marker(f"\n[sandbox_exec: {outcome.stale_bytes} bytes the worker sent outside this cell "
+                                 f"(between cells, or an end-of-cell report for another cell) were discarded]\n")
         past_cell_cap = outcome.dropped_output_bytes - collector.oversize_dropped_bytes
         if past_cell_cap > 0:
             collector.add_marker(f"\n[sandbox_exec: output truncated: {past_cell_cap} bytes "

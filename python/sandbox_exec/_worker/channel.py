@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from .. import _core
 
 FRAME = _core.frame
+
+
+def _finite(value: Any, depth: int = 0) -> Any:
+    """The value with every non-finite float replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if depth > 200:
+        return repr(value)
+    if isinstance(value, dict):
+        return {k: _finite(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v, depth + 1) for v in value]
+    return value
 
 
 class Channel:
@@ -20,7 +34,14 @@ class Channel:
         return self._chan
 
     def send_json(self, frame_type: int, message: dict[str, Any]) -> None:
-        text = json.dumps(message, ensure_ascii=False, separators=(",", ":"), default=repr)
+        # Strict JSON only: the supervisor rejects NaN and Infinity (a stored notebook with
+        # them is not JSON), so they travel as null, as most JSON encoders write them; a lone
+        # surrogate becomes "?" in the UTF-8 encoding.
+        try:
+            text = json.dumps(message, ensure_ascii=False, separators=(",", ":"), default=repr, allow_nan=False)
+        except ValueError:
+            text = json.dumps(_finite(message), ensure_ascii=False, separators=(",", ":"), default=repr,
+                              allow_nan=False)
         self._chan.send(frame_type, text.encode("utf-8", "replace"))
 
     def send_stream(self, name: str, text: str) -> None:

@@ -1,0 +1,291 @@
+"""Ladder C: what the worker sends costs the backend at most a small constant times its size,
+and nothing that crosses the boundary breaks a consumer downstream (issue "close the
+boundary", classes 2, 3, 7, 11, 14 and 15).
+
+  class  attack (from the cell's side)                     contained by / control
+  -----  ------------------------------------------------  -----------------------------------
+  2      millions of empty nested lists, over-deep JSON,   C++ check before Python (markers);
+         scalar floods, inside the output cap               control: json.loads of the same
+                                                            text costs > 16x its size
+  2      another session's cell while the above runs        answers within seconds, not 11-27 s
+  2      a huge traceback in the end-of-cell report         charged to the cap, cut; control:
+                                                            the exception's message is 4 MB
+  3, 14  lone surrogate, NaN/Infinity, execution_count -1   rejected or converted; control: the
+         sent raw on the channel                            json module accepts all of them
+  15     a thread left running sends a forged end-of-cell   count checked, stale events dropped;
+                                                            control: the forged bytes arrived
+  11     doorbell spam without frames                       backoff: the backend's CPU stays low;
+                                                            control: the cell rang >10,000 times
+  7      a misspelled or missing isolation setting          TypeError / on by default
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import threading
+import time
+import tracemalloc
+
+import pytest
+
+import sandbox_exec
+from sandbox_exec import _core
+
+pytestmark = pytest.mark.c
+
+FIND_CHANNEL = (
+    "import gc\n"
+    "channel = next(o for o in gc.get_objects() if type(o).__name__ == 'Channel' and hasattr(o, '_chan'))._chan\n"
+)
+
+MiB = 1 << 20
+
+
+def _send(payload_expr: str) -> str:
+    return FIND_CHANNEL + f"channel.send(19, {payload_expr})\n"
+
+
+def _display(inner: str) -> str:
+    """A display_data message whose application/json value is the JSON text `inner`."""
+    return ("b'{\"output_type\":\"display_data\",\"metadata\":{},\"data\":{\"application/json\":' + "
+            + inner + " + b'}}'")
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+# The worst shapes: within the per-output limit, as many objects per byte as JSON allows.
+NESTED_EMPTY_LISTS = _display("b'[' + b'[],' * 1_500_000 + b'[]]'")          # 4.5 MB
+DEEP = _display("b'[' * 5000 + b']' * 5000")
+SCALARS = _display("b'[' + b'0.5,' * 1_000_000 + b'0]'")                    # 4 MB of floats
+STRINGS = _display("b'[' + b'\"ab\",' * 800_000 + b'\"\"]'")                  # 4 MB of strings
+JUST_UNDER = _display("b'[' + b'[0.5,0.25,0.125],' * 250_000 + b'[]]'")      # 1 list / 18 bytes
+
+
+@pytest.mark.parametrize("shape, rejected", [(NESTED_EMPTY_LISTS, True), (DEEP, True),
+                                             (SCALARS, False), (STRINGS, False), (JUST_UNDER, False)],
+                         ids=["nested-empty-lists", "deep", "scalars", "strings", "lists-just-under"])
+def test_a_messages_python_form_is_a_small_multiple_of_its_size(sandbox, shape, rejected):
+    s = sandbox.session(f"shape-{abs(hash(shape))}", policy=sandbox_exec.Policy(max_output_bytes=32 * MiB))
+    try:
+        s.run("1")
+        before = _rss()
+        t0 = time.monotonic()
+        r = s.run(_send(shape) + "'alive'", timeout=60)
+        elapsed = time.monotonic() - t0
+        grown = _rss() - before
+        assert r.status == "ok", (r.status, r.reason)
+        assert r.outputs[-1]["data"]["text/plain"] == "'alive'"
+        if rejected:
+            assert "an output was rejected" in r.stderr
+            assert not any(o["output_type"] == "display_data" for o in r.outputs)
+        else:
+            assert any(o["output_type"] == "display_data" for o in r.outputs), r.stderr
+        # ~4.5 MB sent: the Result held here (and what building it cost) stays within 16x.
+        assert grown < 16 * 4.5 * MiB + 16 * MiB, grown
+        assert elapsed < 20, elapsed
+        del r
+    finally:
+        s.close()
+
+
+def test_control_plain_json_loads_of_nested_lists_costs_many_times_its_size():
+    # Without the C++ check, the backend would build this from the text (1/10 of the attack).
+    text = b"[" + b"[]," * 150_000 + b"[]]"
+    tracemalloc.start()
+    value = json.loads(text)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert len(value) == 150_001
+    assert peak > 16 * len(text), (peak, len(text))  # measured: about 22x
+
+
+def test_another_sessions_cell_answers_while_a_hostile_session_floods_bad_shapes(sandbox):
+    bystander = sandbox.session("bystander-shapes")
+    hostile = sandbox.session("hostile-shapes", policy=sandbox_exec.Policy(max_output_bytes=64 * MiB))
+    try:
+        bystander.run("1")
+        latencies: list[float] = []
+        stop = threading.Event()
+
+        def ping() -> None:
+            while not stop.is_set():
+                t0 = time.monotonic()
+                assert bystander.run("6*7").outputs[0]["data"]["text/plain"] == "42"
+                latencies.append(time.monotonic() - t0)
+
+        thread = threading.Thread(target=ping)
+        thread.start()
+        try:
+            for shape in (NESTED_EMPTY_LISTS, SCALARS, STRINGS, JUST_UNDER, DEEP):
+                r = hostile.run(_send(shape) * 2 + "'ok'", timeout=60)
+                assert r.status == "ok", (r.status, r.reason)
+        finally:
+            stop.set()
+            thread.join()
+        assert latencies and max(latencies) < 5.0, max(latencies)  # was 11-27 s
+    finally:
+        hostile.close()
+        bystander.close()
+
+
+def test_the_end_of_cell_report_is_charged_to_the_output_cap(sandbox):
+    s = sandbox.session("done-cap", policy=sandbox_exec.Policy(max_output_bytes=256 * 1024))
+    try:
+        message = "m" * 4_000_000
+        # control: the exception's own message is 4 MB (what an uncharged report would carry)
+        assert len(str(ValueError(message))) == 4_000_000
+        r = s.run("raise ValueError('m' * 4_000_000)")
+        assert r.status == "error" and r.error["ename"] == "ValueError"
+        kept = len(json.dumps(r.outputs)) + len(json.dumps(r.error))
+        assert kept < 256 * 1024 + 8 * 1024, kept
+        assert r.truncated_bytes > 0 or len(r.error["evalue"]) <= 1100
+        assert s.run("2+2").outputs[0]["data"]["text/plain"] == "4"
+    finally:
+        s.close()
+
+
+# ---- values that pass Python's json module and break consumers ------------------------------
+
+RAW_BAD_VALUES = {
+    "lone surrogate": ("b'{\"output_type\":\"display_data\",\"metadata\":{},\"data\":{\"text/plain\":\"\\\\ud800\"}}'",
+                       "surrogate"),
+    "NaN": ("b'{\"output_type\":\"display_data\",\"metadata\":{},\"data\":{\"application/json\":{\"v\":NaN}}}'",
+            "invalid JSON"),
+    "Infinity in metadata": ("b'{\"output_type\":\"display_data\",\"metadata\":{\"w\":Infinity},"
+                             "\"data\":{\"text/plain\":\"x\"}}'", "invalid JSON"),
+    "overflowing number": ("b'{\"output_type\":\"display_data\",\"metadata\":{\"w\":1e999},"
+                           "\"data\":{\"text/plain\":\"x\"}}'", "invalid JSON"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RAW_BAD_VALUES))
+def test_values_that_break_consumers_are_rejected_at_the_boundary(session, case):
+    payload, why = RAW_BAD_VALUES[case]
+    # control: Python's json module accepts the very same text
+    json.loads(eval(payload))  # noqa: S307 - a literal of this test, not worker output
+    r = session.run(FIND_CHANNEL + f"channel.send(19, {payload})\n'after'")
+    assert r.status == "ok"
+    assert "an output was rejected" in r.stderr and why in r.stderr, r.stderr
+    assert [o["output_type"] for o in r.outputs] == ["stream", "execute_result"]
+    json.dumps(r.outputs, allow_nan=False).encode("utf-8")  # strict JSON, encodable
+
+
+def test_nan_and_surrogates_from_display_are_converted(session):
+    r = session.run("display({'application/json': {'v': float('nan')}}, raw=True, metadata={'w': float('inf')})\n"
+                    "display({'text/plain': 'a\\ud800b'}, raw=True)")
+    assert r.status == "ok", r.outputs
+    assert r.outputs[0]["data"] == {"application/json": {"v": None}} and r.outputs[0]["metadata"] == {"w": None}
+    assert r.outputs[1]["data"]["text/plain"] == "a?b"
+    json.dumps(r.outputs, allow_nan=False).encode("utf-8")
+    # control: the json module alone would have written NaN and Infinity (not JSON)
+    assert "NaN" in json.dumps({"v": float("nan")})
+
+
+def test_execute_result_carries_the_cells_own_count(session):
+    session.run("1")
+    r = session.run(FIND_CHANNEL + "channel.send(19, b'{\"output_type\":\"execute_result\",\"execution_count\":-1,"
+                    "\"data\":{\"text/plain\":\"forged\"},\"metadata\":{}}')\n")
+    assert r.status == "ok"
+    results = [o for o in r.outputs if o["output_type"] == "execute_result"]
+    assert results and all(o["execution_count"] == r.execution_count == 2 for o in results)
+
+
+def test_the_runner_writes_a_strict_json_notebook_from_such_cells(tmp_path):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("display({'application/json': {'v': float('nan')}}, raw=True)"),
+                nbformat.v4.new_code_cell(FIND_CHANNEL + "channel.send(19, b'{\"output_type\":\"display_data\","
+                                          "\"metadata\":{},\"data\":{\"text/plain\":\"\\\\udc00\"}}')"),
+                nbformat.v4.new_code_cell("print('last cell')")]
+    src = tmp_path / "n.ipynb"
+    nbformat.write(nb, src)
+    out = tmp_path / "out.ipynb"
+    from sandbox_exec.notebook import run_notebook
+
+    run_notebook(str(src), output_path=str(out))
+
+    def refuse(name):
+        raise ValueError(f"non-JSON constant {name}")
+
+    stored = json.loads(out.read_bytes().decode("utf-8"), parse_constant=refuse)
+    nbformat.validate(nbformat.from_dict(stored))
+    text = stored["cells"][2]["outputs"][0]["text"]
+    assert "".join(text) if isinstance(text, list) else text == "last cell\n"
+
+
+# ---- forged end-of-cell ---------------------------------------------------------------------
+
+def test_a_forged_end_of_cell_from_a_leftover_thread_is_not_the_next_cells_result(session):
+    session.run("1")
+    forged = ("b'{\"status\":\"ok\",\"execution_count\":' + str(n).encode() + b'}'")
+    display = "b'{\"output_type\":\"display_data\",\"metadata\":{},\"data\":{\"text/plain\":\"FORGED\"}}'"
+    r = session.run(FIND_CHANNEL + "import threading, time\n"
+                    "def forge():\n"
+                    "    time.sleep(0.3)\n"
+                    "    for n in range(0, 50):\n"
+                    f"        channel.send(19, {display})\n"
+                    f"        channel.send(20, {forged})\n"
+                    "threading.Thread(target=forge, daemon=True).start()\n")
+    assert r.status == "ok"
+    time.sleep(1.0)  # the forger has sent everything, between cells
+    r = session.run("import time\ntime.sleep(0.2)\n6*7")
+    assert r.status == "ok"
+    assert [o for o in r.outputs if o["output_type"] == "execute_result"][0]["data"]["text/plain"] == "42"
+    assert "FORGED" not in json.dumps(r.outputs)
+    # control: the forged frames did reach the ring, and were counted as stale
+    assert "were discarded" in r.stderr
+
+
+def test_a_forged_end_of_cell_during_a_cell_does_not_end_it(session):
+    session.run("1")
+    r = session.run(FIND_CHANNEL + "import threading, time\n"
+                    "def forge():\n"
+                    "    channel.send(20, b'{\"status\":\"ok\",\"execution_count\":999}')\n"
+                    "    channel.send(20, b'{\"status\":\"ok\"}')\n"
+                    "threading.Thread(target=forge).start()\n"
+                    "time.sleep(0.5)\nprint('still running')\n'mine'")
+    assert r.status == "ok"
+    assert r.stdout == "still running\n"
+    assert [o["data"]["text/plain"] for o in r.outputs if o["output_type"] == "execute_result"] == ["'mine'"]
+    assert "were discarded" in r.stderr  # control: the forged reports arrived
+
+
+# ---- doorbell spam --------------------------------------------------------------------------
+
+def test_doorbell_spam_does_not_cost_the_backend_a_cpu(session):
+    session.run("1")
+    usage0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.monotonic()
+    r = session.run("import os, time\nrung = 0\nend = time.monotonic() + 3\n"
+                    "while time.monotonic() < end:\n"
+                    "    try:\n        os.write(7, b'!')\n        rung += 1\n"
+                    "    except BlockingIOError:\n        pass\n"
+                    "rung", timeout=30)
+    wall = time.monotonic() - t0
+    usage1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
+    assert r.status == "ok"
+    assert int(r.outputs[0]["data"]["text/plain"]) > 10_000  # control: the cell did ring, a lot
+    assert cpu < 0.25 * wall, (cpu, wall)  # was ~0.99 CPU-seconds per second
+
+
+# ---- typed settings across the Python/C++ boundary ------------------------------------------
+
+@pytest.mark.a
+def test_isolation_settings_are_typed_and_on_by_default():
+    iso = _core.Isolation(mountpoint="/x")
+    assert (iso.namespaces, iso.drop_caps, iso.landlock, iso.seccomp, iso.network) == (True, True, True, True, False)
+    with pytest.raises(TypeError):
+        _core.Isolation(mountpoint="/x", seccom=False)  # a misspelled name is an error
+    with pytest.raises(ValueError):
+        _core.Isolation()  # namespaces without a mountpoint
+    with pytest.raises(TypeError):
+        _core.ResourceLimits(cpu_seconds=1)  # every limit must be named (None: not set)
+    with pytest.raises(TypeError):
+        _core.CellRunner(launcher="/bin/false", argv=["x"], env=[], workdir="/", limits={}, isolation={},
+                         cgroup=None)  # the old string-keyed dicts are refused
