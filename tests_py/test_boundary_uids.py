@@ -182,11 +182,13 @@ def test_an_id_is_not_reused_while_a_process_runs_with_it(tmp_path):
     try:
         assert wait_until(lambda: host_ids(lingering.pid)[0][0] == first, 10)
         # Control: nobody holds its lock; only the /proc check keeps it out of use.
-        fd = os.open(f"{_host_ids.STATE_DIR}/{first}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        dir_fd = _host_ids._state_dir(_host_ids.STATE_DIR)
         try:
+            fd = os.open(f"{first}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        finally:
             os.close(fd)
+        finally:
+            os.close(dir_fd)
         with sandbox_exec.Sandbox(root=tmp_path, host_id_range=(first, 2)) as box:
             s = box.session("one")
             assert host_ids(s.worker_pid)[0][0] == first + 1
@@ -215,6 +217,12 @@ def test_range_exhaustion_fails_closed_and_close_gives_the_id_back(tmp_path):
         a.close()
         b = box.session("b")
         assert host_ids(b.worker_pid)[0][0] == BASE + 10
+        b.close()
+        # A session whose start fails gives its id back too.
+        with pytest.raises(sandbox_exec.PreludeError):
+            box.session("p", prelude="raise ValueError('no')")
+        c = box.session("c")
+        assert host_ids(c.worker_pid)[0][0] == BASE + 10
 
 
 BACKEND = textwrap.dedent('''
@@ -342,6 +350,68 @@ def test_own_tree_walks_deep_trees_without_following_links(tmp_path):
     os.chown(deep / "f", 0, 0, follow_symlinks=False)
     _host_ids.own_tree(str(top), BASE + 50, BASE + 50)
     assert os.lstat(deep / "f").st_uid == 0
+
+
+# --- an unprivileged backend: one id for all, and it says so ------------------------------
+
+UNPRIVILEGED_BACKEND = textwrap.dedent('''
+    import json, os, sys
+    import sandbox_exec
+    flood, probe = sys.argv[2], sys.argv[3]
+    out = {"backend_uid": os.geteuid()}
+    try:
+        sandbox_exec.Sandbox(root=sys.argv[1], host_id_range=(2_100_000_000, 4))
+        out["explicit_range"] = "accepted"
+    except sandbox_exec.SandboxError as e:
+        out["explicit_range"] = str(e)
+    with sandbox_exec.Sandbox(root=sys.argv[1]) as box:
+        a, b = box.session("a"), box.session("b")
+        out["uids"] = []
+        for s in (a, b):
+            with open(f"/proc/{s.worker_pid}/status") as f:
+                out["uids"].append(next(int(l.split()[1]) for l in f if l.startswith("Uid:")))
+        out["enforcement"] = a.enforcement["host_uid"]
+        out["flood"] = a.run(flood, timeout=120).stdout
+        out["probe"] = b.run(probe).stdout
+    print(json.dumps(out))
+''')
+
+
+@pytest.mark.c
+def test_unprivileged_backend_shares_its_uid_and_says_so():
+    """Without newuidmap an unprivileged backend can map only its own uid: every session runs
+    as it and shares its per-user counters (the inotify flood still denies the neighbour).
+    The enforcement report says so, and an explicit range is refused, not ignored."""
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="sandbox_exec-uids-", dir="/tmp"))  # searchable by the backend
+    try:
+        os.chmod(base, 0o755)
+        args = [str(base / "sessions"), INOTIFY_FLOOD, INOTIFY_ONE]
+        (base / "sessions").mkdir()
+        if ROOT:
+            from test_unprivileged import UID, _package_copy
+
+            if sys.version_info[:2] != (3, 11) or not Path("/usr/bin/python3.11").exists():
+                pytest.skip("needs the system python3.11 matching this build's ABI to run a non-root backend")
+            os.chown(base / "sessions", UID, UID)
+            python = _package_copy(base)
+            cmd = ["setpriv", f"--reuid={UID}", f"--regid={UID}", "--clear-groups", "--inh-caps=-all",
+                   "--bounding-set=-all", str(python), "-c", UNPRIVILEGED_BACKEND, *args]
+        else:
+            cmd = [sys.executable, "-c", UNPRIVILEGED_BACKEND, *args]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["backend_uid"] != 0
+    assert out["uids"] == [out["backend_uid"]] * 2
+    assert "needs a backend running as root" in out["explicit_range"]
+    assert out["enforcement"].startswith(f"the backend's own uid {out['backend_uid']}, shared by all sessions")
+    assert json.loads(out["flood"].strip().splitlines()[-1])[1] == errno.EMFILE
+    assert json.loads(out["probe"].strip().splitlines()[-1]) == [False, errno.EMFILE]
 
 
 # --- configuration -----------------------------------------------------------------------
