@@ -15,6 +15,7 @@
 //     the kernel kill every process of its pid namespace, double-forked orphans included.
 //     Without namespaces the launcher is a child subreaper and kills its descendants itself.
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -259,6 +260,26 @@ int launch_isolated(const SpawnSpec& spec, char** argv, int exec_read, int signa
   // /proc/self/cgroup shows no host path.
   unsigned long flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS;
   if (!iso.network) flags |= CLONE_NEWNET;
+  // The init starts in the new root: it inherits this working directory (translated into
+  // its mount namespace), so it never walks the host path to it. That path may pass
+  // through directories only root can search (a 0700 Sandbox root), and as root we can.
+  if (::chdir(iso.mountpoint.c_str()) != 0) {
+    report_failure(LaunchStep::kClone, errno);
+    return 1;
+  }
+  // As root, the new user namespace must be owned by the session's host id, not by root:
+  // the kernel charges per-user counters (inotify instances, user namespaces, pending
+  // signals, message queues) at every level of the user-namespace tree, to the owner of
+  // the namespace below, so namespaces owned by root would make every session, and the
+  // host's root, share one count (fs.inotify.max_user_instances: one session's 128
+  // inotify instances would make inotify_init1 fail in all others). The owner is the
+  // creator's effective id: switch it for the clone only (the real and saved ids stay 0,
+  // so we get root back). No supplementary groups may reach the sandbox either.
+  if (was_root && (::setgroups(0, nullptr) != 0 || ::setresgid(-1, iso.outside_gid, -1) != 0 ||
+                   ::setresuid(-1, iso.outside_uid, -1) != 0)) {
+    report_failure(LaunchStep::kClone, errno);
+    return 1;
+  }
   const long pid = ::syscall(SYS_clone, flags | SIGCHLD, nullptr, nullptr, nullptr, nullptr);
   if (pid < 0) {
     report_failure(LaunchStep::kClone, errno);
@@ -311,6 +332,18 @@ int launch_isolated(const SpawnSpec& spec, char** argv, int exec_read, int signa
   }
   ::close(sync[0]);
   ::close(status[1]);
+  if (was_root && (::setresuid(-1, 0, -1) != 0 || ::setresgid(-1, 0, -1) != 0)) {
+    report_failure(LaunchStep::kClone, errno);
+    ::kill(static_cast<pid_t>(pid), SIGKILL);
+    ::waitpid(static_cast<pid_t>(pid), nullptr, 0);
+    return 1;
+  }
+  if (::chdir("/") != 0) {
+    report_failure(LaunchStep::kClone, errno);
+    ::kill(static_cast<pid_t>(pid), SIGKILL);
+    ::waitpid(static_cast<pid_t>(pid), nullptr, 0);
+    return 1;
+  }
   for (int fd : {launcher_fd::kRegion, launcher_fd::kRequestBell, launcher_fd::kEventBell,
                  launcher_fd::kSpaceBell, launcher_fd::kExecReport})
     ::close(fd);

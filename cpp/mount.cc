@@ -167,14 +167,12 @@ Failure build_root(const SpawnSpec& spec) noexcept {
   }
 }
 
-Failure enter_root(const SpawnSpec& spec) noexcept {
-  const char* root = spec.isolation.mountpoint.c_str();
-  char proc[4096];
-  std::snprintf(proc, sizeof proc, "%s/proc", root);
+Failure enter_root(const SpawnSpec&) noexcept {
+  // The launcher cloned us with the new root as our working directory: no host path is
+  // walked here (with the session's host id, we could not search a root-only directory).
   // Only our pid namespace's processes are in this /proc.
-  if (::mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0)
+  if (::mount("proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0)
     return {LaunchStep::kMountProc, errno};
-  if (::chdir(root) != 0) return {LaunchStep::kPivotRoot, errno};
   // pivot_root(".", "."): the old root ends up stacked on the new one and is detached at
   // once, without needing a directory for it (pivot_root(2), NOTES).
   if (::syscall(SYS_pivot_root, ".", ".") == 0) {

@@ -6,7 +6,8 @@
 //                  /etc written fresh (no host users, no shadow, no secrets), a minimal /dev
 //                  (null, zero, full, random, urandom bound from the host), a size-capped
 //                  private /tmp and /dev/shm; then the new root itself is made read-only.
-//   enter_root()   in the sandbox's init, inside the new namespaces: a fresh /proc for the
+//   enter_root()   in the sandbox's init, inside the new namespaces, started in the new root
+//                  (its working directory, set by the launcher): a fresh /proc for the
 //                  pid namespace, pivot_root into the new root, and the old root detached, so
 //                  nothing of the host's tree stays reachable (not via "..", not via
 //                  /proc/self/root, whose root is now the new one).

@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Callable
 
-from . import _core
+from . import _core, _host_ids
 from .errors import SandboxError
 from .policy import Policy
 from .sandbox import Sandbox, cgroup_support, launcher_path
@@ -47,6 +47,16 @@ def _probe_session(policy: Policy, code: str = "1 + 1") -> tuple[bool, str]:
             return False, str(e)
 
 
+def _probe_host_ids() -> tuple[bool, str]:
+    """Whether each session gets its own host uid (per-user kernel counters per session)."""
+    if os.geteuid() != 0:
+        return False, (f"every session runs as uid {os.geteuid()}, sharing per-user kernel limits (inotify "
+                       "instances, descriptors in flight): unprivileged backend without newuidmap")
+    rng = _host_ids.resolve_range()
+    os.close(_host_ids._state_dir(_host_ids.STATE_DIR))
+    return True, f"a host uid and gid per session from {rng.describe()}, locks in {_host_ids.STATE_DIR}"
+
+
 def checks() -> list[Check]:
     out: list[Check] = []
 
@@ -61,6 +71,7 @@ def checks() -> list[Check]:
     add("host", lambda: (True, f"{platform.system()} {platform.release()}, running as "
                                f"{'root (sandbox ids map to an unprivileged host id)' if uid == 0 else f'uid {uid}'}"))
     add("launcher", lambda: (True, launcher_path()))
+    add("host ids", _probe_host_ids)
     max_userns = _read("/proc/sys/user/max_user_namespaces")
     add("user namespaces", lambda: (max_userns not in (None, "0"), f"user.max_user_namespaces = {max_userns}"
                                     + ("" if _read("/proc/sys/kernel/unprivileged_userns_clone") in (None, "1")

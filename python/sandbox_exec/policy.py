@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -69,8 +70,14 @@ class Policy:
     #: Landlock filesystem rules, where the kernel has Landlock; required when True.
     landlock: bool = True
     #: Host uid/gid the sandbox's user maps to when the backend runs as root (never 0).
-    host_uid: int = 65534
-    host_gid: int = 65534
+    #: ``None`` (default): each live session gets its own id from the Sandbox's host id
+    #: range (``Sandbox(host_id_range=...)``, /etc/subuid, or a built-in range), so the
+    #: kernel's per-user counters (inotify instances, descriptors in flight over UNIX
+    #: sockets, pending signals, ...) are per session. An id set here is the weaker opt-out:
+    #: every session with this policy runs as that one id and shares those counters.
+    #: ``host_gid`` None with ``host_uid`` set: the same number as ``host_uid``.
+    host_uid: int | None = None
+    host_gid: int | None = None
     #: Extra host paths bound read-only at the same path (e.g. a data directory, or the
     #: source of a package installed in editable mode outside site-packages).
     readonly_paths: tuple[str, ...] = ()
@@ -114,8 +121,11 @@ class Policy:
                 raise PolicyError(f"Policy.{name} must be True or False, got {getattr(self, name)!r}")
         for name in ("host_uid", "host_gid"):
             value = getattr(self, name)
-            if not (isinstance(value, int) and 0 < value < 2**32 - 1):
-                raise PolicyError(f"Policy.{name} must be a non-root id, got {value!r}")
+            if value is not None and not (isinstance(value, int) and not isinstance(value, bool)
+                                          and 0 < value < 2**32 - 1):
+                raise PolicyError(f"Policy.{name} must be a non-root id or None, got {value!r}")
+        if self.host_uid is None and self.host_gid is not None:
+            raise PolicyError("Policy.host_gid needs host_uid: a fixed gid with per-session uids would be shared")
         if isinstance(self.readonly_paths, str) or not all(
                 isinstance(p, str) and p.startswith("/") for p in self.readonly_paths):
             raise PolicyError("Policy.readonly_paths must be absolute paths")
@@ -144,8 +154,24 @@ class Policy:
                 missing.append("disk_bytes needs namespaces=True (a size-capped private /tmp)")
         return missing
 
-    def enforcement(self, cgroups: Mapping[str, object] | None = None) -> dict[str, str]:
-        """Which mechanism enforces each field here, given the host's cgroup support."""
+    def host_ids(self, backend_uid: int, allocated: str | None = None) -> str:
+        """What the sandbox's user is on the host, for ``enforcement()["host_uid"]``:
+        `allocated` describes a session's own id ("per-session host uid N from range ...")."""
+        if not self.namespaces:
+            return f"none (namespaces=False): the worker runs as the backend's own uid {backend_uid}"
+        if backend_uid != 0:
+            return (f"the backend's own uid {backend_uid}, shared by all sessions (per-user kernel counters "
+                    "shared): unprivileged backend without newuidmap")
+        if self.host_uid is not None:
+            gid = self.host_gid if self.host_gid is not None else self.host_uid
+            return (f"fixed host uid {self.host_uid} / gid {gid}, shared by every session with this policy "
+                    "(opt-out: per-user kernel counters shared)")
+        return allocated or "a per-session host uid and gid from the Sandbox's host id range"
+
+    def enforcement(self, cgroups: Mapping[str, object] | None = None, *,
+                    host_ids: str | None = None) -> dict[str, str]:
+        """Which mechanism enforces each field here, given the host's cgroup support
+        (`host_ids`: the session's own, from host_ids(); else described for this process)."""
         cg = cgroups or {}
         memory_cgroup = bool(cg.get("memory")) and self.memory_bytes is not None
         pids_cgroup = bool(cg.get("pids")) and self.max_processes is not None
@@ -168,4 +194,5 @@ class Policy:
             else "none (opt-out): host filesystem view",
             "seccomp": "seccomp filter" if self.seccomp else "none (opt-out)",
             "landlock": "Landlock rules" if self.landlock else "none (opt-out)",
+            "host_uid": host_ids or self.host_ids(os.geteuid()),
         }

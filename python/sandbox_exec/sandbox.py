@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
-from . import _core
+from . import _core, _host_ids
 from ._outputs import OutputCollector, parse_cell_done, MalformedMessage
 from .errors import PolicyError, PreludeError, SandboxError, SessionClosedError
 from .policy import Policy
@@ -141,6 +141,7 @@ class Session:
         self._count = 0
         self._closed = False
         self._end_reason: str | None = None  # why the watchdog ended the interpreter
+        self._host_id: _host_ids.HostId | None = None  # this session's own host id, while open
 
     # --- properties ---------------------------------------------------------------------
     @property
@@ -230,18 +231,44 @@ class Session:
         workdir = str(self._workdir)
         readonly = tuple(r for r in readonly if not (workdir + "/").startswith(r + "/"))
         mountpoint = self._sandbox._mountpoint(self)
+        uid, gid = self._host_ids()
         if os.geteuid() == 0:
-            # The sandbox's user is an unprivileged host id: it must own its workdir.
-            os.chown(self._workdir, p.host_uid, p.host_gid)
+            # The sandbox's user is an unprivileged host id: it must own its workdir, and
+            # what an earlier session (another id) left in it.
+            _host_ids.own_tree(workdir, uid, gid)
         isolation = _core.Isolation(**layers, mountpoint=str(mountpoint), readonly=list(readonly),
                                     symlinks=list(symlinks), tmp_bytes=p.disk_bytes or (1 << 30),
-                                    outside_uid=p.host_uid, outside_gid=p.host_gid, hostname="sandbox")
+                                    outside_uid=uid, outside_gid=gid, hostname="sandbox")
         return limits, isolation, cgroup
+
+    def _host_ids(self) -> tuple[int, int]:
+        """The host uid and gid the sandbox's user maps to (a root backend's choice; an
+        unprivileged launcher maps the caller's own and ignores these). The session's own
+        id is taken at its first start and kept across restarts until close()."""
+        p = self.policy
+        if os.geteuid() != 0:
+            return os.geteuid(), os.getegid()
+        if p.host_uid is not None:
+            return p.host_uid, p.host_gid if p.host_gid is not None else p.host_uid
+        if self._host_id is None:
+            self._host_id = _host_ids.allocate(self._sandbox._host_id_range())
+        return self._host_id.value, self._host_id.value
+
+    def _release_host_id(self) -> None:
+        """Gives the id back (the session's processes are gone: _stop() waited for the
+        launcher, whose exit ends the pid namespace; the next allocate() checks /proc too)."""
+        host_id, self._host_id = self._host_id, None
+        if host_id is not None:
+            host_id.release()
 
     @property
     def enforcement(self) -> dict[str, str]:
         """Which mechanism enforces each policy field for this session, on this host."""
-        return self.policy.enforcement(cgroup_support())
+        host_id = self._host_id
+        allocated = (f"per-session host uid and gid {host_id.value} from range {host_id.range.describe()}"
+                     if host_id is not None else None)
+        return self.policy.enforcement(cgroup_support(),
+                                       host_ids=self.policy.host_ids(os.geteuid(), allocated))
 
     def _stop(self) -> None:
         with self._runner_lock:
@@ -306,7 +333,8 @@ class Session:
         self._closed = True
         self._stop()
         with self._lock:  # wait for a running cell to see the end
-            pass
+            self._stop()  # a start that raced with close() left no interpreter
+            self._release_host_id()
         self._sandbox._forget(self)
 
     # --- running --------------------------------------------------------------------------
@@ -428,9 +456,19 @@ class Session:
 class Sandbox:
     """One supervisor: starts, runs and ends sessions. Thread-safe; a context manager."""
 
-    def __init__(self, policy: Policy | None = None, *, root: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, policy: Policy | None = None, *, root: str | os.PathLike[str] | None = None,
+                 host_id_range: tuple[int, int] | None = None) -> None:
+        """`host_id_range` (first, count): the host ids a root backend gives its sessions, one
+        each while they live (default: /etc/subuid and /etc/subgid of the user sandbox_exec,
+        else 2,000,000,000 + 65536; see _host_ids). An unprivileged backend cannot map other
+        ids: it refuses an explicit range."""
         if policy is not None and not isinstance(policy, Policy):
             raise TypeError("policy must be a sandbox_exec.Policy")
+        if host_id_range is not None and os.geteuid() != 0:
+            raise SandboxError("host_id_range needs a backend running as root: an unprivileged backend "
+                               "maps only its own uid (no newuidmap), so every session shares it")
+        self._id_range: _host_ids.IdRange | None = (_host_ids.resolve_range(host_id_range)
+                                                    if host_id_range is not None else None)
         self.policy = policy or Policy()
         self._own_root = root is None
         self.root = Path(tempfile.mkdtemp(prefix="sandbox_exec-")) if root is None else Path(root)
@@ -485,6 +523,9 @@ class Sandbox:
             with self._lock:
                 if self._sessions.get(name) is s:
                     del self._sessions[name]
+            with s._lock:
+                s._stop()
+                s._release_host_id()
             raise
         return s
 
@@ -498,6 +539,13 @@ class Sandbox:
         path = self.root / ".mnt" / session._workdir.name
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def _host_id_range(self) -> _host_ids.IdRange:
+        """The range sessions take their host ids from, read when the first one needs it."""
+        with self._lock:
+            if self._id_range is None:
+                self._id_range = _host_ids.resolve_range()
+            return self._id_range
 
     def _forget(self, session: Session) -> None:
         with self._lock:
