@@ -223,8 +223,10 @@ Cgroups::Cgroups(const std::string& name, const Limits& limits, const CgroupHost
       } else {
         auto own = own_path(host.self_cgroup, "");
         const std::string parent = own && *own != "/" ? *mount + parent_of(*own) : std::string();
+        // Moving the session's init from our group to one below the parent takes write
+        // access to the common ancestor's cgroup.procs (cgroup v2's delegation rule): the parent's.
         if (parent.empty() || *own == "/" || ::access((parent + "/cgroup.subtree_control").c_str(), W_OK) != 0 ||
-            ::access(parent.c_str(), W_OK) != 0)
+            ::access((parent + "/cgroup.procs").c_str(), W_OK) != 0 || ::access(parent.c_str(), W_OK) != 0)
           throw SandboxError("cgroup", "cgroup v2 at " + *mount, EACCES,
                              "no delegated group: set SANDBOX_EXEC_CGROUP to a directory delegated to this user");
         base = parent;

@@ -240,8 +240,16 @@ Failure make_dev(const SpawnSpec& spec) {
   if (::mount("tmpfs", dev.c_str(), "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=0755") != 0)
     return {LaunchStep::kMountDev, errno};
   for (const char* node : {"null", "zero", "full", "random", "urandom"}) {
-    if (Failure f = bind(std::string("/dev/") + node, dev + "/" + node, false); f.failed())
-      return {LaunchStep::kMountDev, f.error};
+    // As root: a node of our own on this tmpfs (same device numbers). A bind of the host's
+    // node would show the host's devtmpfs in /proc/self/mountinfo, whose size option is
+    // half the host's memory. Unprivileged (no mknod): the bind.
+    const std::string host = std::string("/dev/") + node, path = dev + "/" + node;
+    struct stat st {};
+    if (::geteuid() == 0 && ::stat(host.c_str(), &st) == 0 && S_ISCHR(st.st_mode) &&
+        ::mknod(path.c_str(), S_IFCHR | 0666, st.st_rdev) == 0 && ::chmod(path.c_str(), 0666) == 0)
+      continue;
+    ::unlink(path.c_str());
+    if (Failure f = bind(host, path, false); f.failed()) return {LaunchStep::kMountDev, f.error};
   }
   const std::pair<const char*, const char*> links[] = {
       {"/fd", "/proc/self/fd"}, {"/stdin", "/proc/self/fd/0"}, {"/stdout", "/proc/self/fd/1"},

@@ -250,6 +250,7 @@ TEST_F(CgroupTree, UnprivilegedUsesTheParentOfItsOwnGroupWhereItMayWrite) {
   v2_host();
   file("/user.slice/cgroup.controllers", "memory pids\n");
   file("/user.slice/cgroup.subtree_control", "");
+  file("/user.slice/cgroup.procs", "");
   dir("/user.slice/session-1.scope");
   Cgroups cg("s1", {std::nullopt, 16}, host(false));
   EXPECT_EQ(cg.dirs(), std::vector<std::string>{root_ + "/user.slice/sandbox_exec-4242/s1"});
