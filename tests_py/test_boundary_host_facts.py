@@ -22,6 +22,8 @@ which must see the host's value: so each check is known to detect a leak.
     session's memory cgroup
   Sandbox.close() leaves no sandbox_exec-<pid> cgroup    while the sessions live, the same
     in any hierarchy                                        glob finds their groups
+  the same masks and inode cap, backend as uid 65534     host MemTotal and interrupts
+    (no mknod, no cgroup: RLIMIT_AS is the MemTotal)
 """
 
 from __future__ import annotations
@@ -254,3 +256,63 @@ def test_close_leaves_no_cgroups():
     out = json.loads(cp.stdout.strip().splitlines()[-1])
     assert out["during"], out  # control: the glob finds the live sessions' groups
     assert out["after"] == [], out["after"]
+
+
+UNPRIVILEGED = r'''
+import json, sys
+import sandbox_exec
+from sandbox_exec import Policy
+code = sys.argv[2]
+with sandbox_exec.Sandbox(root=sys.argv[1]) as box:
+    s = box.session("facts", policy=Policy(memory_bytes=256 << 20, disk_bytes=8 << 20))
+    r = s.run(code, timeout=60)
+    print(r.stdout.strip().splitlines()[-1] if r.status == "ok" else json.dumps({"failed": [r.status, repr(r.error)]}))
+'''
+UNPRIVILEGED_CELL = '''
+import json, os
+mem = dict(line.split(":", 1) for line in open("/proc/meminfo"))
+made, err = 0, None
+try:
+    for i in range(5000):
+        open("/tmp/f%d" % i, "w").close()
+        made += 1
+except OSError as e:
+    err = e.errno
+print(json.dumps({"MemTotal": int(mem["MemTotal"].split()[0]), "interrupts": len(open("/proc/interrupts").read()),
+                  "boot_id": open("/proc/sys/kernel/random/boot_id").read().strip(), "made": made, "errno": err}))
+'''
+
+
+def test_the_same_masks_hold_for_an_unprivileged_backend():
+    """The backend as uid 65534 (no mknod, no cgroup): masks and nr_inodes hold all the same."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from test_unprivileged import UID, _package_copy
+
+    if os.geteuid() == 0 and (sys.version_info[:2] != (3, 11) or not os.path.exists("/usr/bin/python3.11")):
+        pytest.skip("needs the system python3.11 matching this build's ABI to run a non-root backend")
+    base = Path(tempfile.mkdtemp(prefix="sandbox_exec-facts-", dir="/tmp"))  # traversable by uid 65534
+    try:
+        os.chmod(base, 0o755)
+        root = base / "sessions"
+        root.mkdir()
+        cmd = [sys.executable]
+        if os.geteuid() == 0:
+            os.chown(root, UID, UID)
+            cmd = ["setpriv", f"--reuid={UID}", f"--regid={UID}", "--clear-groups", "--inh-caps=-all",
+                   "--bounding-set=-all", str(_package_copy(base))]
+        cp = subprocess.run(cmd + ["-c", UNPRIVILEGED, str(root), UNPRIVILEGED_CELL], capture_output=True,
+                            text=True, timeout=180, cwd=base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    assert cp.returncode == 0, cp.stderr[-3000:]
+    out = json.loads(cp.stdout.strip().splitlines()[-1])
+    assert out.get("MemTotal") == 256 * 1024, out  # RLIMIT_AS, the fallback, is the session's memory
+    assert out["interrupts"] == 0
+    assert out["boot_id"] != read_text("/proc/sys/kernel/random/boot_id").strip()
+    assert out["errno"] == 28 and out["made"] < 1100, out
+    # controls: the host's values (the inode loop's control is test_inode_bomb_stops_at_nr_inodes)
+    assert len(read_text("/proc/interrupts")) > 0
+    assert host(MEMINFO)["MemTotal"] != 256 * 1024
