@@ -1,9 +1,11 @@
 #include "cgroup.h"
 
 #include <fcntl.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -54,13 +56,32 @@ std::string base_name(const std::string& path) {
   return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
+// sandbox_exec-<digits>[-<hex digits>]: a per-backend group, which only we create.
 bool is_backend_group(const std::string& name) {
   const std::string prefix = kParentPrefix;
   if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) return false;
-  for (std::size_t i = prefix.size(); i < name.size(); ++i) {
-    if (name[i] < '0' || name[i] > '9') return false;
+  std::size_t i = prefix.size(), digits = 0, hex = 0;
+  for (; i < name.size() && name[i] >= '0' && name[i] <= '9'; ++i) ++digits;
+  if (digits == 0) return false;
+  if (i == name.size()) return true;
+  if (name[i++] != '-') return false;
+  for (; i < name.size() && std::isxdigit(static_cast<unsigned char>(name[i])); ++i) ++hex;
+  return hex > 0 && i == name.size();
+}
+
+// "<pid>-<16 hex digits>", drawn once per process (again in a forked child: new pid).
+std::string backend_tag() {
+  static pid_t drawn_for = 0;
+  static std::string tag;
+  if (drawn_for != ::getpid()) {
+    uint64_t r = 0;
+    if (::getrandom(&r, sizeof r, 0) != static_cast<ssize_t>(sizeof r)) throw SandboxError("cgroup", "getrandom", errno);
+    char text[48];
+    std::snprintf(text, sizeof text, "%d-%016llx", static_cast<int>(::getpid()), static_cast<unsigned long long>(r));
+    tag = text;
+    drawn_for = ::getpid();
   }
-  return true;
+  return tag;
 }
 
 // The controllers a cgroup.controllers or cgroup.subtree_control file lists. The kernel
@@ -130,7 +151,7 @@ CgroupHost CgroupHost::current() {
   h.self_cgroup = read_file("/proc/self/cgroup");
   if (const char* env = std::getenv("SANDBOX_EXEC_CGROUP"); env && *env) h.delegated = std::string(env);
   h.privileged = ::geteuid() == 0;
-  h.pid = ::getpid();
+  h.tag = backend_tag();
   return h;
 }
 
@@ -180,7 +201,7 @@ int join(const std::vector<std::string>& leaves, pid_t pid) noexcept {
 CgroupSupport Cgroups::detect(const CgroupHost& host) {
   CgroupSupport s;
   try {
-    Cgroups probe("probe-" + std::to_string(host.pid), Limits{}, host);
+    Cgroups probe("probe", Limits{}, host);
     s.version = probe.version_;
     s.memory = !probe.memory_.empty();
     s.pids = !probe.pids_.empty();
@@ -264,7 +285,7 @@ Cgroups::Cgroups(const std::string& name, const Limits& limits, const CgroupHost
 void Cgroups::create_v2(const std::string& base, const std::vector<std::string>& available,
                         const std::string& name, const CgroupHost& host) {
   version_ = "v2";
-  const std::string parent = base + "/" + kParentPrefix + std::to_string(host.pid);
+  const std::string parent = base + "/" + kParentPrefix + host.tag;
   const std::string leaf = parent + "/" + name;
   int err = 0;
   const auto base_enabled = enable_for_children(base, available, err);
@@ -303,7 +324,7 @@ void Cgroups::create_v1(const std::string& name, const CgroupHost& host) {
     if (!exists(mount + "/cgroup.procs")) continue;
     auto own = own_path(host.self_cgroup, controller);
     if (!own) continue;
-    const std::string parent = mount + (*own == "/" ? "" : *own) + "/" + kParentPrefix + std::to_string(host.pid);
+    const std::string parent = mount + (*own == "/" ? "" : *own) + "/" + kParentPrefix + host.tag;
     const std::string leaf = parent + "/" + name;
     int e = 0;
     for (int attempt = 0; attempt < 4; ++attempt) {  // ENOENT: see create_v2

@@ -10,8 +10,9 @@
 //
 // Layout (every directory below marked "ours" is created here and removed here; nothing
 // else is ever removed):
-//   v1  <mount>/<controller>/<own group>/sandbox_exec-<pid>/<session>      per controller
-//   v2  <base>/sandbox_exec-<pid>/<session>, where <base> is, in this order:
+//   v1  <mount>/<controller>/<own group>/sandbox_exec-<tag>/<session>      per controller
+//   v2  <base>/sandbox_exec-<tag>/<session>, where <base> is, in this order:
+//   (<tag> = <pid>-<random hex>, see CgroupHost::tag)
 //         SANDBOX_EXEC_CGROUP (a delegated directory: systemd's Delegate=yes, or one root
 //           chowned to the user); never created, changed only in its subtree_control,
 //           never removed;
@@ -21,12 +22,12 @@
 //         unprivileged: the parent of our own group, where we may write it.
 //       cgroup v2's no-internal-processes rule: a group's controllers can be enabled for
 //       its children only while it holds no process. So the session groups are leaves and
-//       sandbox_exec-<pid> (ours, never holding a process) enables memory, pids and cpu
+//       sandbox_exec-<tag> (ours, never holding a process) enables memory, pids and cpu
 //       for them; <base> must enable them for sandbox_exec-<pid> (we write its
 //       subtree_control, which fails with EBUSY where <base> itself holds processes: a
 //       delegated directory must keep its own processes in a child, e.g. systemd's
 //       DelegateSubgroup=).
-//   The per-backend group sandbox_exec-<pid> goes when its last session goes.
+//   The per-backend group sandbox_exec-<tag> goes when its last session goes.
 //
 // Where no controller can be given, detect() says why, and the Python layer falls back to
 // rlimits and reports it. CgroupHost carries where cgroupfs is and who we are, so a test
@@ -58,7 +59,10 @@ struct CgroupHost {
   std::string self_cgroup;              // the text of /proc/self/cgroup
   std::optional<std::string> delegated; // SANDBOX_EXEC_CGROUP
   bool privileged = false;              // euid 0
-  pid_t pid = 0;                        // names the per-backend group
+  // Names the per-backend group: "<pid>-<random hex>", drawn once per process. The pid alone
+  // is not unique where containers with their own pid namespaces share one cgroup tree (two
+  // backends, both pid 7, would share and remove each other's groups).
+  std::string tag;
   // rmdir(2) of an empty group. On cgroupfs a group's knob files go with it; a test tree of
   // plain files needs them unlinked first, so a test passes its own.
   int (*remove_dir)(const char* path) = nullptr;
@@ -69,7 +73,7 @@ namespace cgroup {
 // THE cleanup, shared by Cgroups::remove() and the launcher (which cleans up after a
 // backend that died): removes the session groups `leaves` (waiting a bounded time for their
 // last processes to be released), then each leaf's parent if, and only if, it is a
-// per-backend group (named sandbox_exec-<digits>: created by us) and now empty. Never
+// per-backend group (named sandbox_exec-<digits>[-<hex>]: created by us) and now empty. Never
 // anything above: a delegated directory or the shared parent is never removed.
 void remove_session_groups(const std::vector<std::string>& leaves,
                            int (*remove_dir)(const char*) = nullptr) noexcept;

@@ -103,7 +103,7 @@ class CgroupTree : public ::testing::Test {
     h.root = root_;
     h.self_cgroup = self;
     h.privileged = privileged;
-    h.pid = 4242;
+    h.tag = "4242-00c0ffee";
     h.remove_dir = &fake_rmdir;
     return h;
   }
@@ -113,7 +113,7 @@ class CgroupTree : public ::testing::Test {
 
 TEST_F(CgroupTree, V2AsRootCreatesASubtreeWithControllersEnabled) {
   v2_host();
-  const std::string slice = "/sandbox_exec", backend = slice + "/sandbox_exec-4242", leaf = backend + "/s1";
+  const std::string slice = "/sandbox_exec", backend = slice + "/sandbox_exec-4242-00c0ffee", leaf = backend + "/s1";
   {
     Cgroups cg("s1", {uint64_t{128} << 20, 64}, host(true));
     EXPECT_EQ(cg.version(), "v2");
@@ -137,7 +137,7 @@ TEST_F(CgroupTree, V2EnablesOnlyTheControllersTheHostHas) {
   v2_host("memory pids");
   Cgroups cg("s1", {std::nullopt, 10}, host(true));
   EXPECT_EQ(read("/cgroup.subtree_control"), "+memory +pids");
-  EXPECT_EQ(read("/sandbox_exec/sandbox_exec-4242/cgroup.subtree_control"), "+memory +pids");
+  EXPECT_EQ(read("/sandbox_exec/sandbox_exec-4242-00c0ffee/cgroup.subtree_control"), "+memory +pids");
 }
 
 TEST_F(CgroupTree, DetectOnV2ReportsTheControllersAndLeavesOnlyTheSharedParent) {
@@ -157,11 +157,11 @@ TEST_F(CgroupTree, HybridHostWithAnEmptyUnifiedTreeUsesV1PerController) {
   {
     Cgroups cg("s1", {uint64_t{1} << 30, 32}, host(true, self));
     EXPECT_EQ(cg.version(), "v1");
-    EXPECT_EQ(cg.dirs(), (std::vector<std::string>{root_ + "/memory/a/b/sandbox_exec-4242/s1",
-                                                   root_ + "/pids/sandbox_exec-4242/s1",
-                                                   root_ + "/cpuacct/sandbox_exec-4242/s1"}));
-    EXPECT_EQ(read("/memory/a/b/sandbox_exec-4242/s1/memory.limit_in_bytes"), "1073741824");
-    EXPECT_EQ(read("/pids/sandbox_exec-4242/s1/pids.max"), "32");
+    EXPECT_EQ(cg.dirs(), (std::vector<std::string>{root_ + "/memory/a/b/sandbox_exec-4242-00c0ffee/s1",
+                                                   root_ + "/pids/sandbox_exec-4242-00c0ffee/s1",
+                                                   root_ + "/cpuacct/sandbox_exec-4242-00c0ffee/s1"}));
+    EXPECT_EQ(read("/memory/a/b/sandbox_exec-4242-00c0ffee/s1/memory.limit_in_bytes"), "1073741824");
+    EXPECT_EQ(read("/pids/sandbox_exec-4242-00c0ffee/s1/pids.max"), "32");
     EXPECT_FALSE(exists("/unified/sandbox_exec"));
   }
   EXPECT_EQ(dirs(), before);  // the destructor removed exactly what it made
@@ -179,14 +179,14 @@ TEST_F(CgroupTree, ADelegatedDirectoryIsUsedAndNeverRemoved) {
   {
     Cgroups a("s1", {uint64_t{64} << 20, 16}, h);
     Cgroups b("s2", {uint64_t{64} << 20, 16}, h);
-    EXPECT_EQ(a.dirs(), std::vector<std::string>{root_ + "/deleg/sandbox_exec-4242/s1"});
+    EXPECT_EQ(a.dirs(), std::vector<std::string>{root_ + "/deleg/sandbox_exec-4242-00c0ffee/s1"});
     EXPECT_EQ(read("/deleg/cgroup.subtree_control"), "+memory +pids +cpu");
     EXPECT_FALSE(exists("/sandbox_exec"));  // the delegated directory, not the root's subtree
     a.remove();
-    EXPECT_TRUE(exists("/deleg/sandbox_exec-4242/s2"));  // b's parent stays while b is there
+    EXPECT_TRUE(exists("/deleg/sandbox_exec-4242-00c0ffee/s2"));  // b's parent stays while b is there
     // The launcher runs the same cleanup after the supervisor did: nothing more goes.
-    cgroup::remove_session_groups({root_ + "/deleg/sandbox_exec-4242/s1"}, &fake_rmdir);
-    EXPECT_TRUE(exists("/deleg/sandbox_exec-4242/s2"));
+    cgroup::remove_session_groups({root_ + "/deleg/sandbox_exec-4242-00c0ffee/s1"}, &fake_rmdir);
+    EXPECT_TRUE(exists("/deleg/sandbox_exec-4242-00c0ffee/s2"));
   }
   EXPECT_EQ(dirs(), before);
   EXPECT_TRUE(exists("/deleg/cgroup.controllers"));
@@ -198,11 +198,27 @@ TEST_F(CgroupTree, ADelegatedDirectoryIsUsedAndNeverRemoved) {
 }
 
 TEST_F(CgroupTree, ADelegatedDirectoryNamedLikeOursIsStillNotRemoved) {
-  file("/sandbox_exec-7/cgroup.controllers", "memory pids\n");
+  file("/sandbox_exec-7-ab/cgroup.controllers", "memory pids\n");
   auto h = host(false);
-  h.delegated = root_ + "/sandbox_exec-7";
+  h.delegated = root_ + "/sandbox_exec-7-ab";
   { Cgroups cg("s1", {std::nullopt, 8}, h); }
-  EXPECT_EQ(dirs(), (std::set<std::string>{"/sandbox_exec-7"}));
+  EXPECT_EQ(dirs(), (std::set<std::string>{"/sandbox_exec-7-ab"}));
+}
+
+TEST_F(CgroupTree, TwoBackendsWithTheSamePidKeepApart) {
+  // Containers with their own pid namespaces sharing one cgroup tree: both backends pid 7.
+  file("/deleg/cgroup.controllers", "memory pids\n");
+  auto a = host(false), b = host(false);
+  a.delegated = b.delegated = root_ + "/deleg";
+  a.tag = "7-aaaa";
+  b.tag = "7-bbbb";
+  Cgroups first("7-1", {std::nullopt, 8}, a);
+  {
+    Cgroups second("7-1", {std::nullopt, 8}, b);  // the same session name too
+    EXPECT_NE(first.dirs(), second.dirs());
+  }
+  EXPECT_TRUE(exists("/deleg/sandbox_exec-7-aaaa/7-1"));
+  EXPECT_FALSE(exists("/deleg/sandbox_exec-7-bbbb"));
 }
 
 TEST_F(CgroupTree, AFailedCreationLeavesNothingBehindV2) {
@@ -229,7 +245,7 @@ TEST_F(CgroupTree, AFailedCreationLeavesNothingBehindV1) {
 
 TEST_F(CgroupTree, AGroupThatExistsAlreadyIsNotTakenOverNorRemoved) {
   file("/deleg/cgroup.controllers", "memory pids\n");
-  dir("/deleg/sandbox_exec-4242/s1");
+  dir("/deleg/sandbox_exec-4242-00c0ffee/s1");
   auto h = host(false);
   h.delegated = root_ + "/deleg";
   const auto before = dirs();
@@ -253,7 +269,7 @@ TEST_F(CgroupTree, UnprivilegedUsesTheParentOfItsOwnGroupWhereItMayWrite) {
   file("/user.slice/cgroup.procs", "");
   dir("/user.slice/session-1.scope");
   Cgroups cg("s1", {std::nullopt, 16}, host(false));
-  EXPECT_EQ(cg.dirs(), std::vector<std::string>{root_ + "/user.slice/sandbox_exec-4242/s1"});
+  EXPECT_EQ(cg.dirs(), std::vector<std::string>{root_ + "/user.slice/sandbox_exec-4242-00c0ffee/s1"});
   EXPECT_FALSE(exists("/sandbox_exec"));
 }
 

@@ -54,9 +54,9 @@ def cgroup_advice(uid: int) -> str:
     if delegated:
         return (f"SANDBOX_EXEC_CGROUP={delegated} is not usable: it must be a cgroup v2 directory this user "
                 "may write, listing memory and pids in cgroup.controllers and holding no process itself "
-                "(sessions go in sandbox_exec-<pid>/<session> below it)")
+                "(sessions go in sandbox_exec-<pid>-<random>/<session> below it)")
     if v2 and uid == 0:
-        return ("cgroup v2 as root: sessions go in /sys/fs/cgroup/sandbox_exec/sandbox_exec-<pid>/; "
+        return ("cgroup v2 as root: sessions go in /sys/fs/cgroup/sandbox_exec/sandbox_exec-<pid>-<random>/; "
                 "enabling memory/pids there failed (see the detail above; in a container the cgroup "
                 "namespace's root may hold processes, which forbids it)")
     if v2:
