@@ -282,6 +282,10 @@ int write_proc_views(const SpawnSpec& spec) {
   for (const auto& [name, text] : files) {
     if (int err = write_text(dir + "/" + name, text)) return err;
   }
+  // The mask for a proc file the cell could not open anyway (kcore, kmsg, sysrq-trigger...):
+  // mode 0 and read-only, so masking never makes a file more accessible than it was.
+  if (int err = write_text(dir + "/denied", "")) return err;
+  if (::chmod((dir + "/denied").c_str(), 0) != 0) return errno;
   return 0;
 }
 
@@ -300,11 +304,20 @@ Failure mask_proc(const char* root, int views) noexcept {
     if (::mount(nullptr, target, nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | locked_flags(source), nullptr) != 0)
       return {LaunchStep::kMountRemountRo, errno};
   }
-  std::snprintf(source, sizeof source, "%s/dev/null", root);
+  char null_dev[4096], denied[4096];
+  std::snprintf(null_dev, sizeof null_dev, "%s/dev/null", root);
+  std::snprintf(denied, sizeof denied, "/proc/self/fd/%d/denied", views);
   for (const char* name : kMaskedFiles) {
     std::snprintf(target, sizeof target, "%s/proc/%s", root, name);
-    if (::mount(source, target, nullptr, MS_BIND, nullptr) != 0 && errno != ENOENT)
+    struct stat st {};
+    if (::stat(target, &st) != 0) {
+      if (errno == ENOENT) continue;  // this kernel has no such file
       return {LaunchStep::kMountProc, errno};
+    }
+    // World-readable: reads as empty, as runc's masks do. Otherwise (root-only files): still
+    // refused, by a mode-0 file.
+    const char* mask = (st.st_mode & S_IROTH) ? null_dev : denied;
+    if (::mount(mask, target, nullptr, MS_BIND, nullptr) != 0) return {LaunchStep::kMountProc, errno};
   }
   for (const char* name : kMaskedDirs) {
     std::snprintf(target, sizeof target, "%s/proc/%s", root, name);
