@@ -106,11 +106,18 @@ bool has(const std::vector<std::string>& list, const std::string& c) {
 // controller is a no-op, and the write fails as a whole (EBUSY where `dir` holds processes).
 std::vector<std::string> enable_for_children(const std::string& dir, const std::vector<std::string>& available,
                                              int& err) {
-  std::string text;
-  for (const char* c : kWanted) {
-    if (has(available, c)) text += (text.empty() ? "+" : " +") + std::string(c);
-  }
-  err = text.empty() ? 0 : write_file(dir + "/cgroup.subtree_control", text);
+  auto wanted = [&](bool cpu) {
+    std::string text;
+    for (const char* c : kWanted) {
+      if (has(available, c) && (cpu || std::strcmp(c, "cpu") != 0)) text += (text.empty() ? "+" : " +") + std::string(c);
+    }
+    return text;
+  };
+  const std::string all = wanted(true), essential = wanted(false);
+  err = all.empty() ? 0 : write_file(dir + "/cgroup.subtree_control", all);
+  // cpu is only for accounting (cpu.stat is there without it), and enabling it can be
+  // refused where memory and pids are not (real-time processes in a child group: EINVAL).
+  if (err && all != essential && !essential.empty()) err = write_file(dir + "/cgroup.subtree_control", essential);
   return controllers_in(read_file(dir + "/cgroup.subtree_control"));
 }
 
