@@ -1,15 +1,17 @@
 #include "cgroup.h"
 
 #include <fcntl.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
-#include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
-#include <thread>
 
 #include "sys_error.h"
 
@@ -17,7 +19,9 @@ namespace sandbox_exec {
 
 namespace {
 
-const char* kRoot = "/sys/fs/cgroup";
+constexpr const char* kParentPrefix = "sandbox_exec-";  // the per-backend group
+constexpr const char* kSharedParent = "sandbox_exec";   // v2, as root: under the mount
+constexpr const char* kWanted[] = {"memory", "pids", "cpu"};
 
 std::string read_file(const std::string& path) {
   std::ifstream f(path);
@@ -26,8 +30,11 @@ std::string read_file(const std::string& path) {
   return s.str();
 }
 
+// O_CREAT|O_TRUNC as a shell's `echo x > file` does: on cgroupfs the knob exists already
+// (a missing one still fails: cgroupfs creates no files), and a test tree of plain files
+// then holds exactly what was written.
 int write_file(const std::string& path, const std::string& text) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return errno;
   const int err = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) ? 0 : errno;
   ::close(fd);
@@ -39,127 +46,310 @@ bool exists(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0;
 }
 
-// This process's own group in hierarchy `controller` ("" for v2), from /proc/self/cgroup.
-std::optional<std::string> own_path(const std::string& controller) {
-  std::istringstream lines(read_file("/proc/self/cgroup"));
+std::string parent_of(const std::string& path) {
+  const auto slash = path.rfind('/');
+  return slash == std::string::npos || slash == 0 ? std::string("/") : path.substr(0, slash);
+}
+
+std::string base_name(const std::string& path) {
+  const auto slash = path.rfind('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+// sandbox_exec-<digits>[-<hex digits>]: a per-backend group, which only we create.
+bool is_backend_group(const std::string& name) {
+  const std::string prefix = kParentPrefix;
+  if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) return false;
+  std::size_t i = prefix.size(), digits = 0, hex = 0;
+  for (; i < name.size() && name[i] >= '0' && name[i] <= '9'; ++i) ++digits;
+  if (digits == 0) return false;
+  if (i == name.size()) return true;
+  if (name[i++] != '-') return false;
+  for (; i < name.size() && std::isxdigit(static_cast<unsigned char>(name[i])); ++i) ++hex;
+  return hex > 0 && i == name.size();
+}
+
+// "<pid>-<16 hex digits>", drawn once per process (again in a forked child: new pid).
+std::string backend_tag() {
+  static pid_t drawn_for = 0;
+  static std::string tag;
+  if (drawn_for != ::getpid()) {
+    uint64_t r = 0;
+    if (::getrandom(&r, sizeof r, 0) != static_cast<ssize_t>(sizeof r)) throw SandboxError("cgroup", "getrandom", errno);
+    char text[48];
+    std::snprintf(text, sizeof text, "%d-%016llx", static_cast<int>(::getpid()), static_cast<unsigned long long>(r));
+    tag = text;
+    drawn_for = ::getpid();
+  }
+  return tag;
+}
+
+// The controllers a cgroup.controllers or cgroup.subtree_control file lists. The kernel
+// writes "cpu memory pids"; a leading '+' (what we wrote, as a test tree holds it) is the same.
+std::vector<std::string> controllers_in(const std::string& text) {
+  std::istringstream words(text);
+  std::vector<std::string> out;
+  std::string w;
+  while (words >> w) out.push_back(w[0] == '+' ? w.substr(1) : w);
+  return out;
+}
+
+bool has(const std::vector<std::string>& list, const std::string& c) {
+  for (const auto& x : list) {
+    if (x == c) return true;
+  }
+  return false;
+}
+
+// Enables memory, pids and cpu (those of them `available` lists) for the children of `dir`
+// and returns what its subtree_control enables afterwards. One write: enabling an enabled
+// controller is a no-op, and the write fails as a whole (EBUSY where `dir` holds processes).
+std::vector<std::string> enable_for_children(const std::string& dir, const std::vector<std::string>& available,
+                                             int& err) {
+  auto wanted = [&](bool cpu) {
+    std::string text;
+    for (const char* c : kWanted) {
+      if (has(available, c) && (cpu || std::strcmp(c, "cpu") != 0)) text += (text.empty() ? "+" : " +") + std::string(c);
+    }
+    return text;
+  };
+  const std::string all = wanted(true), essential = wanted(false);
+  err = all.empty() ? 0 : write_file(dir + "/cgroup.subtree_control", all);
+  // cpu is only for accounting (cpu.stat is there without it), and enabling it can be
+  // refused where memory and pids are not (real-time processes in a child group: EINVAL).
+  if (err && all != essential && !essential.empty()) err = write_file(dir + "/cgroup.subtree_control", essential);
+  return controllers_in(read_file(dir + "/cgroup.subtree_control"));
+}
+
+// This process's own group in hierarchy `controller` ("" for v2), from /proc/self/cgroup's text.
+std::optional<std::string> own_path(const std::string& self_cgroup, const std::string& controller) {
+  std::istringstream lines(self_cgroup);
   std::string line;
   while (std::getline(lines, line)) {
     const auto a = line.find(':'), b = line.find(':', a + 1);
     if (a == std::string::npos || b == std::string::npos) continue;
     const std::string list = line.substr(a + 1, b - a - 1);
-    if (controller.empty() ? list.empty() : ("," + list + ",").find("," + controller + ",") != std::string::npos)
+    if (controller.empty() ? (list.empty() && line.compare(0, a, "0") == 0)
+                           : ("," + list + ",").find("," + controller + ",") != std::string::npos)
       return line.substr(b + 1);
   }
   return std::nullopt;
 }
 
-// The v1 directory for `controller` under which sessions get their groups.
-std::optional<std::string> v1_base(const std::string& controller) {
-  const std::string mount = std::string(kRoot) + "/" + controller;
-  if (!exists(mount + "/cgroup.procs")) return std::nullopt;
-  auto own = own_path(controller);
-  if (!own) return std::nullopt;
-  return mount + (*own == "/" ? "" : *own) + "/sandbox_exec-" + std::to_string(::getpid());
-}
-
-// v2: a directory whose subtree_control already enables memory and pids (a delegated
-// subtree). SANDBOX_EXEC_CGROUP names one explicitly; else our own group's parent must be
-// such a directory... which the no-internal-process rule only allows when we are not in it.
-std::optional<std::string> v2_base() {
-  if (const char* env = std::getenv("SANDBOX_EXEC_CGROUP")) return std::string(env);
-  for (const std::string& mount : {std::string(kRoot), std::string(kRoot) + "/unified"}) {
+// The cgroup v2 mount that has controllers: the root itself (a v2-only host) or
+// <root>/unified (a hybrid one, whose v2 tree usually has none: they are bound to v1).
+std::optional<std::string> v2_mount(const CgroupHost& host) {
+  for (const std::string& mount : {host.root, host.root + "/unified"}) {
     if (!exists(mount + "/cgroup.controllers")) continue;
-    auto own = own_path("");
-    if (!own) continue;
-    const std::string dir = mount + (*own == "/" ? "" : *own);
-    const std::string enabled = read_file(dir + "/cgroup.subtree_control");
-    if (enabled.find("memory") != std::string::npos && enabled.find("pids") != std::string::npos)
-      return dir;
+    const auto list = controllers_in(read_file(mount + "/cgroup.controllers"));
+    if (has(list, "memory") || has(list, "pids")) return mount;
   }
   return std::nullopt;
 }
 
-int make_dir(const std::string& path) {
-  if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) return errno;
-  return 0;
-}
+int make_dir(const std::string& path) { return ::mkdir(path.c_str(), 0755) != 0 ? errno : 0; }
 
-void remove_dir(const std::string& path) {
-  // A group empties a moment after its last process is reaped.
-  for (int i = 0; i < 50 && ::rmdir(path.c_str()) != 0 && errno == EBUSY; ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-}
+int real_rmdir(const char* path) { return ::rmdir(path) != 0 ? errno : 0; }
 
 }  // namespace
 
-CgroupSupport Cgroups::detect() {
+CgroupHost CgroupHost::current() {
+  CgroupHost h;
+  h.self_cgroup = read_file("/proc/self/cgroup");
+  if (const char* env = std::getenv("SANDBOX_EXEC_CGROUP"); env && *env) h.delegated = std::string(env);
+  h.privileged = ::geteuid() == 0;
+  h.tag = backend_tag();
+  return h;
+}
+
+namespace cgroup {
+
+void remove_session_groups(const std::vector<std::string>& leaves, int (*remove_dir)(const char*)) noexcept {
+  if (remove_dir == nullptr) remove_dir = &real_rmdir;
+  try {
+    for (const auto& leaf : leaves) {
+      // A group empties a moment after its last process is released, which on a loaded
+      // machine (a session that had hundreds of processes) takes more than a few
+      // milliseconds: up to about 3 s, polling more slowly as it goes.
+      int err = remove_dir(leaf.c_str());
+      for (int i = 0, delay_us = 1000; err == EBUSY && i < 60; ++i) {
+        ::usleep(static_cast<useconds_t>(delay_us));
+        delay_us = delay_us < 64000 ? delay_us * 2 : delay_us;
+        err = remove_dir(leaf.c_str());
+      }
+      // The per-backend group once it holds no other session (EBUSY/ENOTEMPTY: it does).
+      // Only it: the directory above (delegated or shared) is not ours to remove.
+      const std::string parent = parent_of(leaf);
+      if (is_backend_group(base_name(parent))) (void)remove_dir(parent.c_str());
+    }
+  } catch (...) {
+  }
+}
+
+int join(const std::vector<std::string>& leaves, pid_t pid) noexcept {
+  char text[24];
+  const int len = std::snprintf(text, sizeof text, "%d", static_cast<int>(pid));
+  for (const auto& dir : leaves) {
+    char path[4096];
+    if (std::snprintf(path, sizeof path, "%s/cgroup.procs", dir.c_str()) >= static_cast<int>(sizeof path))
+      return ENAMETOOLONG;
+    const int fd = ::open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return errno;
+    const bool ok = ::write(fd, text, static_cast<std::size_t>(len)) == len;
+    const int err = errno;
+    ::close(fd);
+    if (!ok) return err;
+  }
+  return 0;
+}
+
+}  // namespace cgroup
+
+CgroupSupport Cgroups::detect(const CgroupHost& host) {
   CgroupSupport s;
   try {
-    Cgroups probe("probe-" + std::to_string(::getpid()), Limits{});
+    Cgroups probe("probe", Limits{}, host);
     s.version = probe.version_;
     s.memory = !probe.memory_.empty();
     s.pids = !probe.pids_.empty();
     s.cpu = !probe.cpu_.empty();
-    s.detail = probe.version_ == "v1" ? "v1 controllers under " + std::string(kRoot) + "/<controller>"
-                                      : "v2 at " + probe.memory_;
+    if (probe.version_ == "v1") {
+      s.detail = "v1 controllers under " + host.root + "/<controller>";
+    } else if (probe.version_ == "v2") {
+      s.detail = "v2 under " + parent_of(parent_of(probe.memory_.empty() ? probe.pids_ : probe.memory_)) +
+                 (host.delegated ? " (SANDBOX_EXEC_CGROUP)" : "");
+    }
     if (!s.memory && !s.pids) s.detail = "no writable memory or pids controller";
     probe.remove();
   } catch (const std::exception& e) {
+    s = CgroupSupport{};
     s.detail = e.what();
   }
   return s;
 }
 
-Cgroups::Cgroups(const std::string& name, const Limits& limits) {
-  auto fail = [&](const std::string& call, int err) {
-    remove();
-    throw SandboxError("cgroup", call, err);
-  };
-  if (auto base = v2_base()) {
-    version_ = "v2";
-    const std::string dir = *base + "/sandbox_exec-" + name;
-    if (int err = make_dir(dir)) fail("mkdir(" + dir + ")", err);
-    memory_ = pids_ = cpu_ = dir;
-    dirs_.push_back(dir);
+Cgroups::Cgroups(const std::string& name, const Limits& limits, const CgroupHost& host)
+    : remove_dir_(host.remove_dir) {
+  try {
+    if (host.delegated) {
+      // Named explicitly: it must work, or the session (and detect) says why.
+      if (!exists(*host.delegated + "/cgroup.controllers"))
+        throw SandboxError("cgroup", "SANDBOX_EXEC_CGROUP=" + *host.delegated, ENOENT,
+                           "not a cgroup v2 directory");
+      create_v2(*host.delegated, controllers_in(read_file(*host.delegated + "/cgroup.controllers")), name, host);
+    } else if (auto mount = v2_mount(host)) {
+      std::string base;
+      std::vector<std::string> available;
+      if (host.privileged) {
+        // The root group may hold processes and still enable controllers (the rule has
+        // that one exception); the shared parent below it holds none.
+        int err = 0;
+        available = enable_for_children(*mount, controllers_in(read_file(*mount + "/cgroup.controllers")), err);
+        if (err) throw SandboxError("cgroup", "write " + *mount + "/cgroup.subtree_control", err);
+        base = *mount + "/" + kSharedParent;
+        if (int e = make_dir(base); e && e != EEXIST) throw SandboxError("cgroup", "mkdir(" + base + ")", e);
+      } else {
+        auto own = own_path(host.self_cgroup, "");
+        const std::string parent = own && *own != "/" ? *mount + parent_of(*own) : std::string();
+        // Moving the session's init from our group to one below the parent takes write
+        // access to the common ancestor's cgroup.procs (cgroup v2's delegation rule): the parent's.
+        if (parent.empty() || *own == "/" || ::access((parent + "/cgroup.subtree_control").c_str(), W_OK) != 0 ||
+            ::access((parent + "/cgroup.procs").c_str(), W_OK) != 0 || ::access(parent.c_str(), W_OK) != 0)
+          throw SandboxError("cgroup", "cgroup v2 at " + *mount, EACCES,
+                             "no delegated group: set SANDBOX_EXEC_CGROUP to a directory delegated to this user");
+        base = parent;
+        available = controllers_in(read_file(base + "/cgroup.controllers"));
+      }
+      create_v2(base, available, name, host);
+    } else {
+      create_v1(name, host);
+    }
     if (limits.memory_bytes) {
-      if (int err = write_file(dir + "/memory.max", std::to_string(*limits.memory_bytes)))
-        fail("write " + dir + "/memory.max", err);
-      (void)write_file(dir + "/memory.swap.max", "0");
+      if (memory_.empty()) throw SandboxError("cgroup", "mkdir(memory cgroup)", EACCES, "no memory controller");
+      const std::string v = std::to_string(*limits.memory_bytes);
+      const std::string knob = memory_ + (version_ == "v2" ? "/memory.max" : "/memory.limit_in_bytes");
+      if (int err = write_file(knob, v)) throw SandboxError("cgroup", "write " + knob, err);
+      // No swapping past the limit either (present only with swap accounting).
+      if (version_ == "v2") {
+        if (exists(memory_ + "/memory.swap.max")) (void)write_file(memory_ + "/memory.swap.max", "0");
+      } else if (exists(memory_ + "/memory.memsw.limit_in_bytes")) {
+        (void)write_file(memory_ + "/memory.memsw.limit_in_bytes", v);
+      }
     }
     if (limits.max_processes) {
-      if (int err = write_file(dir + "/pids.max", std::to_string(*limits.max_processes)))
-        fail("write " + dir + "/pids.max", err);
+      if (pids_.empty()) throw SandboxError("cgroup", "mkdir(pids cgroup)", EACCES, "no pids controller");
+      if (int err = write_file(pids_ + "/pids.max", std::to_string(*limits.max_processes)))
+        throw SandboxError("cgroup", "write " + pids_ + "/pids.max", err);
     }
-    open_counters();
-    return;
-  }
-  version_ = "v1";
-  for (const char* controller : {"memory", "pids", "cpuacct"}) {
-    auto base = v1_base(controller);
-    if (!base) continue;
-    if (make_dir(*base) != 0) continue;  // not delegated to us: try the next controller
-    const std::string dir = *base + "/" + name;
-    if (make_dir(dir) != 0) continue;
-    dirs_.push_back(dir);
-    if (std::strcmp(controller, "memory") == 0) memory_ = dir;
-    if (std::strcmp(controller, "pids") == 0) pids_ = dir;
-    if (std::strcmp(controller, "cpuacct") == 0) cpu_ = dir;
-  }
-  if (limits.memory_bytes) {
-    if (memory_.empty()) fail("mkdir(memory cgroup)", EACCES);
-    const std::string v = std::to_string(*limits.memory_bytes);
-    if (int err = write_file(memory_ + "/memory.limit_in_bytes", v))
-      fail("write " + memory_ + "/memory.limit_in_bytes", err);
-    // No swapping past the limit either (present only with swap accounting).
-    if (exists(memory_ + "/memory.memsw.limit_in_bytes")) (void)write_file(memory_ + "/memory.memsw.limit_in_bytes", v);
-  }
-  if (limits.max_processes) {
-    if (pids_.empty()) fail("mkdir(pids cgroup)", EACCES);
-    if (int err = write_file(pids_ + "/pids.max", std::to_string(*limits.max_processes)))
-      fail("write " + pids_ + "/pids.max", err);
+  } catch (...) {
+    remove();
+    throw;
   }
   if (dirs_.empty()) version_.clear();
   open_counters();
+}
+
+void Cgroups::create_v2(const std::string& base, const std::vector<std::string>& available,
+                        const std::string& name, const CgroupHost& host) {
+  version_ = "v2";
+  const std::string parent = base + "/" + kParentPrefix + host.tag;
+  const std::string leaf = parent + "/" + name;
+  int err = 0;
+  const auto base_enabled = enable_for_children(base, available, err);
+  if (err) throw SandboxError("cgroup", "write " + base + "/cgroup.subtree_control", err,
+                              "a delegated group must hold no process itself (keep them in a child group)");
+  std::vector<std::string> for_leaf;
+  // A launcher removing the per-backend group as its own session ends may race with us
+  // creating the next one in it: on ENOENT, create it again.
+  for (int attempt = 0;; ++attempt) {
+    if (int e = make_dir(parent); e && e != EEXIST) throw SandboxError("cgroup", "mkdir(" + parent + ")", e);
+    // A new child's cgroup.controllers is its parent's subtree_control.
+    for_leaf = enable_for_children(parent, base_enabled, err);
+    const int e = err ? ENOENT : make_dir(leaf);
+    if (e == 0) break;
+    if (e == ENOENT && attempt < 3) continue;  // the parent went in between: again
+    drop_backend_group(parent);
+    if (err) throw SandboxError("cgroup", "write " + parent + "/cgroup.subtree_control", err);
+    throw SandboxError("cgroup", "mkdir(" + leaf + ")", e, e == EEXIST ? "a group of that name exists: not ours" : "");
+  }
+  dirs_.push_back(leaf);
+  if (has(for_leaf, "memory")) memory_ = leaf;
+  if (has(for_leaf, "pids")) pids_ = leaf;
+  // cpu.stat (usage_usec) is in every v2 group, with the cpu controller or without.
+  cpu_ = leaf;
+}
+
+void Cgroups::drop_backend_group(const std::string& parent) const noexcept {
+  // Ours (named for our pid); still holding another session's group, it stays (EBUSY).
+  (void)(remove_dir_ ? remove_dir_ : &real_rmdir)(parent.c_str());
+}
+
+void Cgroups::create_v1(const std::string& name, const CgroupHost& host) {
+  version_ = "v1";
+  for (const char* controller : {"memory", "pids", "cpuacct"}) {
+    const std::string mount = host.root + "/" + controller;
+    if (!exists(mount + "/cgroup.procs")) continue;
+    auto own = own_path(host.self_cgroup, controller);
+    if (!own) continue;
+    const std::string parent = mount + (*own == "/" ? "" : *own) + "/" + kParentPrefix + host.tag;
+    const std::string leaf = parent + "/" + name;
+    int e = 0;
+    for (int attempt = 0; attempt < 4; ++attempt) {  // ENOENT: see create_v2
+      if (int p = make_dir(parent); p && p != EEXIST) {
+        e = p;
+        break;
+      }
+      e = make_dir(leaf);
+      if (e != ENOENT) break;
+    }
+    if (e != 0) drop_backend_group(parent);
+    if (e == EEXIST) throw SandboxError("cgroup", "mkdir(" + leaf + ")", e, "a group of that name exists: not ours");
+    if (e != 0) continue;  // not delegated to us: try the next controller
+    dirs_.push_back(leaf);
+    if (std::strcmp(controller, "memory") == 0) memory_ = leaf;
+    if (std::strcmp(controller, "pids") == 0) pids_ = leaf;
+    if (std::strcmp(controller, "cpuacct") == 0) cpu_ = leaf;
+  }
 }
 
 void Cgroups::open_counters() noexcept {
@@ -198,11 +388,7 @@ void Cgroups::remove() noexcept {
   peak_fd_.reset();
   cpu_fd_.reset();
   oom_fd_.reset();
-  for (auto it = dirs_.rbegin(); it != dirs_.rend(); ++it) {
-    remove_dir(*it);
-    // v1: the per-backend-process parent goes too once its last session is gone.
-    if (version_ == "v1") ::rmdir(it->substr(0, it->rfind('/')).c_str());
-  }
+  cgroup::remove_session_groups(dirs_, remove_dir_);
   dirs_.clear();
 }
 

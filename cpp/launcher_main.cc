@@ -31,6 +31,7 @@
 #include <string>
 #include <vector>
 
+#include "cgroup.h"
 #include "contain.h"
 #include "fds.h"
 #include "launcher_protocol.h"
@@ -111,28 +112,14 @@ bool await_exec(int exec_read) {
 }
 
 // Moves `pid` into each of the session's cgroups. Returns 0 or errno.
-int join_cgroups(const std::vector<std::string>& dirs, pid_t pid) {
-  const std::string text = std::to_string(pid);
-  for (const auto& dir : dirs) {
-    const int fd = ::open((dir + "/cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC);
-    if (fd < 0) return errno;
-    const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
-    const int err = errno;
-    ::close(fd);
-    if (!ok) return err;
-  }
-  return 0;
-}
+int join_cgroups(const std::vector<std::string>& dirs, pid_t pid) { return cgroup::join(dirs, pid); }
 
-// Removes the session's cgroups once its processes are gone. The supervisor does the same
+// Removes the session's cgroups once its processes are gone, with the supervisor's own
+// cleanup routine (cgroup.h): the session's groups and the per-backend group once empty,
+// never the directory above (a delegated one is not ours). The supervisor does the same
 // when it closes the session; this covers a backend that died (its lifeline broke) and
-// would otherwise leave empty groups behind. Also the per-backend parent once it is empty.
-void remove_cgroups(const std::vector<std::string>& dirs) {
-  for (const auto& dir : dirs) {
-    for (int i = 0; i < 100 && ::rmdir(dir.c_str()) != 0 && errno == EBUSY; ++i) ::usleep(2000);
-    ::rmdir(dir.substr(0, dir.rfind('/')).c_str());
-  }
-}
+// would otherwise leave empty groups behind.
+void remove_cgroups(const std::vector<std::string>& dirs) { cgroup::remove_session_groups(dirs); }
 
 // Set when the session ends because the lifeline broke (the supervisor closed it, or the
 // backend died): only then does the launcher clean up the cgroups itself. Otherwise the

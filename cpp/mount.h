@@ -4,11 +4,17 @@
 //                  read-only binds of what the interpreter needs (its prefix, site-packages,
 //                  /usr, ...), the session's workdir read-write at its own path, a minimal
 //                  /etc written fresh (no host users, no shadow, no secrets), a minimal /dev
-//                  (null, zero, full, random, urandom bound from the host), a size-capped
-//                  private /tmp and /dev/shm; then the new root itself is made read-only.
+//                  (null, zero, full, random, urandom: nodes of its own as root, else bound
+//                  from the host), a private /tmp and /dev/shm capped in size and in inodes
+//                  (nr_inodes), the session's views of host-wide /proc files (below); then
+//                  the new root itself is made read-only.
 //   enter_root()   in the sandbox's init, inside the new namespaces, started in the new root
 //                  (its working directory, set by the launcher): a fresh /proc for the
-//                  pid namespace, pivot_root into the new root, and the old root detached, so
+//                  pid namespace with host-wide facts masked (interrupts, diskstats, vmstat,
+//                  kallsyms, cmdline, ... read empty; root-only files stay unopenable; acpi,
+//                  bus, fs, irq, ... are empty directories) and the session's own meminfo
+//                  (MemTotal = its memory limit), loadavg, stat (zeroed counters) and
+//                  boot_id; pivot_root into the new root, and the old root detached, so
 //                  nothing of the host's tree stays reachable (not via "..", not via
 //                  /proc/self/root, whose root is now the new one).
 // Read-only binds keep the flags the kernel locks on a mount (nosuid, nodev, noexec) and add

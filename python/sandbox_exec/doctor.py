@@ -57,6 +57,36 @@ def _probe_host_ids() -> tuple[bool, str]:
     return True, f"a host uid and gid per session from {rng.describe()}, locks in {_host_ids.STATE_DIR}"
 
 
+def cgroup_advice(uid: int) -> str:
+    """How to give sessions a memory and pids cgroup on this host (what detect() looks for)."""
+    delegated = os.environ.get("SANDBOX_EXEC_CGROUP")
+    v2 = (_read("/sys/fs/cgroup/cgroup.controllers") or "").split()
+    if delegated:
+        return (f"SANDBOX_EXEC_CGROUP={delegated} is not usable: it must be a cgroup v2 directory this user "
+                "may write, listing memory and pids in cgroup.controllers and holding no process itself "
+                "(sessions go in sandbox_exec-<pid>-<random>/<session> below it)")
+    if v2 and uid == 0:
+        return ("cgroup v2 as root: sessions go in /sys/fs/cgroup/sandbox_exec/sandbox_exec-<pid>-<random>/; "
+                "enabling memory/pids there failed (see the detail above; in a container the cgroup "
+                "namespace's root may hold processes, which forbids it)")
+    if v2:
+        return ("cgroup v2, unprivileged: run the backend inside a group delegated to its user, in a child "
+                "of it, and name the delegated group in SANDBOX_EXEC_CGROUP (cgroup v2 lets a process "
+                "move a session's processes only below the nearest group it may write, and enable "
+                "controllers only in a group that holds no process). With systemd >= 254: a unit with "
+                "Delegate=yes and DelegateSubgroup=backend, e.g. `systemd-run --user -p Delegate=yes "
+                "-p DelegateSubgroup=backend -E SANDBOX_EXEC_CGROUP=... python ...`, where the group is "
+                "/sys/fs/cgroup + the parent of the path /proc/self/cgroup shows. By hand, as root: "
+                "echo '+memory +pids +cpu' > /sys/fs/cgroup/cgroup.subtree_control; mkdir -p "
+                "/sys/fs/cgroup/sandbox_exec-users/backend; chown -R <user> /sys/fs/cgroup/sandbox_exec-users; "
+                "echo <backend pid> > /sys/fs/cgroup/sandbox_exec-users/backend/cgroup.procs; and start the "
+                "backend with SANDBOX_EXEC_CGROUP=/sys/fs/cgroup/sandbox_exec-users. A delegated directory "
+                "is never removed; only the groups sandbox_exec creates in it are")
+    return ("cgroup v1: the backend's own group in the memory and pids hierarchies "
+            "(/sys/fs/cgroup/<controller>/<its group>) must be writable by it: run as root or chown them "
+            "to this user")
+
+
 def checks() -> list[Check]:
     out: list[Check] = []
 
@@ -86,6 +116,8 @@ def checks() -> list[Check]:
                                   f"{cg['detail']}; memory_bytes falls back to RLIMIT_AS"))
     add("cgroup pids", lambda: (bool(cg["pids"]), cg["detail"] if cg["pids"] else
                                 f"{cg['detail']}; max_processes relies on RLIMIT_NPROC per user namespace"))
+    if not (cg["memory"] and cg["pids"]):
+        add("cgroup setup", lambda: (False, cgroup_advice(uid)))
     # One layer at a time on top of a bare session, so a failure names its layer.
     bare = Policy(namespaces=False, network=True, seccomp=False, landlock=False, max_processes=None,
                   disk_bytes=None)

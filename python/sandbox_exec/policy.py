@@ -179,12 +179,13 @@ class Policy:
             "timeout_s": "supervisor deadline (SIGINT, then kill)" if self.timeout_s else "none",
             "cpu_s": "RLIMIT_CPU (per interpreter)" if self.cpu_s else "none",
             "memory_bytes": (f"cgroup {cg.get('version')} memory controller (whole session)" if memory_cgroup
-                             else "RLIMIT_AS (per process address space)" if self.memory_bytes else "none"),
+                             else "RLIMIT_AS (per process address space; tmpfs pages in /tmp and /dev/shm not "
+                             "counted: no memory cgroup here, see doctor)" if self.memory_bytes else "none"),
             "max_processes": ("RLIMIT_NPROC in the session's user namespace"
                               + (f" + cgroup {cg.get('version')} pids controller" if pids_cgroup else "")
                               if self.max_processes else "none"),
             "max_file_bytes": "RLIMIT_FSIZE" if self.max_file_bytes else "none",
-            "disk_bytes": ("tmpfs size of /tmp and /dev/shm; supervisor watchdog on the workdir "
+            "disk_bytes": ("tmpfs size and inode cap (nr_inodes) of /tmp and /dev/shm; supervisor watchdog on the workdir "
                            "(during cells and between them)" if self.disk_bytes else "none"),
             "max_open_files": "RLIMIT_NOFILE" if self.max_open_files else "none",
             "max_output_bytes": "supervisor output cap",
