@@ -129,7 +129,7 @@ const Group kAllowed[] = {
     {"paths: what the cell reaches is decided by the mount view and Landlock, not here", kPaths},
     {"file modes, owners, times and xattrs: the kernel checks ownership (no capabilities left)", kFileAttributes},
     {"waiting on descriptors: select/poll/epoll (asyncio, subprocess), eventfd, timerfd, inotify", kEvents},
-    {"reading clocks, sleeping and timers (setting the clock is denied below)", kTime},
+    {"reading clocks, sleeping and timers (setting the clock is denied on purpose, below)", kTime},
     {"signals; kill reaches only the cell's own pid namespace", kSignals},
     {"fork, threads, waiting, futexes and scheduling of the cell's own processes", kProcesses},
     {"user and group ids: changing them needs capabilities the cell no longer has", kIdentity},
@@ -283,11 +283,8 @@ int add_socket_rules(scmp_filter_ctx ctx, int nr) noexcept {
   return rc;
 }
 
-}  // namespace
-
-int install() noexcept {
-  scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ERRNO(ENOSYS));
-  if (ctx == nullptr) return ENOMEM;
+// Builds the whole filter into `ctx`; 0 or a negative errno.
+int build(scmp_filter_ctx ctx) noexcept {
   // A syscall of another ABI (i386 int 0x80, x32) ends the whole process, not only the
   // calling thread (libseccomp's default), which would leave a half-dead worker behind.
   int rc = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS);
@@ -327,7 +324,25 @@ int install() noexcept {
   for (uint32_t persona : kPersonalities) {
     if (!rc) rc = add_equal(ctx, SCMP_ACT_ALLOW, SCMP_SYS(personality), 0, persona, nullptr);
   }
+  return rc;
+}
+
+}  // namespace
+
+int install() noexcept {
+  scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ERRNO(ENOSYS));
+  if (ctx == nullptr) return ENOMEM;
+  int rc = build(ctx);
   if (!rc) rc = seccomp_load(ctx);
+  seccomp_release(ctx);
+  return rc < 0 ? -rc : rc;
+}
+
+int export_bpf(int fd) noexcept {
+  scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ERRNO(ENOSYS));
+  if (ctx == nullptr) return ENOMEM;
+  int rc = build(ctx);
+  if (!rc) rc = seccomp_export_bpf(ctx, fd);
   seccomp_release(ctx);
   return rc < 0 ? -rc : rc;
 }

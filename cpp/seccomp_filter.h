@@ -21,4 +21,9 @@ namespace sandbox_exec::seccomp {
 // (the negative return of libseccomp, negated).
 [[nodiscard]] int install() noexcept;
 
+// Writes the same filter, as the BPF program the kernel would get, to `fd` instead of loading
+// it (for tests and measurement: its size must stay under the kernel's 4096 instructions).
+// Returns 0 or errno.
+[[nodiscard]] int export_bpf(int fd) noexcept;
+
 }  // namespace sandbox_exec::seccomp

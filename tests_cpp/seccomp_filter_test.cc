@@ -10,6 +10,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/personality.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -19,6 +20,7 @@
 
 #include <cerrno>
 #include <cstdint>
+#include <cstdio>
 #include <initializer_list>
 #include <type_traits>
 
@@ -208,6 +210,21 @@ TEST(SeccompFilter, TerminalInjectionAndPersonality) {
     SCOPED_TRACE(persona);
     EXPECT_EQ(errno_of([persona] { return raw(SYS_personality, persona); }), EPERM);
   }
+}
+
+TEST(SeccompFilter, ProgramFitsTheKernelLimit) {
+  // The kernel refuses a classic BPF program over 4096 instructions (BPF_MAXINSNS); the
+  // argument rules (socket families, ioctl, personality) are the bulk of it.
+  int fd = ::memfd_create("seccomp-bpf", MFD_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(sandbox_exec::seccomp::export_bpf(fd), 0);
+  off_t bytes = ::lseek(fd, 0, SEEK_END);
+  ::close(fd);
+  const long instructions = bytes / 8;  // struct sock_filter is 8 bytes
+  RecordProperty("bpf_instructions", static_cast<int>(instructions));
+  std::printf("seccomp program: %ld instructions\n", instructions);
+  EXPECT_GT(instructions, 300);   // an allow list of ~250 syscalls, not an empty program
+  EXPECT_LT(instructions, 4096);
 }
 
 #if defined(__x86_64__)

@@ -139,9 +139,17 @@ def test_default_policy_has_the_filter_on():
     "tests_py/test_layers.py",
 ])
 def test_existing_suite_passes_under_the_allow_list(suite, tmp_path):
-    """Each suite runs its cells with the default policy, i.e. under this filter."""
-    cp = subprocess.run([sys.executable, "-m", "pytest", suite, "-q", "-p", "no:cacheprovider", "-x",
-                         "--basetemp", str(tmp_path / "basetemp")],
+    """Each suite runs its cells with the default policy, i.e. under this filter. Two cases
+    that say nothing about the filter are left out: conformance's live-ipykernel check runs no
+    sandbox at all (a plain ipykernel makes the reference), and test_adversarial's source-read
+    control reads .git/HEAD, which a git worktree (where .git is a file) does not have."""
+    args = [sys.executable, "-m", "pytest", suite, "-q", "-p", "no:cacheprovider", "-x", "-rs",
+            "--basetemp", str(tmp_path / "basetemp")]
+    if suite == "tests_py/conformance":
+        args += ["--deselect", "tests_py/conformance/test_against_ipykernel.py::test_reference_regenerates_live"]
+    if suite == "tests_py/test_adversarial.py" and (REPO / ".git").is_file():
+        args += ["--deselect", "tests_py/test_adversarial.py::test_backend_sources_are_not_readable"]
+    cp = subprocess.run(args,
                         cwd=REPO, capture_output=True, text=True, timeout=3000)
     tail = (cp.stdout + cp.stderr)[-4000:]
     assert cp.returncode == 0, tail
