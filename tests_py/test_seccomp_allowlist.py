@@ -126,6 +126,7 @@ def new_session(sandbox):
 # Workloads: the existing suites, with the filter on (the default policy)
 # ----------------------------------------------------------------------------------------
 
+@pytest.mark.a
 def test_default_policy_has_the_filter_on():
     assert Policy().seccomp is True
 
@@ -150,7 +151,7 @@ def test_existing_suite_passes_under_the_allow_list(suite, tmp_path):
     if suite == "tests_py/test_adversarial.py" and (REPO / ".git").is_file():
         args += ["--deselect", "tests_py/test_adversarial.py::test_backend_sources_are_not_readable"]
     cp = subprocess.run(args,
-                        cwd=REPO, capture_output=True, text=True, timeout=3000)
+                        cwd=REPO, capture_output=True, text=True, timeout=560)  # under pytest-timeout's 600 s
     tail = (cp.stdout + cp.stderr)[-4000:]
     assert cp.returncode == 0, tail
     assert " passed" in tail.strip().splitlines()[-1], tail
