@@ -31,11 +31,13 @@ def _positive_seconds(text: str) -> float:
 
 
 def _err(message: object) -> None:
-    """Prints an error line; its text may come from a cell (an exception's name and message,
-    a traceback, an output that failed validation), so terminal controls are escaped."""
+    """Prints an error; its text may come from a cell (an exception's name and message, a
+    traceback, an output that failed validation), so terminal controls are escaped and
+    every line after the first is indented: no line of it can pose as a progress line."""
     from ._terminal import escape_controls
 
-    print(f"{PROG}: {escape_controls(message)}", file=sys.stderr, flush=True)
+    text = "\n  ".join(escape_controls(message).split("\n"))
+    print(f"{PROG}: {text}", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager

@@ -401,7 +401,11 @@ def run_notebook(path_or_nb: Any, *, output_path: str | os.PathLike[str] | None 
         session = box.session(_session_name(box, session_name), policy=None if own_sandbox else policy)
         if copy_files and files_dir is not None:
             # Before any cell runs: the notebook's neighbours, as Jupyter's kernel sees them.
-            _, skipped = copy_neighbour_files(Path(files_dir), session.workdir, max_total_bytes=max_copy_bytes)
+            # A notebook that lies in a workdir (a cell's tree) has neighbours whose links
+            # the cell chose: those are not followed.
+            follow = not Path(files_dir).resolve().is_relative_to(box.root.resolve())
+            _, skipped = copy_neighbour_files(Path(files_dir), session.workdir, max_total_bytes=max_copy_bytes,
+                                              follow_source_links=follow)
             if skipped:
                 say(f"note: not copied into the workdir (over the {max_copy_bytes} byte limit or "
                     f"unreadable): {', '.join(skipped)}")
