@@ -107,7 +107,13 @@ def open_regular(name: str, dir_fd: int, *, follow: bool = False) -> tuple[int, 
             raise UnsafeEntry(errno.EINVAL, f"{name!r} is a {_kind(st.st_mode)}, not a regular file")
         # Reopening through /proc/self/fd opens exactly the inode just checked, whatever
         # the name points to by now.
-        fd = os.open(f"/proc/self/fd/{pfd}", os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK | _CLOEXEC)
+        try:
+            fd = os.open(f"/proc/self/fd/{pfd}", os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK | _CLOEXEC)
+        except FileNotFoundError:
+            # No /proc: open the name again (O_NONBLOCK: a FIFO swapped in meanwhile does
+            # not block) and accept it only if it is the inode just checked.
+            fd = os.open(name, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK | _CLOEXEC | (0 if follow else os.O_NOFOLLOW),
+                         dir_fd=dir_fd)
     finally:
         os.close(pfd)
     try:
@@ -220,13 +226,15 @@ class _Frame:
     scanned_empty: bool = False
 
 
-def _unlink_entry(dir_fd: int, name: str) -> bool:
+def _unlink_entry(dir_fd: int, name: str, *, in_tree: bool = True) -> bool:
     try:
         os.unlink(name, dir_fd=dir_fd)
         return True
     except FileNotFoundError:
         return True
     except PermissionError:
+        if not in_tree:
+            return False  # the tree's parent is the backend's: its mode is never touched
         # A directory the cell made read-only (an unprivileged backend owns it): make it
         # writable through the descriptor already held, then retry.
         try:
@@ -366,7 +374,7 @@ def remove_tree_at(parent_fd: int, name: str) -> bool:
     except OSError:
         return False
     if not stat.S_ISDIR(st.st_mode):
-        return _unlink_entry(parent_fd, name)
+        return _unlink_entry(parent_fd, name, in_tree=False)
     opened = _open_child_dir(parent_fd, name, st.st_dev)
     if opened is None:
         return False
@@ -415,7 +423,8 @@ def remove_tree_at(parent_fd: int, name: str) -> bool:
             except FileNotFoundError:
                 pass
             except OSError as e:
-                if e.errno == errno.EACCES or e.errno == errno.EPERM:
+                if stack and e.errno in (errno.EACCES, errno.EPERM):
+                    # (never for the tree's own parent, which is the backend's)
                     try:
                         os.fchmod(parent_fd_now, 0o700)
                         os.rmdir(frame.name, dir_fd=parent_fd_now)
@@ -426,7 +435,13 @@ def remove_tree_at(parent_fd: int, name: str) -> bool:
                     stack[-1].failed.add(frame.name)
                 else:
                     return False
-        return True
+        try:
+            os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+            return False
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
     finally:
         for f in stack:
             if f.fd is not None:

@@ -75,14 +75,28 @@ def _dir_name(name: str) -> str:
 class _WorkdirLock:
     """An flock'd file per workdir under <root>/.locks: held while a session lives, so a
     second session (in this Sandbox, another Sandbox on the same root, or another process)
-    cannot bind the same workdir. The file names its holder."""
+    cannot bind the same workdir. The file names its holder. flock locks belong to the open
+    file, so two opens in one process exclude each other as two processes do."""
 
     def __init__(self, root: Path, dir_name: str, session_name: str) -> None:
         import fcntl
+        import weakref
 
-        locks = root / ".locks"
-        locks.mkdir(exist_ok=True)
-        self.path = locks / (dir_name + ".lock")
+        self.path = root / ".locks" / (dir_name + ".lock")
+        try:
+            self.path.parent.mkdir(exist_ok=True)
+            fd = self._acquire(fcntl, root / dir_name)
+        except OSError as e:
+            raise SandboxError(f"workdir: cannot lock {str(self.path)!r}: {e}; "
+                               "hint: the Sandbox root must be a writable directory") from e
+        note = f"session {session_name!r} of process {os.getpid()}"
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, note.encode("utf-8", "backslashreplace"), 0)
+        self._fd: int | None = fd
+        # A Session dropped without close() still lets go of its lock when collected.
+        self._finalizer = weakref.finalize(self, os.close, fd)
+
+    def _acquire(self, fcntl: Any, workdir: Path) -> int:
         for _ in range(10):
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             try:
@@ -90,7 +104,7 @@ class _WorkdirLock:
             except BlockingIOError:
                 holder = self._holder(fd)
                 os.close(fd)
-                raise SandboxError(f"workdir: {str(root / dir_name)!r} is in use by another live session "
+                raise SandboxError(f"workdir: {str(workdir)!r} is in use by another live session "
                                    f"({holder}); close that session first") from None
             except BaseException:
                 os.close(fd)
@@ -102,27 +116,25 @@ class _WorkdirLock:
             except FileNotFoundError:
                 same = False
             if same:
-                break
+                return fd
             os.close(fd)
-        else:
-            raise SandboxError(f"workdir: could not lock {str(self.path)!r}")
-        self._fd: int | None = fd
-        note = f"session {session_name!r} of process {os.getpid()}"
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, note.encode("utf-8", "backslashreplace"), 0)
+        raise SandboxError(f"workdir: could not lock {str(self.path)!r} (it kept being replaced)")
 
     @staticmethod
     def _holder(fd: int) -> str:
+        from ._terminal import escape_controls
+
         try:
             text = os.pread(fd, 512, 0).decode("utf-8", "replace").strip()
         except OSError:
             text = ""
-        return text or "holder unknown"
+        return escape_controls(text, multiline=False) or "holder unknown"
 
     def release(self) -> None:
         fd, self._fd = self._fd, None
         if fd is None:
             return
+        self._finalizer.detach()
         try:
             os.unlink(self.path)  # while locked: nobody holds a lock on this inode next
         except OSError:
