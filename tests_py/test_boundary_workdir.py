@@ -208,6 +208,33 @@ def test_fifos_and_sockets_neither_block_nor_get_copied(tmp_path):
     assert open_fds() == fds
 
 
+@pytest.mark.a
+def test_list_dir_and_open_regular_follow_nothing(tmp_path):
+    host_file = standin(tmp_path)
+    d = tmp_path / "workdir"
+    d.mkdir()
+    (d / "f").write_text("x")
+    (d / "sub").mkdir()
+    (d / "link").symlink_to(host_file)
+    os.mkfifo(d / "fifo")
+    fd = _safe_fs.open_dir(d)
+    try:
+        assert _safe_fs.list_dir(fd) == [("f", "file"), ("fifo", "FIFO"), ("link", "symlink"), ("sub", "directory")]
+        for name in ("link", "fifo", "sub"):
+            with pytest.raises(_safe_fs.UnsafeEntry):
+                _safe_fs.open_regular(name, fd)
+        rfd, st = _safe_fs.open_regular("f", fd)
+        os.close(rfd)
+        assert st.st_size == 1
+        with pytest.raises(_safe_fs.UnsafeEntry):
+            _safe_fs.open_dir("link", dir_fd=fd)
+    finally:
+        os.close(fd)
+    (tmp_path / "alias").symlink_to(d)
+    with pytest.raises(_safe_fs.UnsafeEntry):  # a workdir that is a link is not entered
+        _safe_fs.open_dir(tmp_path / "alias")
+
+
 @pytest.mark.c
 def test_a_directory_in_the_way_is_left_and_the_file_skipped(tmp_path):
     src = neighbour_dir(tmp_path)

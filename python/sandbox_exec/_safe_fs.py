@@ -25,8 +25,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 
-__all__ = ["open_dir", "open_regular", "list_dir", "copy_into", "remove_tree", "remove_tree_at", "ensure_dir",
-           "UnsafeEntry"]
+__all__ = ["open_dir", "open_regular", "list_dir", "copy_into", "remove_tree", "remove_tree_at", "UnsafeEntry"]
 
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_PATH = getattr(os, "O_PATH", 0)
@@ -65,16 +64,6 @@ def open_dir(name: str | os.PathLike[str], dir_fd: int | None = None) -> int:
         if e.errno in (errno.ELOOP, errno.ENOTDIR):
             raise UnsafeEntry(e.errno, f"not a directory (or a symlink): {os.fspath(name)!r}") from None
         raise
-
-
-def ensure_dir(path: str | os.PathLike[str], mode: int = 0o755) -> int:
-    """Creates the directory ``path`` if it is missing (its parents must be trusted) and
-    returns a descriptor of it; a symlink or anything else in its place is refused."""
-    try:
-        os.mkdir(path, mode)
-    except FileExistsError:
-        pass
-    return open_dir(path)
 
 
 def _open_path(name: str, dir_fd: int, follow: bool) -> tuple[int, os.stat_result]:

@@ -247,10 +247,10 @@ class Session:
         if problems:
             raise PolicyError("the policy asks for protections this build cannot enforce: " + "; ".join(problems))
         try:
-            self._workdir.parent.mkdir(parents=True, exist_ok=True)
+            self._workdir.mkdir(parents=True, exist_ok=True)
             # A real directory, not a link to one: the backend writes into it (the runner's
             # copies) and removes it.
-            os.close(_safe_fs.ensure_dir(self._workdir))
+            os.close(_safe_fs.open_dir(self._workdir))
         except OSError as e:
             import errno as errno_names
 
