@@ -23,6 +23,9 @@ As with nbclient:
   for that cell, for an exception the cell raised (``"error"`` or ``"memory"``), not for
   a timeout or a crash of the interpreter. After a crash, the next cell runs in a fresh
   interpreter (the namespace is lost; the progress line says so);
+- an output the written notebook cannot hold (nbformat rejects it, or it cannot be
+  encoded, such as a lone surrogate) is replaced by a marker output saying why (a stderr
+  stream), so that one bad output never costs the other cells' outputs;
 - Ctrl-C interrupts the running cell (a second one ends its interpreter), writes the
   notebook with what ran and raises :class:`NotebookInterrupted` (a KeyboardInterrupt).
 """
@@ -249,8 +252,8 @@ _JSON_RAW_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\
 def notebook_text(nb: Any) -> str:
     """nbformat's JSON text of ``nb``, with the characters above written as \\uXXXX escapes:
     the same notebook for any JSON reader, always encodable as UTF-8 and safe to print."""
-    text = nbformat.writes(nb)
-    return _JSON_RAW_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text) + "\n"
+    text = _JSON_RAW_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", nbformat.writes(nb))
+    return text if text.endswith("\n") else text + "\n"  # as nbformat.write ends a file
 
 
 def write_notebook(nb: Any, output_path: str | os.PathLike[str]) -> None:
