@@ -457,6 +457,21 @@ def test_a_session_named_like_anothers_workdir_gets_its_own(tmp_path):
         assert r.outputs[-1]["data"]["text/plain"] == "[]"
 
 
+@pytest.mark.b
+def test_escaped_and_hashed_names_get_working_workdirs(tmp_path):
+    names = ["../../etc", "é" * 100]  # escaped; past 128 characters escaped: hashed
+    with Sandbox(Policy(timeout_s=60), root=tmp_path / "root") as box:
+        dirs = []
+        for name in names:
+            s = box.session(name)
+            r = s.run("import os\nopen('mine', 'w').write('x')\nos.getcwd()")
+            assert r.status == "ok", r.error
+            dirs.append(s.workdir.name)
+            assert (s.workdir / "mine").is_file() and s.workdir.parent == box.root
+        assert dirs[0] == "%..%2F..%2Fetc" and dirs[1].startswith("=") and len(dirs[1]) == 65
+        assert not (tmp_path / "etc").exists()
+
+
 @pytest.mark.c
 @pytest.mark.parametrize("lock", ["fixed", "no lock (control)"])
 def test_a_second_live_session_on_a_workdir_is_refused_in_one_sandbox(tmp_path, monkeypatch, lock):
@@ -498,6 +513,11 @@ def test_a_second_live_session_on_a_workdir_is_refused_across_sandboxes(tmp_path
         with pytest.raises(SandboxError, match=r"in use by another live session \(session 'shared' of process"):
             two.session("shared")
         assert two.sessions() == []
+        # a crash and the restart that follows keep the workdir bound
+        assert a.run("import os\nos._exit(3)").status == "crashed"
+        with pytest.raises(SandboxError, match="in use by another live session"):
+            two.session("shared")
+        assert a.run("1").session_restarted
         a.close()
         assert two.session("shared").run("1").status == "ok"
     assert list((root / ".locks").iterdir()) == []  # closed sessions leave no lock file
