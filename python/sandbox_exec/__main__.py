@@ -30,8 +30,14 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
-def _err(message: str) -> None:
-    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+def _err(message: object) -> None:
+    """Prints an error; its text may come from a cell (an exception's name and message, a
+    traceback, an output that failed validation), so terminal controls are escaped and
+    every line after the first is indented: no line of it can pose as a progress line."""
+    from ._terminal import escape_controls
+
+    text = "\n  ".join(escape_controls(message).split("\n"))
+    print(f"{PROG}: {text}", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager
@@ -62,6 +68,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     from .errors import SandboxError
 
+    from ._terminal import escape_controls
+
     progress: Callable[[str], None] | None = None
     if not args.quiet:
         from .notebook import progress_bar
@@ -72,7 +80,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             total = rest.split("]", 1)[0]
             if done[1:].isdigit() and total.isdigit():
                 line = f"{progress_bar(int(done[1:]), int(total))} {line}"
-            print(line, file=sys.stderr, flush=True)
+            print(escape_controls(line, multiline=False), file=sys.stderr, flush=True)
 
     notebook = Path(args.notebook) if args.notebook is not None else None
     output = args.output if args.output is not None else str(default_output_path(notebook))

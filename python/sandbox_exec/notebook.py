@@ -23,6 +23,9 @@ As with nbclient:
   for that cell, for an exception the cell raised (``"error"`` or ``"memory"``), not for
   a timeout or a crash of the interpreter. After a crash, the next cell runs in a fresh
   interpreter (the namespace is lost; the progress line says so);
+- an output the written notebook cannot hold (nbformat rejects it, or it cannot be
+  encoded, such as a lone surrogate) is replaced by a marker output saying why (a stderr
+  stream), so that one bad output never costs the other cells' outputs;
 - Ctrl-C interrupts the running cell (a second one ends its interpreter), writes the
   notebook with what ran and raises :class:`NotebookInterrupted` (a KeyboardInterrupt).
 """
@@ -30,9 +33,10 @@ As with nbclient:
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
-import shutil
+import re
 import sys
 import tempfile
 import threading
@@ -41,7 +45,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import nbformat
+from nbformat import validator as _nbvalidator
 
+from . import _safe_fs
+from ._terminal import escape_controls
 from .policy import Policy
 from .result import Result
 from .sandbox import Sandbox, Session
@@ -146,40 +153,65 @@ def _session_name(sandbox: Sandbox, base: str) -> str:
 
 
 def copy_neighbour_files(src_dir: Path, dest_dir: Path, *, max_total_bytes: int = DEFAULT_MAX_COPY_BYTES,
-                         exclude: tuple[Path, ...] = ()) -> tuple[list[str], list[str]]:
+                         exclude: tuple[Path, ...] = (), follow_source_links: bool = True) -> tuple[list[str], list[str]]:
     """Copies the regular files of ``src_dir`` (not recursive, no dotfiles) into ``dest_dir``.
 
     Files are taken by name order while the total stays within ``max_total_bytes``; the
     others are skipped. Returns (copied names, skipped names).
+
+    ``dest_dir`` is a workdir, which a cell controls: nothing in it is followed or written
+    through (see _safe_fs.copy_into). A name already there is replaced by a fresh file
+    owned by the workdir's owner; a directory of that name is left and the file skipped.
+    In ``src_dir`` only regular files are read (a FIFO, socket or device is never opened);
+    symlinks there are followed only with ``follow_source_links`` (the operator's own
+    directory; not when it lies in a workdir).
     """
     copied: list[str] = []
     skipped: list[str] = []
     total = 0
-    excluded = {p.resolve() for p in exclude}
+    excluded = set()
+    for p in exclude:
+        try:
+            st = os.stat(p)
+            excluded.add((st.st_dev, st.st_ino))
+        except OSError:
+            pass
+    dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
     try:
-        entries = sorted(src_dir.iterdir(), key=lambda p: p.name)
+        src_fd = os.open(src_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
         return copied, skipped
-    for entry in entries:
-        if entry.name.startswith("."):
-            continue
-        try:
-            if not entry.is_file() or entry.resolve() in excluded:
+    dest_fd: int | None = None
+    try:
+        dest_fd = _safe_fs.open_dir(dest_dir)
+        names = sorted(os.listdir(src_fd))
+        for name in names:
+            if name.startswith("."):
                 continue
-            size = entry.stat().st_size
-        except OSError:
-            continue
-        if total + size > max_total_bytes:
-            skipped.append(entry.name)
-            continue
-        try:
-            shutil.copyfile(entry, dest_dir / entry.name)
-        except OSError:
-            skipped.append(entry.name)
-            continue
-        total += size
-        copied.append(entry.name)
+            try:
+                fd, st = _safe_fs.open_regular(name, src_fd, follow=follow_source_links)
+            except OSError:
+                continue  # not a regular file (or gone): not a neighbour to copy
+            try:
+                if (st.st_dev, st.st_ino) in excluded:
+                    continue
+                if total + st.st_size > max_total_bytes:
+                    skipped.append(name)
+                    continue
+                try:
+                    _safe_fs.copy_into(fd, st.st_size, dest_fd, name, mode=0o644)
+                except OSError:
+                    skipped.append(name)
+                    continue
+                total += st.st_size
+                copied.append(name)
+            finally:
+                os.close(fd)
+    finally:
+        os.close(src_fd)
+        if dest_fd is not None:
+            os.close(dest_fd)
     return copied, skipped
 
 
@@ -193,8 +225,10 @@ def _error_summary(result: Result) -> str:
 
 
 def _failure_message(cell: Any, index: int, number: int, total: int, result: Result, label: str) -> str:
+    # The summary is the cell's own text: one line here (its newlines escaped), so it cannot
+    # start lines of its own that look like the runner's; the traceback below is multi-line.
     lines = [f"{label}: code cell {number} of {total} (cell index {index}) ended with status "
-             f"{result.status!r}: {_error_summary(result)}"]
+             f"{result.status!r}: {escape_controls(_error_summary(result), multiline=False)}"]
     if result.reason and result.reason not in lines[0]:
         lines.append(f"reason: {result.reason}")
     source = cell.source.rstrip("\n").splitlines()
@@ -208,10 +242,26 @@ def _failure_message(cell: Any, index: int, number: int, total: int, result: Res
     return "\n".join(lines)
 
 
+#: Characters json.dumps(ensure_ascii=False) leaves raw that must not reach a terminal (DEL,
+#: C1, separators, bidi controls) or cannot be encoded (lone surrogates). They only occur
+#: inside JSON strings, where a \uXXXX escape stands for the same character.
+_JSON_RAW_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c"
+                              "\ud800-\udfff]")
+
+
+def notebook_text(nb: Any) -> str:
+    """nbformat's JSON text of ``nb``, with the characters above written as \\uXXXX escapes:
+    the same notebook for any JSON reader, always encodable as UTF-8 and safe to print."""
+    text = _JSON_RAW_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", nbformat.writes(nb))
+    return text if text.endswith("\n") else text + "\n"  # as nbformat.write ends a file
+
+
 def write_notebook(nb: Any, output_path: str | os.PathLike[str]) -> None:
-    """Writes ``nb`` with nbformat; ``"-"`` is standard output. Files are replaced atomically."""
+    """Writes ``nb`` as nbformat JSON (see notebook_text); ``"-"`` is standard output. Files
+    are replaced atomically."""
+    text = notebook_text(nb)
     if str(output_path) == "-":
-        nbformat.write(nb, sys.stdout)
+        sys.stdout.write(text)
         sys.stdout.flush()
         return
     path = Path(output_path)
@@ -223,7 +273,7 @@ def write_notebook(nb: Any, output_path: str | os.PathLike[str]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            nbformat.write(nb, f)
+            f.write(text)
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
@@ -232,6 +282,53 @@ def write_notebook(nb: Any, output_path: str | os.PathLike[str]) -> None:
         except OSError:
             pass
         raise
+
+
+def _unwritable(obj: Any, ref: str, minor: int) -> str | None:
+    """Why ``obj`` (a code cell or an output) cannot go into the written notebook, or None."""
+    try:
+        json.dumps(obj, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except UnicodeEncodeError as e:
+        return f"it cannot be encoded as UTF-8 ({e.reason} at position {e.start} of its JSON)"
+    except RecursionError:
+        return "it is nested too deeply"
+    except (TypeError, ValueError) as e:
+        return f"it is not valid JSON ({escape_controls(e, multiline=False)[:200]})"
+    try:
+        _nbvalidator.validate(obj, ref=ref, version=4, version_minor=minor)
+    except nbformat.ValidationError as e:
+        first = str(getattr(e, "message", "") or e).splitlines()[0] if str(e) else "invalid"
+        return f"it does not validate as an nbformat {ref.replace('_', ' ')} ({escape_controls(first)[:200]})"
+    return None
+
+
+def _dropped_marker(why: str) -> Any:
+    return nbformat.from_dict({"output_type": "stream", "name": "stderr",
+                               "text": f"[sandbox_exec: an output was dropped: {why}]\n"})
+
+
+def make_writable(cell: Any, minor: int) -> list[str]:
+    """Replaces each output of ``cell`` that would fail nbformat validation or could not be
+    encoded with a marker saying so (a stderr stream output), and an execution count that
+    is not one with None, so that one bad output never costs the other cells' outputs.
+    Returns what was changed, one line each."""
+    notes: list[str] = []
+    count = cell.get("execution_count")
+    if count is not None and (type(count) is not int or count < 0):
+        cell["execution_count"] = None
+        notes.append(f"its execution_count {escape_controls(repr(count))[:60]} is not a count; recorded as none")
+    if _unwritable(cell, "code_cell", minor) is None:
+        return notes
+    outputs = []
+    for j, output in enumerate(cell.get("outputs") or []):
+        why = _unwritable(output, "output", minor)
+        if why is None:
+            outputs.append(output)
+        else:
+            outputs.append(_dropped_marker(why))
+            notes.append(f"output {j + 1} was dropped: {why}")
+    cell["outputs"] = outputs
+    return notes
 
 
 def progress_bar(done: int, total: int, width: int = 20) -> str:
@@ -279,8 +376,10 @@ def run_notebook(path_or_nb: Any, *, output_path: str | os.PathLike[str] | None 
         session_name = source_path.stem if source_path is not None and source_path.stem else "notebook"
 
     def say(line: str) -> None:
+        # Progress lines carry cell-controlled text (exception names and messages): no
+        # terminal controls, and one line stays one line.
         if progress is not None:
-            progress(line)
+            progress(escape_controls(line, multiline=False))
 
     try:
         nbformat.validate(nb)
@@ -300,11 +399,16 @@ def run_notebook(path_or_nb: Any, *, output_path: str | os.PathLike[str] | None 
     interrupted_at: int | None = None
     started = time.monotonic()
     ran = 0
+    touched: set[int] = set()  # cells whose outputs this run wrote (run, or updated)
     try:
         session = box.session(_session_name(box, session_name), policy=None if own_sandbox else policy)
         if copy_files and files_dir is not None:
             # Before any cell runs: the notebook's neighbours, as Jupyter's kernel sees them.
-            _, skipped = copy_neighbour_files(Path(files_dir), session.workdir, max_total_bytes=max_copy_bytes)
+            # A notebook that lies in a workdir (a cell's tree) has neighbours whose links
+            # the cell chose: those are not followed.
+            follow = not Path(files_dir).resolve().is_relative_to(box.root.resolve())
+            _, skipped = copy_neighbour_files(Path(files_dir), session.workdir, max_total_bytes=max_copy_bytes,
+                                              follow_source_links=follow)
             if skipped:
                 say(f"note: not copied into the workdir (over the {max_copy_bytes} byte limit or "
                     f"unreadable): {', '.join(skipped)}")
@@ -327,11 +431,13 @@ def run_notebook(path_or_nb: Any, *, output_path: str | os.PathLike[str] | None 
             result, user_interrupted = _run_cell(session, cell.source, timeout)
             execution["shell.execute_reply"] = _timestamp()
             ran += 1
+            touched.add(index)
             cell.outputs = [nbformat.from_dict(o) for o in result.outputs]
             cell.execution_count = result.execution_count
             cell.metadata["execution"] = execution
             for update in result.display_updates:
                 for cell_i, out_i in displays.get(update["display_id"], ()):
+                    touched.add(cell_i)
                     target = nb.cells[cell_i].outputs[out_i]
                     target["data"] = nbformat.from_dict(update["data"])
                     target["metadata"] = nbformat.from_dict(update["metadata"])
@@ -341,6 +447,7 @@ def run_notebook(path_or_nb: Any, *, output_path: str | os.PathLike[str] | None 
                 shown = result.outputs[out_i]
                 for cell_i, earlier_i in displays.get(display_id, ()):
                     if cell_i != index:
+                        touched.add(cell_i)
                         target = nb.cells[cell_i].outputs[earlier_i]
                         target["data"] = nbformat.from_dict(shown["data"])
                         target["metadata"] = nbformat.from_dict(shown["metadata"])
@@ -373,6 +480,11 @@ def run_notebook(path_or_nb: Any, *, output_path: str | os.PathLike[str] | None 
         if own_sandbox:
             box.close()
 
+    minor = nb.get("nbformat_minor")
+    minor = min(minor, nbformat.current_nbformat_minor) if type(minor) is int and minor >= 0 else 4
+    for index in sorted(touched):
+        for note in make_writable(nb.cells[index], minor):
+            say(f"note: code cell {code_cells.index(index) + 1}: {note}")
     _set_language_info(nb)
     if input_valid:
         nbformat.validate(nb)

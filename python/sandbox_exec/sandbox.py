@@ -14,7 +14,6 @@ import json
 import math
 import os
 import re
-import shutil
 import sys
 import tempfile
 import threading
@@ -22,7 +21,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
-from . import _core, _host_ids
+from . import _core, _host_ids, _safe_fs
 from ._outputs import OutputCollector, parse_cell_done, MalformedMessage
 from .errors import PolicyError, PreludeError, SandboxError, SessionClosedError
 from .policy import Policy
@@ -36,17 +35,10 @@ MAX_MESSAGE_BYTES = 64 << 20
 
 
 def _remove_tree(path: Path) -> None:
-    """Removes a directory a cell may have filled with anything (a 2000-deep tree makes
-    shutil.rmtree raise RecursionError): rm -rf, which walks iteratively, as the fallback."""
-    try:
-        shutil.rmtree(path, ignore_errors=True)
-    except RecursionError:
-        pass
-    if path.exists():
-        import subprocess
-
-        subprocess.run(["rm", "-rf", "--one-file-system", "--", str(path)], check=False,
-                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """Removes a directory a cell may have filled with anything: never following a link,
+    never opening a FIFO or device, iteratively (a 2000-deep tree is fine; shutil.rmtree
+    raises RecursionError on it), without leaving the directory's filesystem."""
+    _safe_fs.remove_tree(path)
 
 
 def launcher_path() -> str:
@@ -59,12 +51,95 @@ def launcher_path() -> str:
     return str(path)
 
 
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_KEEP = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
+
+
 def _dir_name(name: str) -> str:
-    """A directory name for a session name: readable when safe, unique always."""
-    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
+    """The workdir's directory name for a session name: one-to-one, so two sessions never
+    share a workdir by their names.
+
+    Three forms that cannot meet: a safe name (a letter or digit first) is itself; any other
+    name is ``%`` and its UTF-8 bytes with every byte outside ``[A-Za-z0-9._-]`` written as
+    ``%XX`` (reversible); when that would be over 128 characters, ``=`` and the full sha256
+    of the name. None of them starts with a dot (the root's .mnt and .locks)."""
+    if _SAFE_NAME.fullmatch(name):
         return name
-    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name)[:40].lstrip(".") + "-" + digest
+    raw = name.encode("utf-8", "surrogatepass")
+    escaped = "".join(chr(b) if chr(b) in _KEEP else f"%{b:02X}" for b in raw)
+    if len(escaped) < 128:
+        return "%" + escaped
+    return "=" + hashlib.sha256(raw).hexdigest()
+
+
+class _WorkdirLock:
+    """An flock'd file per workdir under <root>/.locks: held while a session lives, so a
+    second session (in this Sandbox, another Sandbox on the same root, or another process)
+    cannot bind the same workdir. The file names its holder. flock locks belong to the open
+    file, so two opens in one process exclude each other as two processes do."""
+
+    def __init__(self, root: Path, dir_name: str, session_name: str) -> None:
+        import fcntl
+        import weakref
+
+        self.path = root / ".locks" / (dir_name + ".lock")
+        try:
+            self.path.parent.mkdir(exist_ok=True)
+            fd = self._acquire(fcntl, root / dir_name)
+        except OSError as e:
+            raise SandboxError(f"workdir: cannot lock {str(self.path)!r}: {e}; "
+                               "hint: the Sandbox root must be a writable directory") from e
+        note = f"session {session_name!r} of process {os.getpid()}"
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, note.encode("utf-8", "backslashreplace"), 0)
+        self._fd: int | None = fd
+        # A Session dropped without close() still lets go of its lock when collected.
+        self._finalizer = weakref.finalize(self, os.close, fd)
+
+    def _acquire(self, fcntl: Any, workdir: Path) -> int:
+        for _ in range(10):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = self._holder(fd)
+                os.close(fd)
+                raise SandboxError(f"workdir: {str(workdir)!r} is in use by another live session "
+                                   f"({holder}); close that session first") from None
+            except BaseException:
+                os.close(fd)
+                raise
+            # The holder before us may have unlinked the file after we opened it: a lock
+            # on a file no longer at the path protects nothing, so retry.
+            try:
+                same = os.stat(self.path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                return fd
+            os.close(fd)
+        raise SandboxError(f"workdir: could not lock {str(self.path)!r} (it kept being replaced)")
+
+    @staticmethod
+    def _holder(fd: int) -> str:
+        from ._terminal import escape_controls
+
+        try:
+            text = os.pread(fd, 512, 0).decode("utf-8", "replace").strip()
+        except OSError:
+            text = ""
+        return escape_controls(text, multiline=False) or "holder unknown"
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        self._finalizer.detach()
+        try:
+            os.unlink(self.path)  # while locked: nobody holds a lock on this inode next
+        except OSError:
+            pass
+        os.close(fd)
 
 
 def _worker_env(policy: Policy, workdir: str) -> list[str]:
@@ -142,6 +217,7 @@ class Session:
         self._closed = False
         self._end_reason: str | None = None  # why the watchdog ended the interpreter
         self._host_id: _host_ids.HostId | None = None  # this session's own host id, while open
+        self._workdir_lock: _WorkdirLock | None = None  # held from Sandbox.session() to close()
 
     # --- properties ---------------------------------------------------------------------
     @property
@@ -173,6 +249,9 @@ class Session:
             raise PolicyError("the policy asks for protections this build cannot enforce: " + "; ".join(problems))
         try:
             self._workdir.mkdir(parents=True, exist_ok=True)
+            # A real directory, not a link to one: the backend writes into it (the runner's
+            # copies) and removes it.
+            os.close(_safe_fs.open_dir(self._workdir))
         except OSError as e:
             import errno as errno_names
 
@@ -329,13 +408,21 @@ class Session:
                 self._runner.interrupt()
 
     def close(self) -> None:
-        """Ends the interpreter and every process it started."""
+        """Ends the interpreter and every process it started; the workdir is kept."""
+        self._close(remove_workdir=False)
+
+    def _close(self, *, remove_workdir: bool) -> None:
         self._closed = True
         self._stop()
         with self._lock:  # wait for a running cell to see the end
             self._stop()  # a start that raced with close() left no interpreter
             self._release_host_id()
         self._sandbox._forget(self)
+        if remove_workdir:
+            _remove_tree(self._workdir)  # before the lock goes: nobody else is in it yet
+        lock, self._workdir_lock = self._workdir_lock, None
+        if lock is not None:
+            lock.release()
 
     # --- running --------------------------------------------------------------------------
     def run(self, code: str, *, timeout: float | None = None, on_output: OnOutput | None = None) -> Result:
@@ -513,7 +600,11 @@ class Sandbox:
                     raise ValueError(f"session {name!r} exists with another policy or prelude; "
                                      "close it first to change them")
             else:
-                s = Session(self, name, policy or self.policy, prelude, self.root / _dir_name(name))
+                dir_name = _dir_name(name)
+                # Refuses (SandboxError) a workdir that another live session holds.
+                lock = _WorkdirLock(self.root, dir_name, name)
+                s = Session(self, name, policy or self.policy, prelude, self.root / dir_name)
+                s._workdir_lock = lock
                 self._sessions[name] = s
         try:
             with s._lock:
@@ -521,11 +612,17 @@ class Sandbox:
                     s._start()
         except BaseException:
             with self._lock:
-                if self._sessions.get(name) is s:
+                forget = self._sessions.get(name) is s
+                if forget:
                     del self._sessions[name]
             with s._lock:
                 s._stop()
                 s._release_host_id()
+            if forget:
+                s._closed = True
+                lock, s._workdir_lock = s._workdir_lock, None
+                if lock is not None:
+                    lock.release()
             raise
         return s
 
@@ -560,8 +657,7 @@ class Sandbox:
         try:
             return s.run(code, timeout=timeout, on_output=on_output)
         finally:
-            s.close()
-            _remove_tree(s.workdir)
+            s._close(remove_workdir=True)
 
     def close(self) -> None:
         """Ends every session this Sandbox started."""
