@@ -11,6 +11,7 @@
 #include <mutex>
 
 #include "cell_runner.h"
+#include "disk_usage.h"
 #include "channel.h"
 #include "landlock.h"
 #include "logging.h"
@@ -94,6 +95,16 @@ PYBIND11_MODULE(_core, m) {
             "umount2(target, MNT_DETACH | UMOUNT_NOFOLLOW); False when nothing was mounted there.");
   image.def("mounted_image", &workdir_image::mounted_image, py::arg("target"),
             "The image file behind the loop-device filesystem mounted at target, or ''.");
+  m.def("disk_usage", [](const std::string& path) {
+    std::optional<uint64_t> used;
+    {
+      py::gil_scoped_release release;
+      used = disk_usage(path);
+    }
+    return used;
+  }, py::arg("path"),
+        "Bytes allocated under path, walked by descriptor (disk_usage.h); None when it is no directory; "
+        "2**64-1 past a million entries.");
   m.def("landlock_abi", &landlock::abi_version, "The kernel's Landlock ABI version (0: unavailable).");
   m.def("set_log_level", &log::set_level, py::arg("level"),
         "Supervisor log level: trace, debug, info, warn, error or off.");
