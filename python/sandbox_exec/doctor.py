@@ -61,10 +61,11 @@ def _probe_workdir_disk() -> tuple[bool, str]:
             mechanism = s.enforcement["disk_bytes"]
             if "image" not in mechanism:
                 return False, mechanism
-            r = s.run("import os\nfd = os.open('big', os.O_CREAT | os.O_WRONLY)\ntry:\n"
-                      "    os.posix_fallocate(fd, 0, 64 << 20)\n    'no error'\nexcept OSError as e:\n    e.errno",
+            r = s.run("import os\nfd = os.open('big', os.O_CREAT | os.O_WRONLY)\nerr = None\ntry:\n"
+                      "    os.posix_fallocate(fd, 0, 64 << 20)\nexcept OSError as e:\n    err = e.errno\nerr",
                       timeout=30)
-            got = r.outputs[0]["data"]["text/plain"] if r.outputs and "data" in r.outputs[0] else repr(r.error)
+            results = [o["data"]["text/plain"] for o in r.outputs if o.get("output_type") == "execute_result"]
+            got = results[-1] if results else repr(r.error)
             if got != "28":
                 return False, f"a 64 MiB fallocate under a 16 MiB cap gave {got} (expected ENOSPC)"
             return True, "size-capped ext4 image on a loop device (a 64 MiB fallocate under 16 MiB: ENOSPC)"

@@ -243,6 +243,8 @@ class Session:
             self._disk_note = f"the workdir image could not be mounted: {e}"
         else:
             self._image, self._disk_mode = image, "image"
+            # A persistent workdir may start full: only growth from here is the session's.
+            self._disk_used = image_usage(self._workdir)[0]
             return True
         self._disk_mode = "watchdog"
         # A workdir already past the cap (files from before) refuses cells from the start.
