@@ -430,3 +430,31 @@ def test_policy_enforcement_names_the_mechanism(monkeypatch):
     line = Policy().enforcement({})["disk_bytes"]
     assert "watchdog" in line and "no loop devices here" in line, line
     assert Policy(disk_bytes=None).enforcement({})["disk_bytes"] == "none"
+
+
+@pytest.mark.b
+def test_a_mount_left_by_a_backend_that_died_is_adopted_not_doubled(tmp_path):
+    if not _workdir_image.support()[0]:
+        pytest.skip("needs a root backend with loop devices")
+    root = tmp_path / "root"
+    box = sandbox_exec.Sandbox(POLICY, root=root)
+    s = box.session("left")
+    assert s.run("open('f', 'w').write('1')").status == "ok"
+    s._image.mounted = False  # as if the backend died: nobody unmounts
+    box.close()
+    workdir = root / "left"
+    assert os.path.ismount(workdir)
+
+    def mounts_at(path: Path) -> int:
+        with open("/proc/self/mountinfo") as f:
+            return sum(1 for line in f if line.split()[4] == str(path))
+
+    try:
+        with sandbox_exec.Sandbox(POLICY, root=root) as box2:
+            s2 = box2.session("left")
+            assert mounts_at(workdir) == 1  # the same mount, not a second one of the same image
+            assert (s2.workdir / "f").read_text() == "1"
+        assert not os.path.ismount(workdir)
+    finally:
+        while os.path.ismount(workdir):
+            subprocess.run(["umount", "-l", str(workdir)], check=False)
