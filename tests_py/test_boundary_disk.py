@@ -458,3 +458,64 @@ def test_a_mount_left_by_a_backend_that_died_is_adopted_not_doubled(tmp_path):
     finally:
         while os.path.ismount(workdir):
             subprocess.run(["umount", "-l", str(workdir)], check=False)
+
+
+UNPRIVILEGED_BACKEND = r'''
+import json, os, sys
+import sandbox_exec
+from sandbox_exec import Policy
+root, fallocate, chain = sys.argv[1], sys.argv[2], sys.argv[3]
+out = {"backend_uid": os.geteuid()}
+with sandbox_exec.Sandbox(Policy(disk_bytes=16 << 20, max_file_bytes=2 << 30), root=root) as box:
+    s = box.session("unpriv-disk")
+    out["enforcement"] = s.enforcement["disk_bytes"]
+    out["burst"] = s.run(fallocate).status
+    r = s.run("open('after', 'w').write('x')")
+    out["refused"] = [r.status, r.reason]
+    out["after_exists"] = os.path.exists(os.path.join(s.workdir, "after"))
+    os.unlink(os.path.join(s.workdir, "big"))
+    out["after_removal"] = s.run("1").status
+    out["chain"] = s.run(chain).status
+    s.restart()
+    out["after_restart"] = s.run("1").status
+print(json.dumps(out))
+'''
+
+
+def test_watchdog_of_an_unprivileged_backend(tmp_path):
+    """The path a non-root backend takes: no image, no cgroup (the session's processes are
+    found by an iterative walk of /proc from its init)."""
+    import tempfile
+
+    from test_unprivileged import UID, _package_copy
+
+    # Not under tmp_path: its parents are closed to other users.
+    base = Path(tempfile.mkdtemp(prefix="sandbox_exec-unpriv-disk-", dir="/tmp"))
+    try:
+        os.chmod(base, 0o755)
+        root = base / "sessions"
+        root.mkdir()
+        if os.geteuid() == 0:
+            if sys.version_info[:2] != (3, 11) or not Path("/usr/bin/python3.11").exists():
+                pytest.skip("needs the system python3.11 matching this build's ABI to run a non-root backend")
+            os.chown(root, UID, UID)
+            python = _package_copy(base)
+            cmd = ["setpriv", f"--reuid={UID}", f"--regid={UID}", "--clear-groups", "--inh-caps=-all",
+                   "--bounding-set=-all", str(python), "-c"]
+        else:
+            cmd = [sys.executable, "-c"]
+        cmd += [UNPRIVILEGED_BACKEND, str(root), attack(FALLOCATE, name="big", bytes=512 * MiB),
+                attack(CHAIN, depth=100, kill=False)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["backend_uid"] != 0
+    assert "watchdog" in out["enforcement"] and "not root" in out["enforcement"], out
+    assert out["burst"] == "disk", out            # seen at the end of the short cell
+    assert out["refused"][0] == "disk" and "no cell runs" in out["refused"][1], out
+    assert not out["after_exists"], out           # the refused cell did not run
+    assert out["after_removal"] == "ok", out
+    assert out["chain"] == "disk", out            # found 100 levels down without a cgroup
+    assert out["after_restart"] == "ok", out      # the restart freed what the chain held
