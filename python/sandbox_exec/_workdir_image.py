@@ -161,9 +161,9 @@ class WorkdirImage:
         self.mounted = True
 
     def _inodes(self, size: int) -> int:
-        # Enough for many small files (one per 8 KiB of cap, at least 16384); the inode
-        # tables of a sparse image cost the host nothing until used.
-        return min(1 << 22, max(16384, size // 8192))
+        # One per 4 KiB of cap (a cap full of small files), at least 1024, at most 4 Mi;
+        # the inode tables of a sparse image cost the host nothing until used.
+        return min(1 << 22, max(1024, size // 4096))
 
     def _format(self, size: int) -> None:
         with open(self.path, "r+b") as f:
