@@ -519,3 +519,40 @@ def test_watchdog_of_an_unprivileged_backend(tmp_path):
     assert out["after_removal"] == "ok", out
     assert out["chain"] == "disk", out            # found 100 levels down without a cgroup
     assert out["after_restart"] == "ok", out      # the restart freed what the chain held
+
+
+@pytest.mark.b
+def test_a_backend_killed_outright_leaves_no_mount(tmp_path):
+    if not _workdir_image.support()[0]:
+        pytest.skip("needs a root backend with loop devices")
+    import signal
+
+    root = tmp_path / "root"
+    backend = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sandbox_exec, time\n"
+         f"box = sandbox_exec.Sandbox(root={str(root)!r})\n"
+         "s = box.session('doomed')\n"
+         "print(s.run(\"open('f', 'w').write('1')\").status, flush=True)\n"
+         "time.sleep(300)\n"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert backend.stdout.readline().strip() == "ok"
+        workdir = root / "doomed"
+        assert os.path.ismount(workdir)
+        backend.send_signal(signal.SIGKILL)  # no close, no atexit
+        backend.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while os.path.ismount(workdir) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not os.path.ismount(workdir), "the dead backend's workdir mount stayed"
+        # and the workdir's files are still there for the next backend on this root
+        with sandbox_exec.Sandbox(root=root) as box:
+            assert (box.session("doomed").workdir / "f").read_text() == "1"
+    finally:
+        if backend.poll() is None:
+            backend.kill()
+            backend.wait()
+        backend.stdout.close()
+        while os.path.ismount(root / "doomed"):
+            subprocess.run(["umount", "-l", str(root / "doomed")], check=False)

@@ -19,10 +19,13 @@ disk watchdog (Session.enforcement says which).
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
 import shutil
 import subprocess
+import sys
+import threading
 from pathlib import Path
 
 from . import _core
@@ -32,6 +35,56 @@ from .errors import SandboxError
 _SBIN = "/usr/sbin:/sbin:/usr/bin:/bin"
 _CLEAN_ENV = {"PATH": _SBIN, "LC_ALL": "C"}
 MiB = 1 << 20
+
+
+#: The reaper: a small process that outlives a backend killed outright (SIGKILL, a crash:
+#: no close, no atexit) and lazily unmounts the workdirs it had mounted, so that neither
+#: the mounts nor their loop devices stay behind. It reads "+<hex path>" / "-<hex path>"
+#: lines from a pipe only the backend holds; end of file means the backend is gone.
+_REAPER = r"""
+import ctypes, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+libc = ctypes.CDLL(None, use_errno=True)
+held = set()
+for line in sys.stdin.buffer:
+    path = bytes.fromhex(line[1:].strip().decode())
+    if line[:1] == b"+":
+        held.add(path)
+    else:
+        held.discard(path)
+for path in held:
+    libc.umount2(path, 2 | 8)  # MNT_DETACH | UMOUNT_NOFOLLOW
+"""
+_reaper: subprocess.Popen | None = None
+_reaper_lock = threading.Lock()
+
+
+def _reaper_says(op: str, path: Path) -> None:
+    global _reaper
+    with _reaper_lock:
+        if _reaper is None or _reaper.poll() is not None:
+            if op == "-":
+                return
+            _reaper = subprocess.Popen([sys.executable, "-I", "-c", _REAPER], stdin=subprocess.PIPE,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_CLEAN_ENV,
+                                       start_new_session=True, close_fds=True)
+            atexit.register(_reaper_exit, _reaper)
+        try:
+            assert _reaper.stdin is not None
+            _reaper.stdin.write((op + os.fsencode(str(path)).hex() + "\n").encode())
+            _reaper.stdin.flush()
+        except OSError:
+            pass
+
+
+def _reaper_exit(reaper: subprocess.Popen) -> None:
+    """A normal exit: the reaper unmounts what is left (sessions not closed) and ends."""
+    try:
+        if reaper.stdin is not None:
+            reaper.stdin.close()
+        reaper.wait(timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        pass
 
 
 class ImageUnavailable(Exception):
@@ -101,6 +154,7 @@ class WorkdirImage:
             if os.path.realpath(there.removesuffix(" (deleted)")) != os.path.realpath(self.path):
                 raise ImageUnavailable(f"another filesystem ({there}) is mounted at the workdir")
             # Left mounted by a backend that ended without closing its sessions: adopt it.
+            _reaper_says("+", self.workdir)
             self.mounted = True
             self._fit()
             return
@@ -146,6 +200,7 @@ class WorkdirImage:
         if self.mounted:
             _core.workdir_image.unmount(str(self.workdir))
             self.mounted = False
+            _reaper_says("-", self.workdir)
 
     def discard(self) -> None:
         """Unmounts and deletes the image (run_once: nothing of the session survives it)."""
@@ -157,7 +212,12 @@ class WorkdirImage:
 
     # --- internals ------------------------------------------------------------------------
     def _attach(self) -> None:
-        _core.workdir_image.mount(str(self.path), str(self.workdir))
+        _reaper_says("+", self.workdir)  # first: a backend killed right after the mount is covered
+        try:
+            _core.workdir_image.mount(str(self.path), str(self.workdir))
+        except BaseException:
+            _reaper_says("-", self.workdir)
+            raise
         self.mounted = True
 
     def _inodes(self, size: int) -> int:
