@@ -556,3 +556,20 @@ def test_a_backend_killed_outright_leaves_no_mount(tmp_path):
         backend.stdout.close()
         while os.path.ismount(root / "doomed"):
             subprocess.run(["umount", "-l", str(root / "doomed")], check=False)
+
+
+@pytest.mark.b
+def test_an_image_that_cannot_hold_the_files_under_a_smaller_cap_fails_closed(tmp_path):
+    if not _workdir_image.support()[0]:
+        pytest.skip("needs a root backend with loop devices")
+    root = tmp_path / "root"
+    with sandbox_exec.Sandbox(POLICY, root=root) as box:
+        r = box.session("full").run("open('data', 'wb').write(b'x' * (12 << 20))")
+        assert r.status == "ok", (r.status, r.reason)
+    # 12 MiB of files cannot shrink into a 4 MiB image: no session (never an empty workdir)
+    with sandbox_exec.Sandbox(POLICY.replace(disk_bytes=4 * MiB), root=root) as box:
+        with pytest.raises(sandbox_exec.SandboxError, match="could not be mounted"):
+            box.session("full")
+    assert not os.path.ismount(root / "full")
+    with sandbox_exec.Sandbox(POLICY, root=root) as box:  # the files are all there
+        assert (box.session("full").workdir / "data").stat().st_size == 12 << 20

@@ -156,19 +156,22 @@ class WorkdirImage:
             # Left mounted by a backend that ended without closing its sessions: adopt it.
             _reaper_says("+", self.workdir)
             self.mounted = True
-            self._fit()
-            return
-        self._wait_released()
-        if not self.path.exists():
-            with os.scandir(self.workdir) as entries:
-                occupied = any(entries)
-            if occupied:
-                raise ImageUnavailable("the workdir already holds files outside an image (made before "
-                                       "workdir images, or by hand)")
-            self._create()
         else:
+            self._wait_released()
+            if not self.path.exists():
+                with os.scandir(self.workdir) as entries:
+                    occupied = any(entries)
+                if occupied:
+                    raise ImageUnavailable("the workdir already holds files outside an image (made before "
+                                           "workdir images, or by hand)")
+                self._create()
+                return
             self._attach()
+        try:
             self._fit()
+        except BaseException:
+            self.unmount()
+            raise
 
     def _wait_released(self, timeout: float = 10.0) -> None:
         """Waits until no loop device still serves this image: a filesystem unmounted

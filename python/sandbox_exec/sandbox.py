@@ -237,10 +237,15 @@ class Session:
         image = WorkdirImage(self._sandbox.root, self._workdir, p.disk_bytes, p.host_uid, p.host_gid)
         try:
             image.mount()
-        except ImageUnavailable as e:
-            self._disk_note = str(e)
-        except Exception as e:  # a host that should allow it but failed: say so, and watch
-            self._disk_note = f"the workdir image could not be mounted: {e}"
+        except Exception as e:
+            if image.path.exists():
+                # The workdir's files live in that image: an empty directory in its place
+                # would look like a lost workdir. Fail closed.
+                raise SandboxError(f"workdir: the session's files are in {image.path}, which could not be "
+                                   f"mounted at {self._workdir}: {e}") from e
+            # No image yet and none can be made here: the watchdog, and say why.
+            self._disk_note = (str(e) if isinstance(e, ImageUnavailable)
+                               else f"the workdir image could not be made: {e}")
         else:
             self._image, self._disk_mode = image, "image"
             # A persistent workdir may start full: only growth from here is the session's.
