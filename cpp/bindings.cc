@@ -13,12 +13,14 @@
 #include <mutex>
 
 #include "cell_runner.h"
+#include "disk_usage.h"
 #include "channel.h"
 #include "landlock.h"
 #include "logging.h"
 #include "py_worker_channel.h"
 #include "stream_text.h"
 #include "sys_error.h"
+#include "workdir_image.h"
 
 namespace py = pybind11;
 using namespace sandbox_exec;
@@ -87,6 +89,25 @@ PYBIND11_MODULE(_core, m) {
     d["detail"] = c.detail;
     return d;
   }, "What cgroup delegation this process can give sessions.");
+  py::module_ image = m.def_submodule("workdir_image", "a workdir as a size-capped filesystem (workdir_image.h)");
+  image.def("mount", &workdir_image::mount_image, py::arg("image"), py::arg("target"),
+            py::call_guard<py::gil_scoped_release>(),
+            "Attaches the image to a free loop device (autoclear) and mounts it (ext4, nosuid, nodev) "
+            "at target; returns the loop device.");
+  image.def("unmount", &workdir_image::unmount, py::arg("target"), py::call_guard<py::gil_scoped_release>(),
+            "umount2(target, MNT_DETACH | UMOUNT_NOFOLLOW); False when nothing was mounted there.");
+  image.def("mounted_image", &workdir_image::mounted_image, py::arg("target"),
+            "The image file behind the loop-device filesystem mounted at target, or ''.");
+  m.def("disk_usage", [](const std::string& path) {
+    std::optional<uint64_t> used;
+    {
+      py::gil_scoped_release release;
+      used = disk_usage(path);
+    }
+    return used;
+  }, py::arg("path"),
+        "Bytes allocated under path, walked by descriptor (disk_usage.h); None when it is no directory; "
+        "2**64-1 past a million entries.");
   m.def("landlock_abi", &landlock::abi_version, "The kernel's Landlock ABI version (0: unavailable).");
   m.def("set_log_level", &log::set_level, py::arg("level"),
         "Supervisor log level: trace, debug, info, warn, error or off.");

@@ -105,18 +105,16 @@ CellRunner::DiskCheck CellRunner::check_disk(const std::string& workdir, uint64_
 }
 
 CellRunner::DiskCheck CellRunner::measure_disk(const std::string& workdir, uint64_t limit) {
+  // The one disk rule, for cells and between them: the workdir is over when it holds more
+  // than `limit`, whatever it held before. No baseline: the Python Session refuses new
+  // cells while the workdir is over (a restart must not take an over-full workdir as its
+  // new normal), so a cell always starts within the cap.
   DiskCheck check;
-  check.used = workdir_usage(workdir, process_->worker_parent());
-  if (!check.used) return check;
-  if (!workdir_baseline_) {
-    // The first look sets the baseline: a workdir that starts out over the cap (data put
-    // there before) is not growth.
-    workdir_baseline_ = check.used;
-  } else if (*check.used > limit && *check.used > *workdir_baseline_) {
-    check.over = true;  // grew past the cap since it was last within it
-  } else if (*check.used <= limit) {
-    workdir_baseline_ = check.used;
-  }
+  const Cgroups* cgroups = process_->cgroups();
+  const std::vector<pid_t> pids =
+      session_pids(cgroups ? cgroups->dirs() : std::vector<std::string>{}, process_->worker_parent());
+  check.used = workdir_usage(workdir, pids);
+  check.over = check.used && *check.used > limit;
   return check;
 }
 
@@ -159,13 +157,11 @@ CellOutcome CellRunner::run_cell(const std::string& request, const CellLimits& l
   };
   MessageAssembler assembler(limits.max_message_bytes);
   bool interrupted = false;
-  // The disk watchdog walks the workdir only once a cell has run 200 ms, then every 200 ms,
-  // and at the end of such a cell: a short cell costs no walk (a large workdir would make
-  // every cell slow), and what a cell can write within 200 ms is the documented overshoot.
-  // Only growth past the last measured size (and past the cap) stops a cell, so a cell that
-  // deletes files from an over-full workdir can always run.
+  // The disk watchdog walks the workdir once a cell has run 200 ms, then every 200 ms, and
+  // at the end of EVERY cell: what a short cell wrote (fallocate reserves a GiB in a few
+  // ms) is seen before the next cell runs, and the Python Session refuses cells while the
+  // workdir is over. The overshoot of one cell is what it writes between two looks.
   const bool watch_disk = limits.workdir_bytes > 0 && !limits.workdir.empty();
-  if (watch_disk && !workdir_baseline_) (void)measure_disk(limits.workdir, limits.workdir_bytes);
   auto next_disk_check = start + std::chrono::milliseconds(200);
   auto disk_over = [&]() -> bool {
     const DiskCheck check = measure_disk(limits.workdir, limits.workdir_bytes);
@@ -337,9 +333,9 @@ CellOutcome CellRunner::run_cell(const std::string& request, const CellLimits& l
     terminate();
     return finish(CellEnd::kViolation, std::string("protocol violation: ") + e.what());
   }
-  // A cell that wrote past the cap faster than the watchdog looks is caught here.
-  if (watch_disk && !out.disk_hit && Clock::now() - start >= std::chrono::milliseconds(200) && disk_over())
-    out.disk_hit = true;
+  // A cell that wrote past the cap faster than the watchdog looks is caught here, however
+  // short it was.
+  if (watch_disk && !out.disk_hit && disk_over()) out.disk_hit = true;
   const Usage after_usage = cgroups ? Usage{} : process_->usage(true);
   if (after_usage.valid && before.valid) {
     out.cpu_s = after_usage.cpu_seconds - before.cpu_seconds;

@@ -54,7 +54,7 @@ struct CellOutcome {
   std::string done_payload;
   std::string reason;
   bool deadline_hit = false;  // SIGINT was sent because of the deadline
-  bool disk_hit = false;      // SIGINT was sent because the cell grew the workdir past its cap
+  bool disk_hit = false;      // the workdir was past its cap during or at the end of the cell
   std::optional<uint64_t> workdir_bytes;  // the workdir's size when the cell ended
   double duration_s = 0;
   std::optional<double> cpu_s;
@@ -101,7 +101,8 @@ class CellRunner {
   [[nodiscard]] pid_t worker_pid() const noexcept { return process_->worker_pid(); }
   [[nodiscard]] pid_t launcher_pid() const noexcept { return process_->launcher_pid(); }
   // The disk watchdog between cells (the Sandbox's thread calls it while no cell runs):
-  // the workdir's usage, and whether it grew past `limit` since it was last within it.
+  // the workdir's usage (unlinked files the session's processes hold open included), and
+  // whether it is past `limit`.
   struct DiskCheck {
     std::optional<uint64_t> used;
     bool over = false;
@@ -109,8 +110,8 @@ class CellRunner {
   [[nodiscard]] DiskCheck check_disk(const std::string& workdir, uint64_t limit);
 
  private:
-  // The one disk rule, for cells and between them: measure, set or move the baseline, and
-  // say whether the workdir grew past `limit` since it was last within it.
+  // The one disk rule, for cells and between them: measure, and say whether the workdir is
+  // past `limit`.
   [[nodiscard]] DiskCheck measure_disk(const std::string& workdir, uint64_t limit);
 
  public:
@@ -131,9 +132,6 @@ class CellRunner {
   std::string ready_;
   std::atomic<bool> dead_{false};
   uint64_t oom_baseline_ = 0;  // the memory cgroup's oom_kill count at the session's start
-  // The workdir's size when last measured within its cap. Written by the cell loop and by
-  // check_disk(), which the Python layer never runs at the same time (the session's lock).
-  std::optional<uint64_t> workdir_baseline_;
 };
 
 }  // namespace sandbox_exec

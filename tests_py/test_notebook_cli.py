@@ -293,5 +293,8 @@ def test_run_in_a_given_sandbox_keeps_the_workdir(tmp_path: Path) -> None:
         out = run_notebook(path, sandbox=box)
         assert out.cells[0].outputs[0]["data"]["text/plain"] == "2"
         assert box.sessions() == []  # the notebook's session is closed at the end
-    assert (tmp_path / "root" / "maker" / "made.txt").read_text() == "hi"
+    # the workdir persists: where it is a size-capped image (a root backend) its files are
+    # seen again through a session of a Sandbox on the same root
+    with Sandbox(Policy(timeout_s=30), root=tmp_path / "root") as box:
+        assert (box.session("maker").workdir / "made.txt").read_text() == "hi"
     assert not (tmp_path / "nb" / "made.txt").exists()  # the notebook's own directory is untouched

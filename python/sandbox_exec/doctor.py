@@ -87,6 +87,30 @@ def cgroup_advice(uid: int) -> str:
             "to this user")
 
 
+def _probe_workdir_disk() -> tuple[bool, str]:
+    """Whether disk_bytes is a filesystem limit on the workdir here: a session with a
+    16 MiB cap must get ENOSPC from a 64 MiB fallocate in its workdir."""
+    from ._workdir_image import support
+
+    possible, why = support()
+    if not possible:
+        return False, f"watchdog on the workdir (no size-capped image: {why})"
+    with tempfile.TemporaryDirectory(prefix="sandbox_exec-doctor-") as root:
+        with Sandbox(Policy(disk_bytes=16 << 20), root=root) as box:
+            s = box.session("doctor")
+            mechanism = s.enforcement["disk_bytes"]
+            if "image" not in mechanism:
+                return False, mechanism
+            r = s.run("import os\nfd = os.open('big', os.O_CREAT | os.O_WRONLY)\nerr = None\ntry:\n"
+                      "    os.posix_fallocate(fd, 0, 64 << 20)\nexcept OSError as e:\n    err = e.errno\nerr",
+                      timeout=30)
+            results = [o["data"]["text/plain"] for o in r.outputs if o.get("output_type") == "execute_result"]
+            got = results[-1] if results else repr(r.error)
+            if got != "28":
+                return False, f"a 64 MiB fallocate under a 16 MiB cap gave {got} (expected ENOSPC)"
+            return True, "size-capped ext4 image on a loop device (a 64 MiB fallocate under 16 MiB: ENOSPC)"
+
+
 def checks() -> list[Check]:
     out: list[Check] = []
 
@@ -126,6 +150,7 @@ def checks() -> list[Check]:
                                                                      max_processes=256, disk_bytes=1 << 30)))
     add("seccomp filter", lambda: _probe_session(bare.replace(seccomp=True)))
     add("landlock rules", lambda: _probe_session(bare.replace(landlock=True)))
+    add("workdir disk cap", _probe_workdir_disk)
     add("default policy (all layers)", lambda: _probe_session(
         Policy(), "import os, socket\n(os.getuid(), socket.gethostname(), sorted(socket.if_nameindex()))"))
     return out

@@ -38,12 +38,22 @@ class Policy:
     #: Size of any one file written (RLIMIT_FSIZE: the write fails with EFBIG).
     max_file_bytes: int | None = 1 * GiB
     #: Disk of the session: the private /tmp and /dev/shm are each a tmpfs of this size
-    #: (writes past it fail with ENOSPC; needs ``namespaces``). The workdir (a host
-    #: directory) is measured by the supervisor, files unlinked but held open included:
-    #: every 0.2 s while a cell runs (from 0.2 s on), a cell that grows it past this size is
-    #: interrupted (status "disk"); between cells, the Sandbox's watchdog ends an interpreter
-    #: whose leftover threads or processes grow it (the next run restarts, saying why).
-    #: Overshoot: what can be written between two looks; ``max_file_bytes`` bounds each file.
+    #: (writes past it fail with ENOSPC; needs ``namespaces``). The workdir: where the
+    #: backend is root, its own ext4 filesystem of this size (a sparse image file under
+    #: ``<Sandbox root>/.images`` on a loop device, mounted at the workdir while the Session
+    #: lives): every write past it fails with ENOSPC, whatever its timing or form (fallocate,
+    #: files unlinked but held open, descriptors in flight in a socket); a cell that fills
+    #: it ends with status "disk", and the Sandbox's watchdog ends an interpreter whose
+    #: leftover processes fill it between cells. Elsewhere (an unprivileged backend, no loop
+    #: devices, no mkfs.ext4) the supervisor's watchdog measures the workdir (files unlinked
+    #: but held open by the session's processes included): every 0.2 s while a cell runs and
+    #: at the end of every cell (a cell past the cap is interrupted, status "disk"), and
+    #: between cells (an interpreter whose leftover processes grow it is ended). While the
+    #: workdir is past the cap no cell runs (status "disk", the reason says so): delete
+    #: files from ``Session.workdir`` on the host, or ``Session.restart()`` when the space is
+    #: held by files the interpreter keeps open. Overshoot: what one cell writes between two
+    #: looks (``max_file_bytes`` bounds each file); descriptors in flight in a UNIX socket
+    #: are not seen. ``Session.enforcement["disk_bytes"]`` says which applies.
     disk_bytes: int | None = 1 * GiB
     #: Descriptors per process (RLIMIT_NOFILE).
     max_open_files: int | None = 1024
@@ -168,11 +178,23 @@ class Policy:
                     "(opt-out: per-user kernel counters shared)")
         return allocated or "a per-session host uid and gid from the Sandbox's host id range"
 
-    def enforcement(self, cgroups: Mapping[str, object] | None = None, *,
-                    host_ids: str | None = None) -> dict[str, str]:
+    def enforcement(self, cgroups: Mapping[str, object] | None = None, *, host_ids: str | None = None,
+                    workdir_image: bool | None = None, workdir_note: str = "") -> dict[str, str]:
         """Which mechanism enforces each field here, given the host's cgroup support
-        (`host_ids`: the session's own, from host_ids(); else described for this process)."""
+        (`host_ids`: the session's own, from host_ids(); else described for this process) and
+        whether the workdir is a size-capped image (None: whether this process could make
+        one); ``workdir_note`` says why not, when known."""
         cg = cgroups or {}
+        if workdir_image is None:
+            from ._workdir_image import support
+
+            workdir_image, why = support()
+            workdir_note = workdir_note or ("" if workdir_image else why)
+        disk = ("tmpfs size and inode cap (nr_inodes) of /tmp and /dev/shm; size-capped ext4 image on a loop device (workdir)"
+                if workdir_image else
+                "tmpfs size and inode cap (nr_inodes) of /tmp and /dev/shm; watchdog on the workdir (supervisor: during and at the end of "
+                "every cell, between cells; cells refused while over)"
+                + (f" [no workdir image: {workdir_note}]" if workdir_note else ""))
         memory_cgroup = bool(cg.get("memory")) and self.memory_bytes is not None
         pids_cgroup = bool(cg.get("pids")) and self.max_processes is not None
         return {
@@ -185,8 +207,7 @@ class Policy:
                               + (f" + cgroup {cg.get('version')} pids controller" if pids_cgroup else "")
                               if self.max_processes else "none"),
             "max_file_bytes": "RLIMIT_FSIZE" if self.max_file_bytes else "none",
-            "disk_bytes": ("tmpfs size and inode cap (nr_inodes) of /tmp and /dev/shm; supervisor watchdog on the workdir "
-                           "(during cells and between them)" if self.disk_bytes else "none"),
+            "disk_bytes": disk if self.disk_bytes else "none",
             "max_open_files": "RLIMIT_NOFILE" if self.max_open_files else "none",
             "max_output_bytes": "supervisor output cap",
             "max_single_output_bytes": "supervisor per-output cap",

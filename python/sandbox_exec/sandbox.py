@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import _core, _host_ids, _safe_fs
+from ._workdir_image import ImageUnavailable, WorkdirImage, full_threshold
+from ._workdir_image import usage as image_usage
 from ._outputs import OutputCollector, parse_cell_done, MalformedMessage
 from .errors import PolicyError, PreludeError, SandboxError, SessionClosedError
 from .policy import Policy
@@ -39,6 +41,11 @@ def _remove_tree(path: Path) -> None:
     never opening a FIFO or device, iteratively (a 2000-deep tree is fine; shutil.rmtree
     raises RecursionError on it), without leaving the directory's filesystem."""
     _safe_fs.remove_tree(path)
+
+
+def _enospc(done_payload: bytes) -> bool:
+    """Whether the cell ended with an ENOSPC error (its done report names the errno)."""
+    return b"[Errno 28]" in done_payload
 
 
 def launcher_path() -> str:
@@ -218,6 +225,16 @@ class Session:
         self._end_reason: str | None = None  # why the watchdog ended the interpreter
         self._host_id: _host_ids.HostId | None = None  # this session's own host id, while open
         self._workdir_lock: _WorkdirLock | None = None  # held from Sandbox.session() to close()
+        # disk_bytes on the workdir (see _prepare_disk): "image" (a size-capped filesystem
+        # mounted at the workdir for the Session's life) or "watchdog" (the supervisor
+        # measures it), decided at the first start; None without disk_bytes.
+        self._disk_mode: str | None = None
+        self._disk_note = ""                  # why the watchdog, when it is
+        self._image: WorkdirImage | None = None
+        self._disk_used = 0                   # image: the filesystem's used bytes after the last cell
+        # watchdog: the workdir's bytes while it is past disk_bytes (cells are refused), kept
+        # per Session so that a restart cannot take an over-full workdir as its new normal
+        self._disk_over: int | None = None
 
     # --- properties ---------------------------------------------------------------------
     @property
@@ -258,28 +275,74 @@ class Session:
             name = errno_names.errorcode.get(e.errno or 0, "E?")
             raise SandboxError(f"workdir: mkdir({str(self._workdir)!r}) failed: {name} ({e.errno}, {e.strerror}); "
                                "hint: the Sandbox root must be a writable directory") from e
+        mounted_here = self._prepare_disk()
+        try:
+            p = self.policy
+            limits, isolation, cgroup = self._spawn_args()
+            runner = _core.CellRunner(
+                launcher=launcher_path(),
+                argv=[sys.executable, "-I", "-m", "sandbox_exec._worker"],
+                env=_worker_env(p, str(self._workdir)),
+                workdir=str(self._workdir),
+                limits=limits,
+                isolation=isolation,
+                cgroup=cgroup,
+                start_timeout_s=p.start_timeout_s,
+            )
+            with self._runner_lock:
+                self._runner = runner
+            self._count = 0
+            if self.prelude:
+                result = self._execute(self.prelude, 0, self.policy.timeout_s, None)
+                if result.status != "ok":
+                    self._stop()
+                    detail = "\n".join(result.error["traceback"]) if result.error else (result.reason or "")
+                    raise PreludeError(f"the prelude of session {self.name!r} ended with status "
+                                       f"{result.status!r}:\n{detail}")
+        except BaseException:
+            if mounted_here:  # the Session is not handed out: nothing keeps the mount
+                self._release_disk()
+            raise
+
+    def _prepare_disk(self) -> bool:
+        """Makes disk_bytes a filesystem limit on the workdir where the host allows it: a
+        size-capped ext4 image mounted at the workdir before any process or caller sees it
+        (see _workdir_image). Decided once per Session; restarts keep the mount. Where it
+        cannot be done, the supervisor's watchdog enforces disk_bytes and _disk_note says
+        why. Returns True when this call mounted the image."""
         p = self.policy
-        limits, isolation, cgroup = self._spawn_args()
-        runner = _core.CellRunner(
-            launcher=launcher_path(),
-            argv=[sys.executable, "-I", "-m", "sandbox_exec._worker"],
-            env=_worker_env(p, str(self._workdir)),
-            workdir=str(self._workdir),
-            limits=limits,
-            isolation=isolation,
-            cgroup=cgroup,
-            start_timeout_s=p.start_timeout_s,
-        )
-        with self._runner_lock:
-            self._runner = runner
-        self._count = 0
-        if self.prelude:
-            result = self._execute(self.prelude, 0, self.policy.timeout_s, None)
-            if result.status != "ok":
-                self._stop()
-                detail = "\n".join(result.error["traceback"]) if result.error else (result.reason or "")
-                raise PreludeError(f"the prelude of session {self.name!r} ended with status "
-                                   f"{result.status!r}:\n{detail}")
+        if p.disk_bytes is None or self._disk_mode == "watchdog":
+            return False
+        if self._image is not None and self._image.mounted:
+            return False
+        # The image's root belongs to the sandbox's host id (the session's own, when root).
+        uid, gid = self._host_ids()
+        image = WorkdirImage(self._sandbox.root, self._workdir, p.disk_bytes, uid, gid)
+        try:
+            image.mount()
+        except Exception as e:
+            if image.path.exists():
+                # The workdir's files live in that image: an empty directory in its place
+                # would look like a lost workdir. Fail closed.
+                raise SandboxError(f"workdir: the session's files are in {image.path}, which could not be "
+                                   f"mounted at {self._workdir}: {e}") from e
+            # No image yet and none can be made here: the watchdog, and say why.
+            self._disk_note = (str(e) if isinstance(e, ImageUnavailable)
+                               else f"the workdir image could not be made: {e}")
+        else:
+            self._image, self._disk_mode = image, "image"
+            # A persistent workdir may start full: only growth from here is the session's.
+            self._disk_used = image_usage(self._workdir)[0]
+            return True
+        self._disk_mode = "watchdog"
+        # A workdir already past the cap (files from before) refuses cells from the start.
+        used = _core.disk_usage(str(self._workdir))
+        self._disk_over = used if used is not None and used > p.disk_bytes else None
+        return False
+
+    def _release_disk(self) -> None:
+        if self._image is not None:
+            self._image.unmount()
 
     def _spawn_args(self) -> tuple[Any, Any, Any]:
         """The launcher's limits and isolation layers for this session's policy."""
@@ -347,7 +410,8 @@ class Session:
         allocated = (f"per-session host uid and gid {host_id.value} from range {host_id.range.describe()}"
                      if host_id is not None else None)
         return self.policy.enforcement(cgroup_support(),
-                                       host_ids=self.policy.host_ids(os.geteuid(), allocated))
+                                       host_ids=self.policy.host_ids(os.geteuid(), allocated),
+                                       workdir_image=self._disk_mode == "image", workdir_note=self._disk_note)
 
     def _stop(self) -> None:
         with self._runner_lock:
@@ -373,7 +437,9 @@ class Session:
     def _watch_disk(self) -> float:
         """The Sandbox's watchdog, between cells: ends an interpreter whose processes grow
         the workdir past disk_bytes while no cell runs (a thread or process a cell left
-        behind). Returns the seconds the measurement took."""
+        behind). With an image the kernel already stops the writes (ENOSPC); the
+        interpreter that filled the filesystem since the last cell is ended all the same.
+        Returns the seconds the measurement took."""
         limit = self.policy.disk_bytes
         runner = self._runner
         if limit is None or runner is None or self._closed or not self._lock.acquire(blocking=False):
@@ -384,7 +450,14 @@ class Session:
             import time
 
             t0 = time.monotonic()
-            used, over = runner.check_disk(str(self._workdir), limit)
+            if self._disk_mode == "image":
+                used, avail = image_usage(self._workdir)
+                over = avail < full_threshold(limit) and used > self._disk_used
+                self._disk_used = used
+            else:
+                used, over = runner.check_disk(str(self._workdir), limit)
+                if over:
+                    self._disk_over = used
             if over:
                 self._end_reason = (f"the session's processes grew the workdir to {used} bytes between cells, "
                                     f"past the {limit}-byte disk limit; the interpreter was ended")
@@ -392,6 +465,31 @@ class Session:
             return time.monotonic() - t0
         finally:
             self._lock.release()
+
+    def _disk_refusal(self) -> Result | None:
+        """Watchdog only: while the workdir is past disk_bytes no cell runs (a cell could
+        write another burst before the watchdog sees it, and a restart would not help).
+        Measured again first: files removed from the host, or held only by an interpreter
+        that has since ended, count no more."""
+        limit = self.policy.disk_bytes
+        if self._disk_mode != "watchdog" or self._disk_over is None or limit is None:
+            return None
+        runner = self._runner
+        used = None
+        if runner is not None and runner.alive():
+            used, _ = runner.check_disk(str(self._workdir), limit)
+        if used is None:
+            used = _core.disk_usage(str(self._workdir))
+        if used is not None and used <= limit:
+            self._disk_over = None
+            return None
+        self._disk_over = used if used is not None else self._disk_over
+        reason = (f"the workdir holds {self._disk_over} bytes, past the {limit}-byte disk limit: no cell runs "
+                  "until it is back under it; delete files from Session.workdir on the host, or call "
+                  "Session.restart() when the space is held by files the interpreter keeps open")
+        error = {"ename": "DiskLimitExceeded", "evalue": reason, "traceback": [f"DiskLimitExceeded: {reason}"]}
+        return Result(status="disk", outputs=[{"output_type": "error", **error}], error=error,
+                      execution_count=None, reason=reason)
 
     def restart(self) -> None:
         """A fresh interpreter, same name and workdir; the namespace is gone."""
@@ -408,7 +506,8 @@ class Session:
                 self._runner.interrupt()
 
     def close(self) -> None:
-        """Ends the interpreter and every process it started; the workdir is kept."""
+        """Ends the interpreter and every process it started; unmounts the workdir's image
+        (lazily: MNT_DETACH; the image stays for the next Sandbox on this root)."""
         self._close(remove_workdir=False)
 
     def _close(self, *, remove_workdir: bool) -> None:
@@ -416,9 +515,12 @@ class Session:
         self._stop()
         with self._lock:  # wait for a running cell to see the end
             self._stop()  # a start that raced with close() left no interpreter
+            self._release_disk()
             self._release_host_id()
         self._sandbox._forget(self)
         if remove_workdir:
+            if self._image is not None:
+                self._image.discard()  # unmounted above: the files go with the image
             _remove_tree(self._workdir)  # before the lock goes: nobody else is in it yet
         lock, self._workdir_lock = self._workdir_lock, None
         if lock is not None:
@@ -432,6 +534,11 @@ class Session:
         if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
         with self._lock:
+            if self._closed:
+                raise SessionClosedError(f"session {self.name!r} is closed")
+            refusal = self._disk_refusal()
+            if refusal is not None:
+                return refusal
             restart_reason = self._ensure_started()
             self._count += 1
             result = self._execute(code, self._count, timeout if timeout is not None else self.policy.timeout_s,
@@ -461,11 +568,31 @@ class Session:
         collector = OutputCollector(on_output, execution_count=count)
         request = json.dumps({"code": code, "execution_count": count}).encode("ascii")
         cap = self.policy.max_output_bytes
+        limit = self.policy.disk_bytes
+        watch = self._disk_mode == "watchdog" and limit is not None
+        image = self._disk_mode == "image" and limit is not None
+        used_before = image_usage(self._workdir)[0] if image else 0
         outcome = runner.run_cell(request, timeout or 0.0, self.policy.interrupt_grace_s, cap,
                                   min(cap, self.policy.max_single_output_bytes, MAX_MESSAGE_BYTES),
                                   collector.feed, collector.texts["stdout"], collector.texts["stderr"],
-                                  collector.live, str(self._workdir),
-                                  self.policy.disk_bytes or 0, count)
+                                  collector.live, str(self._workdir), limit if watch else 0, count)
+        disk_hit, disk_bytes = outcome.disk_hit, outcome.workdir_bytes
+        if image:
+            # The filesystem is the cap: the cell met it when it filled it (its writes past
+            # it failed with ENOSPC).
+            used, avail = image_usage(self._workdir)
+            disk_hit = used > used_before and (avail < full_threshold(limit)  # type: ignore[arg-type]
+                                               or _enospc(outcome.done_payload if outcome.end == "done" else b""))
+            disk_bytes, self._disk_used = used, used
+        elif watch:
+            if outcome.end != "done" or disk_bytes is None:
+                # The cell ended without the supervisor's end-of-cell look (a crash, a
+                # kill): look now, before another cell can start.
+                alive = runner.alive()
+                disk_bytes = runner.check_disk(str(self._workdir), limit)[0] if alive else None
+                if disk_bytes is None:
+                    disk_bytes = _core.disk_usage(str(self._workdir))
+            self._disk_over = disk_bytes if disk_bytes is not None and disk_bytes > limit else None  # type: ignore[operator]
         status: str
         error: dict[str, Any] | None = None
         reason: str | None = outcome.reason or None
@@ -478,11 +605,15 @@ class Session:
                 status, reason = "crashed", f"protocol violation: {e}"
             if done is not None:
                 error = done["error"]
-                if outcome.disk_hit:
+                if disk_hit and image:
                     status = "disk"
-                    reason = (f"the cell grew the workdir to {outcome.workdir_bytes} bytes, past the "
-                              f"{self.policy.disk_bytes}-byte disk limit" + (" and was interrupted"
-                                                                             if done["status"] == "error" else ""))
+                    reason = (f"the cell filled the workdir to its {limit}-byte disk limit ({disk_bytes} bytes "
+                              "used); writes past it fail with ENOSPC")
+                elif disk_hit:
+                    status = "disk"
+                    reason = (f"the cell grew the workdir to {disk_bytes} bytes, past the "
+                              f"{limit}-byte disk limit" + (" and was interrupted"
+                                                           if done["status"] == "error" else ""))
                 elif outcome.deadline_hit:
                     status = "timeout"
                     reason = f"the cell ran past its {timeout:g} s deadline and was interrupted"

@@ -1,0 +1,299 @@
+"""A session's workdir as a size-capped filesystem: Policy.disk_bytes enforced by the kernel.
+
+Where the backend is root, each session's workdir is an ext4 filesystem in a sparse image
+file, ``<sandbox root>/.images/<workdir name>.img``, formatted once with mkfs.ext4 (run
+with a clean environment), attached to a loop device and mounted (nosuid, nodev) at the
+workdir's host path while the Session lives (restarts keep it; close unmounts it lazily; a
+new Sandbox on the same root mounts the same image again: the workdir persists). Its usable
+space is about ``disk_bytes`` (the image is sized for the filesystem's own overhead and
+checked after mounting), so every write past the cap fails with ENOSPC inside the cell,
+however fast, and whatever holds the blocks: fallocate, files unlinked but held open,
+descriptors in flight in a UNIX socket, processes left running. The ioctls and mounts are
+C++ (cpp/workdir_image.cc); this module sizes, formats and decides.
+
+Where this cannot be done (not root, no /dev/loop-control, no mkfs.ext4, or a workdir that
+already holds files outside an image), ``WorkdirImage.mount`` raises
+:class:`ImageUnavailable` with the reason and the session falls back to the supervisor's
+disk watchdog (Session.enforcement says which).
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from . import _core
+from .errors import SandboxError
+
+#: Where the e2fsprogs programs are looked for (never the backend's PATH).
+_SBIN = "/usr/sbin:/sbin:/usr/bin:/bin"
+_CLEAN_ENV = {"PATH": _SBIN, "LC_ALL": "C"}
+MiB = 1 << 20
+
+
+#: The reaper: a small process that outlives a backend killed outright (SIGKILL, a crash:
+#: no close, no atexit) and lazily unmounts the workdirs it had mounted, so that neither
+#: the mounts nor their loop devices stay behind. It reads "+<hex path>" / "-<hex path>"
+#: lines from a pipe only the backend holds; end of file means the backend is gone.
+_REAPER = r"""
+import ctypes, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+libc = ctypes.CDLL(None, use_errno=True)
+held = set()
+for line in sys.stdin.buffer:
+    path = bytes.fromhex(line[1:].strip().decode())
+    if line[:1] == b"+":
+        held.add(path)
+    else:
+        held.discard(path)
+for path in held:
+    libc.umount2(path, 2 | 8)  # MNT_DETACH | UMOUNT_NOFOLLOW
+"""
+_reaper: subprocess.Popen | None = None
+_reaper_lock = threading.Lock()
+
+
+def _reaper_says(op: str, path: Path) -> None:
+    global _reaper
+    with _reaper_lock:
+        if _reaper is None or _reaper.poll() is not None:
+            if op == "-":
+                return
+            _reaper = subprocess.Popen([sys.executable, "-I", "-c", _REAPER], stdin=subprocess.PIPE,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_CLEAN_ENV,
+                                       start_new_session=True, close_fds=True)
+            atexit.register(_reaper_exit, _reaper)
+        try:
+            assert _reaper.stdin is not None
+            _reaper.stdin.write((op + os.fsencode(str(path)).hex() + "\n").encode())
+            _reaper.stdin.flush()
+        except OSError:
+            pass
+
+
+def _reaper_exit(reaper: subprocess.Popen) -> None:
+    """A normal exit: the reaper unmounts what is left (sessions not closed) and ends."""
+    try:
+        if reaper.stdin is not None:
+            reaper.stdin.close()
+        reaper.wait(timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+
+
+class ImageUnavailable(Exception):
+    """The workdir cannot be a size-capped image here; the message says why."""
+
+
+def _tool(name: str) -> str | None:
+    return shutil.which(name, path=_SBIN)
+
+
+@functools.lru_cache(maxsize=None)
+def support() -> tuple[bool, str]:
+    """Whether this process can give workdirs a size-capped image: (possible, why not or how)."""
+    if os.geteuid() != 0:
+        return False, "the backend is not root (mounting a loop device needs CAP_SYS_ADMIN)"
+    if not os.path.exists("/dev/loop-control"):
+        return False, "no /dev/loop-control (the loop driver is not available)"
+    if _tool("mkfs.ext4") is None:
+        return False, "no mkfs.ext4 (install e2fsprogs)"
+    return True, "size-capped ext4 image on a loop device"
+
+
+def tolerance(disk_bytes: int) -> int:
+    """How much more than disk_bytes the filesystem may give (block-group granularity)."""
+    return max(256 << 10, disk_bytes // 256)
+
+
+def full_threshold(disk_bytes: int) -> int:
+    """Free space under which the workdir counts as full (a write has met the cap). ext4
+    refuses a large write while some free space is left (space it keeps for the metadata
+    of delayed allocations): measured, an 8 MiB write failed with 200 KiB still free."""
+    return max(256 << 10, min(4 * MiB, disk_bytes // 32))
+
+
+def usage(workdir: Path) -> tuple[int, int]:
+    """(bytes used, bytes still available to the sandbox's user) of the workdir's filesystem."""
+    v = os.statvfs(workdir)
+    return (v.f_blocks - v.f_bfree) * v.f_frsize, v.f_bavail * v.f_frsize
+
+
+def _run(argv: list[str], what: str) -> None:
+    proc = subprocess.run(argv, env=_CLEAN_ENV, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, check=False, timeout=300)
+    # e2fsck: 1 means "errors corrected", which is fine before a resize.
+    if proc.returncode != 0 and not (argv[0].endswith("e2fsck") and proc.returncode == 1):
+        raise SandboxError(f"workdir: {what} failed (exit {proc.returncode}): {proc.stdout.strip()[-500:]}")
+
+
+class WorkdirImage:
+    """The image behind one session's workdir (see the module's docstring)."""
+
+    def __init__(self, root: Path, workdir: Path, disk_bytes: int, uid: int, gid: int) -> None:
+        self.path = root / ".images" / (workdir.name + ".img")
+        self.workdir = workdir
+        self.disk_bytes = disk_bytes
+        self.uid, self.gid = uid, gid
+        self.mounted = False
+
+    # --- mounting -------------------------------------------------------------------------
+    def mount(self) -> None:
+        """Mounts the image at the workdir, making (or resizing) it first when needed."""
+        possible, why = support()
+        if not possible:
+            raise ImageUnavailable(why)
+        there = _core.workdir_image.mounted_image(str(self.workdir))
+        if there:
+            if os.path.realpath(there.removesuffix(" (deleted)")) != os.path.realpath(self.path):
+                raise ImageUnavailable(f"another filesystem ({there}) is mounted at the workdir")
+            # Left mounted by a backend that ended without closing its sessions: adopt it.
+            _reaper_says("+", self.workdir)
+            self.mounted = True
+        else:
+            self._wait_released()
+            if not self.path.exists():
+                with os.scandir(self.workdir) as entries:
+                    occupied = any(entries)
+                if occupied:
+                    raise ImageUnavailable("the workdir already holds files outside an image (made before "
+                                           "workdir images, or by hand)")
+                self._create()
+                return
+            self._attach()
+        try:
+            self._fit()
+        except BaseException:
+            self.unmount()
+            raise
+
+    def _wait_released(self, timeout: float = 10.0) -> None:
+        """Waits until no loop device still serves this image: a filesystem unmounted
+        lazily lives on while something holds it, and a second mount of the same image
+        beside it would corrupt it."""
+        import glob
+        import time
+
+        mine = os.path.realpath(self.path)
+        deadline = time.monotonic() + timeout
+        while True:
+            busy = []
+            for f in glob.glob("/sys/block/loop*/loop/backing_file"):
+                try:
+                    with open(f) as fh:
+                        if os.path.realpath(fh.read().strip()) == mine:
+                            busy.append(f.split("/")[3])
+                except OSError:
+                    pass
+            if not busy:
+                return
+            if time.monotonic() >= deadline:
+                raise SandboxError(f"workdir: the image {self.path} is still attached to {', '.join(busy)} "
+                                   "(an earlier mount of it is still in use); hint: end the processes that "
+                                   "use the old workdir")
+            time.sleep(0.05)
+
+    def unmount(self) -> None:
+        if self.mounted:
+            _core.workdir_image.unmount(str(self.workdir))
+            self.mounted = False
+            _reaper_says("-", self.workdir)
+
+    def discard(self) -> None:
+        """Unmounts and deletes the image (run_once: nothing of the session survives it)."""
+        self.unmount()
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+    # --- internals ------------------------------------------------------------------------
+    def _attach(self) -> None:
+        _reaper_says("+", self.workdir)  # first: a backend killed right after the mount is covered
+        try:
+            _core.workdir_image.mount(str(self.path), str(self.workdir))
+        except BaseException:
+            _reaper_says("-", self.workdir)
+            raise
+        self.mounted = True
+
+    def _inodes(self, size: int) -> int:
+        # One per 4 KiB of cap (a cap full of small files), at least 1024, at most 4 Mi;
+        # the inode tables of a sparse image cost the host nothing until used.
+        return min(1 << 22, max(1024, size // 4096))
+
+    def _format(self, size: int) -> None:
+        with open(self.path, "r+b") as f:
+            f.truncate(size)
+        _run([_tool("mkfs.ext4") or "mkfs.ext4", "-q", "-F", "-m", "0", "-b", "4096", "-O", "^has_journal",
+              "-N", str(self._inodes(self.disk_bytes)),
+              "-E", f"root_owner={self.uid}:{self.gid},lazy_itable_init=1,nodiscard",
+              str(self.path)], "mkfs.ext4")
+
+    def _create(self) -> None:
+        self.path.parent.mkdir(mode=0o700, exist_ok=True)
+        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        os.close(fd)
+        try:
+            # First guess: ext4's overhead (reserved clusters, bitmaps, inode tables) is a
+            # few percent; _fit corrects it from what the mounted filesystem reports.
+            size = self.disk_bytes + self.disk_bytes // 16 + self._inodes(self.disk_bytes) * 256 + 4 * MiB
+            self._format(-(-size // 4096) * 4096)
+            self._attach()
+            self._fit(reformat=True)
+            try:
+                (self.workdir / "lost+found").rmdir()  # the cell's directory starts empty
+            except OSError:
+                pass
+            os.chown(self.workdir, self.uid, self.gid)
+        except BaseException:
+            self.unmount()
+            self.path.unlink(missing_ok=True)
+            raise
+
+    def _capacity(self) -> int:
+        """What the mounted filesystem can hold for the sandbox's user, empty: its data
+        blocks less the clusters ext4 keeps back (min(2 %, 4096) of all its blocks)."""
+        v = os.statvfs(self.workdir)
+        total_blocks = self.path.stat().st_size // v.f_frsize
+        return (v.f_blocks - min(total_blocks // 50, 4096)) * v.f_frsize
+
+    def _fit(self, reformat: bool = False) -> None:
+        """Makes the mounted filesystem's capacity disk_bytes (within tolerance()): a new
+        image is formatted again at a corrected size; an existing one (made for another
+        disk_bytes) is resized offline (e2fsck, resize2fs), which fails when its files do
+        not fit the smaller size."""
+        for _ in range(5):
+            capacity = self._capacity()
+            if self.disk_bytes <= capacity <= self.disk_bytes + tolerance(self.disk_bytes):
+                return
+            size = self.path.stat().st_size
+            # The overhead grows with the size: scale the correction by size/capacity.
+            new_size = size + (self.disk_bytes - capacity) * size // max(capacity, 1)
+            new_size = -(-(new_size + 4096) // 4096) * 4096
+            self.unmount()
+            if reformat:
+                self._format(new_size)
+            else:
+                self._resize(new_size)
+            self._attach()
+        raise SandboxError(f"workdir: the image {self.path} could not be sized to {self.disk_bytes} usable bytes "
+                           f"(it holds {self._capacity()})")
+
+    def _resize(self, size: int) -> None:
+        _run([_tool("e2fsck") or "e2fsck", "-f", "-p", str(self.path)], "e2fsck")
+        if size > self.path.stat().st_size:
+            with open(self.path, "r+b") as f:
+                f.truncate(size)
+            _run([_tool("resize2fs") or "resize2fs", str(self.path)], "resize2fs")
+        else:
+            _run([_tool("resize2fs") or "resize2fs", str(self.path), f"{size // 1024}K"],
+                 f"resize2fs to {size} bytes (do the workdir's files fit the new disk_bytes?)")
+            with open(self.path, "r+b") as f:
+                f.truncate(size)
