@@ -72,6 +72,7 @@ PYBIND11_MODULE(_core, m) {
   frame.attr("CELL_DONE") = static_cast<int>(FrameType::kCellDone);
   m.attr("DROPPED_OUTPUT_EVENT") = static_cast<int>(kDroppedOutputEvent);
   m.attr("REJECTED_OUTPUT_EVENT") = static_cast<int>(kRejectedOutputEvent);
+  m.attr("STALE_EVENT") = static_cast<int>(kStaleEvent);
   m.attr("WORKER_FDS") = py::make_tuple(launcher_fd::kRegion, launcher_fd::kRequestBell,
                                         launcher_fd::kEventBell, launcher_fd::kSpaceBell);
 

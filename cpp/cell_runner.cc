@@ -212,6 +212,7 @@ CellOutcome CellRunner::run_cell(const std::string& request, const CellLimits& l
       CellDoneReport done = parse_cell_done(message, budget);
       if (limits.execution_count && done.count != limits.execution_count) {
         out.stale_bytes += message.size();  // a stale or forged report: not this cell's end
+        batch.push_back({kStaleEvent, std::to_string(message.size())});
         return false;
       }
       // The end-of-cell report is output too (its error's traceback): charged to the cap.
@@ -241,6 +242,7 @@ CellOutcome CellRunner::run_cell(const std::string& request, const CellLimits& l
     drained += frame_footprint(payload.size());
     out.stale_bytes += payload.size();
   }
+  if (out.stale_bytes) batch.push_back({kStaleEvent, std::to_string(out.stale_bytes)});
 
   try {
     if (!channel_->send(FrameType::kExecute, request, deadline, process_->pidfd())) {

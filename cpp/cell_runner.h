@@ -76,6 +76,10 @@ inline constexpr uint16_t kDroppedOutputEvent = 0xFFFF;
 // Another supervisor event: one message was rejected by the JSON check (json_guard.h);
 // payload: the reason, in words. The cell runs on.
 inline constexpr uint16_t kRejectedOutputEvent = 0xFFFE;
+// And: events discarded as stale (sent before this cell's request, or an end-of-cell report
+// for another execution_count); payload: their bytes, in decimal. Delivered where it
+// happened, so the marker the user sees stands before this cell's own outputs.
+inline constexpr uint16_t kStaleEvent = 0xFFFD;
 // What each output event costs against the per-cell cap beyond its bytes: every event can
 // become an output object in the backend, so a flood of one-byte outputs must not make
 // millions of them within a byte cap.

@@ -4,6 +4,8 @@ from typing import Any, Callable
 
 PROTOCOL_VERSION: int
 DROPPED_OUTPUT_EVENT: int
+REJECTED_OUTPUT_EVENT: int
+STALE_EVENT: int
 WORKER_FDS: tuple[int, int, int, int]
 
 class SandboxError(RuntimeError):
@@ -56,6 +58,26 @@ class CellOutcome:
     def output_bytes(self) -> int: ...
     @property
     def dropped_output_bytes(self) -> int: ...
+    @property
+    def stale_bytes(self) -> int: ...
+
+class ResourceLimits:
+    def __init__(self, *, cpu_seconds: int | None, file_bytes: int | None, open_files: int | None,
+                 address_space: int | None, processes: int | None) -> None: ...
+
+class CgroupLimits:
+    def __init__(self, *, memory_bytes: int | None, max_processes: int | None) -> None: ...
+
+class Isolation:
+    def __init__(self, *, namespaces: bool = ..., network: bool = ..., drop_caps: bool = ...,
+                 landlock: bool = ..., seccomp: bool = ..., mountpoint: str = ...,
+                 readonly: list[str] = ..., symlinks: list[tuple[str, str]] = ..., tmp_bytes: int = ...,
+                 outside_uid: int = ..., outside_gid: int = ..., hostname: str = ...) -> None: ...
+    namespaces: bool
+    network: bool
+    drop_caps: bool
+    landlock: bool
+    seccomp: bool
 
 class StreamText:
     def __init__(self) -> None: ...
@@ -67,7 +89,7 @@ class StreamText:
 
 class CellRunner:
     def __init__(self, *, launcher: str, argv: list[str], env: list[str], workdir: str,
-                 limits: dict[str, Any] = ..., isolation: dict[str, Any] = ...,
+                 limits: ResourceLimits, isolation: Isolation, cgroup: CgroupLimits | None,
                  request_capacity: int = ..., event_capacity: int = ...,
                  start_timeout_s: float = ...) -> None: ...
     @property
@@ -77,7 +99,8 @@ class CellRunner:
     def run_cell(self, request: bytes, timeout_s: float, grace_s: float, max_output_bytes: int,
                  max_message_bytes: int, sink: Callable[[list[tuple[Any, ...]]], bool],
                  stdout_text: StreamText, stderr_text: StreamText, live: bool = ...,
-                 workdir: str = ..., workdir_bytes: int = ...) -> CellOutcome: ...
+                 workdir: str = ..., workdir_bytes: int = ...,
+                 execution_count: int | None = ...) -> CellOutcome: ...
     def check_disk(self, workdir: str, limit: int) -> tuple[int | None, bool]: ...
     def interrupt(self) -> None: ...
     def terminate(self) -> None: ...

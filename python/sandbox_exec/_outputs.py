@@ -24,6 +24,8 @@ STREAM_NAMES = {FRAME.STDOUT: "stdout", FRAME.STDERR: "stderr"}
 DROPPED_OUTPUT = _core.DROPPED_OUTPUT_EVENT
 # The supervisor's note that one message failed its JSON check (payload: the reason).
 REJECTED_OUTPUT = _core.REJECTED_OUTPUT_EVENT
+# The supervisor's note that it discarded events sent outside this cell (payload: bytes).
+STALE = _core.STALE_EVENT
 OUTPUT_TYPES = {"display_data", "execute_result", "error", "update_display_data", "clear_output"}
 
 
@@ -188,6 +190,9 @@ class OutputCollector:
                 self.oversize_dropped_bytes += size
                 self.add_marker(f"\n[sandbox_exec: an output of {size} bytes was dropped: it is "
                                 f"larger than the per-output limit]\n")
+            elif frame_type == STALE:
+                self.add_marker(f"\n[sandbox_exec: {int(event[1])} bytes the worker sent outside this cell "
+                                f"(between cells, or an end-of-cell report for another cell) were discarded]\n")
             elif frame_type == REJECTED_OUTPUT:
                 self._rejected(bytes(event[1]).decode("utf-8", "replace"))
             else:

@@ -344,6 +344,13 @@ class Session:
         if self._image is not None:
             self._image.unmount()
 
+    def _keep_disk_for_the_sandbox(self) -> None:
+        """A closed session's image stays mounted until its Sandbox closes, so the backend
+        can still read what the cells wrote at Session.workdir (the notebook runner's kept
+        workdirs, results read after close); Sandbox.close() unmounts it."""
+        if self._image is not None and self._image.mounted:
+            self._sandbox._keep_mounted(self._image)
+
     def _spawn_args(self) -> tuple[Any, Any, Any]:
         """The launcher's limits and isolation layers for this session's policy."""
         p = self.policy
@@ -506,8 +513,10 @@ class Session:
                 self._runner.interrupt()
 
     def close(self) -> None:
-        """Ends the interpreter and every process it started; unmounts the workdir's image
-        (lazily: MNT_DETACH; the image stays for the next Sandbox on this root)."""
+        """Ends the interpreter and every process it started. The workdir is kept: its image
+        (where disk_bytes is a filesystem limit) stays mounted at Session.workdir until the
+        Sandbox closes, and stays on disk for the next session of this name, also in a new
+        Sandbox on the same root."""
         self._close(remove_workdir=False)
 
     def _close(self, *, remove_workdir: bool) -> None:
@@ -515,7 +524,10 @@ class Session:
         self._stop()
         with self._lock:  # wait for a running cell to see the end
             self._stop()  # a start that raced with close() left no interpreter
-            self._release_disk()
+            if remove_workdir:
+                self._release_disk()
+            else:
+                self._keep_disk_for_the_sandbox()
             self._release_host_id()
         self._sandbox._forget(self)
         if remove_workdir:
@@ -637,9 +649,6 @@ class Session:
                 reason = f"protocol violation: {collector.violation}"
         else:
             status = "crashed"
-        if outcome.stale_bytes:
-            collector.add_marker(f"\n[sandbox_exec: {outcome.stale_bytes} bytes the worker sent outside this cell "
-                                 f"(between cells, or an end-of-cell report for another cell) were discarded]\n")
         past_cell_cap = outcome.dropped_output_bytes - collector.oversize_dropped_bytes
         if past_cell_cap > 0:
             collector.add_marker(f"\n[sandbox_exec: output truncated: {past_cell_cap} bytes "
@@ -689,6 +698,7 @@ class Sandbox:
                                                     if host_id_range is not None else None)
         self.policy = policy or Policy()
         self._own_root = root is None
+        self._kept_images: list[Any] = []  # closed sessions' workdir images, unmounted at close()
         self.root = Path(tempfile.mkdtemp(prefix="sandbox_exec-")) if root is None else Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._sessions: dict[str, Session] = {}
@@ -790,14 +800,29 @@ class Sandbox:
         finally:
             s._close(remove_workdir=True)
 
+    def _keep_mounted(self, image: Any) -> None:
+        with self._lock:
+            self._kept_images.append(image)
+
     def close(self) -> None:
-        """Ends every session this Sandbox started."""
+        """Ends every session this Sandbox started and unmounts their workdir images."""
         with self._lock:
             self._closed = True
             sessions = list(self._sessions.values())
         self._stop_watch.set()
         for s in sessions:
             s.close()
+        with self._lock:
+            kept, self._kept_images = self._kept_images, []
+        unmounted: set[str] = set()
+        for image in kept:
+            if str(image.workdir) in unmounted:
+                continue  # the same workdir, closed twice (a session reopened and closed again)
+            unmounted.add(str(image.workdir))
+            try:
+                image.unmount()
+            except Exception:  # already gone (unmounted by hand): nothing to keep
+                pass
         if self._own_root:
             _remove_tree(self.root)
 
