@@ -189,10 +189,6 @@ int launch_plain(const SpawnSpec& spec, char** argv, int exec_read, int signal_f
     report_failure(LaunchStep::kFork, errno);
     return 1;
   }
-  if (int err = join_cgroups(spec.isolation.cgroups, ::getpid())) {
-    report_failure(LaunchStep::kCgroupJoin, err);
-    return 1;
-  }
   const pid_t me = ::getpid();
   const pid_t worker = ::fork();
   if (worker < 0) {
@@ -204,6 +200,9 @@ int launch_plain(const SpawnSpec& spec, char** argv, int exec_read, int signal_f
     ::close(signal_fd);
     ::sigprocmask(SIG_SETMASK, &previous, nullptr);
     ::signal(SIGPIPE, SIG_DFL);
+    // The worker joins the session's cgroups, not the launcher: a launcher inside them would
+    // keep them busy, so it could not remove them after a broken lifeline.
+    if (int err = join_cgroups(spec.isolation.cgroups, ::getpid())) child_fail(LaunchStep::kCgroupJoin, err);
     if (auto f = contain::contain_worker(spec, me); f.failed()) child_fail(f.step, f.error);
     ::execve(argv[0], argv, environ);
     child_fail(LaunchStep::kExec, errno);
