@@ -36,7 +36,7 @@ from pathlib import Path
 import pytest
 
 import sandbox_exec
-from sandbox_exec import Policy, PolicyError, SandboxError, _host_ids
+from sandbox_exec import Policy, PolicyError, SandboxError, _host_ids, _safe_fs
 
 from conftest import pid_alive, wait_until
 
@@ -350,6 +350,9 @@ def test_own_tree_walks_deep_trees_without_following_links(tmp_path):
     os.chown(deep / "f", 0, 0, follow_symlinks=False)
     _host_ids.own_tree(str(top), BASE + 50, BASE + 50)
     assert os.lstat(deep / "f").st_uid == 0
+    # pytest's own tmp_path cleanup recurses (RecursionError on 1500 levels): remove it here.
+    _safe_fs.remove_tree(top)
+    assert not top.exists()
 
 
 # --- an unprivileged backend: one id for all, and it says so ------------------------------
