@@ -121,7 +121,7 @@ def main() -> int:
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
     policy = sandbox_exec.Policy(max_output_bytes=64 << 20, timeout_s=600)
-    results: dict = {"machine": platform.node(), "python": sys.version.split()[0], "seconds": args.seconds}
+    results: dict = {"kind": "hostile", "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": platform.node(), "python": sys.version.split()[0], "seconds": args.seconds}
     with sandbox_exec.Sandbox() as box:
         bystander = box.session("bystander")
         hostile = box.session("hostile", policy=policy)
@@ -143,7 +143,8 @@ def main() -> int:
               f"{r['p99_ratio_to_idle']:9.1f} {r['backend_cpu_per_s']:14.2f} "
               f"{r['backend_cpu_per_s_attack_alone']:15.2f}")
     s = results["shapes"]
-    print(f"hostile messages: {s.get('sent')} sent, {s.get('rejected_markers')} rejected as markers, "
+    sent = s.get("sent") if s.get("sent") is not None else "? (the count itself was past the cap)"
+    print(f"hostile messages: {sent} sent, {s.get('rejected_markers')} rejected as markers, "
           f"{s.get('displays_kept')} kept, {s.get('truncated_bytes')} bytes past the cap dropped")
     print(f"doorbell: rung {results['bell'].get('sent')} times")
     if args.json:

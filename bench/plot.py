@@ -366,8 +366,42 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def plot_hostile(doc: dict[str, Any], out: Path) -> Path | None:
+    """bench/hostile.py: a bystander's round trip per phase, and the backend's CPU."""
+    phases = [p for p in ("idle", "shapes", "bell") if p in doc]
+    if not phases:
+        return None
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4.5), dpi=120)
+    x = range(len(phases))
+    for offset, stat, color in ((-0.2, "p50_us", "#1f77b4"), (0.2, "p99_us", "#ff7f0e")):
+        values = [doc[p][stat] for p in phases]
+        ax.bar([i + offset for i in x], values, width=0.4, color=color, label=stat.split("_")[0])
+        for i, v in zip(x, values):
+            ax.text(i + offset, v, f"{v:.0f}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(list(x), ["idle", "bad message shapes", "doorbell spam"][:len(phases)])
+    ax.set_ylabel("bystander 1+1 round trip (µs)")
+    ax.legend()
+    ax.set_title("Another session's 1+1 while a hostile session attacks", fontsize=9.5)
+    cpu = [doc[p].get("backend_cpu_per_s_attack_alone", 0.0) for p in phases]
+    ax2.bar(list(x), cpu, color="#2ca02c")
+    for i, v in zip(x, cpu):
+        ax2.text(i, v, f"{v:.2f}", ha="center", va="bottom", fontsize=8)
+    ax2.set_xticks(list(x), ["idle", "bad message shapes", "doorbell spam"][:len(phases)])
+    ax2.set_ylabel("backend CPU-seconds per second (attack alone)")
+    ax2.set_ylim(0, 1.2)
+    ax2.set_title("The backend's CPU during the attack", fontsize=9.5)
+    fig.tight_layout()
+    path = out / "hostile.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def plot_one(doc: dict[str, Any], out: Path) -> list[Path]:
     written = []
+    if doc.get("kind") == "hostile":
+        hostile = plot_hostile(doc, out)
+        return [hostile] if hostile else []
 
     rt = doc.get("roundtrip") or {}
     if rt:
