@@ -1,5 +1,9 @@
 #include "json_guard.h"
 
+#include <algorithm>
+#include <unordered_set>
+#include <vector>
+
 #include <nlohmann/json.hpp>
 
 namespace sandbox_exec {
@@ -8,24 +12,66 @@ namespace {
 
 using nlohmann::json;
 
-// Counts structure while nlohmann's lexer checks the grammar; returning false stops the
-// parse at once (a shape over the limits is never read to its end).
+// What CPython 3.11 (64-bit) allocates for each JSON value that json.loads builds, from its
+// object sizes (sys.getsizeof plus pymalloc's 16-byte rounding, measured against
+// tracemalloc): the supervisor's estimate of the backend's memory for a message, before any
+// of it exists. Values CPython caches (small ints, true/false/null, "", one Latin-1
+// character) cost nothing; json.loads shares repeated object keys, and so does the estimate.
+namespace footprint {
+constexpr uint64_t kListBase = 64, kListPerItem = 9;  // header + GC head; slot + over-allocation
+constexpr uint64_t kDictBase = 72, kDictMinEntries = 112, kDictPerEntry = 40;
+constexpr uint64_t kFloat = 24, kInt = 32;
+
+uint64_t round16(uint64_t n) { return (n + 15) & ~uint64_t{15}; }
+
+// A str of this UTF-8 text: 49 + n (ASCII), 73 + n (Latin-1), 74 + 2n (BMP), 76 + 4n.
+uint64_t string(const std::string& utf8) {
+  uint64_t chars = 0;
+  unsigned kind = 0;  // 0 ASCII, 1 Latin-1, 2 BMP, 4 astral
+  for (unsigned char b : utf8) {
+    if ((b & 0xC0) == 0x80) continue;
+    ++chars;
+    if (b < 0x80) continue;
+    const unsigned k = b < 0xC4 ? 1u : b < 0xF0 ? 2u : 4u;  // lead byte: 0xC2/0xC3 are Latin-1
+    kind = k > kind ? k : kind;
+  }
+  if (chars == 0 || (chars == 1 && kind <= 1)) return 0;  // cached by CPython
+  switch (kind) {
+    case 0: return round16(49 + chars);
+    case 1: return round16(73 + chars);
+    case 2: return round16(74 + 2 * chars);
+    default: return round16(76 + 4 * chars);
+  }
+}
+}  // namespace footprint
+
+// Walks the message with nlohmann's lexer checking the grammar, adding up the estimated
+// Python footprint; returning false stops the parse at once (a shape over the limits is
+// never read to its end).
 class ShapeCounter {
  public:
-  explicit ShapeCounter(std::size_t max_containers) : max_containers_(max_containers) {}
+  explicit ShapeCounter(uint64_t max_footprint) : max_footprint_(max_footprint) {}
 
-  bool null() { return value(); }
-  bool boolean(bool) { return value(); }
-  bool number_integer(json::number_integer_t) { return value(); }
-  bool number_unsigned(json::number_unsigned_t) { return value(); }
-  bool number_float(json::number_float_t, const json::string_t&) { return value(); }
-  bool string(json::string_t&) { return value(); }
+  bool null() { return value(0); }
+  bool boolean(bool) { return value(0); }
+  bool number_integer(json::number_integer_t v) { return value(v >= -5 && v <= 256 ? 0 : footprint::kInt); }
+  bool number_unsigned(json::number_unsigned_t v) { return value(v <= 256 ? 0 : footprint::kInt); }
+  bool number_float(json::number_float_t, const json::string_t&) { return value(footprint::kFloat); }
+  bool string(json::string_t& s) { return value(footprint::string(s)); }
   bool binary(json::binary_t&) { return fail("binary values are not JSON"); }
-  bool key(json::string_t&) { return true; }
-  bool start_object(std::size_t) { return open('{'); }
-  bool end_object() { return close(); }
-  bool start_array(std::size_t) { return open('['); }
-  bool end_array() { return close(); }
+  bool key(json::string_t& k) {
+    // json.loads keeps one str per distinct key (its memo).
+    return keys_.insert(k).second ? add(footprint::string(k)) : true;
+  }
+  bool start_object(std::size_t) { return open(true); }
+  bool end_object() {
+    const uint64_t n = items_.back();
+    return close(footprint::kDictBase + (n ? std::max(footprint::kDictMinEntries, footprint::kDictPerEntry * n) : 0));
+  }
+  bool start_array(std::size_t) { return open(false); }
+  bool end_array() {
+    return close(footprint::kListBase + footprint::kListPerItem * items_.back());
+  }
   bool parse_error(std::size_t position, const std::string&, const json::exception& e) {
     // nlohmann's message names the byte offset and the token; keep it short.
     std::string what = e.what();
@@ -36,33 +82,40 @@ class ShapeCounter {
   std::string reason;
 
  private:
-  bool value() {
-    if (depth_ == 0) return fail("a message must be a JSON object");
-    return true;
+  bool value(uint64_t cost) {
+    if (items_.empty()) return fail("a message must be a JSON object");
+    ++items_.back();
+    return add(cost);
   }
-  bool open(char kind) {
-    if (depth_ == 0 && (kind != '{' || seen_top_)) return fail("a message must be a JSON object");
+  bool add(uint64_t cost) {
+    total_ += cost;
+    if (total_ <= max_footprint_) return true;
+    return fail("it would take more than " + std::to_string(max_footprint_) +
+                " bytes as Python objects (at most " + std::to_string(JsonShape::kFootprintPerByte) +
+                " times its size)");
+  }
+  bool open(bool is_object) {
+    if (items_.empty() && (!is_object || seen_top_)) return fail("a message must be a JSON object");
     seen_top_ = true;
-    if (++depth_ > JsonShape::kMaxDepth)
+    if (!items_.empty()) ++items_.back();
+    if (items_.size() >= JsonShape::kMaxDepth)
       return fail("nested deeper than " + std::to_string(JsonShape::kMaxDepth) + " levels");
-    if (++containers_ > max_containers_)
-      return fail("more than " + std::to_string(max_containers_) +
-                  " objects and arrays for its size (at most one per " +
-                  std::to_string(JsonShape::kBytesPerContainer) + " bytes)");
+    items_.push_back(0);
     return true;
   }
-  bool close() {
-    --depth_;
-    return true;
+  bool close(uint64_t cost) {
+    items_.pop_back();
+    return add(cost);
   }
   bool fail(std::string why) {
     if (reason.empty()) reason = std::move(why);
     return false;
   }
 
-  std::size_t max_containers_;
-  std::size_t depth_ = 0;
-  std::size_t containers_ = 0;
+  uint64_t max_footprint_;
+  uint64_t total_ = 0;
+  std::vector<uint64_t> items_;  // per open container: its elements so far
+  std::unordered_set<std::string> keys_;
   bool seen_top_ = false;
 };
 
@@ -80,7 +133,7 @@ json error_object(const std::string& ename, const std::string& evalue, json trac
 }  // namespace
 
 JsonVerdict check_message_json(std::string_view text) {
-  ShapeCounter counter(JsonShape::kContainerAllowance + text.size() / JsonShape::kBytesPerContainer);
+  ShapeCounter counter(JsonShape::kFootprintAllowance + JsonShape::kFootprintPerByte * text.size());
   const bool ok = json::sax_parse(text.begin(), text.end(), &counter, json::input_format_t::json,
                                   /*strict=*/true);
   if (ok) return {true, {}};

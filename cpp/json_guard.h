@@ -12,8 +12,11 @@
 //     strict JSON consumer downstream);
 //   * an object at the top;
 //   * nesting at most kMaxDepth deep;
-//   * at most one container (object or array) per kBytesPerContainer bytes of text, plus a
-//     small allowance, so the objects built are at most a small constant times the text.
+//   * an estimated Python footprint (CPython's object sizes for each value json.loads would
+//     build: lists, dicts, strings by their kind, numbers; cached values free) of at most
+//     kFootprintPerByte times the text, plus a small allowance. Measured worst cases before
+//     this check: 22x (empty lists), 24x (empty dicts), 17x (one-character non-Latin-1
+//     strings); ordinary outputs stay far below (plotly arrays 3x, records 7-14x).
 // A message that fails becomes a marker in the cell's outputs; the cell runs on.
 #pragma once
 
@@ -27,8 +30,8 @@ namespace sandbox_exec {
 
 struct JsonShape {
   static constexpr std::size_t kMaxDepth = 64;
-  static constexpr std::size_t kBytesPerContainer = 16;
-  static constexpr std::size_t kContainerAllowance = 256;
+  static constexpr uint64_t kFootprintPerByte = 16;
+  static constexpr uint64_t kFootprintAllowance = 64 * 1024;
 };
 
 struct JsonVerdict {

@@ -14,4 +14,8 @@ for preset in dev asan; do
 done
 
 echo "== Python tests" >&2
-.venv/bin/python -m pytest tests_py -q -p no:cacheprovider
+# A fresh base directory for tmp_path: pytest's own cleanup of older numbered directories
+# recurses and would stop on a deep tree a failed run left there.
+basetemp=$(mktemp -d /tmp/sandbox_exec-pytest-XXXXXX)
+trap 'rm -rf "$basetemp" 2>/dev/null || true' EXIT
+.venv/bin/python -m pytest tests_py -q -p no:cacheprovider --basetemp="$basetemp"

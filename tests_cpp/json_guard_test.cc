@@ -47,16 +47,36 @@ TEST(JsonGuard, BoundsDepthWithoutRecursion) {
   EXPECT_FALSE(check_message_json("{\"a\":" + repeat("[", 1000000) + repeat("]", 1000000) + "}").ok);
 }
 
-TEST(JsonGuard, BoundsContainersPerByte) {
-  // Empty lists cost 3 bytes each in text and ~80 bytes each as Python objects: refused.
-  const std::string flood = "{\"a\":[" + repeat("[],", 1000000) + "[]]}";
-  const JsonVerdict v = check_message_json(flood);
-  EXPECT_FALSE(v.ok);
-  EXPECT_NE(v.reason.find("objects and arrays for its size"), std::string::npos) << v.reason;
-  // One small list per 18 bytes is fine.
-  EXPECT_TRUE(check_message_json("{\"a\":[" + repeat("[0.5,0.25,0.125],", 100000) + "[]]}").ok);
-  // A few containers are always allowed, whatever the size.
-  EXPECT_TRUE(check_message_json("{\"a\":" + repeat("[]", 0) + "[[],[],[],[],[]]}").ok);
+std::string list_of(const std::string& item, std::size_t n) {
+  return "{\"a\":[" + repeat(item + ",", n) + item + "]}";
+}
+
+TEST(JsonGuard, BoundsTheEstimatedPythonFootprint) {
+  // Shapes whose Python objects are many times their text (measured with tracemalloc:
+  // empty lists 22x, empty dicts 24x, one-character non-Latin-1 strings 17x): refused.
+  for (const std::string& item : {std::string("[]"), std::string("{}"), std::string("\"\u0100\""),
+                                  std::string("\"\xc4\x80\"")}) {
+    const JsonVerdict v = check_message_json(list_of(item, 200000));
+    EXPECT_FALSE(v.ok) << item;
+    EXPECT_NE(v.reason.find("as Python objects"), std::string::npos) << v.reason;
+  }
+  // Ordinary outputs: numbers (plotly arrays), short ASCII strings, small lists, records,
+  // long text (one str, even with an astral character: 4 bytes per character).
+  for (const std::string& item : {std::string("0.125"), std::string("12345"), std::string("\"ab\""),
+                                  std::string("[0.5,0.25,0.125]"), std::string("{\"a\":1.5,\"b\":\"xy\"}"),
+                                  std::string("{\"name\":\"abc\",\"value\":12345,\"flag\":true}"),
+                                  std::string("\"") + std::string(100000, 'x') + "\xf0\x9f\x98\x80\""})
+    EXPECT_TRUE(check_message_json(list_of(item, 200000 / (item.size() / 8 + 1))).ok) << item.substr(0, 40);
+  // Cached values cost nothing: small ints, true/false/null, "" and one Latin-1 character.
+  EXPECT_TRUE(check_message_json(list_of("1", 500000)).ok);
+  EXPECT_TRUE(check_message_json(list_of("\"x\"", 500000)).ok);
+  // Repeated keys are shared, as json.loads's memo shares them; many distinct keys are not.
+  std::string distinct = "{";
+  for (int i = 0; i < 100000; ++i) distinct += "\"k" + std::to_string(i) + "\":0,";
+  distinct += "\"end\":0}";
+  EXPECT_TRUE(check_message_json(distinct).ok);  // ~12 bytes of text for ~100 bytes of objects
+  // A few objects are always allowed, whatever the size.
+  EXPECT_TRUE(check_message_json("{\"a\":[[],[],[],[],[]]}").ok);
 }
 
 TEST(CellDone, RebuildsAValidReport) {
