@@ -246,19 +246,19 @@ def test_a_directory_in_the_way_is_left_and_the_file_skipped(tmp_path):
 
 
 @pytest.mark.c
-def test_source_links_are_not_followed_when_asked(tmp_path):
-    # run_notebook asks for this when the notebook's directory lies in the Sandbox's root
-    # (a workdir, which a cell controls): data.csv -> a host file is not copied in.
+def test_source_links_are_not_followed_unless_asked(tmp_path):
+    # The runner never asks: a notebook's directory may be any session's workdir, whose
+    # links a cell chose. data.csv -> a host file is not copied in, and is named as skipped.
     host_file = standin(tmp_path)
     src = tmp_path / "nbdir"
     src.mkdir()
     os.symlink(host_file, src / "data.csv")
     dest = tmp_path / "workdir"
     dest.mkdir()
-    assert copy_neighbour_files(src, dest, follow_source_links=False) == ([], [])
+    assert copy_neighbour_files(src, dest) == ([], ["data.csv"])
     assert not (dest / "data.csv").exists()
-    # the operator's own directory: its links are followed, as Jupyter's kernel would
-    assert copy_neighbour_files(src, dest) == (["data.csv"], [])
+    # control: asked to follow (an operator's own, trusted directory), the link is followed
+    assert copy_neighbour_files(src, dest, follow_source_links=True) == (["data.csv"], [])
     assert (dest / "data.csv").read_text() == host_file.read_text()
     assert not (dest / "data.csv").is_symlink()
 
@@ -734,3 +734,76 @@ def test_hostile_outputs_end_to_end_lose_no_other_cell(tmp_path):
             assert o.get("execution_count", 0) is None or o.get("execution_count", 0) >= 0
             # dropped or replaced, not kept as a lone surrogate
             assert not any("\ud800" <= ch <= "\udfff" for ch in json.dumps(o, ensure_ascii=False)), o
+
+
+@pytest.mark.c
+def test_the_cli_runner_copies_no_host_file_from_another_sandboxs_workdir(tmp_path):
+    # A cell of one Sandbox plants data.txt -> a root-only host file and a notebook that reads
+    # it in its kept workdir; the operator later runs that notebook with the CLI (a new,
+    # temporary Sandbox). Nothing of the host file reaches the new session.
+    secret = tmp_path / "root-only.txt"
+    secret.write_text("HOST-SECRET-" + "7" * 8 + "\n")
+    secret.chmod(0o600)
+    with Sandbox(Policy(timeout_s=60), root=tmp_path / "root") as box:
+        s = box.session("planted")
+        r = s.run(f"import os, json\nos.symlink({str(secret)!r}, 'data.txt')\n"
+                  "nb = {'nbformat': 4, 'nbformat_minor': 5, 'metadata': {}, 'cells': [{'cell_type': 'code', "
+                  "'id': 'c1', 'metadata': {}, 'execution_count': None, 'outputs': [], "
+                  "'source': \"import os\\nprint(open('data.txt').read() if os.path.exists('data.txt') else 'absent')\"}]}\n"
+                  "json.dump(nb, open('report.ipynb', 'w'))")
+        assert r.status == "ok", r.error
+        out = tmp_path / "out.ipynb"
+        p = subprocess.run([sys.executable, "-m", "sandbox_exec", "run", str(s.workdir / "report.ipynb"),
+                            "-o", str(out)], capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr
+        assert "HOST-SECRET" not in out.read_text()
+        assert "absent" in out.read_text()
+        assert "data.txt" in p.stderr  # named as not copied
+        # control: the planted link does lead to the secret, for anyone who follows it
+        assert os.readlink(s.workdir / "data.txt") == str(secret)
+
+
+@pytest.mark.c
+@pytest.mark.parametrize("planted", ["symlink to a host file", "0666 file of another owner"])
+def test_writing_the_executed_notebook_follows_nothing_a_cell_planted(tmp_path, planted):
+    host_file = standin(tmp_path)
+    host_file.chmod(0o600)
+    out_dir = tmp_path / "workdir"
+    out_dir.mkdir()
+    out = out_dir / "report.executed.ipynb"
+    if planted.startswith("symlink"):
+        os.symlink(host_file, out)
+    else:
+        out.write_text("{}")
+        os.chown(out, 2_000_000_123, 2_000_000_123)
+        out.chmod(0o666)
+    before = host_file.read_text()
+    write_notebook(new_notebook(cells=[new_code_cell("1")]), out)
+    assert host_file.read_text() == before and (host_file.stat().st_mode & 0o777) == 0o600
+    st = os.lstat(out)
+    assert stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid()
+    assert st.st_mode & 0o777 == 0o644  # not the planted file's mode
+    assert nbformat.read(out, as_version=4).cells[0].source == "1"
+
+
+@pytest.mark.c
+def test_a_name_swapped_while_the_notebook_is_written_is_detected(tmp_path, monkeypatch):
+    # The race of a cell's leftover thread, made deterministic: between the write and the
+    # rename the temporary name is replaced by a symlink to a host file. The runner's mode
+    # change went through its descriptor, so the host file keeps its mode, and the swap is
+    # reported instead of leaving a planted link as "the executed notebook".
+    host_file = standin(tmp_path)
+    host_file.chmod(0o600)
+    out = tmp_path / "report.executed.ipynb"
+    real_replace = os.replace
+
+    def swapping_replace(src, dst, *, src_dir_fd=None, dst_dir_fd=None):
+        os.unlink(src, dir_fd=src_dir_fd)
+        os.symlink(host_file, src, dir_fd=src_dir_fd)
+        return real_replace(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+
+    monkeypatch.setattr(os, "replace", swapping_replace)
+    with pytest.raises(OSError, match="replaced by something else"):
+        write_notebook(new_notebook(cells=[new_code_cell("1")]), out)
+    assert host_file.stat().st_mode & 0o777 == 0o600
+    assert not os.path.lexists(out)  # the planted link is not left as "the executed notebook"

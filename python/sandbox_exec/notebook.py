@@ -33,14 +33,17 @@ As with nbclient:
 from __future__ import annotations
 
 import datetime
+import errno
 import json
 import os
 import platform
 import re
+import stat
 import sys
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -153,7 +156,7 @@ def _session_name(sandbox: Sandbox, base: str) -> str:
 
 
 def copy_neighbour_files(src_dir: Path, dest_dir: Path, *, max_total_bytes: int = DEFAULT_MAX_COPY_BYTES,
-                         exclude: tuple[Path, ...] = (), follow_source_links: bool = True) -> tuple[list[str], list[str]]:
+                         exclude: tuple[Path, ...] = (), follow_source_links: bool = False) -> tuple[list[str], list[str]]:
     """Copies the regular files of ``src_dir`` (not recursive, no dotfiles) into ``dest_dir``.
 
     Files are taken by name order while the total stays within ``max_total_bytes``; the
@@ -163,8 +166,9 @@ def copy_neighbour_files(src_dir: Path, dest_dir: Path, *, max_total_bytes: int 
     through (see _safe_fs.copy_into). A name already there is replaced by a fresh file
     owned by the workdir's owner; a directory of that name is left and the file skipped.
     In ``src_dir`` only regular files are read (a FIFO, socket or device is never opened);
-    symlinks there are followed only with ``follow_source_links`` (the operator's own
-    directory; not when it lies in a workdir).
+    symlinks there are skipped unless ``follow_source_links`` (the runner never asks: a
+    notebook's directory may be some session's workdir, whose links a cell chose, and which
+    Sandbox made it cannot be told from the path).
     """
     copied: list[str] = []
     skipped: list[str] = []
@@ -192,7 +196,14 @@ def copy_neighbour_files(src_dir: Path, dest_dir: Path, *, max_total_bytes: int 
             try:
                 fd, st = _safe_fs.open_regular(name, src_fd, follow=follow_source_links)
             except OSError:
-                continue  # not a regular file (or gone): not a neighbour to copy
+                # Not a regular file (or gone): not a neighbour to copy. A symlink is named,
+                # so the operator knows why data.csv is missing.
+                try:
+                    if stat.S_ISLNK(os.stat(name, dir_fd=src_fd, follow_symlinks=False).st_mode):
+                        skipped.append(name)
+                except OSError:
+                    pass
+                continue
             try:
                 if (st.st_dev, st.st_ino) in excluded:
                     continue
@@ -266,22 +277,46 @@ def write_notebook(nb: Any, output_path: str | os.PathLike[str]) -> None:
         return
     path = Path(output_path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # The output may sit in a live session's workdir, where a cell can swap names under us:
+    # everything below is relative to a descriptor of the directory, the temporary file is
+    # created fresh (O_EXCL, O_NOFOLLOW), its mode set through its descriptor, and the file
+    # that ends up at the name is checked to be ours.
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        mode = path.stat().st_mode & 0o777  # an existing file keeps its mode
-    except OSError:
         mode = 0o644
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
         try:
-            os.unlink(tmp)
+            st = os.stat(path.name, dir_fd=dir_fd, follow_symlinks=False)
+            if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid():
+                mode = st.st_mode & 0o777  # our own earlier output keeps its mode
         except OSError:
             pass
-        raise
+        tmp = f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                     dir_fd=dir_fd)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", closefd=False) as f:
+                f.write(text)
+            os.fchmod(fd, mode)
+            written = os.fstat(fd)
+            os.replace(tmp, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            now = os.stat(path.name, dir_fd=dir_fd, follow_symlinks=False)
+            if (now.st_dev, now.st_ino) != (written.st_dev, written.st_ino):
+                try:
+                    os.unlink(path.name, dir_fd=dir_fd)  # what was planted there, not followed
+                except OSError:
+                    pass
+                raise OSError(errno.EBUSY, f"{path} was replaced by something else while it was written "
+                                           "(is it in a live session's workdir?)")
+        except BaseException:
+            try:
+                os.unlink(tmp, dir_fd=dir_fd)
+            except OSError:
+                pass
+            raise
+        finally:
+            os.close(fd)
+    finally:
+        os.close(dir_fd)
 
 
 def _unwritable(obj: Any, ref: str, minor: int) -> str | None:
@@ -403,15 +438,13 @@ def run_notebook(path_or_nb: Any, *, output_path: str | os.PathLike[str] | None 
     try:
         session = box.session(_session_name(box, session_name), policy=None if own_sandbox else policy)
         if copy_files and files_dir is not None:
-            # Before any cell runs: the notebook's neighbours, as Jupyter's kernel sees them.
-            # A notebook that lies in a workdir (a cell's tree) has neighbours whose links
-            # the cell chose: those are not followed.
-            follow = not Path(files_dir).resolve().is_relative_to(box.root.resolve())
-            _, skipped = copy_neighbour_files(Path(files_dir), session.workdir, max_total_bytes=max_copy_bytes,
-                                              follow_source_links=follow)
+            # Before any cell runs: the notebook's neighbours, as Jupyter's kernel sees them,
+            # regular files only. Symlinks are not followed: the notebook may lie in some
+            # session's workdir (this Sandbox's or another's), where a cell chose them.
+            _, skipped = copy_neighbour_files(Path(files_dir), session.workdir, max_total_bytes=max_copy_bytes)
             if skipped:
-                say(f"note: not copied into the workdir (over the {max_copy_bytes} byte limit or "
-                    f"unreadable): {', '.join(skipped)}")
+                say(f"note: not copied into the workdir (over the {max_copy_bytes} byte limit, "
+                    f"a symlink, or unreadable): {', '.join(escape_controls(n, multiline=False) for n in skipped)}")
         # display_id -> [(cell index, output index)] for the outputs of the cells run so far.
         displays: dict[str, list[tuple[int, int]]] = {}
         for number, index in enumerate(code_cells, start=1):
