@@ -42,7 +42,10 @@ constexpr const char* kMaskedFiles[] = {
     "kcore", "keys", "key-users", "timer_list", "timer_stats", "sched_debug", "schedstat", "latency_stats",
     "interrupts", "softirqs", "diskstats", "partitions", "swaps", "mdstat", "vmstat", "zoneinfo", "slabinfo",
     "buddyinfo", "pagetypeinfo", "vmallocinfo", "kallsyms", "modules", "iomem", "ioports", "locks", "cmdline",
-    "config.gz", "sysrq-trigger", "kmsg", "kpagecount", "kpageflags", "kpagecgroup", "mtrr", "dma", "consoles"};
+    "config.gz", "sysrq-trigger", "kmsg", "kpagecount", "kpageflags", "kpagecgroup", "mtrr", "dma", "consoles",
+    // Host-wide counters that move with other sessions' activity (a covert channel and a
+    // view of the host's load): cgroups created, open files, inodes and dentries in use.
+    "cgroups", "sys/fs/file-nr", "sys/fs/inode-nr", "sys/fs/inode-state", "sys/fs/dentry-state"};
 constexpr const char* kMaskedDirs[] = {"acpi", "scsi", "pressure", "fs", "bus", "irq", "driver"};
 
 // tmpfs options for the private /tmp and /dev/shm: a byte cap and an inode cap. Without

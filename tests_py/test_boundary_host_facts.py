@@ -113,7 +113,8 @@ def test_boot_id_is_the_sessions_own(sandbox):
 
 FILES = ["interrupts", "softirqs", "diskstats", "partitions", "vmstat", "zoneinfo", "buddyinfo", "pagetypeinfo",
          "slabinfo", "kallsyms", "keys", "key-users", "timer_list", "sched_debug", "schedstat", "cmdline", "locks",
-         "modules", "swaps", "iomem", "ioports", "latency_stats", "timer_stats", "vmallocinfo", "kcore"]
+         "modules", "swaps", "iomem", "ioports", "latency_stats", "timer_stats", "vmallocinfo", "kcore",
+         "cgroups", "sys/fs/file-nr", "sys/fs/inode-nr", "sys/fs/dentry-state"]
 DIRS = ["acpi", "scsi", "pressure", "fs", "bus", "irq", "driver"]
 SCAN = '''
 import json, os
@@ -139,7 +140,7 @@ def test_host_wide_proc_files_and_directories_are_masked(sandbox):
     # control first: on this host, these hold host facts (root reads them all)
     shown = [n for n in FILES if isinstance(outside["files"][n], int) and outside["files"][n] > 0]
     listed = [n for n in DIRS if isinstance(outside["dirs"][n], int) and outside["dirs"][n] > 0]
-    for required in ("interrupts", "diskstats", "vmstat", "zoneinfo", "cmdline"):
+    for required in ("interrupts", "diskstats", "vmstat", "zoneinfo", "cmdline", "cgroups", "sys/fs/file-nr"):
         assert required in shown, (required, outside["files"])
     assert listed, outside["dirs"]
     for name in shown:
