@@ -7,7 +7,8 @@ p99, max) is measured
 - ``idle``:   while the hostile session sits idle (the reference of this run);
 - ``shapes``: while the hostile session sends, as fast as it can, the worst message shapes it
               has (millions of empty nested lists, 5000-deep arrays, floods of floats and of
-              short strings, lists just under the containers-per-byte limit: each up to ~4.5 MB,
+              short strings, one-character non-Latin-1 strings, records, small lists of floats:
+              each up to ~4.5 MB,
               inside a 64 MiB output cap) straight onto its channel;
 - ``bell``:   while the hostile session rings its event doorbell without sending frames.
 
@@ -48,7 +49,9 @@ SHAPES = {
     "deep arrays": _display("b'[' * 5000 + b']' * 5000"),
     "floats": _display("b'[' + b'0.5,' * 1_000_000 + b'0]'"),
     "short strings": _display("b'[' + b'\"ab\",' * 800_000 + b'\"\"]'"),
-    "lists just under the limit": _display("b'[' + b'[0.5,0.25,0.125],' * 250_000 + b'[]]'"),
+    "small lists of floats": _display("b'[' + b'[0.5,0.25,0.125],' * 250_000 + b'[]]'"),
+    "one-character non-Latin-1 strings": _display("b'[' + '\"\u0100\",'.encode() * 900_000 + b'0]'"),
+    "records": _display("b'[' + b'{\"a\":1.5,\"b\":\"xy\"},' * 220_000 + b'{}]'"),
 }
 
 HOSTILE_SHAPES = FIND_CHANNEL + "msgs = [" + ", ".join(SHAPES.values()) + "]\n" + (

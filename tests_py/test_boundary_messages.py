@@ -62,12 +62,16 @@ NESTED_EMPTY_LISTS = _display("b'[' + b'[],' * 1_500_000 + b'[]]'")          # 4
 DEEP = _display("b'[' * 5000 + b']' * 5000")
 SCALARS = _display("b'[' + b'0.5,' * 1_000_000 + b'0]'")                    # 4 MB of floats
 STRINGS = _display("b'[' + b'\"ab\",' * 800_000 + b'\"\"]'")                  # 4 MB of strings
-JUST_UNDER = _display("b'[' + b'[0.5,0.25,0.125],' * 250_000 + b'[]]'")      # 1 list / 18 bytes
+JUST_UNDER = _display("b'[' + b'[0.5,0.25,0.125],' * 250_000 + b'[]]'")      # ~10x as Python objects
+NON_LATIN1 = _display("b'[' + '\"\u0100\",'.encode() * 900_000 + b'0]'")      # 17x: refused
+RECORDS = _display("b'[' + b'{\"a\":1.5,\"b\":\"xy\"},' * 220_000 + b'{}]'")    # 14x: the worst kept
 
 
-@pytest.mark.parametrize("shape, rejected", [(NESTED_EMPTY_LISTS, True), (DEEP, True),
-                                             (SCALARS, False), (STRINGS, False), (JUST_UNDER, False)],
-                         ids=["nested-empty-lists", "deep", "scalars", "strings", "lists-just-under"])
+@pytest.mark.parametrize("shape, rejected", [(NESTED_EMPTY_LISTS, True), (DEEP, True), (NON_LATIN1, True),
+                                             (SCALARS, False), (STRINGS, False), (JUST_UNDER, False),
+                                             (RECORDS, False)],
+                         ids=["nested-empty-lists", "deep", "non-latin1-chars", "scalars", "strings",
+                              "small-lists", "records"])
 def test_a_messages_python_form_is_a_small_multiple_of_its_size(sandbox, shape, rejected):
     s = sandbox.session(f"shape-{abs(hash(shape))}", policy=sandbox_exec.Policy(max_output_bytes=32 * MiB))
     try:
@@ -120,7 +124,7 @@ def test_another_sessions_cell_answers_while_a_hostile_session_floods_bad_shapes
         thread = threading.Thread(target=ping)
         thread.start()
         try:
-            for shape in (NESTED_EMPTY_LISTS, SCALARS, STRINGS, JUST_UNDER, DEEP):
+            for shape in (NESTED_EMPTY_LISTS, SCALARS, STRINGS, JUST_UNDER, DEEP, NON_LATIN1, RECORDS):
                 r = hostile.run(_send(shape) * 2 + "'ok'", timeout=60)
                 assert r.status == "ok", (r.status, r.reason)
         finally:
