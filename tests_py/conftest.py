@@ -28,6 +28,33 @@ def session(sandbox: sandbox_exec.Sandbox):
     s.close()
 
 
+@pytest.fixture
+def new_session(sandbox: sandbox_exec.Sandbox):
+    """Sessions with their own policy, closed at the end of the test."""
+    made: list[sandbox_exec.Session] = []
+
+    def make(policy: sandbox_exec.Policy | None = None) -> sandbox_exec.Session:
+        s = sandbox.session(f"t-{uuid.uuid4().hex[:12]}", policy=policy)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def allocated_bytes(path: Path) -> int:
+    """Bytes allocated under `path` on the host (hard links once)."""
+    seen, total = set(), 0
+    for dirpath, _, filenames in os.walk(path):
+        for name in filenames:
+            st = os.lstat(os.path.join(dirpath, name))
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_blocks * 512
+    return total
+
+
 def pid_alive(pid: int) -> bool:
     """True while `pid` exists and is not a zombie."""
     try:
@@ -49,4 +76,4 @@ def wait_until(predicate, timeout: float = 5.0, interval: float = 0.01) -> bool:
     return predicate()
 
 
-__all__ = ["CORPUS", "REPO", "pid_alive", "wait_until", "os"]
+__all__ = ["CORPUS", "REPO", "allocated_bytes", "pid_alive", "wait_until", "os"]

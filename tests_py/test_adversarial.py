@@ -104,7 +104,7 @@ import pytest
 
 import sandbox_exec
 from sandbox_exec import Policy
-from conftest import REPO, pid_alive, wait_until
+from conftest import REPO, allocated_bytes, pid_alive, wait_until
 
 pytestmark = pytest.mark.c
 
@@ -237,21 +237,6 @@ def failed(outcome: dict, *errnos: int) -> bool:
 
 def sc_failed(outcome: dict, err: int = errno.EPERM) -> bool:
     return outcome["rc"] == -1 and outcome["errno"] == err
-
-
-@pytest.fixture
-def new_session(sandbox):
-    """Sessions with their own policy, closed at the end of the test."""
-    made: list[sandbox_exec.Session] = []
-
-    def make(policy: Policy | None = None) -> sandbox_exec.Session:
-        s = sandbox.session(f"adv-{uuid.uuid4().hex[:12]}", policy=policy)
-        made.append(s)
-        return s
-
-    yield make
-    for s in made:
-        s.close()
 
 
 @pytest.fixture
@@ -1519,18 +1504,6 @@ def test_deep_tree_in_the_workdir_breaks_no_cleanup(tmp_path):
     assert not root.exists()
 
 
-def _allocated(path) -> int:
-    """Bytes allocated under `path` on the host (hard links once)."""
-    seen, total = set(), 0
-    for dirpath, dirnames, filenames in os.walk(path):
-        for name in filenames:
-            st = os.lstat(os.path.join(dirpath, name))
-            if (st.st_dev, st.st_ino) not in seen:
-                seen.add((st.st_dev, st.st_ino))
-                total += st.st_blocks * 512
-    return total
-
-
 def _clear_workdir(s: sandbox_exec.Session) -> None:
     for entry in os.scandir(s.workdir):
         if entry.is_file(follow_symlinks=False):
@@ -1554,7 +1527,7 @@ def test_workdir_disk_cap(new_session):
     try:
         r = s.run(FILL_WORKDIR, timeout=20)
         assert r.status == "disk", (r.status, r.reason)
-        assert _allocated(s.workdir) <= 8 * MiB + DISK_SLACK
+        assert allocated_bytes(s.workdir) <= 8 * MiB + DISK_SLACK
     finally:
         _clear_workdir(s)
     assert_recovered(s)
@@ -1568,7 +1541,7 @@ def test_workdir_disk_cap_background_writer(new_session):
         r = s.run("import threading\nthreading.Thread(target=exec, args=(" + repr(background) + ",), daemon=True).start()")
         assert r.status == "ok", (r.status, r.reason)
         wait_until(lambda: (Path(s.workdir) / "bg-done").exists() or not s.alive, timeout=10)
-        used = _allocated(s.workdir)
+        used = allocated_bytes(s.workdir)
         # the Sandbox's watchdog ended the interpreter that kept writing between cells
         assert not s.alive, f"the workdir holds {used >> 20} MiB under an 8 MiB disk limit"
         assert used <= 8 * MiB + DISK_SLACK, used

@@ -40,6 +40,7 @@ import pytest
 
 import sandbox_exec
 from sandbox_exec import Policy, _workdir_image
+from conftest import allocated_bytes
 
 pytestmark = pytest.mark.c
 
@@ -69,18 +70,6 @@ def control(code: str, cwd: Path, timeout: float = 120) -> dict:
                         cwd=cwd, stdin=subprocess.DEVNULL)
     assert cp.returncode == 0, (cp.stdout[-3000:], cp.stderr[-3000:])
     return report(cp.stdout)
-
-
-def allocated(path: Path) -> int:
-    """Bytes allocated under `path` on the host (hard links once)."""
-    seen, total = set(), 0
-    for dirpath, _, filenames in os.walk(path):
-        for name in filenames:
-            st = os.lstat(os.path.join(dirpath, name))
-            if (st.st_dev, st.st_ino) not in seen:
-                seen.add((st.st_dev, st.st_ino))
-                total += st.st_blocks * 512
-    return total
 
 
 @pytest.fixture(params=["image", "watchdog"])
@@ -140,7 +129,7 @@ def test_fallocate_past_the_cap_in_a_short_cell(box, mode, tmp_path):
         if mode == "image":
             # the kernel refused the reservation: the host holds no more than the cap
             assert rep["err"] == 28, rep
-            assert allocated(s.workdir) <= CAP + IMAGE_SLACK
+            assert allocated_bytes(s.workdir) <= CAP + IMAGE_SLACK
             assert fs_used(s) <= CAP + IMAGE_SLACK
             r2 = s.run("open('after', 'w').write('x')")
             assert r2.status == "ok", (r2.status, r2.reason)
@@ -178,12 +167,12 @@ def test_restarts_cannot_add_a_burst_each(box, mode, tmp_path):
             # every burst meets the filesystem's end (the first fills it: status "disk")
             assert results[0].status == "disk", (results[0].status, results[0].reason)
             assert all(report(r.stdout)["err"] == 28 for r in results), [r.stdout for r in results]
-            assert allocated(s.workdir) <= CAP + IMAGE_SLACK
+            assert allocated_bytes(s.workdir) <= CAP + IMAGE_SLACK
         else:
             assert [r.status for r in results] == ["disk"] * 3, [(r.status, r.reason) for r in results]
             assert all("no cell runs" in (r.reason or "") for r in results[1:])
             # the first burst is the watchdog's overshoot; no restart lets a second one run
-            assert allocated(s.workdir) <= CAP + 512 * MiB + IMAGE_SLACK
+            assert allocated_bytes(s.workdir) <= CAP + 512 * MiB + IMAGE_SLACK
             assert not (s.workdir / "burst-1").exists() and not (s.workdir / "burst-2").exists()
     finally:
         s.close()

@@ -28,7 +28,6 @@ which must see the host's value: so each check is known to detect a leak.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import re

@@ -37,14 +37,11 @@ import os
 import subprocess
 import sys
 import textwrap
-import uuid
-from pathlib import Path
 
 import pytest
 
 import sandbox_exec
 from sandbox_exec import Policy
-from conftest import REPO
 
 #: Prepended to every cell: the same helpers inside the sandbox and in the control run.
 PRELUDE = r'''
@@ -106,20 +103,6 @@ def control(code: str, *, timeout: float = 60) -> dict:
 
 def sc_failed(outcome: dict, err: int) -> bool:
     return outcome["rc"] == -1 and outcome["errno"] == err
-
-
-@pytest.fixture
-def new_session(sandbox):
-    made: list[sandbox_exec.Session] = []
-
-    def make(policy: Policy | None = None) -> sandbox_exec.Session:
-        s = sandbox.session(f"sc-{uuid.uuid4().hex[:12]}", policy=policy)
-        made.append(s)
-        return s
-
-    yield make
-    for s in made:
-        s.close()
 
 
 # ----------------------------------------------------------------------------------------

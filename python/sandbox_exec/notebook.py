@@ -40,7 +40,6 @@ import platform
 import re
 import stat
 import sys
-import tempfile
 import threading
 import time
 import uuid
