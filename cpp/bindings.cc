@@ -318,6 +318,8 @@ PYBIND11_MODULE(_core, m) {
           },
           py::arg("type"), py::arg("forward_fd_output"),
           "A fast write(text) callable for one stream (what sys.stdout.write is bound to).")
+      .def("take_dropped", &PyWorkerChannel::take_dropped,
+           "Output bytes not sent since the last call because the supervisor closed output.")
       .def("flush", &PyWorkerChannel::flush)
       .def("flush_if_stale", &PyWorkerChannel::flush_if_stale)
       .def("seconds_to_stale", &PyWorkerChannel::seconds_to_stale)

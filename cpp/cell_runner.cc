@@ -1,5 +1,7 @@
 #include "cell_runner.h"
 
+#include <poll.h>
+
 #include "disk_usage.h"
 #include "json_guard.h"
 #include "logging.h"
@@ -9,6 +11,10 @@ namespace sandbox_exec {
 
 namespace {
 using Clock = std::chrono::steady_clock;
+
+// The read rate for a worker that keeps sending past its output cap: 1 MiB per 2 ms pause.
+constexpr uint64_t kClosedDrainBytes = 1 << 20;
+constexpr int kClosedDrainPauseMs = 2;
 
 Clock::time_point after(Clock::time_point t, double seconds) {
   return t + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
@@ -157,6 +163,17 @@ CellOutcome CellRunner::run_cell(const std::string& request, const CellLimits& l
   };
   MessageAssembler assembler(limits.max_message_bytes);
   bool interrupted = false;
+  // Past the output cap the worker is told to stop sending (a cooperative one does: its
+  // flood then costs no copies at all); what still comes is read at most kClosedDrainBytes
+  // per kClosedDrainPause, so a worker that ignores it spends its own time, not the
+  // backend's, waiting for ring space.
+  channel_->set_output_closed(false);
+  bool output_closed = false;
+  uint64_t drained_since_pause = 0;
+  auto close_output = [&] {
+    if (!output_closed) channel_->set_output_closed(true);
+    output_closed = true;
+  };
   // The disk watchdog walks the workdir once a cell has run 200 ms, then every 200 ms, and
   // at the end of EVERY cell: what a short cell wrote (fallocate reserves a GiB in a few
   // ms) is seen before the next cell runs, and the Python Session refuses cells while the
@@ -183,6 +200,10 @@ CellOutcome CellRunner::run_cell(const std::string& request, const CellLimits& l
       const uint64_t room = limits.max_output_bytes - std::min(limits.max_output_bytes, charged);
       const std::size_t keep = utf8_prefix(p, room);
       out.dropped_output_bytes += p.size() - keep;
+      if (keep < p.size()) {
+        close_output();
+        drained_since_pause += p.size() - keep;
+      }
       if (keep) {
         p.resize(keep);
         out.output_bytes += keep + kEventOverheadBytes;
@@ -217,11 +238,14 @@ CellOutcome CellRunner::run_cell(const std::string& request, const CellLimits& l
       }
       // The end-of-cell report is output too (its error's traceback): charged to the cap.
       out.output_bytes += done.json.size() + kEventOverheadBytes;
+      out.dropped_output_bytes += done.dropped;
       out.done_payload = std::move(done.json);
       return true;
     }
     if (out.output_bytes + message.size() + kEventOverheadBytes > limits.max_output_bytes) {
       out.dropped_output_bytes += message.size();
+      close_output();
+      drained_since_pause += message.size();
       return false;
     }
     out.output_bytes += message.size() + kEventOverheadBytes;
@@ -266,6 +290,13 @@ CellOutcome CellRunner::run_cell(const std::string& request, const CellLimits& l
       }
       if (!batch.empty()) {
         flush();
+        continue;
+      }
+      if (output_closed && drained_since_pause >= kClosedDrainBytes) {
+        // A worker still sending past the cap: pause before reading on (watching its exit).
+        drained_since_pause = 0;
+        pollfd p{process_->pidfd(), POLLIN, 0};
+        (void)::poll(&p, 1, kClosedDrainPauseMs);
         continue;
       }
       int wait_ms = has_deadline ? ms_until(deadline) : 1000;

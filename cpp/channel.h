@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "doorbell.h"
 #include "frame.h"
@@ -64,6 +65,9 @@ class SupervisorChannel {
   [[nodiscard]] bool poll_frame(FrameHeader& header, std::string& payload);
 
   // The descriptors to hand to the worker (owned by this channel until spawn closes them).
+  // Tells the worker that output is dropped from now on (the cell's output cap is reached)
+  // or accepted again (a new cell). Advisory: a worker that ignores it is read slowly.
+  void set_output_closed(bool closed) noexcept { events_.set_output_closed(closed); }
   [[nodiscard]] WorkerFds worker_fds() const noexcept;
   // After the spawn: the worker holds its ends now; close ours.
   void release_worker_ends() noexcept;
@@ -95,6 +99,9 @@ class WorkerChannel {
   void send(FrameType type, std::string_view payload, CheckSignal&& check_signal);
   // Next request frame: true with a frame, false on timeout or EINTR (caller checks signals).
   [[nodiscard]] bool receive(FrameHeader& header, std::string& payload, int timeout_ms);
+  // Output bytes not sent because the supervisor closed output (the cell's cap is reached),
+  // since the last call; the worker reports them with the cell's end.
+  [[nodiscard]] uint64_t take_dropped() noexcept { return std::exchange(dropped_, 0); }
 
  private:
   void wait_for_space(uint64_t needed, bool may_check_signal, auto&& check_signal);
@@ -104,6 +111,7 @@ class WorkerChannel {
   DoorbellReceiver request_bell_;
   DoorbellSender event_bell_;
   DoorbellReceiver space_bell_;
+  uint64_t dropped_ = 0;
 };
 
 // ---- template implementation -------------------------------------------------------------
@@ -125,6 +133,13 @@ void WorkerChannel::wait_for_space(uint64_t needed, bool may_check_signal, auto&
 
 template <typename CheckSignal>
 void WorkerChannel::send(FrameType type, std::string_view payload, CheckSignal&& check_signal) {
+  // Output the supervisor would drop anyway is not sent: a flood past the cell's cap then
+  // costs neither side a copy (the end-of-cell report always goes).
+  if ((type == FrameType::kStdout || type == FrameType::kStderr || type == FrameType::kMessage) &&
+      events_.output_closed()) {
+    dropped_ += payload.size();
+    return;
+  }
   // The worker waits as long as it takes: the supervisor drains, or the session ends.
   (void)write_message(events_, static_cast<uint16_t>(type), payload, [&](uint64_t needed, bool started) {
     wait_for_space(needed, !started, check_signal);

@@ -158,6 +158,10 @@ CellDoneReport parse_cell_done(std::string_view text, uint64_t budget) {
     const auto status = done.find("status");
     const auto count = done.find("execution_count");
     if (count != done.end() && count->is_number_integer()) report.count = count->get<int64_t>();
+    // The worker's own count of output it did not send once the cap was reached: only
+    // ever shown to the user (Result.truncated_bytes), so taken as said, within 2^53.
+    if (const auto d = done.find("dropped_output_bytes"); d != done.end() && d->is_number_unsigned())
+      report.dropped = std::min<uint64_t>(d->get<uint64_t>(), uint64_t{1} << 53);
     if (status == done.end() || !status->is_string() ||
         (*status != "ok" && *status != "error")) {
       rejected("its status is not \"ok\" or \"error\"");

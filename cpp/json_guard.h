@@ -46,6 +46,7 @@ struct JsonVerdict {
 struct CellDoneReport {
   bool ok = false;                    // the cell's status: "ok" (true) or "error"
   std::optional<int64_t> count;       // its execution_count, if it gave a valid one
+  uint64_t dropped = 0;               // output the worker did not send (the cap), as it says
   std::string json;                   // the report as the backend gets it (always valid JSON)
 };
 

@@ -67,6 +67,13 @@ class PyWorkerChannel {
     lock.unlock();  // before the GIL is taken back (see the header comment)
   }
 
+  // Output bytes dropped because the supervisor closed output (the cell's cap), since the
+  // last call: reported with the cell's end.
+  uint64_t take_dropped() {
+    std::lock_guard lock(send_lock_);  // every send holds it; none waits for the GIL with it
+    return channel_.take_dropped();
+  }
+
   // Descriptors to watch (the read ends of the fd 1/2 pipes) and the fd-capture thread's
   // wake-up pipe.
   void watch(int stdout_pipe, int stderr_pipe, int wake_fd) {

@@ -48,6 +48,14 @@ bool RingWriter::try_write(uint16_t type, uint16_t flags, std::span<const std::b
   return true;
 }
 
+bool RingWriter::output_closed() const noexcept {
+  return control_->output_closed.load(std::memory_order_relaxed) != 0;
+}
+
+void RingReader::set_output_closed(bool closed) noexcept {
+  control_->output_closed.store(closed ? 1 : 0, std::memory_order_relaxed);
+}
+
 bool RingWriter::consumer_waiting() const noexcept {
   // Dekker pairing with RingReader::set_waiting: our tail store must be visible before we
   // look at the flag, or both sides could decide the other is awake.

@@ -27,6 +27,9 @@ struct alignas(64) RingControl {
   alignas(64) std::atomic<uint64_t> head;            // consumed bytes; written by the consumer
   alignas(64) std::atomic<uint64_t> tail;            // produced bytes; written by the producer
   alignas(64) std::atomic<uint32_t> consumer_waiting;  // consumer will sleep on its doorbell
+  // The consumer drops whatever output comes now (the cell's output cap is reached): a
+  // cooperative producer stops sending it. Advisory only: the consumer keeps its own state.
+  std::atomic<uint32_t> output_closed;
   alignas(64) std::atomic<uint32_t> producer_waiting;  // producer waits for free space
 };
 static_assert(sizeof(RingControl) == 256);
@@ -56,6 +59,8 @@ class RingWriter {
   // True when the consumer announced it is going to sleep (after a seq_cst fence).
   [[nodiscard]] bool consumer_waiting() const noexcept;
   void set_waiting_for_space(bool waiting) noexcept;
+  // The consumer's note that output would be dropped anyway (RingControl::output_closed).
+  [[nodiscard]] bool output_closed() const noexcept;
 
  private:
   RingControl* control_;
@@ -102,6 +107,7 @@ class RingReader {
   // producer's fence in consumer_waiting().
   void set_waiting(bool waiting) noexcept;
   [[nodiscard]] bool producer_waiting() const noexcept;
+  void set_output_closed(bool closed) noexcept;
 
  private:
   [[nodiscard]] uint64_t published() const;

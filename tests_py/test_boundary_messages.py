@@ -293,3 +293,45 @@ def test_isolation_settings_are_typed_and_on_by_default():
     with pytest.raises(TypeError):
         _core.CellRunner(launcher="/bin/false", argv=["x"], env=[], workdir="/", limits={}, isolation={},
                          cgroup=None)  # the old string-keyed dicts are refused
+
+
+# ---- a flood past the output cap -------------------------------------------------------------
+
+FLOOD_FOR_3S = ("import sys, time\nchunk = 'x' * 65535 + '\\n'\nend = time.monotonic() + 3\nn = 0\n"
+                "while time.monotonic() < end:\n    sys.stdout.write(chunk)\n    n += 1\n")
+# The event ring's RingControl is at the region's offset 512; its output_closed flag sits
+# after consumer_waiting (offset 128 + 4): a worker that ignores the supervisor's "closed".
+KEEP_OUTPUT_OPEN = (
+    "import ctypes, threading\n"
+    "base = next(int(line.split('-')[0], 16) for line in open('/proc/self/maps') if 'sandbox_exec-ring' in line)\n"
+    "flag = ctypes.c_uint32.from_address(base + 512 + 132)\n"
+    "def reopen():\n    while True:\n        flag.value = 0\n"
+    "threading.Thread(target=reopen, daemon=True).start()\n")
+
+
+def _backend_cpu_per_second(session, code: str) -> tuple[float, object]:
+    usage0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.monotonic()
+    r = session.run(code, timeout=60)
+    wall = time.monotonic() - t0
+    usage1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
+    return cpu / wall, r
+
+
+@pytest.mark.parametrize("worker", ["cooperative", "ignores the closed flag"])
+def test_a_flood_past_the_cap_costs_the_backend_little_cpu(sandbox, worker):
+    s = sandbox.session(f"flood-cpu-{worker[:3]}", policy=sandbox_exec.Policy(max_output_bytes=1 * MiB))
+    try:
+        s.run("1")
+        code = FLOOD_FOR_3S if worker == "cooperative" else KEEP_OUTPUT_OPEN + FLOOD_FOR_3S
+        per_s, r = _backend_cpu_per_second(s, code + "n")
+        assert r.status == "ok", (r.status, r.reason)
+        # control: the cell did write far past its 1 MiB cap (counted as truncated); one that
+        # ignores the flag is read at most ~500 MB/s, and waits for ring space the rest
+        assert r.truncated_bytes > (100 if worker == "cooperative" else 10) * MiB, r.truncated_bytes
+        # Before: the supervisor read and discarded every frame at memory speed, ~1 CPU-s/s.
+        assert per_s < 0.35, per_s
+        assert s.run("'after'").outputs[-1]["data"]["text/plain"] == "'after'"
+    finally:
+        s.close()
