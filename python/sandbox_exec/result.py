@@ -8,8 +8,10 @@ from typing import Any, Literal
 #: ``ok``: ran to the end. ``error``: the cell raised. ``timeout``: the wall-clock deadline
 #: passed. ``interrupted``: Session.interrupt() (or a KeyboardInterrupt) stopped it.
 #: ``crashed``: the interpreter died (signal, os._exit, killed, protocol violation).
-#: ``memory``: the memory limit was hit. ``disk``: the cell grew its workdir past
-#: ``Policy.disk_bytes`` (the cell was interrupted; its files stay until a cell removes them).
+#: ``memory``: the memory limit was hit. ``disk``: the cell met ``Policy.disk_bytes`` in its
+#: workdir: it filled the size-capped workdir image (writes past it failed with ENOSPC), or,
+#: where only the watchdog enforces it, grew the workdir past it (the cell was interrupted,
+#: and later cells are refused until files are deleted or the session restarted).
 Status = Literal["ok", "error", "timeout", "interrupted", "crashed", "memory", "disk"]
 STATUSES: tuple[str, ...] = ("ok", "error", "timeout", "interrupted", "crashed", "memory", "disk")
 
