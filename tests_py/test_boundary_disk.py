@@ -562,3 +562,67 @@ def test_an_image_that_cannot_hold_the_files_under_a_smaller_cap_fails_closed(tm
     assert not os.path.ismount(root / "full")
     with sandbox_exec.Sandbox(POLICY, root=root) as box:  # the files are all there
         assert (box.session("full").workdir / "data").stat().st_size == 12 << 20
+
+
+@pytest.mark.c
+def test_a_second_sandbox_on_the_root_never_leaves_a_session_on_the_bare_directory(tmp_path):
+    # Found by an outside review: Sandbox A kept a closed session's image mounted, Sandbox B on
+    # the same root took the mount over, and A's close unmounted it under B: B's next
+    # interpreter wrote to the host disk past disk_bytes. Now a close unmounts at once (under
+    # the workdir's lock), and every interpreter start checks the workdir is still the image.
+    if not _workdir_image.support()[0]:
+        pytest.skip("the workdir image needs a root backend with loop devices")
+    from sandbox_exec import _core
+
+    root = tmp_path / "root"
+    policy = Policy(disk_bytes=CAP, max_file_bytes=2 * GiB, timeout_s=60)
+    with sandbox_exec.Sandbox(policy, root=root) as a, sandbox_exec.Sandbox(policy, root=root) as b:
+        sa = a.session("x")
+        assert sa.run("open('from-a', 'w').write('a')").status == "ok"
+        sa.close()
+        sb = b.session("x")
+        assert sb.run("open('from-a').read()").outputs[-1]["data"]["text/plain"] == "'a'"
+        a.close()
+        image = str(root / ".images" / "x.img")
+        assert os.path.realpath(_core.workdir_image.mounted_image(str(sb.workdir))) == image
+        # control: the mount can be taken away from the outside (as a second backend's
+        # cleanup did), leaving the bare host directory at the workdir
+        _core.workdir_image.unmount(str(sb.workdir))
+        assert not _core.workdir_image.mounted_image(str(sb.workdir))
+        sb.restart()  # the next interpreter starts on the image again, never on the host dir
+        assert os.path.realpath(_core.workdir_image.mounted_image(str(sb.workdir))) == image
+        r = sb.run(attack(FALLOCATE, name="big", bytes=GiB), timeout=60)
+        assert report(r.stdout)["err"] == 28 and r.status == "disk", (r.status, r.reason)
+        assert sb.run("open('from-a').read()").outputs[-1]["data"]["text/plain"] == "'a'"
+        sb.close()
+
+
+@pytest.mark.c
+@pytest.mark.parametrize("held", [True, False], ids=["workdir-held", "control-free"])
+def test_the_reaper_leaves_a_workdir_a_live_session_holds(tmp_path, held):
+    # A killed backend's reaper unmounts its leftover mounts, unless a live session (of
+    # another backend, which took the workdir over after the death) holds the workdir lock.
+    if not _workdir_image.support()[0]:
+        pytest.skip("the workdir image needs a root backend with loop devices")
+    import fcntl
+
+    from sandbox_exec import _core
+
+    root = tmp_path / "root"
+    workdir = root / "w"
+    workdir.mkdir(parents=True)
+    image = _workdir_image.WorkdirImage(root, workdir, 4 * MiB, os.geteuid(), os.getegid())
+    image.mount()
+    try:
+        (root / ".locks").mkdir(exist_ok=True)
+        lock_fd = os.open(root / ".locks" / "w.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        if held:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        reaper = subprocess.Popen([sys.executable, "-I", "-c", _workdir_image._REAPER], stdin=subprocess.PIPE)
+        reaper.communicate(("+" + os.fsencode(str(workdir)).hex() + "\n").encode(), timeout=60)
+        os.close(lock_fd)
+        still = bool(_core.workdir_image.mounted_image(str(workdir)))
+        assert still == held, (held, still)
+    finally:
+        if _core.workdir_image.mounted_image(str(workdir)):
+            image.unmount()

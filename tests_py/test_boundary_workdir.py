@@ -151,7 +151,11 @@ def test_symlink_planted_in_a_kept_workdir_does_not_redirect_the_runners_copy(tm
     with Sandbox(Policy(timeout_s=60), root=tmp_path / "root") as box:
         first = run_notebook(nb_path, sandbox=box)  # the cell plants the link in its kept workdir
         assert first.cells[0].outputs[-1]["data"]["text/plain"] == repr((False, "notebook data\n"))
-        assert os.readlink(box.root / "plant" / "data.csv") == str(host_file)
+        # the link is in the kept workdir (seen through a session: a root backend's workdir
+        # is an image, mounted while a session of that name is open)
+        peek = box.session("plant")
+        assert peek.run("import os\nos.readlink('data.csv')").outputs[-1]["data"]["text/plain"] == repr(str(host_file))
+        peek.close()
         # The next run copies the neighbours in again, then the cell looks at data.csv.
         second = run_notebook(nb_path, sandbox=box, allow_errors=True)
     if copy != "fixed":
@@ -272,8 +276,9 @@ def test_notebook_in_a_workdir_gets_no_host_file_through_its_links(tmp_path):
         r = s.run(f"import os\nos.symlink({str(host_file)!r}, 'data.csv')\n"
                   f"open('inner.ipynb', 'w').write({nbformat.writes(nb)!r})\n'planted'")
         assert r.status == "ok", r.error
-        s.close()
+        # (the session stays open: its workdir, an image for a root backend, stays mounted)
         out = run_notebook(box.root / "maker" / "inner.ipynb", sandbox=box, allow_errors=True)
+        s.close()
     assert "SECRET" not in json.dumps(out)
     assert out.cells[0].outputs[-1].get("ename") == "FileNotFoundError"
 
@@ -807,3 +812,44 @@ def test_a_name_swapped_while_the_notebook_is_written_is_detected(tmp_path, monk
         write_notebook(new_notebook(cells=[new_code_cell("1")]), out)
     assert host_file.stat().st_mode & 0o777 == 0o600
     assert not os.path.lexists(out)  # the planted link is not left as "the executed notebook"
+
+
+@pytest.mark.c
+def test_one_display_update_fanned_out_to_many_outputs_is_written_a_few_times(tmp_path):
+    # Found by an outside review: K tiny outputs with one display id, then one large update:
+    # every output shows the update, and the runner wrote K copies (100 x 2 MiB = 200 MiB).
+    code = ("for _ in range(40):\n    display({'text/plain': 'tiny'}, raw=True, display_id='d')\n"
+            "display({'text/plain': 'u' * 300_000}, raw=True, display_id='d', update=True)\n")
+    src = tmp_path / "fan.ipynb"
+    nbformat.write(new_notebook(cells=[new_code_cell(code)]), src)
+    out = tmp_path / "fan.out.ipynb"
+    nb = run_notebook(src, output_path=str(out))
+    size = out.stat().st_size
+    # control: in the Result the 40 outputs all carry the 300 kB update (shared in memory);
+    # written naively, that is 40 copies
+    shown = [o for o in nb.cells[0].outputs if o.get("output_type") == "display_data"]
+    assert len(shown) == 40
+    assert size < 6 * 300_000 + 200_000, size
+    text = out.read_text()
+    assert text.count("u" * 300_000) <= 4 and "not repeated" in text
+    nbformat.validate(nbformat.read(out, as_version=4))
+
+
+@pytest.mark.c
+def test_deep_output_indentation_does_not_multiply_the_written_notebook(tmp_path):
+    # Found by an outside review: nbformat indents one value per line by its depth, so 4 MB of
+    # deeply nested output became a 129 MB notebook. Past 16 MiB of indentation (and past the
+    # content's own size) the runner writes it without indentation.
+    deep: object = [0] * 300_000
+    for _ in range(58):
+        deep = [deep]
+    nb = new_notebook(cells=[new_code_cell("x")])
+    nb.cells[0].outputs = [nbformat.v4.new_output("display_data", data={"application/json": {"v": deep}})]
+    compact = len(json.dumps(deep))
+    assert len(nbformat.writes(nb)) > 16 << 20  # control: the indented form is ~30x the content
+    out = tmp_path / "deep.ipynb"
+    write_notebook(nb, out)
+    assert out.stat().st_size < 2 * compact + (1 << 20), (out.stat().st_size, compact)
+    back = nbformat.read(out, as_version=4)
+    nbformat.validate(back)
+    assert back.cells[0].outputs[0]["data"]["application/json"]["v"] == deep

@@ -42,7 +42,7 @@ MiB = 1 << 20
 #: the mounts nor their loop devices stay behind. It reads "+<hex path>" / "-<hex path>"
 #: lines from a pipe only the backend holds; end of file means the backend is gone.
 _REAPER = r"""
-import ctypes, signal, sys
+import ctypes, fcntl, os, signal, sys
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 libc = ctypes.CDLL(None, use_errno=True)
 held = set()
@@ -53,7 +53,24 @@ for line in sys.stdin.buffer:
     else:
         held.discard(path)
 for path in held:
+    # Only a workdir no live session holds: once the backend died, its workdir locks went
+    # with it, and a new session may have taken the workdir (and this mount) over already.
+    parent, name = os.path.split(path)
+    try:
+        fd = os.open(os.path.join(parent, b".locks", name + b".lock"), os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        fd = None
+    except OSError:
+        continue
+    try:
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        continue  # a live session has it: not ours to unmount
     libc.umount2(path, 2 | 8)  # MNT_DETACH | UMOUNT_NOFOLLOW
+    if fd is not None:
+        os.close(fd)
 """
 _reaper: subprocess.Popen | None = None
 _reaper_lock = threading.Lock()
@@ -202,6 +219,11 @@ class WorkdirImage:
                                    "(an earlier mount of it is still in use); hint: end the processes that "
                                    "use the old workdir")
             time.sleep(0.05)
+
+    def still_mounted(self) -> bool:
+        """Whether this image is what is mounted at the workdir now."""
+        there = _core.workdir_image.mounted_image(str(self.workdir))
+        return bool(there) and os.path.realpath(there.removesuffix(" (deleted)")) == os.path.realpath(self.path)
 
     def unmount(self) -> None:
         if self.mounted:

@@ -32,6 +32,7 @@ As with nbclient:
 
 from __future__ import annotations
 
+import copy
 import datetime
 import errno
 import json
@@ -259,10 +260,72 @@ _JSON_RAW_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\
                               "\ud800-\udfff]")
 
 
+#: A display's content (over _REPEAT_MIN_BYTES) is written at most this many times: outputs
+#: sharing a display id all show its latest update, and a cell could otherwise make K tiny
+#: outputs with one id and then one large update: K copies in the file.
+_REPEAT_MAX = 4
+_REPEAT_MIN_BYTES = 64 << 10
+
+
+def _bound_repeated_displays(nb: Any) -> None:
+    """Replaces the 5th and later copies of one large display content with a marker."""
+    seen: dict[str, int] = {}
+    sizes: dict[int, tuple[int, str]] = {}  # id(data) -> (size, digest): each object dumped once
+    import hashlib
+
+    for cell in nb.get("cells", []):
+        for i, output in enumerate(cell.get("outputs", []) if cell.get("cell_type") == "code" else []):
+            data = output.get("data")
+            if not isinstance(data, dict):
+                continue
+            if id(data) not in sizes:
+                text = json.dumps(data, sort_keys=True, ensure_ascii=False, default=str)
+                sizes[id(data)] = (len(text), hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+                                   if len(text) > _REPEAT_MIN_BYTES else "")
+            size, digest = sizes[id(data)]
+            if not digest:
+                continue
+            seen[digest] = seen.get(digest, 0) + 1
+            if seen[digest] > _REPEAT_MAX:
+                output["data"] = {"text/plain": f"[sandbox_exec: the same {size}-character display as above "
+                                                f"(written {_REPEAT_MAX} times already); not repeated]"}
+                output["metadata"] = {}
+
+
+def _indent_cost(nb: Any) -> int:
+    """The characters nbformat's one-space indentation adds (a newline and `depth` spaces
+    per value): a deeply nested output can make that many times its own size."""
+    cost, stack = 0, [(nb, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            cost += (depth + 2) * (len(value) + 1)
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            cost += (depth + 2) * (len(value) + 1)
+            stack.extend((v, depth + 1) for v in value)
+    return cost
+
+
 def notebook_text(nb: Any) -> str:
     """nbformat's JSON text of ``nb``, with the characters above written as \\uXXXX escapes:
-    the same notebook for any JSON reader, always encodable as UTF-8 and safe to print."""
-    text = _JSON_RAW_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", nbformat.writes(nb))
+    the same notebook for any JSON reader, always encodable as UTF-8 and safe to print.
+
+    What a cell controls must not make the file many times what it sent: a large display
+    content is written at most _REPEAT_MAX times, and a notebook whose indentation alone
+    would pass 16 MiB is written without indentation (any JSON or nbformat reader reads it
+    the same)."""
+    _bound_repeated_displays(nb)
+    if _indent_cost(nb) <= 16 << 20:
+        text = nbformat.writes(nb)
+    else:
+        # nbformat's writer always indents; the same JSON without indentation, as its writer
+        # prepares it (text split into lines, transient fields dropped, keys sorted).
+        from nbformat.v4.rwbase import split_lines, strip_transient
+
+        compact = strip_transient(split_lines(copy.deepcopy(nb)))
+        text = json.dumps(compact, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    text = _JSON_RAW_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
     return text if text.endswith("\n") else text + "\n"  # as nbformat.write ends a file
 
 

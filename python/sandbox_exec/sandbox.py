@@ -314,7 +314,13 @@ class Session:
         if p.disk_bytes is None or self._disk_mode == "watchdog":
             return False
         if self._image is not None and self._image.mounted:
-            return False
+            # Before every interpreter start: the workdir must still be this image. Something
+            # may have unmounted it since (it was found unmounted by an outside review: a
+            # second backend's cleanup); an interpreter must never start on the bare host
+            # directory, which no cap covers.
+            if self._image.still_mounted():
+                return False
+            self._image.mounted = False
         # The image's root belongs to the sandbox's host id (the session's own, when root).
         uid, gid = self._host_ids()
         image = WorkdirImage(self._sandbox.root, self._workdir, p.disk_bytes, uid, gid)
@@ -343,13 +349,6 @@ class Session:
     def _release_disk(self) -> None:
         if self._image is not None:
             self._image.unmount()
-
-    def _keep_disk_for_the_sandbox(self) -> None:
-        """A closed session's image stays mounted until its Sandbox closes, so the backend
-        can still read what the cells wrote at Session.workdir (the notebook runner's kept
-        workdirs, results read after close); Sandbox.close() unmounts it."""
-        if self._image is not None and self._image.mounted:
-            self._sandbox._keep_mounted(self._image)
 
     def _spawn_args(self) -> tuple[Any, Any, Any]:
         """The launcher's limits and isolation layers for this session's policy."""
@@ -513,10 +512,9 @@ class Session:
                 self._runner.interrupt()
 
     def close(self) -> None:
-        """Ends the interpreter and every process it started. The workdir is kept: its image
-        (where disk_bytes is a filesystem limit) stays mounted at Session.workdir until the
-        Sandbox closes, and stays on disk for the next session of this name, also in a new
-        Sandbox on the same root."""
+        """Ends the interpreter and every process it started. The workdir is kept: where
+        disk_bytes is a filesystem limit its image is unmounted (its files are then seen
+        through the next session of this name, also in a new Sandbox on the same root)."""
         self._close(remove_workdir=False)
 
     def _close(self, *, remove_workdir: bool) -> None:
@@ -524,10 +522,9 @@ class Session:
         self._stop()
         with self._lock:  # wait for a running cell to see the end
             self._stop()  # a start that raced with close() left no interpreter
-            if remove_workdir:
-                self._release_disk()
-            else:
-                self._keep_disk_for_the_sandbox()
+            # Unmounted while this session still holds the workdir's lock: a mount at a
+            # workdir exists only while a live session (or a dead backend's leftover) has it.
+            self._release_disk()
             self._release_host_id()
         self._sandbox._forget(self)
         if remove_workdir:
@@ -698,7 +695,6 @@ class Sandbox:
                                                     if host_id_range is not None else None)
         self.policy = policy or Policy()
         self._own_root = root is None
-        self._kept_images: list[Any] = []  # closed sessions' workdir images, unmounted at close()
         self.root = Path(tempfile.mkdtemp(prefix="sandbox_exec-")) if root is None else Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._sessions: dict[str, Session] = {}
@@ -800,29 +796,14 @@ class Sandbox:
         finally:
             s._close(remove_workdir=True)
 
-    def _keep_mounted(self, image: Any) -> None:
-        with self._lock:
-            self._kept_images.append(image)
-
     def close(self) -> None:
-        """Ends every session this Sandbox started and unmounts their workdir images."""
+        """Ends every session this Sandbox started (and unmounts their workdir images)."""
         with self._lock:
             self._closed = True
             sessions = list(self._sessions.values())
         self._stop_watch.set()
         for s in sessions:
             s.close()
-        with self._lock:
-            kept, self._kept_images = self._kept_images, []
-        unmounted: set[str] = set()
-        for image in kept:
-            if str(image.workdir) in unmounted:
-                continue  # the same workdir, closed twice (a session reopened and closed again)
-            unmounted.add(str(image.workdir))
-            try:
-                image.unmount()
-            except Exception:  # already gone (unmounted by hand): nothing to keep
-                pass
         if self._own_root:
             _remove_tree(self.root)
 
