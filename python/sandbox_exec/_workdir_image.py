@@ -42,7 +42,7 @@ MiB = 1 << 20
 #: the mounts nor their loop devices stay behind. It reads "+<hex path>" / "-<hex path>"
 #: lines from a pipe only the backend holds; end of file means the backend is gone.
 _REAPER = r"""
-import ctypes, fcntl, os, signal, sys
+import ctypes, fcntl, os, signal, sys, time
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 libc = ctypes.CDLL(None, use_errno=True)
 held = set()
@@ -62,10 +62,18 @@ for path in held:
         fd = None
     except OSError:
         continue
-    try:
-        if fd is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    # The dead backend's own lock goes a moment after its pipe closes (the kernel closes a
+    # dying process's descriptors one by one): wait for it a little; a live session keeps it.
+    locked = fd is None
+    for _ in range(100):
+        try:
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked = True
+            break
+        except OSError:
+            time.sleep(0.02)
+    if not locked:
         os.close(fd)
         continue  # a live session has it: not ours to unmount
     libc.umount2(path, 2 | 8)  # MNT_DETACH | UMOUNT_NOFOLLOW
