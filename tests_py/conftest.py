@@ -11,7 +11,8 @@ import pytest
 import sandbox_exec
 
 REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO.parent / "shared" / "corpus" / "nbclient"
+# The nbclient test notebooks, copied into the repo with their license (see its README.md).
+CORPUS = REPO / "tests_py" / "conformance" / "corpus" / "nbclient"
 
 
 @pytest.fixture(scope="module")

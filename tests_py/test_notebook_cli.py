@@ -19,8 +19,7 @@ from sandbox_exec.notebook import CellExecutionError, run_notebook
 
 pytestmark = pytest.mark.b
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "nbclient"
-needs_corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason=f"the nbclient corpus is not at {CORPUS}")
+from conftest import CORPUS
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -115,7 +114,6 @@ def test_missing_notebook_is_a_usage_error(tmp_path: Path) -> None:
 
 # --- the nbclient corpus -------------------------------------------------------------------
 
-@needs_corpus
 @pytest.mark.parametrize("name", ["HelloWorld", "Factorials", "Unicode"])
 def test_corpus_streams_match(tmp_path: Path, name: str) -> None:
     out = tmp_path / f"{name}.out.ipynb"
@@ -129,7 +127,6 @@ def test_corpus_streams_match(tmp_path: Path, name: str) -> None:
         assert g.execution_count == w.execution_count
 
 
-@needs_corpus
 def test_corpus_default_output_path(tmp_path: Path) -> None:
     src = tmp_path / "HelloWorld.ipynb"
     src.write_bytes((CORPUS / "HelloWorld.ipynb").read_bytes())
@@ -138,7 +135,6 @@ def test_corpus_default_output_path(tmp_path: Path) -> None:
     assert stream_text(read(tmp_path / "HelloWorld.executed.ipynb").cells[0]) == "Hello World\n"
 
 
-@needs_corpus
 def test_corpus_error_stops_with_exit_1(tmp_path: Path) -> None:
     out = tmp_path / "e.ipynb"
     proc = run_cli(str(CORPUS / "Error.ipynb"), "-o", str(out), cwd=tmp_path)
@@ -148,7 +144,6 @@ def test_corpus_error_stops_with_exit_1(tmp_path: Path) -> None:
     assert error["output_type"] == "error" and error["ename"] == "ZeroDivisionError"
 
 
-@needs_corpus
 def test_corpus_error_allowed(tmp_path: Path) -> None:
     out = tmp_path / "e.ipynb"
     proc = run_cli(str(CORPUS / "Error.ipynb"), "-o", str(out), "--allow-errors", cwd=tmp_path)
@@ -159,7 +154,6 @@ def test_corpus_error_allowed(tmp_path: Path) -> None:
         ("error", "ZeroDivisionError", "division by zero")]
 
 
-@needs_corpus
 def test_corpus_skip_execution_tag(tmp_path: Path) -> None:
     out = tmp_path / "s.ipynb"
     proc = run_cli(str(CORPUS / "Skip Execution with Cell Tag.ipynb"), "-o", str(out), cwd=tmp_path)
@@ -171,7 +165,6 @@ def test_corpus_skip_execution_tag(tmp_path: Path) -> None:
     assert "skipped (skip-execution)" in proc.stderr
 
 
-@needs_corpus
 def test_corpus_raises_exception_tag(tmp_path: Path) -> None:
     nb = run_notebook(CORPUS / "Skip Exceptions with Cell Tags.ipynb")
     first, second = nb.cells

@@ -4,7 +4,7 @@
     result = sandbox_exec.run("x = 41\\nx + 1", session="nb-42")
     result.outputs  # [{"output_type": "execute_result", "data": {"text/plain": "42"}, ...}]
 
-See the API contract (shared/spec/api.md in the project) and docs/ and docs/ for the architecture and the threat model.
+See the API contract (docs/api.md in the project) and docs/ for the architecture and the threat model.
 """
 
 from typing import TYPE_CHECKING, Any
