@@ -223,9 +223,7 @@ CellOutcome CellRunner::run_cell(const std::string& request, const CellLimits& l
       }
       // An oversized done report still ends the cell (waiting on would hang it), as an
       // error that says why.
-      out.done_payload = parse_cell_done(
-          R"({"status":"error","error":{"ename":"ProtocolError","evalue":"the worker's end-of-cell report was larger than the per-message limit","traceback":[]}})",
-          budget).json;
+      out.done_payload = rejected_cell_done("it was larger than the per-message limit");
       return true;
     }
     const std::string& message = assembler.message();

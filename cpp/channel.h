@@ -64,10 +64,11 @@ class SupervisorChannel {
   // Non-blocking: a frame if one is published (used to drain after the worker exits).
   [[nodiscard]] bool poll_frame(FrameHeader& header, std::string& payload);
 
-  // The descriptors to hand to the worker (owned by this channel until spawn closes them).
   // Tells the worker that output is dropped from now on (the cell's output cap is reached)
   // or accepted again (a new cell). Advisory: a worker that ignores it is read slowly.
   void set_output_closed(bool closed) noexcept { events_.set_output_closed(closed); }
+
+  // The descriptors to hand to the worker (owned by this channel until spawn closes them).
   [[nodiscard]] WorkerFds worker_fds() const noexcept;
   // After the spawn: the worker holds its ends now; close ours.
   void release_worker_ends() noexcept;

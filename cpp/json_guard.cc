@@ -140,16 +140,17 @@ JsonVerdict check_message_json(std::string_view text) {
   return {false, counter.reason.empty() ? std::string("invalid JSON") : counter.reason};
 }
 
+std::string rejected_cell_done(const std::string& why) {
+  const std::string message = "the worker's end-of-cell report was rejected: " + why;
+  return json{{"status", "error"},
+              {"error", error_object("ProtocolError", message, json::array({"ProtocolError: " + message}))}}
+      .dump();
+}
+
 CellDoneReport parse_cell_done(std::string_view text, uint64_t budget) {
   CellDoneReport report;
   json rebuilt;
-  auto rejected = [&](const std::string& why) {
-    rebuilt = json{{"status", "error"},
-                   {"error", error_object("ProtocolError",
-                                          "the worker's end-of-cell report was rejected: " + why,
-                                          json::array({"ProtocolError: the worker's end-of-cell report was "
-                                                       "rejected: " + why}))}};
-  };
+  auto rejected = [&](const std::string& why) { rebuilt = json::parse(rejected_cell_done(why)); };
   const JsonVerdict verdict = check_message_json(text);
   if (!verdict.ok) {
     rejected(verdict.reason);

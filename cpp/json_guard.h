@@ -58,4 +58,7 @@ struct CellDoneReport {
 // message, and says its traceback was dropped.
 [[nodiscard]] CellDoneReport parse_cell_done(std::string_view text, uint64_t budget);
 
+// The "error" report that stands for a rejected one (`why` says what was wrong with it).
+[[nodiscard]] std::string rejected_cell_done(const std::string& why);
+
 }  // namespace sandbox_exec

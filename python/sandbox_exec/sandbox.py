@@ -750,16 +750,8 @@ class Sandbox:
         except BaseException:
             with self._lock:
                 forget = self._sessions.get(name) is s
-                if forget:
-                    del self._sessions[name]
-            with s._lock:
-                s._stop()
-                s._release_host_id()
-            if forget:
-                s._closed = True
-                lock, s._workdir_lock = s._workdir_lock, None
-                if lock is not None:
-                    lock.release()
+            if forget:  # a session that failed to start is not kept: no process, id or lock
+                s._close(remove_workdir=False)
             raise
         return s
 
