@@ -2,6 +2,8 @@
 
 #include <poll.h>
 
+#include <algorithm>
+
 #include "disk_usage.h"
 #include "json_guard.h"
 #include "logging.h"
@@ -15,6 +17,9 @@ using Clock = std::chrono::steady_clock;
 // The read rate for a worker that keeps sending past its output cap: 1 MiB per 2 ms pause.
 constexpr uint64_t kClosedDrainBytes = 1 << 20;
 constexpr int kClosedDrainPauseMs = 2;
+// The largest end-of-cell report read (the worker cuts an exception's message to 64 KiB; its
+// traceback lines add to that); a larger one ends the cell as a rejected report.
+constexpr uint64_t kMaxCellDoneBytes = 1 << 20;
 
 Clock::time_point after(Clock::time_point t, double seconds) {
   return t + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
@@ -161,7 +166,12 @@ CellOutcome CellRunner::run_cell(const std::string& request, const CellLimits& l
       if (!valid) throw ProtocolViolation("the worker sent a malformed output message");
     }
   };
-  MessageAssembler assembler(limits.max_message_bytes);
+  // One assembler for every message; its cap admits an end-of-cell report up to
+  // kMaxCellDoneBytes whatever the per-output limit (the report is rebuilt and cut to the
+  // cell's output budget below, so a huge exception message still ends as its own error);
+  // other messages over max_message_bytes are dropped whole.
+  const uint64_t max_message = limits.max_message_bytes;
+  MessageAssembler assembler(std::max(max_message, kMaxCellDoneBytes));
   bool interrupted = false;
   // Past the output cap the worker is told to stop sending (a cooperative one does: its
   // flood then costs no copies at all); what still comes is read at most kClosedDrainBytes
@@ -227,6 +237,11 @@ CellOutcome CellRunner::run_cell(const std::string& request, const CellLimits& l
       return true;
     }
     const std::string& message = assembler.message();
+    if (!is_done && message.size() > max_message) {
+      out.dropped_output_bytes += message.size();
+      batch.push_back({kDroppedOutputEvent, std::to_string(message.size())});
+      return false;
+    }
     if (is_done) {
       CellDoneReport done = parse_cell_done(message, budget);
       if (limits.execution_count && done.count != limits.execution_count) {

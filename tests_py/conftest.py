@@ -15,6 +15,12 @@ REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "tests_py" / "conformance" / "corpus" / "nbclient"
 
 
+# Cell code that finds the worker's own channel object (what a hostile cell sends raw
+# frames through: channel.send(frame_type, payload)).
+FIND_CHANNEL = ("import gc\nchannel = next(o for o in gc.get_objects() "
+                "if type(o).__name__ == 'Channel' and hasattr(o, '_chan'))._chan\n")
+
+
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("sessions")
@@ -77,4 +83,4 @@ def wait_until(predicate, timeout: float = 5.0, interval: float = 0.01) -> bool:
     return predicate()
 
 
-__all__ = ["CORPUS", "REPO", "allocated_bytes", "pid_alive", "wait_until", "os"]
+__all__ = ["CORPUS", "FIND_CHANNEL", "REPO", "allocated_bytes", "pid_alive", "wait_until", "os"]

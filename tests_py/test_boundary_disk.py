@@ -298,8 +298,12 @@ if os.fork() == 0:
         for i in range(P["pairs"]):
             libc.renameat2(-100, f"a{i}".encode(), -100, f"b{i}".encode(), 2)  # RENAME_EXCHANGE
     os._exit(0)
-time.sleep(P["sleep"])
-print("REPORT " + json.dumps({"swapping": True}))
+seen = set()  # a0 seen as a directory and as a symlink: the swaps really happen here
+end = time.monotonic() + P["sleep"]
+while time.monotonic() < end:
+    seen.add(os.path.islink("a0"))
+    time.sleep(0.001)
+print("REPORT " + json.dumps({"swapping": len(seen) == 2}))
 '''
 
 
@@ -349,6 +353,7 @@ def test_a_directory_swapped_for_a_symlink_mid_walk(box, monkeypatch, tmp_path):
         # cell's 5 s, at its end, and between cells, and never counts the host's 64 MiB.
         r = s.run(attack(SWAPPER, pairs=16, target=str(host), seconds=8, sleep=5), timeout=60)
         assert r.status == "ok", (r.status, r.reason)
+        assert report(r.stdout)["swapping"], "the swapper never swapped inside the sandbox"
         time.sleep(4)
         assert s.alive, "the watchdog ended the interpreter"
         r2 = s.run("'still here'")

@@ -31,13 +31,10 @@ import pytest
 
 import sandbox_exec
 from sandbox_exec import _core
+from conftest import FIND_CHANNEL
 
 pytestmark = pytest.mark.c
 
-FIND_CHANNEL = (
-    "import gc\n"
-    "channel = next(o for o in gc.get_objects() if type(o).__name__ == 'Channel' and hasattr(o, '_chan'))._chan\n"
-)
 
 MiB = 1 << 20
 
@@ -113,13 +110,18 @@ def test_another_sessions_cell_answers_while_a_hostile_session_floods_bad_shapes
     try:
         bystander.run("1")
         latencies: list[float] = []
+        failures: list[BaseException] = []
         stop = threading.Event()
 
         def ping() -> None:
-            while not stop.is_set():
-                t0 = time.monotonic()
-                assert bystander.run("6*7").outputs[0]["data"]["text/plain"] == "42"
-                latencies.append(time.monotonic() - t0)
+            try:
+                while not stop.is_set():
+                    t0 = time.monotonic()
+                    got = bystander.run("6*7").outputs[0]["data"]["text/plain"]
+                    assert got == "42", got
+                    latencies.append(time.monotonic() - t0)
+            except BaseException as e:  # re-raised in the test's own thread below
+                failures.append(e)
 
         thread = threading.Thread(target=ping)
         thread.start()
@@ -130,23 +132,32 @@ def test_another_sessions_cell_answers_while_a_hostile_session_floods_bad_shapes
         finally:
             stop.set()
             thread.join()
-        assert latencies and max(latencies) < 5.0, max(latencies)  # was 11-27 s
+        assert not failures, failures
+        assert len(latencies) >= 10, len(latencies)  # the bystander kept answering throughout
+        assert max(latencies) < 5.0, max(latencies)  # was 11-27 s
     finally:
         hostile.close()
         bystander.close()
 
 
 def test_the_end_of_cell_report_is_charged_to_the_output_cap(sandbox):
-    s = sandbox.session("done-cap", policy=sandbox_exec.Policy(max_output_bytes=256 * 1024))
+    code = "raise ValueError('m' * 4_000_000)"
+    # control: with a cap it fits in, the report carries the worker's whole message (its
+    # own 64 KiB cut of the 4 MB), once as evalue and once in the traceback
+    wide = sandbox.session("done-cap-wide", policy=sandbox_exec.Policy(max_output_bytes=64 * MiB))
     try:
-        message = "m" * 4_000_000
-        # control: the exception's own message is 4 MB (what an uncharged report would carry)
-        assert len(str(ValueError(message))) == 4_000_000
-        r = s.run("raise ValueError('m' * 4_000_000)")
+        assert len(wide.run(code).error["evalue"]) > 60_000
+    finally:
+        wide.close()
+    s = sandbox.session("done-cap", policy=sandbox_exec.Policy(max_output_bytes=32 * 1024))
+    try:
+        r = s.run(code)
         assert r.status == "error" and r.error["ename"] == "ValueError"
+        # over the budget the report keeps its status, the name and a 1 KiB message
+        assert len(r.error["evalue"]) <= 1024 + 3, len(r.error["evalue"])
+        assert any("traceback dropped" in line for line in r.error["traceback"]), r.error["traceback"]
         kept = len(json.dumps(r.outputs)) + len(json.dumps(r.error))
-        assert kept < 256 * 1024 + 8 * 1024, kept
-        assert r.truncated_bytes > 0 or len(r.error["evalue"]) <= 1100
+        assert kept < 32 * 1024 + 8 * 1024, kept
         assert s.run("2+2").outputs[0]["data"]["text/plain"] == "4"
     finally:
         s.close()
@@ -219,7 +230,7 @@ def test_the_runner_writes_a_strict_json_notebook_from_such_cells(tmp_path):
     stored = json.loads(out.read_bytes().decode("utf-8"), parse_constant=refuse)
     nbformat.validate(nbformat.from_dict(stored))
     text = stored["cells"][2]["outputs"][0]["text"]
-    assert "".join(text) if isinstance(text, list) else text == "last cell\n"
+    assert ("".join(text) if isinstance(text, list) else text) == "last cell\n"
 
 
 # ---- forged end-of-cell ---------------------------------------------------------------------
@@ -263,19 +274,15 @@ def test_a_forged_end_of_cell_during_a_cell_does_not_end_it(session):
 
 def test_doorbell_spam_does_not_cost_the_backend_a_cpu(session):
     session.run("1")
-    usage0 = resource.getrusage(resource.RUSAGE_SELF)
-    t0 = time.monotonic()
-    r = session.run("import os, time\nrung = 0\nend = time.monotonic() + 3\n"
-                    "while time.monotonic() < end:\n"
-                    "    try:\n        os.write(7, b'!')\n        rung += 1\n"
-                    "    except BlockingIOError:\n        pass\n"
-                    "rung", timeout=30)
-    wall = time.monotonic() - t0
-    usage1 = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
+    per_s, r = _backend_cpu_per_second(
+        session, "import os, time\nrung = 0\nend = time.monotonic() + 3\n"
+                 "while time.monotonic() < end:\n"
+                 "    try:\n        os.write(7, b'!')\n        rung += 1\n"
+                 "    except BlockingIOError:\n        pass\n"
+                 "rung")
     assert r.status == "ok"
     assert int(r.outputs[0]["data"]["text/plain"]) > 10_000  # control: the cell did ring, a lot
-    assert cpu < 0.25 * wall, (cpu, wall)  # was ~0.99 CPU-seconds per second
+    assert per_s < 0.25, per_s  # was ~0.99 CPU-seconds per second
 
 
 # ---- typed settings across the Python/C++ boundary ------------------------------------------
@@ -305,7 +312,8 @@ KEEP_OUTPUT_OPEN = (
     "import ctypes, threading\n"
     "base = next(int(line.split('-')[0], 16) for line in open('/proc/self/maps') if 'sandbox_exec-ring' in line)\n"
     "flag = ctypes.c_uint32.from_address(base + 512 + 132)\n"
-    "def reopen():\n    while True:\n        flag.value = 0\n"
+    "reopened = [0]\n"
+    "def reopen():\n    while True:\n        if flag.value:\n            flag.value = 0\n            reopened[0] += 1\n"
     "threading.Thread(target=reopen, daemon=True).start()\n")
 
 
@@ -327,6 +335,9 @@ def test_a_flood_past_the_cap_costs_the_backend_little_cpu(sandbox, worker):
         code = FLOOD_FOR_3S if worker == "cooperative" else KEEP_OUTPUT_OPEN + FLOOD_FOR_3S
         per_s, r = _backend_cpu_per_second(s, code + "n")
         assert r.status == "ok", (r.status, r.reason)
+        if worker != "cooperative":
+            # the cell did find the supervisor's flag set, and cleared it (the next cell asks)
+            assert int(s.run("reopened[0]").outputs[-1]["data"]["text/plain"]) > 0
         # control: the cell did write far past its 1 MiB cap (counted as truncated); one that
         # ignores the flag is read at most ~500 MB/s, and waits for ring space the rest
         assert r.truncated_bytes > (100 if worker == "cooperative" else 10) * MiB, r.truncated_bytes

@@ -10,6 +10,7 @@ the cell's outputs and the cell runs on (tests_py/test_boundary_messages.py has 
 from __future__ import annotations
 
 import pytest
+from conftest import FIND_CHANNEL
 
 pytestmark = pytest.mark.c
 
@@ -25,10 +26,6 @@ def wake():
     os.write(7, b"!")               # the event doorbell (spawn_spec.h: kEventBell)
 '''
 
-FIND_CHANNEL = '''
-import gc
-channel = next(o for o in gc.get_objects() if type(o).__name__ == "Channel" and hasattr(o, "_chan"))._chan
-'''
 
 ATTACKS = {
     # tail not a multiple of the frame alignment

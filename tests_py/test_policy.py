@@ -182,7 +182,7 @@ def test_disk_limit_covers_workdir_and_tmp(sandbox):
                   "    time.sleep(0.005)")
         assert r.status == "disk"
         written = sum(f.stat().st_size for f in s.workdir.iterdir())
-        if "image" in s.enforcement["disk_bytes"]:
+        if "size-capped ext4 image" in s.enforcement["disk_bytes"]:
             # the workdir is a filesystem of that size (root backend): the write itself fails
             assert r.error["ename"] == "OSError" and "No space left on device" in r.error["evalue"]
             assert 30 << 20 < written <= 32 << 20

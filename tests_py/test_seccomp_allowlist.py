@@ -8,7 +8,8 @@ Two halves:
                         policy; each cell first checks Seccomp: 2 and that an unlisted syscall
                         is ENOSYS, so it really ran under the allow list): the existing suites
                         (test_execution, test_rich_output, conformance, test_adversarial,
-                        test_layers) in a child pytest, numpy/pandas/matplotlib, threads,
+                        test_layers) run their default-policy sessions under it (checked on
+                        their fixture), numpy/pandas/matplotlib, threads,
                         multiprocessing (fork, spawn), subprocess, ``!ls``, asyncio, loopback
                         sockets, clocks, mmap, signals, sendfile, select/poll/epoll, getrandom.
 
