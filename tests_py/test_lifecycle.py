@@ -343,7 +343,6 @@ def test_a_dead_backend_leaves_no_sandbox_process(tmp_path):
         backend.stdout.close()
         # The dead backend's workdir image is its reaper's to unmount (test_boundary_disk.py
         # tests that); whatever is still mounted here when the test ends must not outlive it.
-
         workdir = tmp_path / "doomed"
         deadline = time.monotonic() + 5
         while os.path.ismount(workdir) and time.monotonic() < deadline:
