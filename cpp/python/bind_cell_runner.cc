@@ -1,0 +1,137 @@
+// The supervisor's session: CellRunner, its CellOutcome, and the StreamText it fills.
+#include "python/bindings.h"
+
+#include <optional>
+#include "python/stream_text.h"
+#include "supervisor/cell_runner.h"
+
+namespace sandbox_exec::python {
+
+void bind_cell_runner(py::module_& m) {
+  py::class_<CellOutcome>(m, "CellOutcome")
+      .def_property_readonly("end",
+                             [](const CellOutcome& o) {
+                               switch (o.end) {
+                                 case CellEnd::kDone: return "done";
+                                 case CellEnd::kTimeout: return "timeout";
+                                 case CellEnd::kCrashed: return "crashed";
+                                 case CellEnd::kMemory: return "memory";
+                                 case CellEnd::kDisk: return "disk";
+                                 case CellEnd::kViolation: return "violation";
+                               }
+                               return "?";
+                             })
+      .def_property_readonly("done_payload",
+                             [](const CellOutcome& o) { return py::bytes(o.done_payload); })
+      .def_readonly("reason", &CellOutcome::reason)
+      .def_readonly("deadline_hit", &CellOutcome::deadline_hit)
+      .def_readonly("disk_hit", &CellOutcome::disk_hit)
+      .def_readonly("workdir_bytes", &CellOutcome::workdir_bytes)
+      .def_readonly("duration_s", &CellOutcome::duration_s)
+      .def_readonly("cpu_s", &CellOutcome::cpu_s)
+      .def_readonly("peak_rss_bytes", &CellOutcome::peak_rss_bytes)
+      .def_readonly("output_bytes", &CellOutcome::output_bytes)
+      .def_readonly("dropped_output_bytes", &CellOutcome::dropped_output_bytes)
+      .def_readonly("stale_bytes", &CellOutcome::stale_bytes);
+
+
+  py::class_<CellRunner>(m, "CellRunner")
+      .def(py::init([](std::string launcher, std::vector<std::string> argv,
+                       std::vector<std::string> env, std::string workdir, const ResourceLimits& limits,
+                       const Isolation& isolation, std::optional<Cgroups::Limits> cgroup,
+                       uint64_t request_capacity, uint64_t event_capacity, double start_timeout_s) {
+             SpawnSpec spec;
+             spec.launcher = std::move(launcher);
+             spec.argv = std::move(argv);
+             spec.env = std::move(env);
+             spec.workdir = std::move(workdir);
+             spec.limits = limits;
+             spec.isolation = isolation;
+             py::gil_scoped_release release;
+             return std::make_unique<CellRunner>(spec, ChannelGeometry{request_capacity, event_capacity},
+                                                 start_timeout_s, cgroup);
+           }),
+           py::kw_only(), py::arg("launcher"), py::arg("argv"), py::arg("env"), py::arg("workdir"),
+           py::arg("limits"), py::arg("isolation"), py::arg("cgroup"),
+           py::arg("request_capacity") = 1u << 20, py::arg("event_capacity") = 4u << 20,
+           py::arg("start_timeout_s") = 30.0,
+           "Spawns the launcher and the worker; returns once the worker reported ready.")
+      .def(
+          "check_disk",
+          [](CellRunner& r, const std::string& workdir, uint64_t limit) {
+            CellRunner::DiskCheck c;
+            {
+              py::gil_scoped_release release;
+              c = r.check_disk(workdir, limit);
+            }
+            return py::make_tuple(c.used ? py::object(py::int_(*c.used)) : py::object(py::none()), c.over);
+          },
+          py::arg("workdir"), py::arg("limit"),
+          "(bytes used or None, grew past the limit): the workdir plus unlinked-but-open files.")
+      .def_property_readonly("worker_pid", &CellRunner::worker_pid)
+      .def_property_readonly("launcher_pid", &CellRunner::launcher_pid)
+      .def(
+          "run_cell",
+          [](CellRunner& r, const py::bytes& request, double timeout_s, double grace_s,
+             uint64_t max_output_bytes, uint64_t max_message_bytes, const py::function& sink,
+             StreamText& stdout_text, StreamText& stderr_text, bool live, std::string workdir,
+             uint64_t workdir_bytes, std::optional<int64_t> execution_count) {
+            CellLimits limits{timeout_s, grace_s, max_output_bytes, max_message_bytes,
+                              std::move(workdir), workdir_bytes, execution_count};
+            const std::string req(bytes_view(request));
+            EventSink cpp_sink = [&sink, &stdout_text, &stderr_text, live](EventBatch& batch) -> bool {
+              py::gil_scoped_acquire acquire;
+              py::list events(batch.size());
+              for (std::size_t i = 0; i < batch.size(); ++i) {
+                const Event& e = batch[i];
+                // Stream text goes straight into the cell's StreamText; Python gets its
+                // offsets, and a str of it only when someone listens live (on_output).
+                if (is_stream_type(e.type)) {
+                  StreamText& text = e.type == static_cast<uint16_t>(FrameType::kStdout) ? stdout_text : stderr_text;
+                  const auto [start, end] = text.append(e.payload.data(), e.payload.size());
+                  events[i] = py::make_tuple(e.type, start, end,
+                                             live ? py::object(text.slice(start, end)) : py::none());
+                } else {
+                  events[i] = py::make_tuple(e.type, py::bytes(e.payload));
+                }
+              }
+              return sink(events).cast<bool>();
+            };
+            // A signal for the backend (Ctrl-C) interrupts the cell; the KeyboardInterrupt is
+            // raised in the caller once the cell has returned.
+            std::optional<py::error_already_set> pending;
+            Tick tick = [&pending]() -> bool {
+              py::gil_scoped_acquire acquire;
+              if (pending || PyErr_CheckSignals() == 0) return false;
+              pending.emplace();  // takes the raised exception out of the interpreter
+              return true;
+            };
+            CellOutcome outcome;
+            {
+              py::gil_scoped_release release;
+              outcome = r.run_cell(req, limits, cpp_sink, tick);
+            }
+            if (pending) throw std::move(*pending);
+            return outcome;
+          },
+          py::arg("request"), py::arg("timeout_s"), py::arg("grace_s"),
+          py::arg("max_output_bytes"), py::arg("max_message_bytes"), py::arg("sink"),
+          py::arg("stdout_text"), py::arg("stderr_text"), py::arg("live") = true,
+          py::arg("workdir") = "", py::arg("workdir_bytes") = 0,
+          py::arg("execution_count") = py::none())
+      .def("interrupt", &CellRunner::interrupt, py::call_guard<py::gil_scoped_release>())
+      .def("terminate", &CellRunner::terminate, py::call_guard<py::gil_scoped_release>())
+      .def("alive", &CellRunner::alive, py::call_guard<py::gil_scoped_release>())
+      .def("exit_description", &CellRunner::exit_description);
+
+
+  py::class_<StreamText>(m, "StreamText")
+      .def(py::init<>())
+      .def("append", &StreamText::append_str, py::arg("text"),
+           "Appends text (a supervisor marker); returns its (start, end) offsets.")
+      .def("value", &StreamText::value, "The whole text; final afterwards.")
+      .def_property_readonly("has_cr", &StreamText::has_cr)
+      .def("__len__", &StreamText::length);
+}
+
+}  // namespace sandbox_exec::python

@@ -1,0 +1,28 @@
+// The facts Python and C++ share, defined once in C++ and read by Python from _core.
+#include "python/bindings.h"
+
+#include "ipc/channel.h"
+#include "ipc/frame.h"
+#include "launch/launcher_protocol.h"
+#include "supervisor/cell_runner.h"
+
+namespace sandbox_exec::python {
+
+void bind_constants(py::module_& m) {
+  m.attr("PROTOCOL_VERSION") = kProtocolVersion;
+  py::module_ frame = m.def_submodule("frame", "frame type numbers (frame.h)");
+  frame.attr("EXECUTE") = static_cast<int>(FrameType::kExecute);
+  frame.attr("SHUTDOWN") = static_cast<int>(FrameType::kShutdown);
+  frame.attr("READY") = static_cast<int>(FrameType::kReady);
+  frame.attr("STDOUT") = static_cast<int>(FrameType::kStdout);
+  frame.attr("STDERR") = static_cast<int>(FrameType::kStderr);
+  frame.attr("MESSAGE") = static_cast<int>(FrameType::kMessage);
+  frame.attr("CELL_DONE") = static_cast<int>(FrameType::kCellDone);
+  m.attr("DROPPED_OUTPUT_EVENT") = static_cast<int>(kDroppedOutputEvent);
+  m.attr("REJECTED_OUTPUT_EVENT") = static_cast<int>(kRejectedOutputEvent);
+  m.attr("STALE_EVENT") = static_cast<int>(kStaleEvent);
+  m.attr("WORKER_FDS") = py::make_tuple(launcher_fd::kRegion, launcher_fd::kRequestBell,
+                                        launcher_fd::kEventBell, launcher_fd::kSpaceBell);
+}
+
+}  // namespace sandbox_exec::python

@@ -1,0 +1,80 @@
+// The launch settings as typed objects: ResourceLimits, CgroupLimits, Isolation.
+#include "python/bindings.h"
+
+#include <optional>
+#include "common/sys_error.h"
+#include "launch/spawn_spec.h"
+#include "supervisor/cgroup.h"
+
+namespace sandbox_exec::python {
+
+void bind_launch_settings(py::module_& m) {
+  // The launch settings cross from Python as typed objects, never as a string-keyed dict:
+  // a misspelled name is a TypeError, and every protection is on unless the caller names it
+  // off (a dict with a missing key used to mean "layer off").
+  py::class_<ResourceLimits>(m, "ResourceLimits", "The worker's rlimits (None: not set).")
+      .def(py::init([](std::optional<uint64_t> cpu_seconds, std::optional<uint64_t> file_bytes,
+                       std::optional<uint64_t> open_files, std::optional<uint64_t> address_space,
+                       std::optional<uint64_t> processes) {
+             return ResourceLimits{cpu_seconds, file_bytes, open_files, address_space, processes, false};
+           }),
+           py::kw_only(), py::arg("cpu_seconds"), py::arg("file_bytes"), py::arg("open_files"),
+           py::arg("address_space"), py::arg("processes"))
+      .def_readonly("cpu_seconds", &ResourceLimits::cpu_seconds)
+      .def_readonly("file_bytes", &ResourceLimits::file_bytes)
+      .def_readonly("open_files", &ResourceLimits::open_files)
+      .def_readonly("address_space", &ResourceLimits::address_space)
+      .def_readonly("processes", &ResourceLimits::processes);
+
+  py::class_<Cgroups::Limits>(m, "CgroupLimits", "The session's cgroup limits (None: not set).")
+      .def(py::init([](std::optional<uint64_t> memory_bytes, std::optional<uint64_t> max_processes) {
+             return Cgroups::Limits{memory_bytes, max_processes};
+           }),
+           py::kw_only(), py::arg("memory_bytes"), py::arg("max_processes"))
+      .def_readonly("memory_bytes", &Cgroups::Limits::memory_bytes)
+      .def_readonly("max_processes", &Cgroups::Limits::max_processes);
+
+  py::class_<Isolation>(m, "Isolation",
+                        "The isolation layers; every protection defaults to on.")
+      .def(py::init([](bool namespaces, bool network, bool drop_caps, bool landlock, bool seccomp,
+                       std::string mountpoint, std::vector<std::string> readonly,
+                       std::vector<std::pair<std::string, std::string>> symlinks,
+                       uint64_t tmp_bytes, uint32_t outside_uid, uint32_t outside_gid,
+                       std::string hostname) {
+             Isolation iso;
+             iso.namespaces = namespaces;
+             iso.network = network;
+             iso.drop_caps = drop_caps;
+             iso.landlock = landlock;
+             iso.seccomp = seccomp;
+             if (namespaces && mountpoint.empty())
+               throw ConfigError("Isolation: namespaces need a mountpoint");
+             iso.mountpoint = std::move(mountpoint);
+             iso.readonly = std::move(readonly);
+             iso.symlinks = std::move(symlinks);
+             iso.tmp_bytes = tmp_bytes;
+             iso.outside_uid = outside_uid;
+             iso.outside_gid = outside_gid;
+             iso.hostname = std::move(hostname);
+             return iso;
+           }),
+           py::kw_only(), py::arg("namespaces") = true, py::arg("network") = false,
+           py::arg("drop_caps") = true, py::arg("landlock") = true, py::arg("seccomp") = true,
+           py::arg("mountpoint") = std::string(), py::arg("readonly") = std::vector<std::string>(),
+           py::arg("symlinks") = std::vector<std::pair<std::string, std::string>>(),
+           py::arg("tmp_bytes") = Isolation{}.tmp_bytes, py::arg("outside_uid") = Isolation{}.outside_uid,
+           py::arg("outside_gid") = Isolation{}.outside_gid, py::arg("hostname") = Isolation{}.hostname)
+      .def_readonly("namespaces", &Isolation::namespaces)
+      .def_readonly("network", &Isolation::network)
+      .def_readonly("drop_caps", &Isolation::drop_caps)
+      .def_readonly("landlock", &Isolation::landlock)
+      .def_readonly("seccomp", &Isolation::seccomp)
+      .def_readonly("mountpoint", &Isolation::mountpoint)
+      .def_readonly("readonly", &Isolation::readonly)
+      .def_readonly("tmp_bytes", &Isolation::tmp_bytes)
+      .def_readonly("outside_uid", &Isolation::outside_uid)
+      .def_readonly("outside_gid", &Isolation::outside_gid)
+      .def_readonly("hostname", &Isolation::hostname);
+}
+
+}  // namespace sandbox_exec::python

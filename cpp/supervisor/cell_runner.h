@@ -1,0 +1,141 @@
+// CellRunner: one session's worker as the supervisor drives it, cell by cell.
+//
+// Owns the session's channel and WorkerProcess. run_cell() sends one execute request and
+// follows the event ring until the worker reports the cell done, enforcing on the way:
+//   * the wall-clock deadline: SIGINT (KeyboardInterrupt in the cell), then after the grace
+//     period the whole session is killed;
+//   * the per-cell output cap: output past it is dropped and counted, never buffered;
+//   * the protocol: any malformed frame ends this session as "protocol violation".
+// Crashes are seen at once through the launcher's pidfd polled beside the doorbell.
+//
+// Thread model: one thread runs a cell at a time (the Python Session serialises); interrupt()
+// and terminate() may be called from any thread meanwhile. Events are delivered to the
+// callback in batches, so the binding takes the GIL once per batch, not per frame.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ipc/channel.h"
+#include "launch/spawn_spec.h"
+#include "supervisor/worker_process.h"
+
+namespace sandbox_exec {
+
+struct CellLimits {
+  double timeout_s = 0;          // <= 0: no deadline
+  double interrupt_grace_s = 2;  // after SIGINT, before the session is killed
+  uint64_t max_output_bytes = 64ull << 20;
+  uint64_t max_message_bytes = 64ull << 20;  // one display/result message, reassembled
+  std::string workdir;        // watched for disk use when workdir_bytes > 0
+  uint64_t workdir_bytes = 0;
+  // The request's execution_count: a kCellDone that names another count is stale (sent by a
+  // thread a previous cell left running) and is discarded, not taken as this cell's end.
+  std::optional<int64_t> execution_count;
+};
+
+enum class CellEnd {
+  kDone,        // the worker reported the cell done (done_payload holds its report)
+  kTimeout,     // the deadline passed and the session had to be killed
+  kCrashed,     // the worker died
+  kMemory,      // the worker was killed by the OOM killer of the session's memory cgroup
+  kDisk,        // the cell grew the workdir past its cap and ignored the interrupt
+  kViolation,   // the worker broke the protocol; the session was ended
+};
+
+struct CellOutcome {
+  CellEnd end = CellEnd::kDone;
+  std::string done_payload;
+  std::string reason;
+  bool deadline_hit = false;  // SIGINT was sent because of the deadline
+  bool disk_hit = false;      // the workdir was past its cap during or at the end of the cell
+  std::optional<uint64_t> workdir_bytes;  // the workdir's size when the cell ended
+  double duration_s = 0;
+  std::optional<double> cpu_s;
+  std::optional<uint64_t> peak_rss_bytes;
+  uint64_t output_bytes = 0;
+  uint64_t dropped_output_bytes = 0;
+  // Bytes of events discarded as stale: sent between cells (before this cell's request), or
+  // end-of-cell reports for another execution_count.
+  uint64_t stale_bytes = 0;
+};
+
+struct Event {
+  uint16_t type;
+  std::string payload;
+};
+// An event the supervisor adds itself (never a worker frame type): one output was dropped
+// for being larger than max_message_bytes; payload: its size in decimal.
+inline constexpr uint16_t kDroppedOutputEvent = 0xFFFF;
+// Another supervisor event: one message was rejected by the JSON check (json_guard.h);
+// payload: the reason, in words. The cell runs on.
+inline constexpr uint16_t kRejectedOutputEvent = 0xFFFE;
+// And: events discarded as stale (sent before this cell's request, or an end-of-cell report
+// for another execution_count); payload: their bytes, in decimal. Delivered where it
+// happened, so the marker the user sees stands before this cell's own outputs.
+inline constexpr uint16_t kStaleEvent = 0xFFFD;
+// What each output event costs against the per-cell cap beyond its bytes: every event can
+// become an output object in the backend, so a flood of one-byte outputs must not make
+// millions of them within a byte cap.
+inline constexpr uint64_t kEventOverheadBytes = 256;
+using EventBatch = std::vector<Event>;
+// Returns false when an event was malformed (the Python layer validates message contents);
+// the session then ends as a protocol violation.
+using EventSink = std::function<bool(EventBatch&)>;
+// Called about every 100 ms while a cell runs; returning true interrupts the cell (the
+// binding uses it to let a Ctrl-C in the backend reach the cell).
+using Tick = std::function<bool()>;
+
+class CellRunner {
+ public:
+  // `cgroup_limits`: when set, the session gets its own cgroups with these limits (the
+  // caller checked Cgroups::detect()); SandboxError if they cannot be created.
+  CellRunner(const SpawnSpec& spec, ChannelGeometry geometry, double start_timeout_s,
+             std::optional<Cgroups::Limits> cgroup_limits = std::nullopt);
+  ~CellRunner();
+
+  // The worker's kReady payload.
+  [[nodiscard]] const std::string& ready_payload() const noexcept { return ready_; }
+  [[nodiscard]] pid_t worker_pid() const noexcept { return process_->worker_pid(); }
+  [[nodiscard]] pid_t launcher_pid() const noexcept { return process_->launcher_pid(); }
+  // The disk watchdog between cells (the Sandbox's thread calls it while no cell runs):
+  // the workdir's usage (unlinked files the session's processes hold open included), and
+  // whether it is past `limit`.
+  struct DiskCheck {
+    std::optional<uint64_t> used;
+    bool over = false;
+  };
+  [[nodiscard]] DiskCheck check_disk(const std::string& workdir, uint64_t limit);
+
+ private:
+  // The one disk rule, for cells and between them: measure, and say whether the workdir is
+  // past `limit`.
+  [[nodiscard]] DiskCheck measure_disk(const std::string& workdir, uint64_t limit);
+
+ public:
+
+
+  CellOutcome run_cell(const std::string& request, const CellLimits& limits, const EventSink& sink,
+                       const Tick& tick = {});
+
+  void interrupt() noexcept;
+  void terminate() noexcept;
+  [[nodiscard]] bool alive() noexcept;
+  [[nodiscard]] std::string exit_description();
+
+ private:
+  std::unique_ptr<SupervisorChannel> channel_;
+  std::unique_ptr<WorkerProcess> process_;
+  std::mutex lifecycle_;  // guards process_ reaping/termination across threads
+  std::string ready_;
+  std::atomic<bool> dead_{false};
+  uint64_t oom_baseline_ = 0;  // the memory cgroup's oom_kill count at the session's start
+};
+
+}  // namespace sandbox_exec

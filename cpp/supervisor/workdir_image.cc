@@ -1,0 +1,95 @@
+#include "supervisor/workdir_image.h"
+
+#include <fcntl.h>
+#include <linux/loop.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+
+#include "common/sys_error.h"
+#include "common/unique_fd.h"
+
+namespace sandbox_exec::workdir_image {
+
+namespace {
+constexpr const char* kLayer = "workdir";
+
+// Binds `image_fd` to the loop device `loop_fd` with autoclear. LOOP_CONFIGURE does it in
+// one call (5.8+); older kernels take LOOP_SET_FD then LOOP_SET_STATUS64.
+int configure(int loop_fd, int image_fd) {
+  loop_config config{};
+  config.fd = static_cast<uint32_t>(image_fd);
+  config.info.lo_flags = LO_FLAGS_AUTOCLEAR;
+  if (::ioctl(loop_fd, LOOP_CONFIGURE, &config) == 0) return 0;
+  if (errno != EINVAL && errno != ENOTTY) return -1;
+  if (::ioctl(loop_fd, LOOP_SET_FD, image_fd) != 0) return -1;
+  loop_info64 info{};
+  info.lo_flags = LO_FLAGS_AUTOCLEAR;
+  if (::ioctl(loop_fd, LOOP_SET_STATUS64, &info) != 0) {
+    const int saved = errno;
+    (void)::ioctl(loop_fd, LOOP_CLR_FD, 0);
+    errno = saved;
+    return -1;
+  }
+  return 0;
+}
+}  // namespace
+
+std::string mount_image(const std::string& image, const std::string& target) {
+  UniqueFd image_fd(::open(image.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC));
+  if (!image_fd) throw_sys(kLayer, "open(" + image + ")");
+  UniqueFd control(::open("/dev/loop-control", O_RDWR | O_CLOEXEC));
+  if (!control) throw_sys(kLayer, "open(/dev/loop-control)");
+  // Another process may take the free device between GET_FREE and the configure (EBUSY):
+  // ask again.
+  for (int attempt = 0; attempt < 64; ++attempt) {
+    const int n = ::ioctl(control.get(), LOOP_CTL_GET_FREE);
+    if (n < 0) throw_sys(kLayer, "ioctl(LOOP_CTL_GET_FREE)");
+    const std::string device = "/dev/loop" + std::to_string(n);
+    UniqueFd loop(::open(device.c_str(), O_RDWR | O_CLOEXEC));
+    if (!loop) {
+      if (errno == ENOENT) continue;  // the node appears a moment after GET_FREE made it
+      throw_sys(kLayer, "open(" + device + ")");
+    }
+    if (configure(loop.get(), image_fd.get()) != 0) {
+      if (errno == EBUSY) continue;
+      throw_sys(kLayer, "ioctl(" + device + ", LOOP_CONFIGURE)");
+    }
+    // The mount holds the device from here; closing our descriptors then lets autoclear
+    // free it when the filesystem is unmounted. discard: deleted files give their blocks
+    // back to the sparse image (the host's disk); noinit_itable: no background thread
+    // zeroes the unused inode tables (they would stop being sparse).
+    if (::mount(device.c_str(), target.c_str(), "ext4", MS_NOSUID | MS_NODEV | MS_NOATIME,
+                "discard,noinit_itable") != 0) {
+      const int saved = errno;
+      (void)::ioctl(loop.get(), LOOP_CLR_FD, 0);
+      throw_sys(kLayer, "mount(" + device + ", " + target + ", ext4, nosuid|nodev)", saved);
+    }
+    return device;
+  }
+  throw SandboxError(kLayer, "ioctl(LOOP_CTL_GET_FREE)", EBUSY, "no loop device stayed free");
+}
+
+bool unmount(const std::string& target) noexcept {
+  return ::umount2(target.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) == 0;
+}
+
+std::string mounted_image(const std::string& target) {
+  struct stat st {}, parent {};
+  if (::lstat(target.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return {};
+  if (::stat((target + "/..").c_str(), &parent) != 0 || parent.st_dev == st.st_dev) return {};
+  const std::string sys = "/sys/dev/block/" + std::to_string(major(st.st_dev)) + ":" +
+                          std::to_string(minor(st.st_dev)) + "/loop/backing_file";
+  std::ifstream in(sys);
+  std::string backing;
+  if (!in || !std::getline(in, backing)) return {};
+  return backing;
+}
+
+}  // namespace sandbox_exec::workdir_image
