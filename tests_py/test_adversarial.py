@@ -464,7 +464,7 @@ def test_host_dev_shm_is_not_shared(session):
 def test_backend_sources_are_not_readable(session):
     # .git is a directory in a clone and a file in a worktree: read HEAD or the file itself.
     git = REPO / ".git" / "HEAD" if (REPO / ".git").is_dir() else REPO / ".git"
-    paths = [str(REPO / "tests_py" / "conftest.py"), str(REPO / "cpp" / "contain.cc"), str(git),
+    paths = [str(REPO / "tests_py" / "conftest.py"), str(REPO / "cpp" / "launcher" / "contain.cc"), str(git),
              str(REPO / "pyproject.toml")]
     code = attack('''
     out = {p: attempt(read, p) for p in P["paths"]}

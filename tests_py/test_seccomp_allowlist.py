@@ -1,4 +1,4 @@
-"""The seccomp filter is an allow list (cpp/seccomp_filter.cc): a syscall it does not name
+"""The seccomp filter is an allow list (cpp/launcher/seccomp_filter.cc): a syscall it does not name
 fails with ENOSYS, the "denied on purpose" set with EPERM, and socket()/socketpair() accept
 AF_UNIX, AF_INET, AF_INET6 and AF_NETLINK/NETLINK_ROUTE only.
 

@@ -138,6 +138,7 @@ SupervisorChannel::Wait SupervisorChannel::next_frame(FrameHeader& header, std::
     events_.set_waiting(false);
     event_bell_.receiver.drain();
     if (wake == DoorbellReceiver::Wake::kHangup) {
+      bell_hung_up_ = true;
       // The worker closed its doorbell: it can no longer wake us, and the pipe reads as
       // ready forever. Fall back to polling the ring every 10 ms (a worker that did this
       // only slows itself down) while still watching the process.
@@ -152,6 +153,30 @@ SupervisorChannel::Wait SupervisorChannel::next_frame(FrameHeader& header, std::
     if (wake == DoorbellReceiver::Wake::kTimeout || left == 0) return Wait::kTimeout;
     if (wake == DoorbellReceiver::Wake::kRung) ++spurious_wakes_;  // rung, yet nothing sent
   }
+}
+
+bool SupervisorChannel::arm_wait() {
+  events_.set_waiting(true);
+  if (events_.has_data()) {
+    events_.set_waiting(false);
+    return false;
+  }
+  return true;
+}
+
+void SupervisorChannel::disarm_wait() noexcept {
+  events_.set_waiting(false);
+  event_bell_.receiver.drain();
+}
+
+int SupervisorChannel::bell_fd() const noexcept {
+  return bell_hung_up_ || spurious_wakes_ >= kSpuriousWakesBeforePause ? -1 : event_bell_.receiver.fd();
+}
+
+int SupervisorChannel::poll_pause_ms() const noexcept {
+  if (bell_hung_up_) return 10;
+  if (spurious_wakes_ < kSpuriousWakesBeforePause) return -1;
+  return std::min(kMaxPauseMs, 1 << std::min(spurious_wakes_ - kSpuriousWakesBeforePause, 5));
 }
 
 // ---- worker side ---------------------------------------------------------------------------

@@ -64,6 +64,17 @@ class SupervisorChannel {
   // Non-blocking: a frame if one is published (used to drain after the worker exits).
   [[nodiscard]] bool poll_frame(FrameHeader& header, std::string& payload);
 
+  // For a caller that waits itself (an event loop, through CellRun): arm_wait() announces
+  // the sleep and re-checks the ring (false: a frame is there already, read it first); then
+  // wait for bell_fd() to become readable. While the worker's doorbell is not trusted (it
+  // closed its end, or rang without sending) bell_fd() is -1 and the caller looks again
+  // after poll_pause_ms() instead, as next_frame() does.
+  [[nodiscard]] bool arm_wait();
+  // Withdraws the announcement and empties the doorbell, once the caller woke.
+  void disarm_wait() noexcept;
+  [[nodiscard]] int bell_fd() const noexcept;
+  [[nodiscard]] int poll_pause_ms() const noexcept;
+
   // Tells the worker that output is dropped from now on (the cell's output cap is reached)
   // or accepted again (a new cell). Advisory: a worker that ignores it is read slowly.
   void set_output_closed(bool closed) noexcept { events_.set_output_closed(closed); }
@@ -85,6 +96,7 @@ class SupervisorChannel {
   // sending must not cost the backend a CPU: past a few, the supervisor stops spinning and
   // sleeps a growing pause (capped) before it looks again; a real frame resets it.
   int spurious_wakes_ = 0;
+  bool bell_hung_up_ = false;  // the worker closed its doorbell: the pipe reads ready forever
 };
 
 class WorkerChannel {

@@ -113,14 +113,7 @@ class CellRunner {
   };
   [[nodiscard]] DiskCheck check_disk(const std::string& workdir, uint64_t limit);
 
- private:
-  // The one disk rule, for cells and between them: measure, and say whether the workdir is
-  // past `limit`.
-  [[nodiscard]] DiskCheck measure_disk(const std::string& workdir, uint64_t limit);
-
- public:
-
-
+  // Runs one cell to its end on this thread (a CellRun stepped in a loop; see cell_run.h).
   CellOutcome run_cell(const std::string& request, const CellLimits& limits, const EventSink& sink,
                        const Tick& tick = {});
 
@@ -130,6 +123,13 @@ class CellRunner {
   [[nodiscard]] std::string exit_description();
 
  private:
+  friend class CellRun;  // a cell in progress drives this session's channel and process
+  // The one disk rule, for cells and between them: measure, and say whether the workdir is
+  // past `limit`.
+  [[nodiscard]] DiskCheck measure_disk(const std::string& workdir, uint64_t limit);
+  // After the worker died: reaps the session and says how the worker ended.
+  std::string reap_dead_worker();
+
   std::unique_ptr<SupervisorChannel> channel_;
   std::unique_ptr<WorkerProcess> process_;
   std::mutex lifecycle_;  // guards process_ reaping/termination across threads
