@@ -3,9 +3,38 @@
 
 #include <optional>
 #include "python/stream_text.h"
+#include "supervisor/cell_run.h"
 #include "supervisor/cell_runner.h"
 
 namespace sandbox_exec::python {
+
+namespace {
+// The C++ sink of one cell: stream text goes straight into the cell's StreamText and Python
+// gets its offsets (and a str of it only when someone listens live: on_output); other
+// events as (type, bytes). One GIL acquisition per batch.
+EventSink event_sink(py::function sink, StreamText& stdout_text, StreamText& stderr_text, bool live) {
+  // Held by the C++ function beyond this call (a CellRun): owned, and released with the GIL.
+  auto owned = std::shared_ptr<py::function>(new py::function(std::move(sink)), [](py::function* f) {
+    py::gil_scoped_acquire acquire;
+    delete f;
+  });
+  return [owned, &stdout_text, &stderr_text, live](EventBatch& batch) -> bool {
+    py::gil_scoped_acquire acquire;
+    py::list events(batch.size());
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      const Event& e = batch[i];
+      if (is_stream_type(e.type)) {
+        StreamText& text = e.type == static_cast<uint16_t>(FrameType::kStdout) ? stdout_text : stderr_text;
+        const auto [start, end] = text.append(e.payload.data(), e.payload.size());
+        events[i] = py::make_tuple(e.type, start, end, live ? py::object(text.slice(start, end)) : py::none());
+      } else {
+        events[i] = py::make_tuple(e.type, py::bytes(e.payload));
+      }
+    }
+    return (*owned)(events).cast<bool>();
+  };
+}
+}  // namespace
 
 void bind_cell_runner(py::module_& m) {
   py::class_<CellOutcome>(m, "CellOutcome")
@@ -76,27 +105,10 @@ void bind_cell_runner(py::module_& m) {
              uint64_t max_output_bytes, uint64_t max_message_bytes, const py::function& sink,
              StreamText& stdout_text, StreamText& stderr_text, bool live, std::string workdir,
              uint64_t workdir_bytes, std::optional<int64_t> execution_count) {
-            CellLimits limits{timeout_s, grace_s, max_output_bytes, max_message_bytes,
-                              std::move(workdir), workdir_bytes, execution_count};
+            const CellLimits limits{timeout_s, grace_s, max_output_bytes, max_message_bytes,
+                                    std::move(workdir), workdir_bytes, execution_count};
             const std::string req(bytes_view(request));
-            EventSink cpp_sink = [&sink, &stdout_text, &stderr_text, live](EventBatch& batch) -> bool {
-              py::gil_scoped_acquire acquire;
-              py::list events(batch.size());
-              for (std::size_t i = 0; i < batch.size(); ++i) {
-                const Event& e = batch[i];
-                // Stream text goes straight into the cell's StreamText; Python gets its
-                // offsets, and a str of it only when someone listens live (on_output).
-                if (is_stream_type(e.type)) {
-                  StreamText& text = e.type == static_cast<uint16_t>(FrameType::kStdout) ? stdout_text : stderr_text;
-                  const auto [start, end] = text.append(e.payload.data(), e.payload.size());
-                  events[i] = py::make_tuple(e.type, start, end,
-                                             live ? py::object(text.slice(start, end)) : py::none());
-                } else {
-                  events[i] = py::make_tuple(e.type, py::bytes(e.payload));
-                }
-              }
-              return sink(events).cast<bool>();
-            };
+            const EventSink cpp_sink = event_sink(sink, stdout_text, stderr_text, live);
             // A signal for the backend (Ctrl-C) interrupts the cell; the KeyboardInterrupt is
             // raised in the caller once the cell has returned.
             std::optional<py::error_already_set> pending;
@@ -119,11 +131,42 @@ void bind_cell_runner(py::module_& m) {
           py::arg("stdout_text"), py::arg("stderr_text"), py::arg("live") = true,
           py::arg("workdir") = "", py::arg("workdir_bytes") = 0,
           py::arg("execution_count") = py::none())
+      .def(
+          "begin_cell",
+          [](CellRunner& r, const py::bytes& request, double timeout_s, double grace_s,
+             uint64_t max_output_bytes, uint64_t max_message_bytes, const py::function& sink,
+             StreamText& stdout_text, StreamText& stderr_text, bool live, std::string workdir,
+             uint64_t workdir_bytes, std::optional<int64_t> execution_count) {
+            CellLimits limits{timeout_s, grace_s, max_output_bytes, max_message_bytes,
+                              std::move(workdir), workdir_bytes, execution_count};
+            const std::string req(bytes_view(request));
+            EventSink cpp_sink = event_sink(sink, stdout_text, stderr_text, live);
+            py::gil_scoped_release release;
+            return std::make_unique<CellRun>(r, req, std::move(limits), std::move(cpp_sink));
+          },
+          // The cell keeps its runner and its two texts alive (the sink refers to them).
+          py::keep_alive<0, 1>(), py::keep_alive<0, 8>(), py::keep_alive<0, 9>(),
+          py::arg("request"), py::arg("timeout_s"), py::arg("grace_s"),
+          py::arg("max_output_bytes"), py::arg("max_message_bytes"), py::arg("sink"),
+          py::arg("stdout_text"), py::arg("stderr_text"), py::arg("live") = true,
+          py::arg("workdir") = "", py::arg("workdir_bytes") = 0,
+          py::arg("execution_count") = py::none(),
+          "Sends the cell and returns it as a CellRun to step from an event loop.")
       .def("interrupt", &CellRunner::interrupt, py::call_guard<py::gil_scoped_release>())
       .def("terminate", &CellRunner::terminate, py::call_guard<py::gil_scoped_release>())
       .def("alive", &CellRunner::alive, py::call_guard<py::gil_scoped_release>())
       .def("exit_description", &CellRunner::exit_description);
 
+
+  // A cell in progress for an event loop: wait until one of wait_fds() is readable or
+  // next_timer_ms() passed, then step(0); arm() first (False: step again without waiting).
+  py::class_<CellRun>(m, "CellRun")
+      .def("step", &CellRun::step, py::arg("max_wait_ms") = 0, py::call_guard<py::gil_scoped_release>(),
+           "The CellOutcome once the cell ended, else None.")
+      .def("arm", &CellRun::arm, py::call_guard<py::gil_scoped_release>())
+      .def("wait_fds", &CellRun::wait_fds)
+      .def("next_timer_ms", &CellRun::next_timer_ms)
+      .def_property_readonly("finished", &CellRun::finished);
 
   py::class_<StreamText>(m, "StreamText")
       .def(py::init<>())

@@ -67,6 +67,11 @@ void run_cell(WorkerChannel& channel, const std::string& mode, const std::string
   if (mode == "echo") {
     channel.send(FrameType::kStdout, request, no_signal);
     channel.send(FrameType::kCellDone, R"({"status":"ok"})", no_signal);
+  } else if (mode == "slow-echo") {  // output, a pause of 1 s, more output, the end
+    channel.send(FrameType::kStdout, "before\n", no_signal);
+    ::usleep(1000 * 1000);
+    channel.send(FrameType::kStdout, request, no_signal);
+    channel.send(FrameType::kCellDone, R"({"status":"ok"})", no_signal);
   } else if (mode == "segv") {
     ::signal(SIGSEGV, SIG_DFL);  // past any sanitizer's handler
     ::raise(SIGSEGV);
