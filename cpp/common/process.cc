@@ -1,5 +1,10 @@
 #include "common/process.h"
 
+#include <unistd.h>
+
+#include "common/file_io.h"
+#include "common/numbers.h"
+
 #include <sys/prctl.h>
 
 #include <cerrno>
@@ -10,11 +15,8 @@ namespace sandbox_exec::process {
 bool append_children(pid_t pid, pid_t tid, std::vector<pid_t>& out) {
   char path[96];
   std::snprintf(path, sizeof path, "/proc/%d/task/%d/children", static_cast<int>(pid), static_cast<int>(tid));
-  FILE* f = std::fopen(path, "re");
-  if (f == nullptr) return false;
-  int child;
-  while (std::fscanf(f, "%d", &child) == 1) out.push_back(static_cast<pid_t>(child));
-  std::fclose(f);
+  if (::access(path, R_OK) != 0) return false;
+  numbers::append_all(file_io::read_file(path), out);
   return true;
 }
 

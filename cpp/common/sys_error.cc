@@ -16,7 +16,7 @@ std::string compose(const std::string& layer, const std::string& call, int err,
 }
 }  // namespace
 
-SandboxError::SandboxError(std::string layer, std::string call, int err, std::string hint)
+SandboxError::SandboxError(std::string layer, std::string call, int err, const std::string& hint)
     : std::runtime_error(compose(layer, call, err, hint)),
       layer_(std::move(layer)),
       call_(std::move(call)),

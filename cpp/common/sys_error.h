@@ -15,7 +15,7 @@ namespace sandbox_exec {
 // The sandbox could not be provided (spawn, isolation step, mapping, ...).
 class SandboxError : public std::runtime_error {
  public:
-  SandboxError(std::string layer, std::string call, int err, std::string hint = {});
+  SandboxError(std::string layer, std::string call, int err, const std::string& hint = {});
   const std::string& layer() const noexcept { return layer_; }
   const std::string& call() const noexcept { return call_; }
   int error_number() const noexcept { return errno_; }

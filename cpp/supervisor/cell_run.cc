@@ -145,7 +145,7 @@ void CellRun::accept_stream(uint16_t type, std::string& p) {
   if (keep) {
     p.resize(keep);
     out_.output_bytes += keep + kEventOverheadBytes;
-    batch_.push_back({type, std::move(p)});
+    batch_.push_back({type, std::exchange(p, {})});
   }
 }
 

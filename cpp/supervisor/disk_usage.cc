@@ -11,6 +11,8 @@
 #include <set>
 #include <utility>
 
+#include "common/file_io.h"
+#include "common/numbers.h"
 #include "common/process.h"
 
 namespace sandbox_exec {
@@ -172,11 +174,7 @@ class Walk {
 constexpr std::size_t kMaxPids = 100000;
 
 void read_pids(const char* file, std::vector<pid_t>& out) {
-  if (FILE* f = std::fopen(file, "re")) {
-    int pid;
-    while (out.size() < kMaxPids && std::fscanf(f, "%d", &pid) == 1) out.push_back(pid);
-    std::fclose(f);
-  }
+  numbers::append_all(file_io::read_file(file), out, kMaxPids);
 }
 
 }  // namespace
@@ -220,7 +218,8 @@ std::vector<pid_t> session_pids(const std::vector<std::string>& cgroup_dirs, pid
       while (dirent* task = ::readdir(tasks)) {
         if (task->d_name[0] == '.') continue;
         std::vector<pid_t> found;
-        (void)process::append_children(out[i], static_cast<pid_t>(std::atoi(task->d_name)), found);
+        const auto tid = numbers::parse<pid_t>(task->d_name);
+        if (tid) (void)process::append_children(out[i], *tid, found);
         for (pid_t child : found)
           if (seen.insert(child).second) out.push_back(child);
       }

@@ -51,7 +51,7 @@ std::string mount_image(const std::string& image, const std::string& target) {
   for (int attempt = 0; attempt < 64; ++attempt) {
     const int n = ::ioctl(control.get(), LOOP_CTL_GET_FREE);
     if (n < 0) throw_sys(kLayer, "ioctl(LOOP_CTL_GET_FREE)");
-    const std::string device = "/dev/loop" + std::to_string(n);
+    std::string device = "/dev/loop" + std::to_string(n);
     UniqueFd loop(::open(device.c_str(), O_RDWR | O_CLOEXEC));
     if (!loop) {
       if (errno == ENOENT) continue;  // the node appears a moment after GET_FREE made it

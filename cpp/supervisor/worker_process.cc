@@ -13,6 +13,7 @@
 #include <cstring>
 #include <vector>
 
+#include "common/numbers.h"
 #include "launch/launcher_protocol.h"
 #include "supervisor/logging.h"
 #include "common/sys_error.h"
@@ -42,6 +43,7 @@ std::pair<UniqueFd, UniqueFd> make_pipe(int flags) {
 
 std::vector<char*> c_strings(std::vector<std::string>& v) {
   std::vector<char*> out;
+  out.reserve(v.size() + 1);
   for (auto& s : v) out.push_back(s.data());
   out.push_back(nullptr);
   return out;
@@ -247,18 +249,21 @@ Usage WorkerProcess::usage(bool with_peak) const noexcept {
   // Fields after the command name, which is in parentheses and may contain anything.
   const char* close = std::strrchr(text, ')');
   if (close == nullptr) return u;
-  unsigned long long utime = 0, stime = 0;
-  int ppid = 0;
-  if (std::sscanf(close + 1, " %*c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ppid, &utime,
-                  &stime) != 3 ||
-      ppid != worker_parent_)
-    return u;  // not our worker (the launcher's claim was false)
+  // proc(5): state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime stime
+  const auto fields = numbers::words(close + 1);
+  if (fields.size() < 13) return u;
+  const auto ppid = numbers::parse<int>(fields[1]);
+  const auto utime = numbers::parse<unsigned long long>(fields[11]);
+  const auto stime = numbers::parse<unsigned long long>(fields[12]);
+  if (!ppid || !utime || !stime || *ppid != worker_parent_) return u;  // not our worker (a false claim)
   static const double ticks = static_cast<double>(::sysconf(_SC_CLK_TCK));
-  u.cpu_seconds = static_cast<double>(utime + stime) / ticks;
+  u.cpu_seconds = static_cast<double>(*utime + *stime) / ticks;
   if (with_peak && read_proc(status_fd_.get(), text, sizeof text) != 0) {
     if (const char* hwm = std::strstr(text, "\nVmHWM:")) {
-      unsigned long long kb = 0;
-      if (std::sscanf(hwm, "\nVmHWM: %llu kB", &kb) == 1) u.peak_rss_bytes = kb * 1024;
+      const auto line = numbers::words(std::string_view(hwm + 7, std::strcspn(hwm + 7, "\n")));
+      if (line.size() == 2 && line[1] == "kB") {
+        if (auto kb = numbers::parse<unsigned long long>(line[0])) u.peak_rss_bytes = *kb * 1024;
+      }
     }
   }
   u.valid = true;
