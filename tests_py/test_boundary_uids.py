@@ -181,7 +181,7 @@ def test_an_id_is_not_reused_while_a_process_runs_with_it(tmp_path):
     try:
         assert wait_until(lambda: host_ids(lingering.pid)[0][0] == first, 10)
         # Control: nobody holds its lock; only the /proc check keeps it out of use.
-        dir_fd = _host_ids._state_dir(_host_ids.STATE_DIR)
+        dir_fd = _host_ids.open_state_dir(_host_ids.STATE_DIR)
         try:
             fd = os.open(f"{first}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

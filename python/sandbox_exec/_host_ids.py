@@ -158,7 +158,7 @@ def ids_in_use() -> set[int]:
     return used
 
 
-def _state_dir(path: str) -> int:
+def open_state_dir(path: str) -> int:
     """Opens (creating) the lock directory; refuses one that others could write."""
     try:
         os.makedirs(path, mode=0o700, exist_ok=True)
@@ -197,7 +197,7 @@ class HostId:
 
 def allocate(rng: IdRange, state_dir: str | None = None) -> HostId:
     """The lowest id of the range that no live session holds and no process runs with."""
-    dir_fd = _state_dir(state_dir or STATE_DIR)
+    dir_fd = open_state_dir(state_dir or STATE_DIR)
     try:
         busy = 0
         for value in range(rng.first, rng.last + 1):

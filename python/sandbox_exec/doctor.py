@@ -53,7 +53,7 @@ def _probe_host_ids() -> tuple[bool, str]:
         return False, (f"every session runs as uid {os.geteuid()}, sharing per-user kernel limits (inotify "
                        "instances, descriptors in flight): unprivileged backend without newuidmap")
     rng = _host_ids.resolve_range()
-    os.close(_host_ids._state_dir(_host_ids.STATE_DIR))
+    os.close(_host_ids.open_state_dir(_host_ids.STATE_DIR))
     return True, f"a host uid and gid per session from {rng.describe()}, locks in {_host_ids.STATE_DIR}"
 
 
