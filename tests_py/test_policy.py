@@ -77,7 +77,7 @@ def test_unusable_workdir_is_a_sandbox_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     with sandbox_exec.Sandbox(root=blocker.parent) as box:
-        s = sandbox_exec.Session(box, "odd", box.policy, None, blocker / "sub")
+        s = sandbox_exec.Session(box._table, "odd", box.policy, None, blocker / "sub")
         with pytest.raises(sandbox_exec.SandboxError, match="workdir.*ENOTDIR"):
             s.restart()
 

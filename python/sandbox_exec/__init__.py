@@ -11,7 +11,24 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import PolicyError, PreludeError, SandboxError, SessionClosedError
 from .policy import Policy
-from .result import STATUSES, Result, Status
+from .result import (
+    STATUSES,
+    ClearOutputEvent,
+    DisplayDataOutput,
+    DisplayUpdate,
+    ErrorInfo,
+    ErrorOutput,
+    ExecuteResultOutput,
+    LiveDisplayData,
+    LiveExecuteResult,
+    Output,
+    OutputEvent,
+    Result,
+    Status,
+    StreamOutput,
+    Transient,
+    UpdateDisplayDataEvent,
+)
 
 if TYPE_CHECKING:
     from .sandbox import Sandbox, Session, run
@@ -36,6 +53,19 @@ __all__ = [
     "Result",
     "Status",
     "STATUSES",
+    "Output",
+    "StreamOutput",
+    "DisplayDataOutput",
+    "ExecuteResultOutput",
+    "ErrorOutput",
+    "OutputEvent",
+    "LiveDisplayData",
+    "LiveExecuteResult",
+    "UpdateDisplayDataEvent",
+    "ClearOutputEvent",
+    "Transient",
+    "ErrorInfo",
+    "DisplayUpdate",
     "SandboxError",
     "PolicyError",
     "PreludeError",
