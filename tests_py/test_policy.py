@@ -3,7 +3,11 @@ and the rlimit-backed limits taking effect in a real worker."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import operator
+import pickle
+from collections.abc import Mapping, MutableMapping, MutableSequence, Sequence
 
 import pytest
 
@@ -34,6 +38,98 @@ def test_defaults_are_documented_values():
 def test_bad_values_are_rejected_with_the_field_named(field, value):
     with pytest.raises(PolicyError, match=field):
         Policy(**{field: value})
+
+
+def _containers(p: Policy) -> dict[str, object]:
+    """Every field of ``p`` that holds a mapping or a (non-string) sequence."""
+    return {f.name: getattr(p, f.name) for f in dataclasses.fields(p)
+            if isinstance(getattr(p, f.name), (Mapping, Sequence)) and not isinstance(getattr(p, f.name), str)}
+
+
+MAPPING_MUTATIONS = [
+    ("setitem", TypeError, lambda m: operator.setitem(m, "A", "2")),
+    ("setitem new", TypeError, lambda m: operator.setitem(m, "NEW", "x")),
+    ("delitem", TypeError, lambda m: operator.delitem(m, "A")),
+    ("update", AttributeError, lambda m: m.update(NEW="x")),
+    ("pop", AttributeError, lambda m: m.pop("A")),
+    ("popitem", AttributeError, lambda m: m.popitem()),
+    ("setdefault", AttributeError, lambda m: m.setdefault("NEW", "x")),
+    ("clear", AttributeError, lambda m: m.clear()),
+]
+SEQUENCE_MUTATIONS = [
+    ("setitem", TypeError, lambda s: operator.setitem(s, 0, "/etc")),
+    ("delitem", TypeError, lambda s: operator.delitem(s, 0)),
+    ("append", AttributeError, lambda s: s.append("/etc")),
+    ("extend", AttributeError, lambda s: s.extend(["/etc"])),
+    ("insert", AttributeError, lambda s: s.insert(0, "/etc")),
+    ("pop", AttributeError, lambda s: s.pop()),
+    ("remove", AttributeError, lambda s: s.remove("/opt")),
+    ("clear", AttributeError, lambda s: s.clear()),
+    ("sort", AttributeError, lambda s: s.sort()),
+]
+
+
+def _filled_policy() -> Policy:
+    return Policy(env={"A": "1"}, readonly_paths=["/opt"])
+
+
+def test_the_container_fields_are_the_known_ones():
+    # A new mapping or sequence field is covered by the mutation tests below only if they
+    # can fill it: name it in _filled_policy() and here.
+    assert set(_containers(_filled_policy())) == {"env", "readonly_paths"}
+
+
+@pytest.mark.parametrize("what,error,mutate", MAPPING_MUTATIONS, ids=[m[0] for m in MAPPING_MUTATIONS])
+def test_no_mapping_field_can_be_changed_in_place(what, error, mutate):
+    p = _filled_policy()
+    before = hash(p)
+    mappings = {k: v for k, v in _containers(p).items() if isinstance(v, Mapping)}
+    assert mappings
+    for name, value in mappings.items():
+        assert not isinstance(value, MutableMapping), name
+        with pytest.raises(error):
+            mutate(value)
+        assert dict(getattr(p, name)) == dict(getattr(_filled_policy(), name))
+    assert hash(p) == before and p == _filled_policy()
+
+
+@pytest.mark.parametrize("what,error,mutate", SEQUENCE_MUTATIONS, ids=[m[0] for m in SEQUENCE_MUTATIONS])
+def test_no_sequence_field_can_be_changed_in_place(what, error, mutate):
+    p = _filled_policy()
+    before = hash(p)
+    sequences = {k: v for k, v in _containers(p).items() if not isinstance(v, Mapping)}
+    assert sequences
+    for name, value in sequences.items():
+        assert not isinstance(value, MutableSequence), name
+        with pytest.raises(error):
+            mutate(value)
+        assert list(getattr(p, name)) == list(getattr(_filled_policy(), name))
+    assert hash(p) == before and p == _filled_policy()
+
+
+def test_the_callers_containers_are_copied():
+    env, paths = {"A": "1"}, ["/opt"]
+    p = Policy(env=env, readonly_paths=paths)
+    env["A"], env["B"] = "changed", "added"
+    paths.append("/etc")
+    assert dict(p.env) == {"A": "1"} and p.readonly_paths == ("/opt",)
+
+
+def test_a_frozen_policy_still_replaces_hashes_and_copies():
+    p = _filled_policy()
+    q = p.replace(env={"A": "1", "B": "2"}, timeout_s=5)
+    assert dict(q.env) == {"A": "1", "B": "2"} and q.timeout_s == 5 and dict(p.env) == {"A": "1"}
+    with pytest.raises(TypeError):
+        q.env["C"] = "3"  # type: ignore[index]
+    assert p.replace() == p and hash(p.replace()) == hash(p)
+    # Equal policies hash equal whatever order their env was written in.
+    assert Policy(env={"A": "1", "B": "2"}) == Policy(env={"B": "2", "A": "1"})
+    assert hash(Policy(env={"A": "1", "B": "2"})) == hash(Policy(env={"B": "2", "A": "1"}))
+    assert len({p, p.replace(), q}) == 2
+    for copied in (pickle.loads(pickle.dumps(p)), copy.deepcopy(p), copy.copy(p)):
+        assert copied == p and hash(copied) == hash(p)
+        with pytest.raises(TypeError):
+            copied.env["A"] = "2"  # type: ignore[index]
 
 
 def test_policy_error_is_a_value_error_and_a_sandbox_error():

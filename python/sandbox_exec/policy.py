@@ -10,8 +10,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
+from types import MappingProxyType
+from typing import Any
 
 from .errors import PolicyError
 
@@ -96,8 +98,8 @@ class Policy:
     #: Seconds the interpreter may take to start and report ready (prelude excluded).
     start_timeout_s: float = 30.0
     #: Extra environment variables for the worker. Nothing of the backend's environment
-    #: reaches the sandbox except what is named here.
-    env: Mapping[str, str] = field(default_factory=dict)
+    #: reaches the sandbox except what is named here. Kept as a read-only copy.
+    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     def __post_init__(self) -> None:
         for name in ("timeout_s", "cpu_s"):
@@ -143,14 +145,22 @@ class Policy:
         if not all(isinstance(k, str) and isinstance(v, str) and "=" not in k and "\0" not in k + v
                    for k, v in dict(self.env).items()):
             raise PolicyError("Policy.env must map names (without '=' or NUL) to strings")
-        object.__setattr__(self, "env", dict(self.env))
+        # A frozen policy is frozen all the way down: a read-only view of a private copy, so
+        # neither the caller's dict nor the policy's own mapping can change it later.
+        object.__setattr__(self, "env", MappingProxyType(dict(self.env)))
 
     def __hash__(self) -> int:
-        return hash(tuple((f.name, repr(getattr(self, f.name))) for f in dataclasses.fields(self)))
+        # The mapping by its items in a fixed order: equal policies hash equal.
+        return hash(tuple((f.name, repr(sorted(value.items()) if isinstance(value, Mapping) else value))
+                          for f in dataclasses.fields(self) for value in [getattr(self, f.name)]))
 
-    def replace(self, **changes: object) -> "Policy":
+    def __reduce__(self) -> tuple[Any, tuple[dict[str, Any]]]:
+        # A mappingproxy cannot be pickled or deep-copied: the policy travels as its fields.
+        return _from_fields, ({f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)},)
+
+    def replace(self, **changes: Any) -> Policy:
         """A copy with some fields changed (validated like a new Policy)."""
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+        return dataclasses.replace(self, **changes)
 
     def unenforceable(self) -> list[str]:
         """The fields this policy asks for that its own other choices make impossible."""
@@ -218,3 +228,11 @@ class Policy:
             "landlock": "Landlock rules" if self.landlock else "none (opt-out)",
             "host_uid": host_ids or self.host_ids(os.geteuid()),
         }
+
+
+def _plain(value: object) -> object:
+    return dict(value) if isinstance(value, Mapping) else value
+
+
+def _from_fields(fields: dict[str, Any]) -> Policy:
+    return Policy(**fields)
