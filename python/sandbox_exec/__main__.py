@@ -57,6 +57,19 @@ def default_output_path(notebook: Path | None) -> Path:
     return notebook.with_name(notebook.stem + ".executed.ipynb")
 
 
+def _print_progress(line: str) -> None:
+    """A progress line on stderr: "[3/12] ok 0.01s" lines get a bar in front
+    (|#####---------------| [3/12] ...)."""
+    from ._terminal import escape_controls
+    from .notebook import progress_bar
+
+    done, _, rest = line.partition("/") if line.startswith("[") else ("", "", "")
+    total = rest.split("]", 1)[0]
+    if done[1:].isdigit() and total.isdigit():
+        line = f"{progress_bar(int(done[1:]), int(total))} {line}"
+    print(escape_controls(line, multiline=False), file=sys.stderr, flush=True)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     try:
         import nbformat
@@ -68,20 +81,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     from .errors import SandboxError
 
-    from ._terminal import escape_controls
-
-    progress: Callable[[str], None] | None = None
-    if not args.quiet:
-        from .notebook import progress_bar
-
-        def progress(line: str) -> None:
-            # "[3/12] ok 0.01s" lines get a bar in front: |#####---------------| [3/12] ...
-            done, _, rest = line.partition("/") if line.startswith("[") else ("", "", "")
-            total = rest.split("]", 1)[0]
-            if done[1:].isdigit() and total.isdigit():
-                line = f"{progress_bar(int(done[1:]), int(total))} {line}"
-            print(escape_controls(line, multiline=False), file=sys.stderr, flush=True)
-
+    progress = None if args.quiet else _print_progress
     notebook = Path(args.notebook) if args.notebook is not None else None
     output = args.output if args.output is not None else str(default_output_path(notebook))
     with contextlib.ExitStack() as stack:

@@ -368,62 +368,11 @@ def remove_tree_at(parent_fd: int, name: str) -> bool:
     if opened is None:
         return False
     fd, st = opened
-    dev = st.st_dev
     stack = [_Frame(name, st.st_dev, st.st_ino, fd)]
     try:
         while stack:
-            level = len(stack) - 1
-            frame = stack[level]
-            fd_now = _reach(stack, level)
-            if fd_now is None:
-                # The directory changed under the walk (only a process still running in it
-                # could do that): give up on it.
-                stack.pop()
-                if stack:
-                    stack[-1].failed.add(frame.name)
-                    stack[-1].pending = [n for n in stack[-1].pending if n != frame.name]
-                continue
-            if not frame.pending and not frame.scanned_empty:
-                _scan(frame, fd_now)
-            if frame.pending:
-                child = frame.pending.pop()
-                opened = _open_child_dir(fd_now, child, dev)
-                if opened is None:
-                    # Not a directory any more (unlink it), or one that cannot be entered.
-                    if not _unlink_entry(fd_now, child):
-                        frame.failed.add(child)
-                    continue
-                cfd, cst = opened
-                stack.append(_Frame(child, cst.st_dev, cst.st_ino, cfd))
-                _release_old(stack)
-                continue
-            # Done with this directory: back to its parent, then rmdir it there.
-            stack.pop()
-            if stack and stack[-1].fd is None:
-                _parent_via_dotdot(stack[-1], frame)
-            if frame.fd is not None:
-                os.close(frame.fd)
-                frame.fd = None
-            parent_fd_now = _reach(stack, len(stack) - 1) if stack else parent_fd
-            if parent_fd_now is None:
-                continue
-            try:
-                os.rmdir(frame.name, dir_fd=parent_fd_now)
-            except FileNotFoundError:
-                pass
-            except OSError as e:
-                if stack and e.errno in (errno.EACCES, errno.EPERM):
-                    # (never for the tree's own parent, which is the backend's)
-                    try:
-                        os.fchmod(parent_fd_now, 0o700)
-                        os.rmdir(frame.name, dir_fd=parent_fd_now)
-                        continue
-                    except OSError:
-                        pass
-                if stack:
-                    stack[-1].failed.add(frame.name)
-                else:
-                    return False
+            if not _walk_step(stack, st.st_dev, parent_fd):
+                return False
         try:
             os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
             return False
@@ -435,6 +384,70 @@ def remove_tree_at(parent_fd: int, name: str) -> bool:
         for f in stack:
             if f.fd is not None:
                 os.close(f.fd)
+
+
+def _walk_step(stack: list[_Frame], dev: int, parent_fd: int) -> bool:
+    """One step of remove_tree_at's walk: into the next subdirectory of the directory on
+    top of ``stack``, or, once that one is empty, out of it and rmdir. False when the
+    tree's top itself cannot be removed."""
+    level = len(stack) - 1
+    frame = stack[level]
+    fd_now = _reach(stack, level)
+    if fd_now is None:
+        # The directory changed under the walk (only a process still running in it
+        # could do that): give up on it.
+        stack.pop()
+        if stack:
+            stack[-1].failed.add(frame.name)
+            stack[-1].pending = [n for n in stack[-1].pending if n != frame.name]
+        return True
+    if not frame.pending and not frame.scanned_empty:
+        _scan(frame, fd_now)
+    if frame.pending:
+        child = frame.pending.pop()
+        opened = _open_child_dir(fd_now, child, dev)
+        if opened is None:
+            # Not a directory any more (unlink it), or one that cannot be entered.
+            if not _unlink_entry(fd_now, child):
+                frame.failed.add(child)
+            return True
+        cfd, cst = opened
+        stack.append(_Frame(child, cst.st_dev, cst.st_ino, cfd))
+        _release_old(stack)
+        return True
+    return _leave_dir(stack, frame, parent_fd)
+
+
+def _leave_dir(stack: list[_Frame], frame: _Frame, parent_fd: int) -> bool:
+    """Done with the directory on top (``frame``): back to its parent, then rmdir it there.
+    False when it is the tree's top and cannot be removed."""
+    stack.pop()
+    if stack and stack[-1].fd is None:
+        _parent_via_dotdot(stack[-1], frame)
+    if frame.fd is not None:
+        os.close(frame.fd)
+        frame.fd = None
+    parent_fd_now = _reach(stack, len(stack) - 1) if stack else parent_fd
+    if parent_fd_now is None:
+        return True
+    try:
+        os.rmdir(frame.name, dir_fd=parent_fd_now)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        if stack and e.errno in (errno.EACCES, errno.EPERM):
+            # (never for the tree's own parent, which is the backend's)
+            try:
+                os.fchmod(parent_fd_now, 0o700)
+                os.rmdir(frame.name, dir_fd=parent_fd_now)
+                return True
+            except OSError:
+                pass
+        if stack:
+            stack[-1].failed.add(frame.name)
+        else:
+            return False
+    return True
 
 
 def remove_tree(path: str | os.PathLike[str]) -> bool:
