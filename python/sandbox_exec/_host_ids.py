@@ -40,7 +40,7 @@ import fcntl
 import os
 import stat
 import subprocess
-from typing import NamedTuple
+from dataclasses import dataclass
 
 from .errors import SandboxError
 
@@ -54,7 +54,8 @@ SUBID_USER = "sandbox_exec"
 MAX_ID = 2**32 - 2
 
 
-class IdRange(NamedTuple):
+@dataclass(frozen=True)
+class IdRange:
     first: int
     count: int
     source: str  # where the range came from, for enforcement and doctor

@@ -273,9 +273,11 @@ def _reach(stack: list[_Frame], level: int) -> int | None:
     if stack[level].fd is not None:
         return stack[level].fd
     base = level - 1
-    while stack[base].fd is None:
+    held = stack[base].fd
+    while held is None:
         base -= 1
-    fd: int = stack[base].fd  # type: ignore[assignment]
+        held = stack[base].fd
+    fd = held
     opened: list[int] = []
     try:
         for i in range(base + 1, level + 1):
@@ -300,8 +302,9 @@ def _release_old(stack: list[_Frame]) -> None:
     """Keeps at most _HELD descriptors: the top of the tree's and the deepest ones."""
     # Called after each push: only the frame that just left the window can be held past it.
     i = len(stack) - 1 - _HELD
-    if i > 0 and stack[i].fd is not None:
-        os.close(stack[i].fd)
+    fd = stack[i].fd if i > 0 else None
+    if fd is not None:
+        os.close(fd)
         stack[i].fd = None
 
 

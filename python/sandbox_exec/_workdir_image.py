@@ -80,7 +80,7 @@ for path in held:
     if fd is not None:
         os.close(fd)
 """
-_reaper: subprocess.Popen | None = None
+_reaper: subprocess.Popen[bytes] | None = None
 _reaper_lock = threading.Lock()
 
 
@@ -102,7 +102,7 @@ def _reaper_says(op: str, path: Path) -> None:
             pass
 
 
-def _reaper_exit(reaper: subprocess.Popen) -> None:
+def _reaper_exit(reaper: subprocess.Popen[bytes]) -> None:
     """A normal exit: the reaper unmounts what is left (sessions not closed) and ends."""
     try:
         if reaper.stdin is not None:

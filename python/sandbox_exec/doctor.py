@@ -42,7 +42,12 @@ def _probe_session(policy: Policy, code: str = "1 + 1") -> tuple[bool, str]:
                 r = box.session("doctor").run(code, timeout=30)
                 if r.status != "ok":
                     return False, f"cell ended {r.status}: {r.reason or r.error}"
-                return True, r.outputs[0]["data"]["text/plain"] if r.outputs else "ok"
+                if not r.outputs:
+                    return True, "ok"
+                first = r.outputs[0]
+                if first["output_type"] != "execute_result":
+                    return False, f"the cell's first output is {first['output_type']}, not its result"
+                return True, str(first["data"]["text/plain"])
         except SandboxError as e:
             return False, str(e)
 
@@ -104,7 +109,7 @@ def _probe_workdir_disk() -> tuple[bool, str]:
             r = s.run("import os\nfd = os.open('big', os.O_CREAT | os.O_WRONLY)\nerr = None\ntry:\n"
                       "    os.posix_fallocate(fd, 0, 64 << 20)\nexcept OSError as e:\n    err = e.errno\nerr",
                       timeout=30)
-            results = [o["data"]["text/plain"] for o in r.outputs if o.get("output_type") == "execute_result"]
+            results = [o["data"]["text/plain"] for o in r.outputs if o["output_type"] == "execute_result"]
             got = results[-1] if results else repr(r.error)
             if got != "28":
                 return False, f"a 64 MiB fallocate under a 16 MiB cap gave {got} (expected ENOSPC)"

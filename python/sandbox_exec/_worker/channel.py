@@ -26,10 +26,10 @@ def _finite(value: Any, depth: int = 0) -> Any:
 
 class Channel:
     def __init__(self) -> None:
-        self._chan = _core.WorkerChannel(tuple(_core.WORKER_FDS))
+        self._chan = _core.WorkerChannel(_core.WORKER_FDS)
 
     @property
-    def raw(self) -> Any:
+    def raw(self) -> _core.WorkerChannel:
         """The C++ channel (its stream buffer is used directly by sys.stdout/sys.stderr)."""
         return self._chan
 

@@ -185,6 +185,7 @@ class Publisher:
         if clear:
             self.clear_output(wait=True)
         for obj in objs:
+            md: dict[str, Any]
             if raw:
                 data, md = dict(obj), {}
             else:

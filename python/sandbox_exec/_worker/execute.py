@@ -129,7 +129,7 @@ class Executor:
             hook()  # IPython lets the object display itself instead of a result
             return
         ns = self.namespace
-        builtins._ = value  # type: ignore[attr-defined]
+        setattr(builtins, "_", value)
         ns["___"], ns["__"], ns["_"] = ns.get("__"), ns.get("_"), value
         ns[f"_{self.execution_count}"] = value
         ns["Out"][self.execution_count] = value

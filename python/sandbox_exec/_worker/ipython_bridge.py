@@ -12,15 +12,20 @@ imported until a cell does: the worker's start stays fast.
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .display import Publisher
+
+if TYPE_CHECKING:
+    from importlib.abc import Loader as _LoaderBase
+else:
+    _LoaderBase = object
 
 _TARGETS = ("IPython.core.display_functions", "IPython.core.display")
 
 
 # Plain classes implementing the import protocol (importlib.abc itself costs 8 ms to import).
-class _PatchingLoader:
+class _PatchingLoader(_LoaderBase):
     def __init__(self, real: Any, patch: Callable[[Any], None]) -> None:
         self._real = real
         self._patch = patch

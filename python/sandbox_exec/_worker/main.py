@@ -33,8 +33,9 @@ class Worker:
         sys.stderr = CellStream("stderr", FRAME.STDERR, self.streams, 2, self._forward_fd_output)
         sys.stdin = open(os.devnull)  # noqa: SIM115 - lives as long as the worker
         builtins.input = _no_input
-        builtins.display = self.publisher.display  # type: ignore[attr-defined]
-        builtins.get_ipython = shell.get_ipython  # type: ignore[attr-defined]
+        # What a Jupyter kernel's cells find as builtins.
+        setattr(builtins, "display", self.publisher.display)
+        setattr(builtins, "get_ipython", shell.get_ipython)
         ipython_bridge.install(self.publisher)
         signal.signal(signal.SIGINT, self._on_sigint)
 
