@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["pytester"]  # test_ladder.py runs pytest on made-up test files
+
+import ladder
 import sandbox_exec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,3 +87,8 @@ def wait_until(predicate, timeout: float = 5.0, interval: float = 0.01) -> bool:
 
 
 __all__ = ["CORPUS", "FIND_CHANNEL", "REPO", "allocated_bytes", "pid_alive", "wait_until", "os"]
+
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    ladder.require_one_ladder_marker(items)

@@ -42,8 +42,6 @@ import sandbox_exec
 from sandbox_exec import Policy, _workdir_image
 from conftest import allocated_bytes
 
-pytestmark = pytest.mark.c
-
 MiB = 1 << 20
 GiB = 1 << 30
 CAP = 16 * MiB
@@ -116,6 +114,7 @@ print("REPORT " + json.dumps({"err": err, "allocated": st.st_blocks * 512, "seco
 '''
 
 
+@pytest.mark.c
 def test_fallocate_past_the_cap_in_a_short_cell(box, mode, tmp_path):
     code = attack(FALLOCATE, name="big", bytes=GiB)
     ctrl = control(code, cwd=tmp_path)
@@ -148,6 +147,7 @@ def test_fallocate_past_the_cap_in_a_short_cell(box, mode, tmp_path):
         s.close()
 
 
+@pytest.mark.c
 def test_restarts_cannot_add_a_burst_each(box, mode, tmp_path):
     bursts = [attack(FALLOCATE, name=f"burst-{i}", bytes=512 * MiB) for i in range(3)]
     outside = tmp_path / "outside"
@@ -204,6 +204,7 @@ print("REPORT " + json.dumps({"written": written, "err": err, "visible": visible
 '''
 
 
+@pytest.mark.c
 def test_unlinked_files_in_flight_in_a_unix_socket(box, mode):
     s = new_session(box, mode)
     try:
@@ -262,6 +263,7 @@ print("REPORT " + json.dumps(data))
 '''
 
 
+@pytest.mark.c
 def test_unlinked_files_held_at_the_end_of_a_deep_process_chain(box, mode, tmp_path):
     ctrl = control(attack(CHAIN, depth=100, kill=True), cwd=tmp_path)
     # the control: the file-holding process is 100 levels down, past the old walk's 64
@@ -327,6 +329,7 @@ def _walk_by_path(root: str) -> int:
     return total
 
 
+@pytest.mark.c
 def test_a_directory_swapped_for_a_symlink_mid_walk(box, monkeypatch, tmp_path):
     monkeypatch.setattr(_workdir_image, "support", lambda: (False, "forced by the test"))
     host = tmp_path / "root-only"
@@ -476,6 +479,7 @@ print(json.dumps(out))
 '''
 
 
+@pytest.mark.c
 def test_watchdog_of_an_unprivileged_backend(tmp_path):
     """The path a non-root backend takes: no image, no cgroup (the session's processes are
     found by an iterative walk of /proc from its init)."""

@@ -33,8 +33,6 @@ import sandbox_exec
 from sandbox_exec import _core
 from conftest import FIND_CHANNEL
 
-pytestmark = pytest.mark.c
-
 
 MiB = 1 << 20
 
@@ -64,6 +62,7 @@ NON_LATIN1 = _display("b'[' + '\"\u0100\",'.encode() * 900_000 + b'0]'")      # 
 RECORDS = _display("b'[' + b'{\"a\":1.5,\"b\":\"xy\"},' * 220_000 + b'{}]'")    # 14x: the worst kept
 
 
+@pytest.mark.c
 @pytest.mark.parametrize("shape, rejected", [(NESTED_EMPTY_LISTS, True), (DEEP, True), (NON_LATIN1, True),
                                              (SCALARS, False), (STRINGS, False), (JUST_UNDER, False),
                                              (RECORDS, False)],
@@ -93,6 +92,7 @@ def test_a_messages_python_form_is_a_small_multiple_of_its_size(sandbox, shape, 
         s.close()
 
 
+@pytest.mark.c
 def test_control_plain_json_loads_of_nested_lists_costs_many_times_its_size():
     # Without the C++ check, the backend would build this from the text (1/10 of the attack).
     text = b"[" + b"[]," * 150_000 + b"[]]"
@@ -104,6 +104,7 @@ def test_control_plain_json_loads_of_nested_lists_costs_many_times_its_size():
     assert peak > 16 * len(text), (peak, len(text))  # measured: about 22x
 
 
+@pytest.mark.c
 def test_another_sessions_cell_answers_while_a_hostile_session_floods_bad_shapes(sandbox):
     bystander = sandbox.session("bystander-shapes")
     hostile = sandbox.session("hostile-shapes", policy=sandbox_exec.Policy(max_output_bytes=64 * MiB))
@@ -140,6 +141,7 @@ def test_another_sessions_cell_answers_while_a_hostile_session_floods_bad_shapes
         bystander.close()
 
 
+@pytest.mark.c
 def test_the_end_of_cell_report_is_charged_to_the_output_cap(sandbox):
     code = "raise ValueError('m' * 4_000_000)"
     # control: with a cap it fits in, the report carries the worker's whole message (its
@@ -177,6 +179,7 @@ RAW_BAD_VALUES = {
 }
 
 
+@pytest.mark.c
 @pytest.mark.parametrize("case", sorted(RAW_BAD_VALUES))
 def test_values_that_break_consumers_are_rejected_at_the_boundary(session, case):
     payload, why = RAW_BAD_VALUES[case]
@@ -189,6 +192,7 @@ def test_values_that_break_consumers_are_rejected_at_the_boundary(session, case)
     json.dumps(r.outputs, allow_nan=False).encode("utf-8")  # strict JSON, encodable
 
 
+@pytest.mark.c
 def test_nan_and_surrogates_from_display_are_converted(session):
     r = session.run("display({'application/json': {'v': float('nan')}}, raw=True, metadata={'w': float('inf')})\n"
                     "display({'text/plain': 'a\\ud800b'}, raw=True)")
@@ -200,6 +204,7 @@ def test_nan_and_surrogates_from_display_are_converted(session):
     assert "NaN" in json.dumps({"v": float("nan")})
 
 
+@pytest.mark.c
 def test_execute_result_carries_the_cells_own_count(session):
     session.run("1")
     r = session.run(FIND_CHANNEL + "channel.send(19, b'{\"output_type\":\"execute_result\",\"execution_count\":-1,"
@@ -209,6 +214,7 @@ def test_execute_result_carries_the_cells_own_count(session):
     assert results and all(o["execution_count"] == r.execution_count == 2 for o in results)
 
 
+@pytest.mark.c
 def test_the_runner_writes_a_strict_json_notebook_from_such_cells(tmp_path):
     import nbformat
 
@@ -235,6 +241,7 @@ def test_the_runner_writes_a_strict_json_notebook_from_such_cells(tmp_path):
 
 # ---- forged end-of-cell ---------------------------------------------------------------------
 
+@pytest.mark.c
 def test_a_forged_end_of_cell_from_a_leftover_thread_is_not_the_next_cells_result(session):
     session.run("1")
     forged = ("b'{\"status\":\"ok\",\"execution_count\":' + str(n).encode() + b'}'")
@@ -256,6 +263,7 @@ def test_a_forged_end_of_cell_from_a_leftover_thread_is_not_the_next_cells_resul
     assert "were discarded" in r.stderr
 
 
+@pytest.mark.c
 def test_a_forged_end_of_cell_during_a_cell_does_not_end_it(session):
     session.run("1")
     r = session.run(FIND_CHANNEL + "import threading, time\n"
@@ -272,6 +280,7 @@ def test_a_forged_end_of_cell_during_a_cell_does_not_end_it(session):
 
 # ---- doorbell spam --------------------------------------------------------------------------
 
+@pytest.mark.c
 def test_doorbell_spam_does_not_cost_the_backend_a_cpu(session):
     session.run("1")
     per_s, r = _backend_cpu_per_second(
@@ -327,6 +336,7 @@ def _backend_cpu_per_second(session, code: str) -> tuple[float, object]:
     return cpu / wall, r
 
 
+@pytest.mark.c
 @pytest.mark.parametrize("worker", ["cooperative", "ignores the closed flag"])
 def test_a_flood_past_the_cap_costs_the_backend_little_cpu(sandbox, worker):
     s = sandbox.session(f"flood-cpu-{worker[:3]}", policy=sandbox_exec.Policy(max_output_bytes=1 * MiB))

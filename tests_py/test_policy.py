@@ -14,9 +14,8 @@ import pytest
 import sandbox_exec
 from sandbox_exec import Policy, PolicyError
 
-pytestmark = pytest.mark.a
 
-
+@pytest.mark.a
 def test_defaults_are_documented_values():
     p = Policy()
     assert p.timeout_s == 60.0
@@ -29,6 +28,7 @@ def test_defaults_are_documented_values():
         p.timeout_s = 5  # type: ignore[misc]
 
 
+@pytest.mark.a
 @pytest.mark.parametrize("field,value", [
     ("timeout_s", 0), ("timeout_s", -1), ("timeout_s", float("inf")), ("timeout_s", "10"),
     ("cpu_s", 0), ("memory_bytes", -5), ("memory_bytes", 1.5), ("max_open_files", 3),
@@ -73,12 +73,14 @@ def _filled_policy() -> Policy:
     return Policy(env={"A": "1"}, readonly_paths=["/opt"])
 
 
+@pytest.mark.a
 def test_the_container_fields_are_the_known_ones():
     # A new mapping or sequence field is covered by the mutation tests below only if they
     # can fill it: name it in _filled_policy() and here.
     assert set(_containers(_filled_policy())) == {"env", "readonly_paths"}
 
 
+@pytest.mark.a
 @pytest.mark.parametrize("what,error,mutate", MAPPING_MUTATIONS, ids=[m[0] for m in MAPPING_MUTATIONS])
 def test_no_mapping_field_can_be_changed_in_place(what, error, mutate):
     p = _filled_policy()
@@ -93,6 +95,7 @@ def test_no_mapping_field_can_be_changed_in_place(what, error, mutate):
     assert hash(p) == before and p == _filled_policy()
 
 
+@pytest.mark.a
 @pytest.mark.parametrize("what,error,mutate", SEQUENCE_MUTATIONS, ids=[m[0] for m in SEQUENCE_MUTATIONS])
 def test_no_sequence_field_can_be_changed_in_place(what, error, mutate):
     p = _filled_policy()
@@ -107,6 +110,7 @@ def test_no_sequence_field_can_be_changed_in_place(what, error, mutate):
     assert hash(p) == before and p == _filled_policy()
 
 
+@pytest.mark.a
 def test_the_callers_containers_are_copied():
     env, paths = {"A": "1"}, ["/opt"]
     p = Policy(env=env, readonly_paths=paths)
@@ -115,6 +119,7 @@ def test_the_callers_containers_are_copied():
     assert dict(p.env) == {"A": "1"} and p.readonly_paths == ("/opt",)
 
 
+@pytest.mark.a
 def test_a_frozen_policy_still_replaces_hashes_and_copies():
     p = _filled_policy()
     q = p.replace(env={"A": "1", "B": "2"}, timeout_s=5)
@@ -132,6 +137,7 @@ def test_a_frozen_policy_still_replaces_hashes_and_copies():
             copied.env["A"] = "2"  # type: ignore[index]
 
 
+@pytest.mark.a
 def test_policy_error_is_a_value_error_and_a_sandbox_error():
     with pytest.raises(ValueError):
         Policy(timeout_s=-1)
@@ -139,6 +145,7 @@ def test_policy_error_is_a_value_error_and_a_sandbox_error():
         Policy(timeout_s=-1)
 
 
+@pytest.mark.a
 @pytest.mark.parametrize("changes,needle", [
     ({"namespaces": False, "network": False, "max_processes": None, "disk_bytes": None}, "network namespace"),
     ({"namespaces": False, "network": True, "disk_bytes": None}, "RLIMIT_NPROC"),
@@ -151,6 +158,7 @@ def test_unenforceable_protections_fail_closed(tmp_path, changes, needle):
         assert box.sessions() == []  # nothing was started
 
 
+@pytest.mark.a
 def test_enforcement_report_names_each_mechanism():
     report = Policy(memory_bytes=1 << 30).enforcement({})
     assert report["memory_bytes"].startswith("RLIMIT_AS")
@@ -162,6 +170,7 @@ def test_enforcement_report_names_each_mechanism():
     assert report["network"] == "host network (opt-out)"
 
 
+@pytest.mark.a
 def test_missing_launcher_is_a_clear_sandbox_error(tmp_path, monkeypatch):
     monkeypatch.setenv("SANDBOX_EXEC_LAUNCHER", str(tmp_path / "nope"))
     with sandbox_exec.Sandbox(root=tmp_path) as box:
@@ -169,6 +178,7 @@ def test_missing_launcher_is_a_clear_sandbox_error(tmp_path, monkeypatch):
             box.session("x")
 
 
+@pytest.mark.a
 def test_unusable_workdir_is_a_sandbox_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
@@ -178,6 +188,7 @@ def test_unusable_workdir_is_a_sandbox_error(tmp_path):
             s.restart()
 
 
+@pytest.mark.a
 def test_a_failing_isolation_step_stops_the_start_and_names_call_and_errno(tmp_path):
     # RLIMIT_NOFILE above fs.nr_open fails with EPERM even for root: the launcher reports
     # the step and the worker never runs.
@@ -260,6 +271,7 @@ def test_cpu_limit_ends_a_spinning_interpreter(sandbox):
         s.close()
 
 
+@pytest.mark.b
 def test_worker_limits_cannot_be_raised_by_the_cell(sandbox):
     s = sandbox.session("raise-limit", policy=Policy(max_open_files=128))
     try:
