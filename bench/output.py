@@ -239,7 +239,7 @@ def bench_flood(methods: list[str], shapes: list[str], mb: int, mb_jupyter: int,
         o = makers[m]()
         try:
             o.setup()
-        except Exception as exc:  # noqa: BLE001 - one broken method must not sink the others
+        except Exception as exc:  # one broken method must not sink the others
             print(f"  {m:8s} FAILED to start: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
             errors[f"flood.{m}"] = f"{type(exc).__name__}: {exc}"
             continue
@@ -274,7 +274,7 @@ def bench_flood(methods: list[str], shapes: list[str], mb: int, mb_jupyter: int,
         for o in objs:
             try:
                 o.teardown()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 print(f"  [teardown of {o.name} failed: {exc}]", file=sys.stderr)
     out: dict[str, Any] = {}
     for shape in shapes:
@@ -505,7 +505,7 @@ def bench_rss(shapes: list[str], cap: int, counts: dict[str, int]) -> dict[str, 
             if proc.returncode != 0:
                 raise RuntimeError(f"exit {proc.returncode}: {proc.stderr.strip()[-2000:]}")
             doc = json.loads(proc.stdout.strip().splitlines()[-1])
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             print(f"  rss {shape} FAILED: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
             errors[f"rss.{shape}"] = f"{type(exc).__name__}: {exc}"
             continue
@@ -647,7 +647,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             flood = bench_flood(flood_methods, shapes, mb, mb_jupyter, reps, flood_warmup)
             errors.update(flood.pop("_errors", {}))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             traceback.print_exc()
             errors["flood"] = f"{type(exc).__name__}: {exc}"
     if figure_methods:
@@ -655,7 +655,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             figure = bench_figure(figure_methods, n_figure, rounds, fig_warmup)
             errors.update(figure.pop("_errors", {}))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             traceback.print_exc()
             errors["figure"] = f"{type(exc).__name__}: {exc}"
     if rss_shapes:
@@ -663,7 +663,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             rss = bench_rss(rss_shapes, RSS_CAP_BYTES, RSS_FLOOD_COUNTS)
             errors.update(rss.pop("_errors", {}))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             traceback.print_exc()
             errors["rss"] = f"{type(exc).__name__}: {exc}"
     elapsed = time.perf_counter() - t_begin

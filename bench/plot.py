@@ -24,7 +24,7 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 REPO = Path(__file__).resolve().parent.parent
 COLORS = {"pipe": "#9e9e9e", "pipe_same": "#c7c7c7", "pipe_cross": "#7a7a7a", "exec": "#4c78a8", "sandbox": "#f58518", "run_once": "#ffbf79", "jupyter": "#54a24b"}

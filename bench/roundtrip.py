@@ -62,8 +62,9 @@ import tempfile
 import time
 import traceback
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 CELL = "1+1"
@@ -156,7 +157,7 @@ def retry(what: str, fn: Callable[[], Any], attempts: int = 5, delay_s: float = 
     for attempt in range(attempts):
         try:
             return fn()
-        except Exception as exc:  # noqa: BLE001 - reported, then re-raised at the end
+        except Exception as exc:  # reported, then re-raised at the end
             if attempt == attempts - 1:
                 raise
             print(f"  [{what} failed ({type(exc).__name__}: {exc}); retrying in {delay_s:g} s]", file=sys.stderr)
@@ -255,7 +256,7 @@ class InProcessExec:
                         self.ns["_"] = value
                         outputs.append({"output_type": "execute_result", "execution_count": self.count,
                                         "data": {"text/plain": repr(value)}, "metadata": {}})
-        except Exception as exc:  # noqa: BLE001 - a cell's error is its result
+        except Exception as exc:  # a cell's error is its result
             error = {"ename": type(exc).__name__, "evalue": str(exc),
                      "traceback": traceback.format_exception(exc)}
         return {"status": "error" if error else "ok", "outputs": outputs, "error": error,
@@ -405,7 +406,7 @@ def measure_interleaved(objs: list[Any], total: dict[str, int], warmup: dict[str
             t0 = time.perf_counter()
             try:
                 o.setup()
-            except Exception as exc:  # noqa: BLE001 - one broken method must not sink the others
+            except Exception as exc:  # one broken method must not sink the others
                 print(f"  {o.name:10s} FAILED to start: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
                 errors[f"{section}.{o.name}"] = f"{type(exc).__name__}: {exc}"
                 objs.remove(o)
@@ -440,7 +441,7 @@ def measure_interleaved(objs: list[Any], total: dict[str, int], warmup: dict[str
         for o in reversed(started):
             try:
                 o.teardown()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 print(f"  [teardown of {o.name} failed: {exc}]", file=sys.stderr)
     return {"objs": objs, "samples": samples, "round_p50": round_p50, "failures": failures, "errors": errors}
 
@@ -561,7 +562,7 @@ def bench_start(methods: list[str], n: int, n_jupyter: int, warmup: int,
         fn, count, what = runners[name]
         try:
             start_ns, stop_ns, failures = fn(count, warmup)
-        except Exception as exc:  # noqa: BLE001 - one broken method must not sink the others
+        except Exception as exc:  # one broken method must not sink the others
             print(f"  {name:10s} FAILED: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
             errors[f"start.{name}"] = f"{type(exc).__name__}: {exc}"
             continue
@@ -621,7 +622,7 @@ def bench_isolation(methods: list[str], n: int, rounds: int, warmup: int, n_star
         try:
             out["start"] = _isolation_start(n_start, warmup_start)
             print(f"  start      {n_start} session starts with each policy done", flush=True)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             print(f"  start      FAILED: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
             errors["isolation.start"] = f"{type(exc).__name__}: {exc}"
     ratios: dict[str, Any] = {}
@@ -789,7 +790,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             rt = bench_roundtrip(rt_methods, n, n_jupyter, rounds, warmup, warmup_jupyter, args.samples)
             errors.update(rt.pop("_errors", {}))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             traceback.print_exc()
             errors["roundtrip"] = f"{type(exc).__name__}: {exc}"
     if st_methods:
@@ -797,7 +798,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             st = bench_start(st_methods, n_start, n_start_jupyter, 0 if q else 1, args.samples)
             errors.update(st.pop("_errors", {}))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             traceback.print_exc()
             errors["start"] = f"{type(exc).__name__}: {exc}"
     if iso_methods:
@@ -806,7 +807,7 @@ def main(argv: list[str] | None = None) -> int:
             # twice as many (shorter) interleaved rounds: ON and OFF alternate more finely
             iso = bench_isolation(iso_methods, n, 2 * rounds, warmup, n_start, 0 if q else 1, args.samples)
             errors.update(iso.pop("_errors", {}))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             traceback.print_exc()
             errors["isolation"] = f"{type(exc).__name__}: {exc}"
     elapsed = time.perf_counter() - t_begin

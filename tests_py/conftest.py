@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["pytester"]  # test_ladder.py runs pytest on made-up test files
-
 import ladder
 import sandbox_exec
+
+pytest_plugins = ["pytester"]  # test_ladder.py runs pytest on made-up test files
 
 REPO = Path(__file__).resolve().parents[1]
 # The nbclient test notebooks, copied into the repo with their license (see its README.md).
@@ -86,7 +86,7 @@ def wait_until(predicate, timeout: float = 5.0, interval: float = 0.01) -> bool:
     return predicate()
 
 
-__all__ = ["CORPUS", "FIND_CHANNEL", "REPO", "allocated_bytes", "pid_alive", "wait_until", "os"]
+__all__ = ["CORPUS", "FIND_CHANNEL", "REPO", "allocated_bytes", "os", "pid_alive", "wait_until"]
 
 
 

@@ -103,8 +103,8 @@ from types import SimpleNamespace
 import pytest
 
 import sandbox_exec
-from sandbox_exec import Policy
 from conftest import REPO, allocated_bytes, pid_alive, wait_until
+from sandbox_exec import Policy
 
 pytestmark = pytest.mark.c
 
@@ -579,7 +579,7 @@ def test_pth_backdoor_in_site_packages_reaches_no_session(session, new_session, 
     payload = f"import os; os.environ[{var!r}] = 'pwned'\n"
     base_site = os.path.join(os.path.realpath(sys.base_prefix), "lib",
                              f"python{sys.version_info[0]}.{sys.version_info[1]}", "site-packages")
-    site_dirs = [p for p in site.getsitepackages() + [base_site] if p.endswith("site-packages")]
+    site_dirs = [p for p in [*site.getsitepackages(), base_site] if p.endswith("site-packages")]
     try:
         r, rep = in_sandbox(session, attack(PTH_BACKDOOR, name=name, payload=payload, extra=[base_site],
                                             discover=True))
@@ -1642,8 +1642,7 @@ def test_kernel_memory_and_devices(session):
         # opened and closed, never read: harmless even where it succeeds
         out[p] = attempt(lambda p=p: os.close(os.open(p, os.O_RDONLY | os.O_NONBLOCK)))
     report(**out)
-    ''', paths=["/proc/kmsg", "/proc/kcore", "/proc/kpageflags", "/proc/kpagecount", "/dev/mem", "/dev/kmem",
-                 "/dev/port", "/dev/kmsg", "/dev/cpu/0/msr", "/sys/firmware/efi"] + disks)
+    ''', paths=["/proc/kmsg", "/proc/kcore", "/proc/kpageflags", "/proc/kpagecount", "/dev/mem", "/dev/kmem", "/dev/port", "/dev/kmsg", "/dev/cpu/0/msr", "/sys/firmware/efi", *disks])
     r, rep = in_sandbox(session, code)
     for path, outcome in rep.items():
         assert failed(outcome), (path, outcome)

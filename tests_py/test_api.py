@@ -62,10 +62,9 @@ def test_leaving_a_session_with_block_closes_it(sandbox):
 
 @pytest.mark.b
 def test_a_session_with_block_closes_it_when_the_block_raises(sandbox):
-    with pytest.raises(RuntimeError, match="backend bug"):
-        with sandbox.session(_name()) as s:
-            pid = s.worker_pid
-            raise RuntimeError("backend bug")
+    with pytest.raises(RuntimeError, match="backend bug"), sandbox.session(_name()) as s:
+        pid = s.worker_pid
+        raise RuntimeError("backend bug")
     assert s.closed
     assert pid is not None and wait_until(lambda: not pid_alive(pid))
 

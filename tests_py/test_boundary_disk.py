@@ -39,8 +39,8 @@ from pathlib import Path
 import pytest
 
 import sandbox_exec
-from sandbox_exec import Policy, _workdir_image
 from conftest import allocated_bytes
+from sandbox_exec import Policy, _workdir_image
 
 MiB = 1 << 20
 GiB = 1 << 30

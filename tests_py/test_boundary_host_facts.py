@@ -304,7 +304,7 @@ def test_the_same_masks_hold_for_an_unprivileged_backend():
             os.chown(root, UID, UID)
             cmd = ["setpriv", f"--reuid={UID}", f"--regid={UID}", "--clear-groups", "--inh-caps=-all",
                    "--bounding-set=-all", str(_package_copy(base))]
-        cp = subprocess.run(cmd + ["-c", UNPRIVILEGED, str(root), UNPRIVILEGED_CELL], capture_output=True,
+        cp = subprocess.run([*cmd, "-c", UNPRIVILEGED, str(root), UNPRIVILEGED_CELL], capture_output=True,
                             text=True, timeout=180, cwd=base)
     finally:
         shutil.rmtree(base, ignore_errors=True)

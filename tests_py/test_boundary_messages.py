@@ -30,9 +30,8 @@ import tracemalloc
 import pytest
 
 import sandbox_exec
-from sandbox_exec import _core
 from conftest import FIND_CHANNEL
-
+from sandbox_exec import _core
 
 MiB = 1 << 20
 
@@ -184,7 +183,7 @@ RAW_BAD_VALUES = {
 def test_values_that_break_consumers_are_rejected_at_the_boundary(session, case):
     payload, why = RAW_BAD_VALUES[case]
     # control: Python's json module accepts the very same text
-    json.loads(eval(payload))  # noqa: S307 - a literal of this test, not worker output
+    json.loads(eval(payload))  # a literal of this test, not worker output
     r = session.run(FIND_CHANNEL + f"channel.send(19, {payload})\n'after'")
     assert r.status == "ok"
     assert "an output was rejected" in r.stderr and why in r.stderr, r.stderr
@@ -257,7 +256,7 @@ def test_a_forged_end_of_cell_from_a_leftover_thread_is_not_the_next_cells_resul
     time.sleep(1.0)  # the forger has sent everything, between cells
     r = session.run("import time\ntime.sleep(0.2)\n6*7")
     assert r.status == "ok"
-    assert [o for o in r.outputs if o["output_type"] == "execute_result"][0]["data"]["text/plain"] == "42"
+    assert next(o for o in r.outputs if o["output_type"] == "execute_result")["data"]["text/plain"] == "42"
     assert "FORGED" not in json.dumps(r.outputs)
     # control: the forged frames did reach the ring, and were counted as stale
     assert "were discarded" in r.stderr

@@ -35,9 +35,8 @@ from pathlib import Path
 import pytest
 
 import sandbox_exec
-from sandbox_exec import Policy, PolicyError, SandboxError, _host_ids, _safe_fs
-
 from conftest import pid_alive, wait_until
+from sandbox_exec import Policy, PolicyError, SandboxError, _host_ids, _safe_fs
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="only a root backend can map sessions to other host ids")
@@ -447,7 +446,7 @@ def test_host_id_range_sources(tmp_path):
         _host_ids.resolve_range(subuid=str(subuid), subgid=str(subgid))
     assert _host_ids.resolve_range((BASE, 10)).count == 10
     for bad in ((0, 10), (2**32 - 5, 10), (BASE, 0), ("1", 2), (BASE,)):
-        with pytest.raises(SandboxError, match="host.id.range"):
+        with pytest.raises(SandboxError, match=r"host.id.range"):
             _host_ids.resolve_range(bad)
     with pytest.raises(SandboxError, match="accounts"):
         _host_ids.resolve_range((1, 65535))  # root's group, daemon, nobody, ...

@@ -51,13 +51,13 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 import sandbox_exec
+from conftest import FIND_CHANNEL
 from sandbox_exec import Policy, Sandbox, SandboxError, _safe_fs
 from sandbox_exec import notebook as notebook_mod
 from sandbox_exec import sandbox as sandbox_mod
 from sandbox_exec._terminal import escape_controls
 from sandbox_exec.notebook import copy_neighbour_files, make_writable, run_notebook, write_notebook
 from sandbox_exec.result import Result
-from conftest import FIND_CHANNEL
 
 IS_ROOT = os.geteuid() == 0
 UNPRIVILEGED_UID = 65534
@@ -574,7 +574,7 @@ EVIL_CELL = ("Evil = type('Evil\\x1b[1A\\x1b[2K', (Exception,), {})\n"
              f"raise Evil({EVIL!r})")
 # Bytes a terminal acts on: C0 but newline, DEL, C1 (as UTF-8), the bidi override.
 TERMINAL_CONTROLS = [bytes([b]) for b in range(0x20) if b != 0x0A] + [b"\x7f"] + \
-    [("%c" % c).encode() for c in range(0x80, 0xA0)] + ["\u202e".encode()]
+    [chr(c).encode() for c in range(0x80, 0xA0)] + ["\u202e".encode()]
 
 
 def assert_no_terminal_controls(data: bytes) -> None:

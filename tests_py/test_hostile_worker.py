@@ -10,6 +10,7 @@ the cell's outputs and the cell runs on (tests_py/test_boundary_messages.py has 
 from __future__ import annotations
 
 import pytest
+
 from conftest import FIND_CHANNEL
 
 pytestmark = pytest.mark.c

@@ -15,11 +15,10 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from conftest import CORPUS
 from sandbox_exec.notebook import CellExecutionError, run_notebook
 
 pytestmark = pytest.mark.b
-
-from conftest import CORPUS
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

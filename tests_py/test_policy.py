@@ -173,9 +173,8 @@ def test_enforcement_report_names_each_mechanism():
 @pytest.mark.a
 def test_missing_launcher_is_a_clear_sandbox_error(tmp_path, monkeypatch):
     monkeypatch.setenv("SANDBOX_EXEC_LAUNCHER", str(tmp_path / "nope"))
-    with sandbox_exec.Sandbox(root=tmp_path) as box:
-        with pytest.raises(sandbox_exec.SandboxError, match="launcher"):
-            box.session("x")
+    with sandbox_exec.Sandbox(root=tmp_path) as box, pytest.raises(sandbox_exec.SandboxError, match="launcher"):
+        box.session("x")
 
 
 @pytest.mark.a
@@ -184,7 +183,7 @@ def test_unusable_workdir_is_a_sandbox_error(tmp_path):
     blocker.write_text("not a directory")
     with sandbox_exec.Sandbox(root=blocker.parent) as box:
         s = sandbox_exec.Session(box._table, "odd", box.policy, None, blocker / "sub")
-        with pytest.raises(sandbox_exec.SandboxError, match="workdir.*ENOTDIR"):
+        with pytest.raises(sandbox_exec.SandboxError, match=r"workdir.*ENOTDIR"):
             s.restart()
 
 

@@ -7,7 +7,6 @@ import base64
 
 import pytest
 
-import sandbox_exec
 from sandbox_exec import Policy
 
 pytestmark = pytest.mark.b

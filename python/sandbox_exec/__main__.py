@@ -12,8 +12,8 @@ import contextlib
 import importlib.resources
 import math
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 PROG = "sandbox-exec"
 EXIT_OK, EXIT_CELL_FAILED, EXIT_USAGE, EXIT_SANDBOX, EXIT_INTERRUPTED = 0, 1, 2, 3, 130

@@ -1,6 +1,7 @@
 """Type stubs for sandbox_exec._core, the C++ core (cpp/bindings.cc)."""
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 PROTOCOL_VERSION: int
 DROPPED_OUTPUT_EVENT: int

@@ -13,7 +13,8 @@ stores them) and hands each event, as it comes, to ``on_output``.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Literal, TypedDict, Union
+from collections.abc import Callable
+from typing import Any, Literal, TypedDict
 
 from . import _core
 from .result import (
@@ -43,7 +44,7 @@ STALE = _core.STALE_EVENT
 OUTPUT_TYPES = {"display_data", "execute_result", "error", "update_display_data", "clear_output"}
 
 #: What one MESSAGE frame may be: every live event but a stream (streams have frames of their own).
-MessageEvent = Union[LiveDisplayData, LiveExecuteResult, ErrorOutput, UpdateDisplayDataEvent, ClearOutputEvent]
+MessageEvent = LiveDisplayData | LiveExecuteResult | ErrorOutput | UpdateDisplayDataEvent | ClearOutputEvent
 OnOutput = Callable[[OutputEvent], None]
 
 

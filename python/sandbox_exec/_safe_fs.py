@@ -25,7 +25,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 
-__all__ = ["open_dir", "open_regular", "list_dir", "copy_into", "remove_tree", "remove_tree_at", "UnsafeEntry"]
+__all__ = ["UnsafeEntry", "copy_into", "list_dir", "open_dir", "open_regular", "remove_tree", "remove_tree_at"]
 
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_PATH = getattr(os, "O_PATH", 0)

@@ -120,7 +120,7 @@ def _tool(name: str) -> str | None:
     return shutil.which(name, path=_SBIN)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def support() -> tuple[bool, str]:
     """Whether this process can give workdirs a size-capped image: (possible, why not or how)."""
     if os.geteuid() != 0:

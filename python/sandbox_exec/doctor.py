@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import platform
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from . import _core, _host_ids
 from .errors import SandboxError
@@ -100,20 +100,20 @@ def _probe_workdir_disk() -> tuple[bool, str]:
     possible, why = support()
     if not possible:
         return False, f"watchdog on the workdir (no size-capped image: {why})"
-    with tempfile.TemporaryDirectory(prefix="sandbox_exec-doctor-") as root:
-        with Sandbox(Policy(disk_bytes=16 << 20), root=root) as box:
-            s = box.session("doctor")
-            mechanism = s.enforcement["disk_bytes"]
-            if "image" not in mechanism:
-                return False, mechanism
-            r = s.run("import os\nfd = os.open('big', os.O_CREAT | os.O_WRONLY)\nerr = None\ntry:\n"
-                      "    os.posix_fallocate(fd, 0, 64 << 20)\nexcept OSError as e:\n    err = e.errno\nerr",
-                      timeout=30)
-            results = [o["data"]["text/plain"] for o in r.outputs if o["output_type"] == "execute_result"]
-            got = results[-1] if results else repr(r.error)
-            if got != "28":
-                return False, f"a 64 MiB fallocate under a 16 MiB cap gave {got} (expected ENOSPC)"
-            return True, "size-capped ext4 image on a loop device (a 64 MiB fallocate under 16 MiB: ENOSPC)"
+    with (tempfile.TemporaryDirectory(prefix="sandbox_exec-doctor-") as root,
+          Sandbox(Policy(disk_bytes=16 << 20), root=root) as box):
+        s = box.session("doctor")
+        mechanism = s.enforcement["disk_bytes"]
+        if "image" not in mechanism:
+            return False, mechanism
+        r = s.run("import os\nfd = os.open('big', os.O_CREAT | os.O_WRONLY)\nerr = None\ntry:\n"
+                  "    os.posix_fallocate(fd, 0, 64 << 20)\nexcept OSError as e:\n    err = e.errno\nerr",
+                  timeout=30)
+        results = [o["data"]["text/plain"] for o in r.outputs if o["output_type"] == "execute_result"]
+        got = results[-1] if results else repr(r.error)
+        if got != "28":
+            return False, f"a 64 MiB fallocate under a 16 MiB cap gave {got} (expected ENOSPC)"
+        return True, "size-capped ext4 image on a loop device (a 64 MiB fallocate under 16 MiB: ENOSPC)"
 
 
 def checks() -> list[Check]:

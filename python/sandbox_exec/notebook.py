@@ -44,8 +44,9 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import nbformat
 from nbformat import validator as _nbvalidator
@@ -56,7 +57,7 @@ from .policy import Policy
 from .result import MimeBundle, Result
 from .sandbox import Sandbox, Session
 
-__all__ = ["run_notebook", "CellExecutionError", "NotebookInterrupted", "SKIP_TAG", "RAISES_TAG", "DEFAULT_MAX_COPY_BYTES"]
+__all__ = ["DEFAULT_MAX_COPY_BYTES", "RAISES_TAG", "SKIP_TAG", "CellExecutionError", "NotebookInterrupted", "run_notebook"]
 
 SKIP_TAG = "skip-execution"
 RAISES_TAG = "raises-exception"
@@ -283,7 +284,7 @@ def _bound_repeated_displays(nb: Any) -> None:
     import hashlib
 
     for cell in nb.get("cells", []):
-        for i, output in enumerate(cell.get("outputs", []) if cell.get("cell_type") == "code" else []):
+        for output in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
             data = output.get("data")
             if not isinstance(data, dict):
                 continue

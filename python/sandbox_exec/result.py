@@ -8,7 +8,7 @@ form), ``OutputEvent`` what ``on_output`` receives (Jupyter's live message shape
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypedDict, Union
+from typing import Any, Literal, TypedDict
 
 #: A mime bundle: mime type -> text (or, for JSON mime types, any JSON value).
 MimeBundle = dict[str, Any]
@@ -41,7 +41,7 @@ class ErrorOutput(TypedDict):
 
 
 #: One output as nbformat v4 stores it (``Result.outputs``).
-Output = Union[StreamOutput, DisplayDataOutput, ExecuteResultOutput, ErrorOutput]
+Output = StreamOutput | DisplayDataOutput | ExecuteResultOutput | ErrorOutput
 
 
 class ErrorInfo(TypedDict):
@@ -89,9 +89,9 @@ class ClearOutputEvent(TypedDict):
 
 
 #: One live event, as ``on_output`` receives it.
-OutputEvent = Union[
-    StreamOutput, LiveDisplayData, LiveExecuteResult, ErrorOutput, UpdateDisplayDataEvent, ClearOutputEvent
-]
+OutputEvent = (
+    StreamOutput | LiveDisplayData | LiveExecuteResult | ErrorOutput | UpdateDisplayDataEvent | ClearOutputEvent
+)
 
 
 #: ``ok``: ran to the end. ``error``: the cell raised. ``timeout``: the wall-clock deadline

@@ -177,7 +177,7 @@ def _worker_env(policy: Policy, workdir: str) -> list[str]:
     return [f"{k}={v}" for k, v in env.items()]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _system_view() -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
     """What every sandbox sees read-only: the system's /usr (and the top-level directories
     merged into it, as symlinks), the interpreter's prefixes and site-packages, this package,
@@ -207,7 +207,7 @@ def _system_view() -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
     return tuple(seen), tuple(symlinks)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cgroup_support() -> dict[str, Any]:
     """What cgroup delegation this host gives sessions (probed once per process)."""
     return dict(_core.cgroup_support())

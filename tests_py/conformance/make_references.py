@@ -50,9 +50,9 @@ from typing import Any
 
 os.environ.setdefault("JUPYTER_PLATFORM_DIRS", "1")  # jupyter_core: no platformdirs migration warning
 
-import nbformat  # noqa: E402
-from jupyter_client import KernelManager  # noqa: E402
-from jupyter_client.kernelspec import KernelSpec, KernelSpecManager  # noqa: E402
+import nbformat
+from jupyter_client import KernelManager
+from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 
 HERE = Path(__file__).resolve().parent
 NOTEBOOKS = HERE / "notebooks"

@@ -20,11 +20,11 @@ import os
 
 os.environ.setdefault("JUPYTER_PLATFORM_DIRS", "1")  # before jupyter_client/jupyter_core are imported
 
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+from pathlib import Path
+from typing import Any
 
-import nbformat  # noqa: E402
-import pytest  # noqa: E402
+import nbformat
+import pytest
 
 pytestmark = [pytest.mark.b, pytest.mark.jupyter]
 

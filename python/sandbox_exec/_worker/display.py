@@ -12,7 +12,8 @@ import base64
 import json
 import sys
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 # (method, mime type) in IPython's DisplayFormatter order.
 REPR_METHODS: tuple[tuple[str, str], ...] = (
@@ -155,7 +156,7 @@ def format_bundle(obj: Any, include: Any = None, exclude: Any = None) -> tuple[d
 class DisplayHandle:
     """What display(obj, display_id=...) returns, as IPython's DisplayHandle."""
 
-    def __init__(self, publisher: "Publisher", display_id: str | None = None) -> None:
+    def __init__(self, publisher: Publisher, display_id: str | None = None) -> None:
         self._publisher = publisher
         self.display_id = display_id or uuid.uuid4().hex
 

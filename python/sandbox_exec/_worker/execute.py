@@ -14,12 +14,13 @@ import inspect
 import io
 import linecache
 import re
-import textwrap
 import sys
+import textwrap
 import tokenize
 import traceback
 import types
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .display import format_bundle
 
@@ -167,7 +168,7 @@ class Executor:
         else:
             exec(code_obj, self.namespace)
 
-    def run_cell(self, code: str, execution_count: int, user_code: "UserCodeGuard") -> dict[str, Any] | None:
+    def run_cell(self, code: str, execution_count: int, user_code: UserCodeGuard) -> dict[str, Any] | None:
         """Runs one cell; returns the error content if it raised, else None."""
         self.execution_count = execution_count
         self._record_input(code)
@@ -193,7 +194,7 @@ class UserCodeGuard:
     def __init__(self) -> None:
         self.active = False
 
-    def __enter__(self) -> "UserCodeGuard":
+    def __enter__(self) -> UserCodeGuard:
         self.active = True
         return self
 

@@ -12,7 +12,8 @@ imported until a cell does: the worker's start stays fast.
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from .display import Publisher
 

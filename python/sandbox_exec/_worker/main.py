@@ -8,10 +8,10 @@ import signal
 import sys
 from typing import Any
 
+from . import ipython_bridge, shell
 from .channel import FRAME, Channel
 from .display import Publisher
 from .execute import Executor, UserCodeGuard, error_content
-from . import ipython_bridge, shell
 from .streams import CellStream, FdCapture
 
 

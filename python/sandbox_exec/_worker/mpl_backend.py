@@ -12,7 +12,6 @@ from __future__ import annotations
 import builtins
 from typing import Any
 
-import matplotlib
 from matplotlib._pylab_helpers import Gcf
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure

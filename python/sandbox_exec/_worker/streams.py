@@ -13,7 +13,7 @@ import os
 import select
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from .. import _core
 
