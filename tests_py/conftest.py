@@ -20,8 +20,10 @@ CORPUS = REPO / "tests_py" / "conformance" / "corpus" / "nbclient"
 
 # Cell code that finds the worker's own channel object (what a hostile cell sends raw
 # frames through: channel.send(frame_type, payload)).
-FIND_CHANNEL = ("import gc\nchannel = next(o for o in gc.get_objects() "
-                "if type(o).__name__ == 'Channel' and hasattr(o, '_chan'))._chan\n")
+FIND_CHANNEL = (
+    "import gc\nchannel = next(o for o in gc.get_objects() "
+    "if type(o).__name__ == 'Channel' and hasattr(o, '_chan'))._chan\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +89,6 @@ def wait_until(predicate, timeout: float = 5.0, interval: float = 0.01) -> bool:
 
 
 __all__ = ["CORPUS", "FIND_CHANNEL", "REPO", "allocated_bytes", "os", "pid_alive", "wait_until"]
-
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

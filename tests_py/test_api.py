@@ -147,8 +147,14 @@ def test_every_output_and_event_has_its_typed_shape(session):
         on_output=events.append,
     )
     assert r.status == "ok", r
-    assert [o["output_type"] for o in r.outputs] == ["stream", "stream", "display_data", "display_data",
-                                                     "stream", "execute_result"]
+    assert [o["output_type"] for o in r.outputs] == [
+        "stream",
+        "stream",
+        "display_data",
+        "display_data",
+        "stream",
+        "execute_result",
+    ]
     for output in r.outputs:
         _assert_shape(output, STORED)
     assert {e["output_type"] for e in events} == set(LIVE) - {"error"}

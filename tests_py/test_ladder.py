@@ -30,7 +30,8 @@ def suite(pytester: pytest.Pytester) -> pytest.Pytester:
 
 
 def test_one_marker_each_way_collects(suite):
-    suite.makepyfile(test_fine="""
+    suite.makepyfile(
+        test_fine="""
 import pytest
 
 pytestmark = pytest.mark.b
@@ -44,26 +45,34 @@ def test_the_same_again():
 
 class TestC:
     pytestmark = pytest.mark.c
-""")
-    suite.makepyfile(test_own="""
+"""
+    )
+    suite.makepyfile(
+        test_own="""
 import pytest
 
 @pytest.mark.a
 @pytest.mark.parametrize("x", [1, 2])
 def test_own(x):
     pass
-""")
+"""
+    )
     result = suite.runpytest("--collect-only", "-q")
     assert result.ret == 0, result.stdout.str()
     result.stdout.fnmatch_lines(["*4 tests collected*"])
 
 
-@pytest.mark.parametrize("source,complaint", [
-    ("def test_bare():\n    pass\n", "test_bare: no ladder marker"),
-    ("import pytest\npytestmark = pytest.mark.a\n@pytest.mark.b\ndef test_two():\n    pass\n", "test_two: a, b"),
-    ("import pytest\n@pytest.mark.c\nclass TestX:\n    @pytest.mark.a\n    def test_m(self):\n        pass\n",
-     "TestX::test_m: a, c"),
-])
+@pytest.mark.parametrize(
+    "source,complaint",
+    [
+        ("def test_bare():\n    pass\n", "test_bare: no ladder marker"),
+        ("import pytest\npytestmark = pytest.mark.a\n@pytest.mark.b\ndef test_two():\n    pass\n", "test_two: a, b"),
+        (
+            "import pytest\n@pytest.mark.c\nclass TestX:\n    @pytest.mark.a\n    def test_m(self):\n        pass\n",
+            "TestX::test_m: a, c",
+        ),
+    ],
+)
 def test_no_marker_or_two_fail_collection(suite, source, complaint):
     suite.makepyfile(test_bad=source)
     result = suite.runpytest("--collect-only", "-q")

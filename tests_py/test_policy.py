@@ -29,12 +29,24 @@ def test_defaults_are_documented_values():
 
 
 @pytest.mark.a
-@pytest.mark.parametrize("field,value", [
-    ("timeout_s", 0), ("timeout_s", -1), ("timeout_s", float("inf")), ("timeout_s", "10"),
-    ("cpu_s", 0), ("memory_bytes", -5), ("memory_bytes", 1.5), ("max_open_files", 3),
-    ("max_output_bytes", 0), ("network", "no"), ("interrupt_grace_s", 0),
-    ("env", {"A=B": "x"}), ("env", {"A": 1}),
-])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("timeout_s", 0),
+        ("timeout_s", -1),
+        ("timeout_s", float("inf")),
+        ("timeout_s", "10"),
+        ("cpu_s", 0),
+        ("memory_bytes", -5),
+        ("memory_bytes", 1.5),
+        ("max_open_files", 3),
+        ("max_output_bytes", 0),
+        ("network", "no"),
+        ("interrupt_grace_s", 0),
+        ("env", {"A=B": "x"}),
+        ("env", {"A": 1}),
+    ],
+)
 def test_bad_values_are_rejected_with_the_field_named(field, value):
     with pytest.raises(PolicyError, match=field):
         Policy(**{field: value})
@@ -42,8 +54,11 @@ def test_bad_values_are_rejected_with_the_field_named(field, value):
 
 def _containers(p: Policy) -> dict[str, object]:
     """Every field of ``p`` that holds a mapping or a (non-string) sequence."""
-    return {f.name: getattr(p, f.name) for f in dataclasses.fields(p)
-            if isinstance(getattr(p, f.name), (Mapping, Sequence)) and not isinstance(getattr(p, f.name), str)}
+    return {
+        f.name: getattr(p, f.name)
+        for f in dataclasses.fields(p)
+        if isinstance(getattr(p, f.name), (Mapping, Sequence)) and not isinstance(getattr(p, f.name), str)
+    }
 
 
 MAPPING_MUTATIONS = [
@@ -146,11 +161,14 @@ def test_policy_error_is_a_value_error_and_a_sandbox_error():
 
 
 @pytest.mark.a
-@pytest.mark.parametrize("changes,needle", [
-    ({"namespaces": False, "network": False, "max_processes": None, "disk_bytes": None}, "network namespace"),
-    ({"namespaces": False, "network": True, "disk_bytes": None}, "RLIMIT_NPROC"),
-    ({"namespaces": False, "network": True, "max_processes": None}, "size-capped"),
-])
+@pytest.mark.parametrize(
+    "changes,needle",
+    [
+        ({"namespaces": False, "network": False, "max_processes": None, "disk_bytes": None}, "network namespace"),
+        ({"namespaces": False, "network": True, "disk_bytes": None}, "RLIMIT_NPROC"),
+        ({"namespaces": False, "network": True, "max_processes": None}, "size-capped"),
+    ],
+)
 def test_unenforceable_protections_fail_closed(tmp_path, changes, needle):
     with sandbox_exec.Sandbox(Policy(**changes), root=tmp_path) as box:
         with pytest.raises(PolicyError, match=needle):
@@ -205,9 +223,11 @@ def test_a_failing_isolation_step_stops_the_start_and_names_call_and_errno(tmp_p
 def test_max_file_bytes_limits_one_file(sandbox):
     s = sandbox.session("fsize", policy=Policy(max_file_bytes=1 << 20))
     try:
-        r = s.run("import signal\nsignal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
-                  "f = open('big.bin', 'wb')\nf.write(b'x' * (1 << 19))\nf.flush()\n"
-                  "f.write(b'x' * (1 << 21))\nf.flush()")
+        r = s.run(
+            "import signal\nsignal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            "f = open('big.bin', 'wb')\nf.write(b'x' * (1 << 19))\nf.flush()\n"
+            "f.write(b'x' * (1 << 21))\nf.flush()"
+        )
         assert r.status == "error"
         assert r.error["ename"] == "OSError" and "File too large" in r.error["evalue"]
         assert (s.workdir / "big.bin").stat().st_size <= 1 << 20
@@ -285,8 +305,10 @@ def test_worker_limits_cannot_be_raised_by_the_cell(sandbox):
 def test_disk_limit_covers_workdir_and_tmp(sandbox):
     s = sandbox.session("disk", policy=Policy(disk_bytes=32 << 20, max_file_bytes=64 << 20))
     try:
-        r = s.run("import os, time\nfor i in range(200):\n    open(f'f{i}', 'wb').write(os.urandom(1 << 20))\n"
-                  "    time.sleep(0.005)")
+        r = s.run(
+            "import os, time\nfor i in range(200):\n    open(f'f{i}', 'wb').write(os.urandom(1 << 20))\n"
+            "    time.sleep(0.005)"
+        )
         assert r.status == "disk"
         written = sum(f.stat().st_size for f in s.workdir.iterdir())
         if "size-capped ext4 image" in s.enforcement["disk_bytes"]:

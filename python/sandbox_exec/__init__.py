@@ -43,6 +43,7 @@ def __getattr__(name: str) -> Any:
         return getattr(sandbox, name)
     raise AttributeError(f"module 'sandbox_exec' has no attribute {name!r}")
 
+
 __version__ = "0.1.0"
 
 __all__ = [

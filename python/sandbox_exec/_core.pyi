@@ -34,6 +34,7 @@ class workdir_image:
     def unmount(target: str) -> bool: ...
     @staticmethod
     def mounted_image(target: str) -> str: ...
+
 def set_log_level(level: str) -> None: ...
 
 class CellOutcome:
@@ -63,8 +64,15 @@ class CellOutcome:
     def stale_bytes(self) -> int: ...
 
 class ResourceLimits:
-    def __init__(self, *, cpu_seconds: int | None, file_bytes: int | None, open_files: int | None,
-                 address_space: int | None, processes: int | None) -> None: ...
+    def __init__(
+        self,
+        *,
+        cpu_seconds: int | None,
+        file_bytes: int | None,
+        open_files: int | None,
+        address_space: int | None,
+        processes: int | None,
+    ) -> None: ...
     @property
     def cpu_seconds(self) -> int | None: ...
     @property
@@ -84,10 +92,22 @@ class CgroupLimits:
     def max_processes(self) -> int | None: ...
 
 class Isolation:
-    def __init__(self, *, namespaces: bool = ..., network: bool = ..., drop_caps: bool = ...,
-                 landlock: bool = ..., seccomp: bool = ..., mountpoint: str = ...,
-                 readonly: list[str] = ..., symlinks: list[tuple[str, str]] = ..., tmp_bytes: int = ...,
-                 outside_uid: int = ..., outside_gid: int = ..., hostname: str = ...) -> None: ...
+    def __init__(
+        self,
+        *,
+        namespaces: bool = ...,
+        network: bool = ...,
+        drop_caps: bool = ...,
+        landlock: bool = ...,
+        seccomp: bool = ...,
+        mountpoint: str = ...,
+        readonly: list[str] = ...,
+        symlinks: list[tuple[str, str]] = ...,
+        tmp_bytes: int = ...,
+        outside_uid: int = ...,
+        outside_gid: int = ...,
+        hostname: str = ...,
+    ) -> None: ...
     @property
     def namespaces(self) -> bool: ...
     @property
@@ -120,19 +140,39 @@ class StreamText:
     def __len__(self) -> int: ...
 
 class CellRunner:
-    def __init__(self, *, launcher: str, argv: list[str], env: list[str], workdir: str,
-                 limits: ResourceLimits, isolation: Isolation, cgroup: CgroupLimits | None,
-                 request_capacity: int = ..., event_capacity: int = ...,
-                 start_timeout_s: float = ...) -> None: ...
+    def __init__(
+        self,
+        *,
+        launcher: str,
+        argv: list[str],
+        env: list[str],
+        workdir: str,
+        limits: ResourceLimits,
+        isolation: Isolation,
+        cgroup: CgroupLimits | None,
+        request_capacity: int = ...,
+        event_capacity: int = ...,
+        start_timeout_s: float = ...,
+    ) -> None: ...
     @property
     def worker_pid(self) -> int: ...
     @property
     def launcher_pid(self) -> int: ...
-    def run_cell(self, request: bytes, timeout_s: float, grace_s: float, max_output_bytes: int,
-                 max_message_bytes: int, sink: Callable[[list[tuple[Any, ...]]], bool],
-                 stdout_text: StreamText, stderr_text: StreamText, live: bool = ...,
-                 workdir: str = ..., workdir_bytes: int = ...,
-                 execution_count: int | None = ...) -> CellOutcome: ...
+    def run_cell(
+        self,
+        request: bytes,
+        timeout_s: float,
+        grace_s: float,
+        max_output_bytes: int,
+        max_message_bytes: int,
+        sink: Callable[[list[tuple[Any, ...]]], bool],
+        stdout_text: StreamText,
+        stderr_text: StreamText,
+        live: bool = ...,
+        workdir: str = ...,
+        workdir_bytes: int = ...,
+        execution_count: int | None = ...,
+    ) -> CellOutcome: ...
     def check_disk(self, workdir: str, limit: int) -> tuple[int | None, bool]: ...
     def interrupt(self) -> None: ...
     def terminate(self) -> None: ...

@@ -76,8 +76,10 @@ def _mime_bundle(data: Any) -> MimeBundle:
         if mime == "application/json" or mime.endswith("+json"):
             _check(_is_json_value(value), f"bad {mime} value")
         else:
-            _check(isinstance(value, str) or (isinstance(value, list) and all(isinstance(x, str) for x in value)),
-                   f"{mime} must be text")
+            _check(
+                isinstance(value, str) or (isinstance(value, list) and all(isinstance(x, str) for x in value)),
+                f"{mime} must be text",
+            )
     return data
 
 
@@ -133,8 +135,12 @@ def parse_message(payload: bytes) -> MessageEvent:
         return {"output_type": "clear_output", "wait": wait}
     if kind == "error":
         error = _error_info(m, "error")
-        return {"output_type": "error", "ename": error["ename"], "evalue": error["evalue"],
-                "traceback": error["traceback"]}
+        return {
+            "output_type": "error",
+            "ename": error["ename"],
+            "evalue": error["evalue"],
+            "traceback": error["traceback"],
+        }
     data = _mime_bundle(m.get("data"))
     metadata = _json_metadata(m.get("metadata", {}))
     display_id = _display_id(m, required=kind == "update_display_data")
@@ -142,8 +148,12 @@ def parse_message(payload: bytes) -> MessageEvent:
     if kind == "update_display_data":
         if display_id is None:  # _display_id() raised already; this tells the type checker
             raise MalformedMessage("update_display_data without a display_id")
-        return {"output_type": "update_display_data", "data": data, "metadata": metadata,
-                "transient": {"display_id": display_id}}
+        return {
+            "output_type": "update_display_data",
+            "data": data,
+            "metadata": metadata,
+            "transient": {"display_id": display_id},
+        }
     if kind == "execute_result":
         count = m.get("execution_count")
         if not isinstance(count, int):
@@ -189,7 +199,7 @@ def apply_carriage_returns(text: str) -> str:
         if "\r" in line:
             cut = line.rstrip("\r").rfind("\r")
             if cut >= 0:
-                lines[i] = line[cut + 1:]
+                lines[i] = line[cut + 1 :]
     return "\n".join(lines)
 
 
@@ -198,11 +208,19 @@ def _stored(output: MessageEvent) -> Output:
     if output["output_type"] == "display_data":
         return {"output_type": "display_data", "data": output["data"], "metadata": output["metadata"]}
     if output["output_type"] == "execute_result":
-        return {"output_type": "execute_result", "execution_count": output["execution_count"],
-                "data": output["data"], "metadata": output["metadata"]}
+        return {
+            "output_type": "execute_result",
+            "execution_count": output["execution_count"],
+            "data": output["data"],
+            "metadata": output["metadata"],
+        }
     if output["output_type"] == "error":
-        return {"output_type": "error", "ename": output["ename"], "evalue": output["evalue"],
-                "traceback": output["traceback"]}
+        return {
+            "output_type": "error",
+            "ename": output["ename"],
+            "evalue": output["evalue"],
+            "traceback": output["traceback"],
+        }
     raise AssertionError(f"not an output: {output['output_type']}")
 
 
@@ -246,11 +264,14 @@ class OutputCollector:
             elif frame_type == DROPPED_OUTPUT:
                 size = int(event[1])
                 self.oversize_dropped_bytes += size
-                self.add_marker(f"\n[sandbox_exec: an output of {size} bytes was dropped: it is "
-                                f"larger than the per-output limit]\n")
+                self.add_marker(
+                    f"\n[sandbox_exec: an output of {size} bytes was dropped: it is larger than the per-output limit]\n"
+                )
             elif frame_type == STALE:
-                self.add_marker(f"\n[sandbox_exec: {int(event[1])} bytes the worker sent outside this cell "
-                                f"(between cells, or an end-of-cell report for another cell) were discarded]\n")
+                self.add_marker(
+                    f"\n[sandbox_exec: {int(event[1])} bytes the worker sent outside this cell "
+                    f"(between cells, or an end-of-cell report for another cell) were discarded]\n"
+                )
             elif frame_type == REJECTED_OUTPUT:
                 self._rejected(bytes(event[1]).decode("utf-8", "replace"))
             else:
@@ -351,8 +372,14 @@ class OutputCollector:
 
     def add_error(self, error: ErrorInfo) -> None:
         """An error output of the supervisor's own (why it ended the cell)."""
-        self._message({"output_type": "error", "ename": error["ename"], "evalue": error["evalue"],
-                       "traceback": error["traceback"]})
+        self._message(
+            {
+                "output_type": "error",
+                "ename": error["ename"],
+                "evalue": error["evalue"],
+                "traceback": error["traceback"],
+            }
+        )
 
     def add_marker(self, text: str) -> None:
         """A notice from the supervisor itself (truncation, crash), shown as stderr."""

@@ -101,8 +101,11 @@ def open_regular(name: str, dir_fd: int, *, follow: bool = False) -> tuple[int, 
         except FileNotFoundError:
             # No /proc: open the name again (O_NONBLOCK: a FIFO swapped in meanwhile does
             # not block) and accept it only if it is the inode just checked.
-            fd = os.open(name, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK | _CLOEXEC | (0 if follow else os.O_NOFOLLOW),
-                         dir_fd=dir_fd)
+            fd = os.open(
+                name,
+                os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK | _CLOEXEC | (0 if follow else os.O_NOFOLLOW),
+                dir_fd=dir_fd,
+            )
     finally:
         os.close(pfd)
     try:
@@ -131,8 +134,9 @@ def list_dir(dir_fd: int) -> list[tuple[str, str]]:
     return out
 
 
-def copy_into(src_fd: int, size: int, dir_fd: int, name: str, *, mode: int = 0o644,
-              owner: tuple[int, int] | None = None) -> None:
+def copy_into(
+    src_fd: int, size: int, dir_fd: int, name: str, *, mode: int = 0o644, owner: tuple[int, int] | None = None
+) -> None:
     """Writes ``size`` bytes read from ``src_fd`` to a NEW file ``name`` in ``dir_fd``.
 
     An existing entry of that name (a regular file, symlink, FIFO, socket, device) is
@@ -177,7 +181,7 @@ def copy_into(src_fd: int, size: int, dir_fd: int, name: str, *, mode: int = 0o6
                 break
             view = memoryview(chunk)
             while view:
-                view = view[os.write(out, view):]
+                view = view[os.write(out, view) :]
             left -= len(chunk)
     except BaseException:
         os.close(out)
@@ -206,7 +210,7 @@ _BATCH = 1024
 
 @dataclass
 class _Frame:
-    name: str                 # its name in the parent frame's directory
+    name: str  # its name in the parent frame's directory
     dev: int
     ino: int
     fd: int | None

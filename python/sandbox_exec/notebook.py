@@ -57,7 +57,14 @@ from .policy import Policy
 from .result import MimeBundle, Result
 from .sandbox import Sandbox, Session
 
-__all__ = ["DEFAULT_MAX_COPY_BYTES", "RAISES_TAG", "SKIP_TAG", "CellExecutionError", "NotebookInterrupted", "run_notebook"]
+__all__ = [
+    "DEFAULT_MAX_COPY_BYTES",
+    "RAISES_TAG",
+    "SKIP_TAG",
+    "CellExecutionError",
+    "NotebookInterrupted",
+    "run_notebook",
+]
 
 SKIP_TAG = "skip-execution"
 RAISES_TAG = "raises-exception"
@@ -78,8 +85,17 @@ class CellExecutionError(Exception):
     (where the notebook was written, or None).
     """
 
-    def __init__(self, message: str, *, notebook: Any, cell_index: int, code_cell_number: int,
-                 code_cell_total: int, result: Result, output_path: str | None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        notebook: Any,
+        cell_index: int,
+        code_cell_number: int,
+        code_cell_total: int,
+        result: Result,
+        output_path: str | None,
+    ) -> None:
         super().__init__(message)
         self.notebook = notebook
         self.cell_index = cell_index
@@ -94,8 +110,7 @@ class NotebookInterrupted(KeyboardInterrupt):
     kills its interpreter), and the notebook was written with what ran. Attributes:
     ``notebook``, ``code_cell_number`` (the cell that was running, or None) and ``output_path``."""
 
-    def __init__(self, message: str, *, notebook: Any, code_cell_number: int | None,
-                 output_path: str | None) -> None:
+    def __init__(self, message: str, *, notebook: Any, code_cell_number: int | None, output_path: str | None) -> None:
         super().__init__(message)
         self.notebook = notebook
         self.code_cell_number = code_cell_number
@@ -156,8 +171,14 @@ def _session_name(sandbox: Sandbox, base: str) -> str:
     return name
 
 
-def copy_neighbour_files(src_dir: Path, dest_dir: Path, *, max_total_bytes: int = DEFAULT_MAX_COPY_BYTES,
-                         exclude: tuple[Path, ...] = (), follow_source_links: bool = False) -> tuple[list[str], list[str]]:
+def copy_neighbour_files(
+    src_dir: Path,
+    dest_dir: Path,
+    *,
+    max_total_bytes: int = DEFAULT_MAX_COPY_BYTES,
+    exclude: tuple[Path, ...] = (),
+    follow_source_links: bool = False,
+) -> tuple[list[str], list[str]]:
     """Copies the regular files of ``src_dir`` (not recursive, no dotfiles) into ``dest_dir``.
 
     Files are taken by name order while the total stays within ``max_total_bytes``; the
@@ -193,8 +214,9 @@ def copy_neighbour_files(src_dir: Path, dest_dir: Path, *, max_total_bytes: int 
         for name in sorted(os.listdir(src_fd)):
             if name.startswith("."):
                 continue
-            outcome, size = _copy_neighbour(src_fd, dest_fd, name, excluded=excluded,
-                                            room=max_total_bytes - total, follow=follow_source_links)
+            outcome, size = _copy_neighbour(
+                src_fd, dest_fd, name, excluded=excluded, room=max_total_bytes - total, follow=follow_source_links
+            )
             if outcome == "copied":
                 total += size
                 copied.append(name)
@@ -207,8 +229,9 @@ def copy_neighbour_files(src_dir: Path, dest_dir: Path, *, max_total_bytes: int 
     return copied, skipped
 
 
-def _copy_neighbour(src_fd: int, dest_fd: int, name: str, *, excluded: set[tuple[int, int]], room: int,
-                    follow: bool) -> tuple[Literal["copied", "skipped", "ignored"], int]:
+def _copy_neighbour(
+    src_fd: int, dest_fd: int, name: str, *, excluded: set[tuple[int, int]], room: int, follow: bool
+) -> tuple[Literal["copied", "skipped", "ignored"], int]:
     """Copies one entry of copy_neighbour_files' source: ("copied", its size), ("skipped", 0)
     for one the operator is told about, ("ignored", 0) for what is no neighbour to copy."""
     try:
@@ -248,8 +271,10 @@ def _error_summary(result: Result) -> str:
 def _failure_message(cell: Any, index: int, number: int, total: int, result: Result, label: str) -> str:
     # The summary is the cell's own text: one line here (its newlines escaped), so it cannot
     # start lines of its own that look like the runner's; the traceback below is multi-line.
-    lines = [f"{label}: code cell {number} of {total} (cell index {index}) ended with status "
-             f"{result.status!r}: {escape_controls(_error_summary(result), multiline=False)}"]
+    lines = [
+        f"{label}: code cell {number} of {total} (cell index {index}) ended with status "
+        f"{result.status!r}: {escape_controls(_error_summary(result), multiline=False)}"
+    ]
     if result.reason and result.reason not in lines[0]:
         lines.append(f"reason: {result.reason}")
     source = cell.source.rstrip("\n").splitlines()
@@ -266,8 +291,7 @@ def _failure_message(cell: Any, index: int, number: int, total: int, result: Res
 #: Characters json.dumps(ensure_ascii=False) leaves raw that must not reach a terminal (DEL,
 #: C1, separators, bidi controls) or cannot be encoded (lone surrogates). They only occur
 #: inside JSON strings, where a \uXXXX escape stands for the same character.
-_JSON_RAW_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c"
-                              "\ud800-\udfff]")
+_JSON_RAW_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c\ud800-\udfff]")
 
 
 #: A display's content (over _REPEAT_MIN_BYTES) is written at most this many times: outputs
@@ -290,15 +314,21 @@ def _bound_repeated_displays(nb: Any) -> None:
                 continue
             if id(data) not in sizes:
                 text = json.dumps(data, sort_keys=True, ensure_ascii=False, default=str)
-                sizes[id(data)] = (len(text), hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-                                   if len(text) > _REPEAT_MIN_BYTES else "")
+                sizes[id(data)] = (
+                    len(text),
+                    hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+                    if len(text) > _REPEAT_MIN_BYTES
+                    else "",
+                )
             size, digest = sizes[id(data)]
             if not digest:
                 continue
             seen[digest] = seen.get(digest, 0) + 1
             if seen[digest] > _REPEAT_MAX:
-                output["data"] = {"text/plain": f"[sandbox_exec: the same {size}-character display as above "
-                                                f"(written {_REPEAT_MAX} times already); not repeated]"}
+                output["data"] = {
+                    "text/plain": f"[sandbox_exec: the same {size}-character display as above "
+                    f"(written {_REPEAT_MAX} times already); not repeated]"
+                }
                 output["metadata"] = {}
 
 
@@ -363,8 +393,7 @@ def write_notebook(nb: Any, output_path: str | os.PathLike[str]) -> None:
         except OSError:
             pass
         tmp = f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                     dir_fd=dir_fd)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
         try:
             with os.fdopen(fd, "w", encoding="utf-8", closefd=False) as f:
                 f.write(text)
@@ -377,8 +406,10 @@ def write_notebook(nb: Any, output_path: str | os.PathLike[str]) -> None:
                     os.unlink(path.name, dir_fd=dir_fd)  # what was planted there, not followed
                 except OSError:
                     pass
-                raise OSError(errno.EBUSY, f"{path} was replaced by something else while it was written "
-                                           "(is it in a live session's workdir?)")
+                raise OSError(
+                    errno.EBUSY,
+                    f"{path} was replaced by something else while it was written (is it in a live session's workdir?)",
+                )
         except BaseException:
             try:
                 os.unlink(tmp, dir_fd=dir_fd)
@@ -410,8 +441,9 @@ def _unwritable(obj: Any, ref: str, minor: int) -> str | None:
 
 
 def _dropped_marker(why: str) -> Any:
-    return nbformat.from_dict({"output_type": "stream", "name": "stderr",
-                               "text": f"[sandbox_exec: an output was dropped: {why}]\n"})
+    return nbformat.from_dict(
+        {"output_type": "stream", "name": "stderr", "text": f"[sandbox_exec: an output was dropped: {why}]\n"}
+    )
 
 
 def make_writable(cell: Any, minor: int) -> list[str]:
@@ -444,11 +476,20 @@ def progress_bar(done: int, total: int, width: int = 20) -> str:
     return "|" + "#" * filled + "-" * (width - filled) + "|"
 
 
-def run_notebook(path_or_nb: Any, *, output_path: str | os.PathLike[str] | None = None,
-                 timeout: float | None = None, allow_errors: bool = False, policy: Policy | None = None,
-                 sandbox: Sandbox | None = None, progress: Progress | None = None,
-                 files_dir: str | os.PathLike[str] | None = None, copy_files: bool = True,
-                 max_copy_bytes: int = DEFAULT_MAX_COPY_BYTES, session_name: str | None = None) -> Any:
+def run_notebook(
+    path_or_nb: Any,
+    *,
+    output_path: str | os.PathLike[str] | None = None,
+    timeout: float | None = None,
+    allow_errors: bool = False,
+    policy: Policy | None = None,
+    sandbox: Sandbox | None = None,
+    progress: Progress | None = None,
+    files_dir: str | os.PathLike[str] | None = None,
+    copy_files: bool = True,
+    max_copy_bytes: int = DEFAULT_MAX_COPY_BYTES,
+    session_name: str | None = None,
+) -> Any:
     """Runs the code cells of a notebook in one session; returns the executed notebook.
 
     ``path_or_nb``: a path to an .ipynb file or a notebook (NotebookNode or dict, which is
@@ -475,8 +516,13 @@ def run_notebook(path_or_nb: Any, *, output_path: str | os.PathLike[str] | None 
         session_name = source_path.stem if source_path is not None and source_path.stem else "notebook"
     say = _sayer(progress)
     input_valid = _input_validates(nb, say)
-    run = _NotebookRun(nb, say, timeout=timeout, allow_errors=allow_errors,
-                       output_path=None if output_path is None else str(output_path))
+    run = _NotebookRun(
+        nb,
+        say,
+        timeout=timeout,
+        allow_errors=allow_errors,
+        output_path=None if output_path is None else str(output_path),
+    )
     own_sandbox = sandbox is None
     box = Sandbox(policy) if sandbox is None else sandbox
     session: Session | None = None
@@ -532,15 +578,18 @@ def _copy_files_into(session: Session, files_dir: Path, max_copy_bytes: int, say
     (this Sandbox's or another's), where a cell chose them."""
     _, skipped = copy_neighbour_files(files_dir, session.workdir, max_total_bytes=max_copy_bytes)
     if skipped:
-        say(f"note: not copied into the workdir (over the {max_copy_bytes} byte limit, "
-            f"a symlink, or unreadable): {', '.join(escape_controls(n, multiline=False) for n in skipped)}")
+        say(
+            f"note: not copied into the workdir (over the {max_copy_bytes} byte limit, "
+            f"a symlink, or unreadable): {', '.join(escape_controls(n, multiline=False) for n in skipped)}"
+        )
 
 
 class _NotebookRun:
     """The code cells of one notebook run in order in one session, and what came of them."""
 
-    def __init__(self, nb: Any, say: Callable[[str], None], *, timeout: float | None, allow_errors: bool,
-                 output_path: str | None) -> None:
+    def __init__(
+        self, nb: Any, say: Callable[[str], None], *, timeout: float | None, allow_errors: bool, output_path: str | None
+    ) -> None:
         self.nb = nb
         self.say = say
         self.timeout = timeout
@@ -577,8 +626,13 @@ class _NotebookRun:
             if result.status != "ok" and not expected and not self.allow_errors:
                 self.failure = CellExecutionError(
                     _failure_message(cell, index, number, self.total, result, "cell failed"),
-                    notebook=self.nb, cell_index=index, code_cell_number=number, code_cell_total=self.total,
-                    result=result, output_path=self.output_path)
+                    notebook=self.nb,
+                    cell_index=index,
+                    code_cell_number=number,
+                    code_cell_total=self.total,
+                    result=result,
+                    output_path=self.output_path,
+                )
                 return
 
     def run_cell(self, session: Session, index: int) -> tuple[Result, bool]:
@@ -632,9 +686,12 @@ class _NotebookRun:
 
     def raise_if_stopped(self) -> None:
         if self.interrupted_at is not None:
-            raise NotebookInterrupted(f"interrupted (Ctrl-C) at code cell {self.interrupted_at} of {self.total}",
-                                      notebook=self.nb, code_cell_number=self.interrupted_at,
-                                      output_path=self.output_path)
+            raise NotebookInterrupted(
+                f"interrupted (Ctrl-C) at code cell {self.interrupted_at} of {self.total}",
+                notebook=self.nb,
+                code_cell_number=self.interrupted_at,
+                output_path=self.output_path,
+            )
         if self.failure is not None:
             raise self.failure
 
@@ -652,8 +709,13 @@ def _progress_line(number: int, total: int, result: Result, expected: bool) -> s
     return line
 
 
-def _finish_notebook(nb: Any, run: _NotebookRun, input_valid: bool, output_path: str | os.PathLike[str] | None,
-                     say: Callable[[str], None]) -> None:
+def _finish_notebook(
+    nb: Any,
+    run: _NotebookRun,
+    input_valid: bool,
+    output_path: str | os.PathLike[str] | None,
+    say: Callable[[str], None],
+) -> None:
     """Makes the cells this run touched writable, records the kernel, validates and writes."""
     minor = nb.get("nbformat_minor")
     minor = min(minor, nbformat.current_nbformat_minor) if type(minor) is int and minor >= 0 else 4
@@ -671,13 +733,15 @@ def _set_language_info(nb: Any) -> None:
     """The kernel's language_info, as nbclient records it."""
     info = nb.metadata.get("language_info") or {}
     info = dict(info)
-    info.update({
-        "name": "python",
-        "version": platform.python_version(),
-        "mimetype": "text/x-python",
-        "file_extension": ".py",
-        "codemirror_mode": {"name": "ipython", "version": 3},
-        "pygments_lexer": "ipython3",
-        "nbconvert_exporter": "python",
-    })
+    info.update(
+        {
+            "name": "python",
+            "version": platform.python_version(),
+            "mimetype": "text/x-python",
+            "file_extension": ".py",
+            "codemirror_mode": {"name": "ipython", "version": 3},
+            "pygments_lexer": "ipython3",
+            "nbconvert_exporter": "python",
+        }
+    )
     nb.metadata["language_info"] = nbformat.from_dict(info)

@@ -32,8 +32,12 @@ from .result import ErrorInfo, OutputEvent, Result, Status
 
 # The statuses of a cell that the supervisor ended (not the cell's own doing), and the
 # error name its error output shows.
-_SUPERVISOR_ENDS: dict[str, str] = {"timeout": "CellTimeout", "disk": "DiskLimitExceeded",
-                                    "memory": "MemoryLimitExceeded", "crashed": "WorkerCrashed"}
+_SUPERVISOR_ENDS: dict[str, str] = {
+    "timeout": "CellTimeout",
+    "disk": "DiskLimitExceeded",
+    "memory": "MemoryLimitExceeded",
+    "crashed": "WorkerCrashed",
+}
 # How the core's CellOutcome.end maps to a status, for cells that did not report done.
 _END_STATUS: dict[str, Status] = {"timeout": "timeout", "disk": "disk", "memory": "memory"}
 
@@ -59,8 +63,9 @@ def launcher_path() -> str:
     override = os.environ.get("SANDBOX_EXEC_LAUNCHER")
     path = Path(override) if override else Path(_core.__file__).with_name("sandbox_exec_launcher")
     if not os.access(path, os.X_OK):
-        raise SandboxError(f"spawn: the launcher {path} is missing or not executable; "
-                           "hint: reinstall sandbox_exec (pip install .)")
+        raise SandboxError(
+            f"spawn: the launcher {path} is missing or not executable; hint: reinstall sandbox_exec (pip install .)"
+        )
     return str(path)
 
 
@@ -100,8 +105,9 @@ class _WorkdirLock:
             self.path.parent.mkdir(exist_ok=True)
             fd = self._acquire(fcntl, root / dir_name)
         except OSError as e:
-            raise SandboxError(f"workdir: cannot lock {str(self.path)!r}: {e}; "
-                               "hint: the Sandbox root must be a writable directory") from e
+            raise SandboxError(
+                f"workdir: cannot lock {str(self.path)!r}: {e}; hint: the Sandbox root must be a writable directory"
+            ) from e
         note = f"session {session_name!r} of process {os.getpid()}"
         os.ftruncate(fd, 0)
         os.pwrite(fd, note.encode("utf-8", "backslashreplace"), 0)
@@ -117,8 +123,9 @@ class _WorkdirLock:
             except BlockingIOError:
                 holder = self._holder(fd)
                 os.close(fd)
-                raise SandboxError(f"workdir: {str(workdir)!r} is in use by another live session "
-                                   f"({holder}); close that session first") from None
+                raise SandboxError(
+                    f"workdir: {str(workdir)!r} is in use by another live session ({holder}); close that session first"
+                ) from None
             except BaseException:
                 os.close(fd)
                 raise
@@ -193,8 +200,17 @@ def _system_view() -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
             symlinks.append((str(path), os.readlink(path)))
         elif path.is_dir():
             candidates.append(str(path))
-    for name in ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "alternatives", "fonts",
-                 "mime.types", "ssl", "ca-certificates"):
+    for name in (
+        "ld.so.cache",
+        "ld.so.conf",
+        "ld.so.conf.d",
+        "localtime",
+        "alternatives",
+        "fonts",
+        "mime.types",
+        "ssl",
+        "ca-certificates",
+    ):
         candidates.append(f"/etc/{name}")
     candidates += [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
     candidates += [os.path.dirname(os.path.realpath(sys.executable))]
@@ -252,28 +268,35 @@ class Session:
     """One notebook's interpreter. Create through Sandbox.session(). A context manager
     (``with`` and ``async with``): leaving it closes the session."""
 
-    def __init__(self, table: _SessionTable, name: str, policy: Policy, prelude: str | None,
-                 workdir: Path, workdir_lock: _WorkdirLock | None = None) -> None:
+    def __init__(
+        self,
+        table: _SessionTable,
+        name: str,
+        policy: Policy,
+        prelude: str | None,
+        workdir: Path,
+        workdir_lock: _WorkdirLock | None = None,
+    ) -> None:
         self._table = table
         self.name = name
         self.policy = policy
         self.prelude = prelude
         self._workdir = workdir
-        self._lock = threading.RLock()       # one cell at a time
+        self._lock = threading.RLock()  # one cell at a time
         self._runner: _core.CellRunner | None = None  # while started
         self._runner_lock = threading.Lock()  # guards _runner for interrupt()/close()
         self._count = 0
         self._closed = False
         self._end_reason: str | None = None  # why the watchdog ended the interpreter
         self._host_id: _host_ids.HostId | None = None  # this session's own host id, while open
-        self._workdir_lock = workdir_lock     # held from Sandbox.session() to close()
+        self._workdir_lock = workdir_lock  # held from Sandbox.session() to close()
         # disk_bytes on the workdir (see _prepare_disk): "image" (a size-capped filesystem
         # mounted at the workdir for the Session's life) or "watchdog" (the supervisor
         # measures it), decided at the first start; None without disk_bytes.
         self._disk_mode: str | None = None
-        self._disk_note = ""                  # why the watchdog, when it is
+        self._disk_note = ""  # why the watchdog, when it is
         self._image: WorkdirImage | None = None
-        self._disk_used = 0                   # image: the filesystem's used bytes after the last cell
+        self._disk_used = 0  # image: the filesystem's used bytes after the last cell
         # watchdog: the workdir's bytes while it is past disk_bytes (cells are refused), kept
         # per Session so that a restart cannot take an over-full workdir as its new normal
         self._disk_over: int | None = None
@@ -308,15 +331,17 @@ class Session:
     def __enter__(self) -> Session:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     async def __aenter__(self) -> Session:
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         # close() waits for the interpreter to end: not on the event loop's thread.
         import asyncio
 
@@ -336,8 +361,10 @@ class Session:
             import errno as errno_names
 
             name = errno_names.errorcode.get(e.errno or 0, "E?")
-            raise SandboxError(f"workdir: mkdir({str(self._workdir)!r}) failed: {name} ({e.errno}, {e.strerror}); "
-                               "hint: the Sandbox root must be a writable directory") from e
+            raise SandboxError(
+                f"workdir: mkdir({str(self._workdir)!r}) failed: {name} ({e.errno}, {e.strerror}); "
+                "hint: the Sandbox root must be a writable directory"
+            ) from e
         mounted_here = self._prepare_disk()
         try:
             p = self.policy
@@ -360,8 +387,9 @@ class Session:
                 if result.status != "ok":
                     self._stop()
                     detail = "\n".join(result.error["traceback"]) if result.error else (result.reason or "")
-                    raise PreludeError(f"the prelude of session {self.name!r} ended with status "
-                                       f"{result.status!r}:\n{detail}")
+                    raise PreludeError(
+                        f"the prelude of session {self.name!r} ended with status {result.status!r}:\n{detail}"
+                    )
         except BaseException:
             if mounted_here:  # the Session is not handed out: nothing keeps the mount
                 self._release_disk()
@@ -393,11 +421,12 @@ class Session:
             if image.path.exists():
                 # The workdir's files live in that image: an empty directory in its place
                 # would look like a lost workdir. Fail closed.
-                raise SandboxError(f"workdir: the session's files are in {image.path}, which could not be "
-                                   f"mounted at {self._workdir}: {e}") from e
+                raise SandboxError(
+                    f"workdir: the session's files are in {image.path}, which could not be "
+                    f"mounted at {self._workdir}: {e}"
+                ) from e
             # No image yet and none can be made here: the watchdog, and say why.
-            self._disk_note = (str(e) if isinstance(e, ImageUnavailable)
-                               else f"the workdir image could not be made: {e}")
+            self._disk_note = str(e) if isinstance(e, ImageUnavailable) else f"the workdir image could not be made: {e}"
         else:
             self._image, self._disk_mode = image, "image"
             # A persistent workdir may start full: only growth from here is the session's.
@@ -428,12 +457,22 @@ class Session:
             address_space=None if memory_cgroup else p.memory_bytes,
             processes=p.max_processes if p.namespaces else None,
         )
-        cgroup = (_core.CgroupLimits(memory_bytes=p.memory_bytes if memory_cgroup else None,
-                                     max_processes=p.max_processes if pids_cgroup else None)
-                  if (memory_cgroup or pids_cgroup or cg.get("cpu")) else None)
+        cgroup = (
+            _core.CgroupLimits(
+                memory_bytes=p.memory_bytes if memory_cgroup else None,
+                max_processes=p.max_processes if pids_cgroup else None,
+            )
+            if (memory_cgroup or pids_cgroup or cg.get("cpu"))
+            else None
+        )
         # Every layer is named, on or off: _core.Isolation has no "missing means off".
-        layers: dict[str, Any] = {"namespaces": p.namespaces, "network": p.network, "drop_caps": True,
-                                  "landlock": p.landlock, "seccomp": p.seccomp}
+        layers: dict[str, Any] = {
+            "namespaces": p.namespaces,
+            "network": p.network,
+            "drop_caps": True,
+            "landlock": p.landlock,
+            "seccomp": p.seccomp,
+        }
         if not p.namespaces:
             return limits, _core.Isolation(**layers), cgroup
         readonly, symlinks = _system_view()
@@ -447,9 +486,16 @@ class Session:
             # The sandbox's user is an unprivileged host id: it must own its workdir, and
             # what an earlier session (another id) left in it.
             _host_ids.own_tree(workdir, uid, gid)
-        isolation = _core.Isolation(**layers, mountpoint=str(mountpoint), readonly=list(readonly),
-                                    symlinks=list(symlinks), tmp_bytes=p.disk_bytes or (1 << 30),
-                                    outside_uid=uid, outside_gid=gid, hostname="sandbox")
+        isolation = _core.Isolation(
+            **layers,
+            mountpoint=str(mountpoint),
+            readonly=list(readonly),
+            symlinks=list(symlinks),
+            tmp_bytes=p.disk_bytes or (1 << 30),
+            outside_uid=uid,
+            outside_gid=gid,
+            hostname="sandbox",
+        )
         return limits, isolation, cgroup
 
     def _host_ids(self) -> tuple[int, int]:
@@ -476,11 +522,17 @@ class Session:
     def enforcement(self) -> dict[str, str]:
         """Which mechanism enforces each policy field for this session, on this host."""
         host_id = self._host_id
-        allocated = (f"per-session host uid and gid {host_id.value} from range {host_id.range.describe()}"
-                     if host_id is not None else None)
-        return self.policy.enforcement(cgroup_support(),
-                                       host_ids=self.policy.host_ids(os.geteuid(), allocated),
-                                       workdir_image=self._disk_mode == "image", workdir_note=self._disk_note)
+        allocated = (
+            f"per-session host uid and gid {host_id.value} from range {host_id.range.describe()}"
+            if host_id is not None
+            else None
+        )
+        return self.policy.enforcement(
+            cgroup_support(),
+            host_ids=self.policy.host_ids(os.geteuid(), allocated),
+            workdir_image=self._disk_mode == "image",
+            workdir_note=self._disk_note,
+        )
 
     def _stop(self) -> None:
         with self._runner_lock:
@@ -538,8 +590,10 @@ class Session:
                 if over:
                     self._disk_over = used
             if over:
-                self._end_reason = (f"the session's processes grew the workdir to {used} bytes between cells, "
-                                    f"past the {limit}-byte disk limit; the interpreter was ended")
+                self._end_reason = (
+                    f"the session's processes grew the workdir to {used} bytes between cells, "
+                    f"past the {limit}-byte disk limit; the interpreter was ended"
+                )
                 runner.terminate()
             return time.monotonic() - t0
         finally:
@@ -563,13 +617,19 @@ class Session:
             self._disk_over = None
             return None
         self._disk_over = used if used is not None else self._disk_over
-        reason = (f"the workdir holds {self._disk_over} bytes, past the {limit}-byte disk limit: no cell runs "
-                  "until it is back under it; delete files from Session.workdir on the host, or call "
-                  "Session.restart() when the space is held by files the interpreter keeps open")
-        error: ErrorInfo = {"ename": "DiskLimitExceeded", "evalue": reason,
-                            "traceback": [f"DiskLimitExceeded: {reason}"]}
-        return Result(status="disk", outputs=[{"output_type": "error", **error}], error=error,
-                      execution_count=None, reason=reason)
+        reason = (
+            f"the workdir holds {self._disk_over} bytes, past the {limit}-byte disk limit: no cell runs "
+            "until it is back under it; delete files from Session.workdir on the host, or call "
+            "Session.restart() when the space is held by files the interpreter keeps open"
+        )
+        error: ErrorInfo = {
+            "ename": "DiskLimitExceeded",
+            "evalue": reason,
+            "traceback": [f"DiskLimitExceeded: {reason}"],
+        }
+        return Result(
+            status="disk", outputs=[{"output_type": "error", **error}], error=error, execution_count=None, reason=reason
+        )
 
     def restart(self) -> None:
         """A fresh interpreter, same name and workdir; the namespace is gone."""
@@ -622,19 +682,21 @@ class Session:
                 return refusal
             restart_reason = self._ensure_started()
             self._count += 1
-            return self._execute(code, self._count, timeout if timeout is not None else self.policy.timeout_s,
-                                 on_output, restart_reason)
+            return self._execute(
+                code, self._count, timeout if timeout is not None else self.policy.timeout_s, on_output, restart_reason
+            )
 
-    async def run_async(self, code: str, *, timeout: float | None = None,
-                        on_output: OnOutput | None = None) -> Result:
+    async def run_async(self, code: str, *, timeout: float | None = None, on_output: OnOutput | None = None) -> Result:
         """run() without blocking the event loop; on_output is called on the loop's thread."""
         import asyncio
 
         loop = asyncio.get_running_loop()
         callback: OnOutput | None = None
         if on_output is not None:
+
             def callback(event: OutputEvent) -> None:
                 loop.call_soon_threadsafe(on_output, event)
+
         future = loop.run_in_executor(None, functools.partial(self.run, code, timeout=timeout, on_output=callback))
         try:
             return await asyncio.shield(future)
@@ -642,8 +704,9 @@ class Session:
             self.interrupt()
             raise
 
-    def _execute(self, code: str, count: int, timeout: float | None, on_output: OnOutput | None,
-                 restart_reason: str | None) -> Result:
+    def _execute(
+        self, code: str, count: int, timeout: float | None, on_output: OnOutput | None, restart_reason: str | None
+    ) -> Result:
         """Runs one cell in the interpreter and makes its Result: the supervisor's outcome,
         the disk measured after it, the status that follows from both, the outputs."""
         runner = self._runner
@@ -657,8 +720,10 @@ class Session:
         cap = self.policy.max_output_bytes
         past_cell_cap = outcome.dropped_output_bytes - collector.oversize_dropped_bytes
         if past_cell_cap > 0:
-            collector.add_marker(f"\n[sandbox_exec: output truncated: {past_cell_cap} bytes "
-                                 f"past the per-cell limit of {cap} bytes were dropped]\n")
+            collector.add_marker(
+                f"\n[sandbox_exec: output truncated: {past_cell_cap} bytes "
+                f"past the per-cell limit of {cap} bytes were dropped]\n"
+            )
         if status in _SUPERVISOR_ENDS and error is None:
             # The supervisor ended the cell: its reason, as an error output the notebook shows.
             ename = _SUPERVISOR_ENDS[status]
@@ -693,19 +758,31 @@ class Session:
         """disk_bytes when the supervisor's watchdog measures the workdir, else None."""
         return self.policy.disk_bytes if self._disk_mode == "watchdog" else None
 
-    def _run_cell(self, runner: _core.CellRunner, collector: OutputCollector, code: str, count: int,
-                  timeout: float | None) -> _core.CellOutcome:
+    def _run_cell(
+        self, runner: _core.CellRunner, collector: OutputCollector, code: str, count: int, timeout: float | None
+    ) -> _core.CellOutcome:
         """The cell, run by the core: its events go to ``collector`` as they come."""
         request = json.dumps({"code": code, "execution_count": count}).encode("ascii")
         cap = self.policy.max_output_bytes
         watch_limit = self._disk_watch_limit()
-        return runner.run_cell(request, timeout or 0.0, self.policy.interrupt_grace_s, cap,
-                               min(cap, self.policy.max_single_output_bytes, MAX_MESSAGE_BYTES),
-                               collector.feed, collector.texts["stdout"], collector.texts["stderr"],
-                               collector.live, str(self._workdir), watch_limit or 0, count)
+        return runner.run_cell(
+            request,
+            timeout or 0.0,
+            self.policy.interrupt_grace_s,
+            cap,
+            min(cap, self.policy.max_single_output_bytes, MAX_MESSAGE_BYTES),
+            collector.feed,
+            collector.texts["stdout"],
+            collector.texts["stderr"],
+            collector.live,
+            str(self._workdir),
+            watch_limit or 0,
+            count,
+        )
 
-    def _disk_after_cell(self, runner: _core.CellRunner, outcome: _core.CellOutcome,
-                         used_before: int) -> tuple[bool, int | None]:
+    def _disk_after_cell(
+        self, runner: _core.CellRunner, outcome: _core.CellOutcome, used_before: int
+    ) -> tuple[bool, int | None]:
         """Whether the cell met disk_bytes, and the workdir's bytes after it."""
         disk_hit, disk_bytes = outcome.disk_hit, outcome.workdir_bytes
         image_limit, watch_limit = self._disk_image_limit(), self._disk_watch_limit()
@@ -713,8 +790,9 @@ class Session:
             # The filesystem is the cap: the cell met it when it filled it (its writes past
             # it failed with ENOSPC).
             used, avail = image_usage(self._workdir)
-            disk_hit = used > used_before and (avail < full_threshold(image_limit)
-                                               or _enospc(outcome.done_payload if outcome.end == "done" else b""))
+            disk_hit = used > used_before and (
+                avail < full_threshold(image_limit) or _enospc(outcome.done_payload if outcome.end == "done" else b"")
+            )
             self._disk_used = used
             return disk_hit, used
         if watch_limit is not None:
@@ -728,9 +806,15 @@ class Session:
             self._disk_over = disk_bytes if disk_bytes is not None and disk_bytes > watch_limit else None
         return disk_hit, disk_bytes
 
-    def _cell_status(self, runner: _core.CellRunner, outcome: _core.CellOutcome, collector: OutputCollector,
-                     timeout: float | None, disk_hit: bool,
-                     disk_bytes: int | None) -> tuple[Status, ErrorInfo | None, str | None]:
+    def _cell_status(
+        self,
+        runner: _core.CellRunner,
+        outcome: _core.CellOutcome,
+        collector: OutputCollector,
+        timeout: float | None,
+        disk_hit: bool,
+        disk_bytes: int | None,
+    ) -> tuple[Status, ErrorInfo | None, str | None]:
         """(status, the cell's own error, the reason) from how the cell ended."""
         reason = outcome.reason or None
         if outcome.end == "done":
@@ -744,17 +828,36 @@ class Session:
             reason = f"protocol violation: {collector.violation}"
         return _END_STATUS.get(outcome.end, "crashed"), None, reason
 
-    def _done_status(self, done: CellDone, outcome: _core.CellOutcome, timeout: float | None, disk_hit: bool,
-                     disk_bytes: int | None, reason: str | None) -> tuple[Status, ErrorInfo | None, str | None]:
+    def _done_status(
+        self,
+        done: CellDone,
+        outcome: _core.CellOutcome,
+        timeout: float | None,
+        disk_hit: bool,
+        disk_bytes: int | None,
+        reason: str | None,
+    ) -> tuple[Status, ErrorInfo | None, str | None]:
         """The status of a cell that reported its end (it may still have met a limit)."""
         error = done["error"]
         limit = self.policy.disk_bytes
         if disk_hit and self._disk_image_limit() is not None:
-            return "disk", error, (f"the cell filled the workdir to its {limit}-byte disk limit ({disk_bytes} "
-                                   "bytes used); writes past it fail with ENOSPC")
+            return (
+                "disk",
+                error,
+                (
+                    f"the cell filled the workdir to its {limit}-byte disk limit ({disk_bytes} "
+                    "bytes used); writes past it fail with ENOSPC"
+                ),
+            )
         if disk_hit:
-            return "disk", error, (f"the cell grew the workdir to {disk_bytes} bytes, past the {limit}-byte "
-                                   "disk limit" + (" and was interrupted" if done["status"] == "error" else ""))
+            return (
+                "disk",
+                error,
+                (
+                    f"the cell grew the workdir to {disk_bytes} bytes, past the {limit}-byte "
+                    "disk limit" + (" and was interrupted" if done["status"] == "error" else "")
+                ),
+            )
         if outcome.deadline_hit:
             return "timeout", error, f"the cell ran past its {timeout or 0:g} s deadline and was interrupted"
         if done["status"] == "ok":
@@ -769,8 +872,13 @@ class Session:
 class Sandbox:
     """One supervisor: starts, runs and ends sessions. Thread-safe; a context manager."""
 
-    def __init__(self, policy: Policy | None = None, *, root: str | os.PathLike[str] | None = None,
-                 host_id_range: tuple[int, int] | None = None) -> None:
+    def __init__(
+        self,
+        policy: Policy | None = None,
+        *,
+        root: str | os.PathLike[str] | None = None,
+        host_id_range: tuple[int, int] | None = None,
+    ) -> None:
         """`host_id_range` (first, count): the host ids a root backend gives its sessions, one
         each while they live (default: /etc/subuid and /etc/subgid of the user sandbox_exec,
         else 2,000,000,000 + 65536; see _host_ids). An unprivileged backend cannot map other
@@ -778,8 +886,10 @@ class Sandbox:
         if policy is not None and not isinstance(policy, Policy):
             raise TypeError("policy must be a sandbox_exec.Policy")
         if host_id_range is not None and os.geteuid() != 0:
-            raise SandboxError("host_id_range needs a backend running as root: an unprivileged backend "
-                               "maps only its own uid (no newuidmap), so every session shares it")
+            raise SandboxError(
+                "host_id_range needs a backend running as root: an unprivileged backend "
+                "maps only its own uid (no newuidmap), so every session shares it"
+            )
         id_range = _host_ids.resolve_range(host_id_range) if host_id_range is not None else None
         self.policy = policy or Policy()
         self._own_root = root is None
@@ -811,15 +921,17 @@ class Sandbox:
     def __enter__(self) -> Sandbox:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     async def __aenter__(self) -> Sandbox:
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         # close() waits for every interpreter to end: not on the event loop's thread.
         import asyncio
 
@@ -836,8 +948,9 @@ class Sandbox:
             s = table.by_name.get(name)
             if s is not None:
                 if (policy is not None and policy != s.policy) or (prelude is not None and prelude != s.prelude):
-                    raise ValueError(f"session {name!r} exists with another policy or prelude; "
-                                     "close it first to change them")
+                    raise ValueError(
+                        f"session {name!r} exists with another policy or prelude; close it first to change them"
+                    )
             else:
                 dir_name = _dir_name(name)
                 # Refuses (SandboxError) a workdir that another live session holds.
@@ -857,8 +970,14 @@ class Sandbox:
     def sessions(self) -> list[Session]:
         return self._table.live()
 
-    def run_once(self, code: str, *, policy: Policy | None = None, timeout: float | None = None,
-                 on_output: OnOutput | None = None) -> Result:
+    def run_once(
+        self,
+        code: str,
+        *,
+        policy: Policy | None = None,
+        timeout: float | None = None,
+        on_output: OnOutput | None = None,
+    ) -> Result:
         """A fresh interpreter for one cell; nothing survives it (its workdir included)."""
         name = f"ephemeral-{uuid.uuid4().hex}"
         s = self.session(name, policy=policy)
@@ -892,8 +1011,14 @@ def _default_sandbox() -> Sandbox:
         return _default
 
 
-def run(code: str, *, session: str | None = None, policy: Policy | None = None, timeout: float | None = None,
-        on_output: OnOutput | None = None) -> Result:
+def run(
+    code: str,
+    *,
+    session: str | None = None,
+    policy: Policy | None = None,
+    timeout: float | None = None,
+    on_output: OnOutput | None = None,
+) -> Result:
     """The drop-in for ``exec(code, notebook_globals[session])``; see spec/api.md."""
     box = _default_sandbox()
     if session is None:

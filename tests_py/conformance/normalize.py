@@ -93,10 +93,18 @@ IMAGE_TOLERANCE = 0.10
 IMAGE_TOLERANCE_PX = 4
 
 #: Output-metadata keys that describe the producing kernel or run, not the output.
-KERNEL_SPECIFIC_METADATA = frozenset({
-    "execution", "ExecuteTime", "execution_time", "timing", "collapsed", "scrolled",
-    "jupyter", "papermill",
-})
+KERNEL_SPECIFIC_METADATA = frozenset(
+    {
+        "execution",
+        "ExecuteTime",
+        "execution_time",
+        "timing",
+        "collapsed",
+        "scrolled",
+        "jupyter",
+        "papermill",
+    }
+)
 
 TEXT_BINARY_IMAGES = {"image/svg+xml"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -79,8 +79,14 @@ def _figure_bundle(fig: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     if fmt == "retina":
         dpi *= 2
     buffer = io.BytesIO()
-    fig.canvas.print_figure(buffer, format="png" if fmt == "retina" else fmt, dpi=dpi,
-                            facecolor=fig.get_facecolor(), edgecolor=fig.get_edgecolor(), bbox_inches="tight")
+    fig.canvas.print_figure(
+        buffer,
+        format="png" if fmt == "retina" else fmt,
+        dpi=dpi,
+        facecolor=fig.get_facecolor(),
+        edgecolor=fig.get_edgecolor(),
+        bbox_inches="tight",
+    )
     raw = buffer.getvalue()
     if fmt == "svg":
         data["image/svg+xml"] = raw.decode("utf-8")
@@ -176,9 +182,18 @@ class Publisher:
     def __init__(self, send_message: Callable[[dict[str, Any]], None]) -> None:
         self._send = send_message
 
-    def display(self, *objs: Any, include: Any = None, exclude: Any = None, metadata: Any = None,
-                transient: Any = None, display_id: Any = None, raw: bool = False, clear: bool = False,
-                update: bool = False) -> DisplayHandle | None:
+    def display(
+        self,
+        *objs: Any,
+        include: Any = None,
+        exclude: Any = None,
+        metadata: Any = None,
+        transient: Any = None,
+        display_id: Any = None,
+        raw: bool = False,
+        clear: bool = False,
+        update: bool = False,
+    ) -> DisplayHandle | None:
         if display_id is True:
             display_id = uuid.uuid4().hex
         if update and not display_id:

@@ -58,8 +58,14 @@ def ends_with_semicolon(code: str) -> bool:
     last = None
     try:
         for tok in tokenize.generate_tokens(io.StringIO(code).readline):
-            if tok.type not in (tokenize.NEWLINE, tokenize.NL, tokenize.COMMENT, tokenize.ENDMARKER,
-                                tokenize.INDENT, tokenize.DEDENT):
+            if tok.type not in (
+                tokenize.NEWLINE,
+                tokenize.NL,
+                tokenize.COMMENT,
+                tokenize.ENDMARKER,
+                tokenize.INDENT,
+                tokenize.DEDENT,
+            ):
                 last = tok
     except (tokenize.TokenError, SyntaxError, IndentationError):
         return False
@@ -85,8 +91,7 @@ def error_content(exc: BaseException, *, compiling: bool = False) -> dict[str, A
     tb = None if compiling else _user_frames(exc.__traceback__)
     te = traceback.TracebackException(type(exc), exc, tb, compact=True)
     # The innermost frame of an interrupt is the worker's SIGINT handler: not the user's.
-    te.stack = traceback.StackSummary.from_list(
-        [f for f in te.stack if not f.filename.startswith(_WORKER_DIR)])
+    te.stack = traceback.StackSummary.from_list([f for f in te.stack if not f.filename.startswith(_WORKER_DIR)])
     lines = [_clip(chunk.rstrip("\n")) for chunk in te.format()][-_MAX_TRACEBACK_ENTRIES:]
     try:
         evalue = str(exc)
@@ -115,8 +120,9 @@ class Executor:
         self.module.__dict__["__builtins__"] = builtins
         sys.modules["__main__"] = self.module
         self.namespace = self.module.__dict__
-        self.namespace.update({"In": [""], "Out": {}, "_": None, "__": None, "___": None,
-                               "_i": "", "_ii": "", "_iii": ""})
+        self.namespace.update(
+            {"In": [""], "Out": {}, "_": None, "__": None, "___": None, "_i": "", "_ii": "", "_iii": ""}
+        )
         self._loop: Any = None  # the asyncio loop of top-level await, made on first use
         self.execution_count = 0
         sys.displayhook = self._displayhook
@@ -135,8 +141,14 @@ class Executor:
         ns[f"_{self.execution_count}"] = value
         ns["Out"][self.execution_count] = value
         data, metadata = format_bundle(value)
-        self._publish({"output_type": "execute_result", "execution_count": self.execution_count,
-                       "data": data, "metadata": metadata})
+        self._publish(
+            {
+                "output_type": "execute_result",
+                "execution_count": self.execution_count,
+                "data": data,
+                "metadata": metadata,
+            }
+        )
 
     # --- running -----------------------------------------------------------------------
     def _record_input(self, code: str) -> None:

@@ -58,11 +58,27 @@ class _Hook:
     def _patch(self, module: Any) -> None:
         pub = self._publisher
 
-        def display(*objs: Any, include: Any = None, exclude: Any = None, metadata: Any = None,
-                    transient: Any = None, display_id: Any = None, raw: bool = False, clear: bool = False,
-                    **kwargs: Any) -> Any:
-            return pub.display(*objs, include=include, exclude=exclude, metadata=metadata,
-                               transient=transient, display_id=display_id, raw=raw, clear=clear)
+        def display(
+            *objs: Any,
+            include: Any = None,
+            exclude: Any = None,
+            metadata: Any = None,
+            transient: Any = None,
+            display_id: Any = None,
+            raw: bool = False,
+            clear: bool = False,
+            **kwargs: Any,
+        ) -> Any:
+            return pub.display(
+                *objs,
+                include=include,
+                exclude=exclude,
+                metadata=metadata,
+                transient=transient,
+                display_id=display_id,
+                raw=raw,
+                clear=clear,
+            )
 
         def update_display(obj: Any, *, display_id: Any, **kwargs: Any) -> None:
             pub.update_display(obj, display_id=display_id, **kwargs)
@@ -70,16 +86,24 @@ class _Hook:
         def clear_output(wait: bool = False) -> None:
             pub.clear_output(wait=wait)
 
-        def publish_display_data(data: dict[str, Any], metadata: Any = None, source: Any = None, *,
-                                 transient: Any = None, **kwargs: Any) -> None:
-            message: dict[str, Any] = {"output_type": "display_data", "data": dict(data),
-                                       "metadata": dict(metadata or {})}
+        def publish_display_data(
+            data: dict[str, Any], metadata: Any = None, source: Any = None, *, transient: Any = None, **kwargs: Any
+        ) -> None:
+            message: dict[str, Any] = {
+                "output_type": "display_data",
+                "data": dict(data),
+                "metadata": dict(metadata or {}),
+            }
             if transient:
                 message["transient"] = dict(transient)
             pub.send_raw(message)
 
-        for name, function in (("display", display), ("update_display", update_display),
-                               ("clear_output", clear_output), ("publish_display_data", publish_display_data)):
+        for name, function in (
+            ("display", display),
+            ("update_display", update_display),
+            ("clear_output", clear_output),
+            ("publish_display_data", publish_display_data),
+        ):
             if hasattr(module, name):
                 setattr(module, name, function)
 

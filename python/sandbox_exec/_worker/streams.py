@@ -24,8 +24,9 @@ class CellStream(io.TextIOBase):
     """sys.stdout / sys.stderr inside the sandbox: text goes to the channel's C++ stream
     buffer (see cpp/py_worker_channel.h), one frame per 64 KiB or 20 ms."""
 
-    def __init__(self, name: str, frame_type: int, channel: _core.WorkerChannel, fd: int,
-                 forward_fd_output: Callable[[], None]) -> None:
+    def __init__(
+        self, name: str, frame_type: int, channel: _core.WorkerChannel, fd: int, forward_fd_output: Callable[[], None]
+    ) -> None:
         super().__init__()
         self._name = name
         self._flush = channel.flush
