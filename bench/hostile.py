@@ -40,8 +40,7 @@ FIND_CHANNEL = (
 
 
 def _display(inner: str) -> str:
-    return ("b'{\"output_type\":\"display_data\",\"metadata\":{},\"data\":{\"application/json\":' + "
-            + inner + " + b'}}'")
+    return 'b\'{"output_type":"display_data","metadata":{},"data":{"application/json":\' + ' + inner + " + b'}}'"
 
 
 SHAPES = {
@@ -54,19 +53,28 @@ SHAPES = {
     "records": _display("b'[' + b'{\"a\":1.5,\"b\":\"xy\"},' * 220_000 + b'{}]'"),
 }
 
-HOSTILE_SHAPES = FIND_CHANNEL + "msgs = [" + ", ".join(SHAPES.values()) + "]\n" + (
-    "import time\nend = time.monotonic() + {seconds}\nsent = 0\n"
-    "while time.monotonic() < end:\n"
-    "    for m in msgs:\n"
-    "        channel.send(19, m)\n"
-    "        sent += 1\n"
-    "sent")
+HOSTILE_SHAPES = (
+    FIND_CHANNEL
+    + "msgs = ["
+    + ", ".join(SHAPES.values())
+    + "]\n"
+    + (
+        "import time\nend = time.monotonic() + {seconds}\nsent = 0\n"
+        "while time.monotonic() < end:\n"
+        "    for m in msgs:\n"
+        "        channel.send(19, m)\n"
+        "        sent += 1\n"
+        "sent"
+    )
+)
 
-HOSTILE_BELL = ("import os, time\nend = time.monotonic() + {seconds}\nrung = 0\n"
-                "while time.monotonic() < end:\n"
-                "    try:\n        os.write(7, b'!')\n        rung += 1\n"
-                "    except BlockingIOError:\n        pass\n"
-                "rung")
+HOSTILE_BELL = (
+    "import os, time\nend = time.monotonic() + {seconds}\nrung = 0\n"
+    "while time.monotonic() < end:\n"
+    "    try:\n        os.write(7, b'!')\n        rung += 1\n"
+    "    except BlockingIOError:\n        pass\n"
+    "rung"
+)
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
@@ -75,8 +83,14 @@ def percentiles(samples: list[float]) -> dict[str, float]:
     def q(p: float) -> float:
         return s[min(len(s) - 1, int(p * len(s)))]
 
-    return {"n": len(s), "p50_us": q(0.5) * 1e6, "p90_us": q(0.9) * 1e6, "p99_us": q(0.99) * 1e6,
-            "max_us": s[-1] * 1e6, "mean_us": statistics.fmean(s) * 1e6}
+    return {
+        "n": len(s),
+        "p50_us": q(0.5) * 1e6,
+        "p90_us": q(0.9) * 1e6,
+        "p99_us": q(0.99) * 1e6,
+        "max_us": s[-1] * 1e6,
+        "mean_us": statistics.fmean(s) * 1e6,
+    }
 
 
 def cpu_seconds() -> float:
@@ -84,8 +98,9 @@ def cpu_seconds() -> float:
     return u.ru_utime + u.ru_stime
 
 
-def measure(bystander: sandbox_exec.Session | None, hostile: sandbox_exec.Session, code: str | None,
-            seconds: float) -> dict:
+def measure(
+    bystander: sandbox_exec.Session | None, hostile: sandbox_exec.Session, code: str | None, seconds: float
+) -> dict:
     samples: list[float] = []
     outcome: dict = {}
 
@@ -124,7 +139,13 @@ def main() -> int:
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
     policy = sandbox_exec.Policy(max_output_bytes=64 << 20, timeout_s=600)
-    results: dict = {"kind": "hostile", "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": platform.node(), "python": sys.version.split()[0], "seconds": args.seconds}
+    results: dict = {
+        "kind": "hostile",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "machine": platform.node(),
+        "python": sys.version.split()[0],
+        "seconds": args.seconds,
+    }
     with sandbox_exec.Sandbox() as box:
         bystander = box.session("bystander")
         hostile = box.session("hostile", policy=policy)
@@ -134,21 +155,28 @@ def main() -> int:
             results[phase] = measure(bystander, hostile, code, args.seconds)
             # The backend's own CPU for the attack alone (no bystander loop in the figure).
             results[phase]["backend_cpu_per_s_attack_alone"] = measure(None, hostile, code, args.seconds)[
-                "backend_cpu_per_s"]
+                "backend_cpu_per_s"
+            ]
     idle = results["idle"]["p99_us"]
     print(f"bystander 1+1 round trip while another session attacks ({args.seconds:g} s per phase)")
-    print(f"{'phase':8} {'n':>7} {'p50 us':>9} {'p99 us':>10} {'max us':>11} {'p99/idle':>9} "
-          f"{'backend CPU/s':>14} {'(attack alone)':>15}")
+    print(
+        f"{'phase':8} {'n':>7} {'p50 us':>9} {'p99 us':>10} {'max us':>11} {'p99/idle':>9} "
+        f"{'backend CPU/s':>14} {'(attack alone)':>15}"
+    )
     for phase in ("idle", "shapes", "bell"):
         r = results[phase]
         r["p99_ratio_to_idle"] = r["p99_us"] / idle
-        print(f"{phase:8} {r['n']:7d} {r['p50_us']:9.0f} {r['p99_us']:10.0f} {r['max_us']:11.0f} "
-              f"{r['p99_ratio_to_idle']:9.1f} {r['backend_cpu_per_s']:14.2f} "
-              f"{r['backend_cpu_per_s_attack_alone']:15.2f}")
+        print(
+            f"{phase:8} {r['n']:7d} {r['p50_us']:9.0f} {r['p99_us']:10.0f} {r['max_us']:11.0f} "
+            f"{r['p99_ratio_to_idle']:9.1f} {r['backend_cpu_per_s']:14.2f} "
+            f"{r['backend_cpu_per_s_attack_alone']:15.2f}"
+        )
     s = results["shapes"]
     sent = s.get("sent") if s.get("sent") is not None else "? (the count itself was past the cap)"
-    print(f"hostile messages: {sent} sent, {s.get('rejected_markers')} rejected as markers, "
-          f"{s.get('displays_kept')} kept, {s.get('truncated_bytes')} bytes past the cap dropped")
+    print(
+        f"hostile messages: {sent} sent, {s.get('rejected_markers')} rejected as markers, "
+        f"{s.get('displays_kept')} kept, {s.get('truncated_bytes')} bytes past the cap dropped"
+    )
     print(f"doorbell: rung {results['bell'].get('sent')} times")
     if args.json:
         with open(args.json, "w") as f:

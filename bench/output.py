@@ -74,25 +74,32 @@ now_ns = time.perf_counter_ns
 # ------------------------------------------------------------------------- the cells
 # {count} is filled in; the cell's own names start with _ so they do not look like user data.
 SHAPES: dict[str, dict[str, Any]] = {
-    "write64k": {"label": "sys.stdout.write of 64 KiB", "unit_bytes": 65536, "per_mb": 16,
-                 "code": "import sys\n_b = 'x' * 65535 + '\\n'\nfor _ in range({count}):\n    sys.stdout.write(_b)\n"},
-    "print100": {"label": "print() of 100-byte lines", "unit_bytes": 100, "per_mb": 10_000,
-                 "code": "_l = 'x' * 99\nfor _ in range({count}):\n    print(_l)\n"},
+    "write64k": {
+        "label": "sys.stdout.write of 64 KiB",
+        "unit_bytes": 65536,
+        "per_mb": 16,
+        "code": "import sys\n_b = 'x' * 65535 + '\\n'\nfor _ in range({count}):\n    sys.stdout.write(_b)\n",
+    },
+    "print100": {
+        "label": "print() of 100-byte lines",
+        "unit_bytes": 100,
+        "per_mb": 10_000,
+        "code": "_l = 'x' * 99\nfor _ in range({count}):\n    print(_l)\n",
+    },
 }
 FLOOD_METHODS = ("sandbox", "exec", "jupyter")
 FIGURE_METHODS = ("sandbox", "exec", "jupyter")
 SECTIONS = ("flood", "figure", "rss")
-ALL_IDS = ([f"flood.{m}" for m in FLOOD_METHODS] + [f"figure.{m}" for m in FIGURE_METHODS]
-           + [f"rss.{s}" for s in SHAPES])
+ALL_IDS = [f"flood.{m}" for m in FLOOD_METHODS] + [f"figure.{m}" for m in FIGURE_METHODS] + [f"rss.{s}" for s in SHAPES]
 
 FIGURE_CELL = "fig, ax = plt.subplots(); ax.plot(range(1000)); "
 FIGURE_PRELUDE = "import matplotlib\nimport matplotlib.pyplot as plt\n"
 
-TARGET_FLOOD_MB_S = 1000.0       # >= 1 GB/s through sandbox_exec ...
-TARGET_FLOOD_FRACTION = 0.5      # ... or >= 50 % of the in-process rate
-TARGET_FIGURE_RATIO = 1.10       # sandbox p50 within 10 % of in-process
-RSS_CAP_BYTES = 16 * MiB         # the default Policy.max_output_bytes
-RSS_SLACK_BYTES = 8 * MiB        # the "small constant" of the target: growth < cap + this
+TARGET_FLOOD_MB_S = 1000.0  # >= 1 GB/s through sandbox_exec ...
+TARGET_FLOOD_FRACTION = 0.5  # ... or >= 50 % of the in-process rate
+TARGET_FIGURE_RATIO = 1.10  # sandbox p50 within 10 % of in-process
+RSS_CAP_BYTES = 16 * MiB  # the default Policy.max_output_bytes
+RSS_SLACK_BYTES = 8 * MiB  # the "small constant" of the target: growth < cap + this
 RSS_FLOOD_COUNTS = {"write64k": 16384, "print100": 10_000_000}  # 1 GiB / 1 GB
 
 LABELS = {
@@ -146,10 +153,21 @@ class SandboxFlood:
         r = self.session.run(code, on_output=None)
         t1 = now_ns()
         streams = [o for o in r.outputs if o["output_type"] == "stream"]
-        ok = (r.status == "ok" and len(r.stdout) == expected and r.truncated_bytes == 0
-              and len(streams) == 1 and len(streams[0]["text"]) == expected)
-        why = "" if ok else (f"status {r.status}, stdout {len(r.stdout)} of {expected} chars, truncated "
-                             f"{r.truncated_bytes}, {len(streams)} stream outputs")
+        ok = (
+            r.status == "ok"
+            and len(r.stdout) == expected
+            and r.truncated_bytes == 0
+            and len(streams) == 1
+            and len(streams[0]["text"]) == expected
+        )
+        why = (
+            ""
+            if ok
+            else (
+                f"status {r.status}, stdout {len(r.stdout)} of {expected} chars, truncated "
+                f"{r.truncated_bytes}, {len(streams)} stream outputs"
+            )
+        )
         return t1 - t0, r.duration_s, ok, why
 
     def teardown(self) -> None:
@@ -228,8 +246,9 @@ class JupyterFlood:
         self.km = self.kc = None
 
 
-def bench_flood(methods: list[str], shapes: list[str], mb: int, mb_jupyter: int, reps: int,
-                warmup: int) -> dict[str, Any]:
+def bench_flood(
+    methods: list[str], shapes: list[str], mb: int, mb_jupyter: int, reps: int, warmup: int
+) -> dict[str, Any]:
     makers = {"sandbox": SandboxFlood, "exec": ExecFlood, "jupyter": JupyterFlood}
     objs = []
     errors: dict[str, str] = {}
@@ -239,7 +258,7 @@ def bench_flood(methods: list[str], shapes: list[str], mb: int, mb_jupyter: int,
         o = makers[m]()
         try:
             o.setup()
-        except Exception as exc:  # noqa: BLE001 - one broken method must not sink the others
+        except Exception as exc:  # one broken method must not sink the others
             print(f"  {m:8s} FAILED to start: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
             errors[f"flood.{m}"] = f"{type(exc).__name__}: {exc}"
             continue
@@ -274,7 +293,7 @@ def bench_flood(methods: list[str], shapes: list[str], mb: int, mb_jupyter: int,
         for o in objs:
             try:
                 o.teardown()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 print(f"  [teardown of {o.name} failed: {exc}]", file=sys.stderr)
     out: dict[str, Any] = {}
     for shape in shapes:
@@ -285,11 +304,17 @@ def bench_flood(methods: list[str], shapes: list[str], mb: int, mb_jupyter: int,
             if not t:
                 continue
             p50_s = rt.percentile(t, 50) / 1e9
-            row = {"label": LABELS[f"flood.{o.name}"], "count": count, "bytes": nbytes, "n": len(t),
-                   "failures": failures[(shape, o.name)],
-                   "time_s": {"p50": round(p50_s, 4), "min": round(t[0] / 1e9, 4), "max": round(t[-1] / 1e9, 4)},
-                   "mb_s": mb_s(nbytes, p50_s), "mb_s_best": mb_s(nbytes, t[0] / 1e9),
-                   "mb_s_each": [mb_s(nbytes, x / 1e9) for x in times[(shape, o.name)]]}
+            row = {
+                "label": LABELS[f"flood.{o.name}"],
+                "count": count,
+                "bytes": nbytes,
+                "n": len(t),
+                "failures": failures[(shape, o.name)],
+                "time_s": {"p50": round(p50_s, 4), "min": round(t[0] / 1e9, 4), "max": round(t[-1] / 1e9, 4)},
+                "mb_s": mb_s(nbytes, p50_s),
+                "mb_s_best": mb_s(nbytes, t[0] / 1e9),
+                "mb_s_each": [mb_s(nbytes, x / 1e9) for x in times[(shape, o.name)]],
+            }
             c = sorted(core[(shape, o.name)])
             if c:
                 core_p50 = rt.percentile(c, 50)  # type: ignore[arg-type]
@@ -307,9 +332,13 @@ def bench_flood(methods: list[str], shapes: list[str], mb: int, mb_jupyter: int,
         if "sandbox" in rows:
             fast = rows["sandbox"]["mb_s"] >= TARGET_FLOOD_MB_S
             frac = ratios.get("sandbox/exec")
-            target = {"mb_s_min": TARGET_FLOOD_MB_S, "fraction_of_exec_min": TARGET_FLOOD_FRACTION,
-                      "measured_mb_s": rows["sandbox"]["mb_s"], "measured_fraction_of_exec": frac,
-                      "met": bool(fast or (frac is not None and frac >= TARGET_FLOOD_FRACTION))}
+            target = {
+                "mb_s_min": TARGET_FLOOD_MB_S,
+                "fraction_of_exec_min": TARGET_FLOOD_FRACTION,
+                "measured_mb_s": rows["sandbox"]["mb_s"],
+                "measured_fraction_of_exec": frac,
+                "met": bool(fast or (frac is not None and frac >= TARGET_FLOOD_FRACTION)),
+            }
         out[shape] = {"label": SHAPES[shape]["label"], "methods": rows, "ratios": ratios, "target": target}
     if errors:
         out["_errors"] = errors
@@ -319,8 +348,11 @@ def bench_flood(methods: list[str], shapes: list[str], mb: int, mb_jupyter: int,
 # -------------------------------------------------------------------- figure methods
 def _one_png(outputs: list[dict[str, Any]]) -> int:
     """The base64 length of the one image/png among display_data outputs, else -1."""
-    pngs = [o["data"]["image/png"] for o in outputs
-            if o.get("output_type", "display_data") == "display_data" and "image/png" in o.get("data", {})]
+    pngs = [
+        o["data"]["image/png"]
+        for o in outputs
+        if o.get("output_type", "display_data") == "display_data" and "image/png" in o.get("data", {})
+    ]
     return len(pngs[0]) if len(pngs) == 1 else -1
 
 
@@ -377,8 +409,9 @@ class ExecFigure:
         fig, ax = plt.subplots()
         ax.plot(range(1000))
         buf = io.BytesIO()
-        fig.canvas.print_figure(buf, format="png", bbox_inches="tight",
-                                facecolor=fig.get_facecolor(), edgecolor=fig.get_edgecolor())
+        fig.canvas.print_figure(
+            buf, format="png", bbox_inches="tight", facecolor=fig.get_facecolor(), edgecolor=fig.get_edgecolor()
+        )
         bundle = {"image/png": base64.b64encode(buf.getvalue()).decode("ascii"), "text/plain": repr(fig)}
         plt.close(fig)
         self.png_len = len(bundle["image/png"])
@@ -418,11 +451,14 @@ def bench_figure(methods: list[str], n: int, rounds: int, warmup: int) -> dict[s
     out: dict[str, Any] = {"cell": FIGURE_CELL, "methods": {}}
     for o in m["objs"]:
         r = rt.summarize(m["samples"][o.name], "ms")
-        r.update(failures=m["failures"][o.name], label=LABELS[f"figure.{o.name}"],
-                 round_p50_ms=[round(x / 1e3, 2) for x in m["round_p50"][o.name]],  # (round_p50 is in µs)
-                 png_base64_chars=o.png_len)
+        r.update(
+            failures=m["failures"][o.name],
+            label=LABELS[f"figure.{o.name}"],
+            round_p50_ms=[round(x / 1e3, 2) for x in m["round_p50"][o.name]],  # (round_p50 is in µs)
+            png_base64_chars=o.png_len,
+        )
         if isinstance(o, SandboxFigure) and o.core_ns:
-            r["core_run_cell"] = rt.summarize(o.core_ns[-len(m["samples"][o.name]):], "ms")
+            r["core_run_cell"] = rt.summarize(o.core_ns[-len(m["samples"][o.name]) :], "ms")
         out["methods"][o.name] = r
     rows = out["methods"]
     ratios = {}
@@ -432,8 +468,11 @@ def bench_figure(methods: list[str], n: int, rounds: int, warmup: int) -> dict[s
     out["ratios"] = ratios
     if "sandbox" in rows and "exec" in rows:
         rr = ratios["sandbox/exec"]["p50"]
-        out["target"] = {"ratio_max": TARGET_FIGURE_RATIO, "measured_ratio": rr,
-                         "met": rr is not None and rr <= TARGET_FIGURE_RATIO}
+        out["target"] = {
+            "ratio_max": TARGET_FIGURE_RATIO,
+            "measured_ratio": rr,
+            "met": rr is not None and rr <= TARGET_FIGURE_RATIO,
+        }
     if m["errors"]:
         out["_errors"] = m["errors"]
     return out
@@ -475,15 +514,29 @@ def rss_child(shape: str, count: int, cap: int) -> int:
         r = s.run(flood_code(shape, count))
         elapsed = time.perf_counter() - t0
         after, hwm_after, rss_after = _maxrss(), _vmhwm(), _rss_now()
-        doc = {"shape": shape, "count": count, "bytes_written": flood_bytes(shape, count), "cap_bytes": cap,
-               "maxrss_at_start": at_start, "maxrss_before": before, "maxrss_after": after,
-               "growth_bytes": after - before, "vmhwm_before": hwm_before, "vmhwm_after": hwm_after,
-               "rss_before": rss_before, "rss_after_with_result": rss_after,
-               "status": r.status, "stdout_chars": len(r.stdout), "truncated_bytes": r.truncated_bytes,
-               "elapsed_s": round(elapsed, 3), "duration_s": round(r.duration_s, 3),
-               "worker_peak_memory_bytes": r.peak_memory_bytes,
-               "marker": next((o["text"].strip() for o in r.outputs
-                               if o["output_type"] == "stream" and o["name"] == "stderr"), None)}
+        doc = {
+            "shape": shape,
+            "count": count,
+            "bytes_written": flood_bytes(shape, count),
+            "cap_bytes": cap,
+            "maxrss_at_start": at_start,
+            "maxrss_before": before,
+            "maxrss_after": after,
+            "growth_bytes": after - before,
+            "vmhwm_before": hwm_before,
+            "vmhwm_after": hwm_after,
+            "rss_before": rss_before,
+            "rss_after_with_result": rss_after,
+            "status": r.status,
+            "stdout_chars": len(r.stdout),
+            "truncated_bytes": r.truncated_bytes,
+            "elapsed_s": round(elapsed, 3),
+            "duration_s": round(r.duration_s, 3),
+            "worker_peak_memory_bytes": r.peak_memory_bytes,
+            "marker": next(
+                (o["text"].strip() for o in r.outputs if o["output_type"] == "stream" and o["name"] == "stderr"), None
+            ),
+        }
     finally:
         box.close()
     print(json.dumps(doc))
@@ -498,25 +551,41 @@ def bench_rss(shapes: list[str], cap: int, counts: dict[str, int]) -> dict[str, 
         # (and a vfork()ed child's is its parent's peak), so a child spawned straight from this
         # harness would start with the harness's ~100 MB as its high-water mark and hide any
         # growth below it. The "; exit $?" keeps sh from exec()ing the command in its place.
-        cmd = ["/bin/sh", "-c", '"$@"; exit $?', "sh",
-               sys.executable, str(Path(__file__).resolve()), "--rss-child", shape, str(counts[shape]), str(cap)]
+        cmd = [
+            "/bin/sh",
+            "-c",
+            '"$@"; exit $?',
+            "sh",
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--rss-child",
+            shape,
+            str(counts[shape]),
+            str(cap),
+        ]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
             if proc.returncode != 0:
                 raise RuntimeError(f"exit {proc.returncode}: {proc.stderr.strip()[-2000:]}")
             doc = json.loads(proc.stdout.strip().splitlines()[-1])
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             print(f"  rss {shape} FAILED: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
             errors[f"rss.{shape}"] = f"{type(exc).__name__}: {exc}"
             continue
         if doc["maxrss_at_start"] > 64 * MiB:
-            print(f"  [rss {shape}: the child started with ru_maxrss {doc['maxrss_at_start'] / MiB:.0f} MiB: "
-                  "inherited, the figure is not clean]", file=sys.stderr)
+            print(
+                f"  [rss {shape}: the child started with ru_maxrss {doc['maxrss_at_start'] / MiB:.0f} MiB: "
+                "inherited, the figure is not clean]",
+                file=sys.stderr,
+            )
         doc["limit_bytes"] = cap + RSS_SLACK_BYTES
         doc["met"] = doc["growth_bytes"] < doc["limit_bytes"] and doc["status"] == "ok"
         out["shapes"][shape] = doc
-        print(f"  {shape}: {doc['bytes_written'] / 1e9:.2f} GB in {doc['elapsed_s']:.2f} s, "
-              f"ru_maxrss +{doc['growth_bytes'] / MiB:.1f} MiB", flush=True)
+        print(
+            f"  {shape}: {doc['bytes_written'] / 1e9:.2f} GB in {doc['elapsed_s']:.2f} s, "
+            f"ru_maxrss +{doc['growth_bytes'] / MiB:.1f} MiB",
+            flush=True,
+        )
     if out["shapes"]:
         out["met"] = all(d["met"] for d in out["shapes"].values())
     if errors:
@@ -534,48 +603,70 @@ def print_report(flood: dict[str, Any], figure: dict[str, Any], rss: dict[str, A
         head = f"{'method':38s} {'bytes':>11s} {'n':>3s} {'time p50':>10s} {'MB/s p50':>9s} {'MB/s best':>9s}  fail"
         print(head + "\n" + "-" * len(head))
         for name, r in rows.items():
-            print(f"{name + ' ' + r['label']:38.38s} {r['bytes']:11d} {r['n']:3d} {r['time_s']['p50'] * 1e3:8.1f} ms "
-                  f"{r['mb_s']:9.0f} {r['mb_s_best']:9.0f}  {r['failures']:4d}")
+            print(
+                f"{name + ' ' + r['label']:38.38s} {r['bytes']:11d} {r['n']:3d} {r['time_s']['p50'] * 1e3:8.1f} ms "
+                f"{r['mb_s']:9.0f} {r['mb_s_best']:9.0f}  {r['failures']:4d}"
+            )
             if "core_mb_s" in r:
-                print(f"{'  (core clock, Result.duration_s)':38s} {'':11s} {'':3s} {r['core_time_s_p50'] * 1e3:8.1f} ms "
-                      f"{r['core_mb_s']:9.0f}")
+                print(
+                    f"{'  (core clock, Result.duration_s)':38s} {'':11s} {'':3s} {r['core_time_s_p50'] * 1e3:8.1f} ms "
+                    f"{r['core_mb_s']:9.0f}"
+                )
         if f["ratios"]:
             print("  throughput ratios: " + ", ".join(f"{k} {v:g}x" for k, v in f["ratios"].items()))
         t = f.get("target")
         if t:
             frac = t["measured_fraction_of_exec"]
-            print(f"  Target >= {t['mb_s_min']:g} MB/s or >= {t['fraction_of_exec_min']:.0%} of in-process: "
-                  f"{t['measured_mb_s']:.0f} MB/s, " + (f"{frac:.0%} of in-process" if frac is not None else "in-process not measured")
-                  + f" -> {'MET' if t['met'] else 'NOT MET'}")
+            print(
+                f"  Target >= {t['mb_s_min']:g} MB/s or >= {t['fraction_of_exec_min']:.0%} of in-process: "
+                f"{t['measured_mb_s']:.0f} MB/s, "
+                + (f"{frac:.0%} of in-process" if frac is not None else "in-process not measured")
+                + f" -> {'MET' if t['met'] else 'NOT MET'}"
+            )
     rows = (figure or {}).get("methods") or {}
     if rows:
         print(f"\nFigure cell {FIGURE_CELL!r} (published as image/png)")
-        head = (f"{'method':48s} {'n':>4s} {'p50 ms':>8s} {'p90 ms':>8s} {'p99 ms':>8s} {'mean ms':>8s} {'min ms':>8s}"
-                f" {'png b64':>8s}  fail")
+        head = (
+            f"{'method':48s} {'n':>4s} {'p50 ms':>8s} {'p90 ms':>8s} {'p99 ms':>8s} {'mean ms':>8s} {'min ms':>8s}"
+            f" {'png b64':>8s}  fail"
+        )
         print(head + "\n" + "-" * len(head))
         for name, r in rows.items():
-            print(f"{name + ' ' + r['label']:48.48s} {r['n']:4d} " + " ".join(
-                f"{r[k]:8.2f}" for k in ("p50", "p90", "p99", "mean", "min")) + f" {r['png_base64_chars']:8d}  {r['failures']:4d}")
+            print(
+                f"{name + ' ' + r['label']:48.48s} {r['n']:4d} "
+                + " ".join(f"{r[k]:8.2f}" for k in ("p50", "p90", "p99", "mean", "min"))
+                + f" {r['png_base64_chars']:8d}  {r['failures']:4d}"
+            )
         if "sandbox" in rows and "core_run_cell" in rows["sandbox"]:
-            print(f"  (sandbox: the core's run_cell clock, Result.duration_s: p50 {rows['sandbox']['core_run_cell']['p50']:.2f} ms)")
-        print("  p50 of each interleaved round (ms): " + "; ".join(
-            f"{name} " + " ".join(f"{x:.1f}" for x in r["round_p50_ms"]) for name, r in rows.items()))
+            print(
+                f"  (sandbox: the core's run_cell clock, Result.duration_s: p50 {rows['sandbox']['core_run_cell']['p50']:.2f} ms)"
+            )
+        print(
+            "  p50 of each interleaved round (ms): "
+            + "; ".join(f"{name} " + " ".join(f"{x:.1f}" for x in r["round_p50_ms"]) for name, r in rows.items())
+        )
         for k, v in figure["ratios"].items():
             print(f"  {k}: p50 {v['p50']:g}x, p90 {v['p90']:g}x, mean {v['mean']:g}x")
         t = figure.get("target")
         if t:
-            print(f"  Target: sandbox p50 within {TARGET_FIGURE_RATIO - 1:.0%} of in-process: ratio {t['measured_ratio']:g} "
-                  f"-> {'MET' if t['met'] else 'NOT MET'}")
+            print(
+                f"  Target: sandbox p50 within {TARGET_FIGURE_RATIO - 1:.0%} of in-process: ratio {t['measured_ratio']:g} "
+                f"-> {'MET' if t['met'] else 'NOT MET'}"
+            )
     shapes = (rss or {}).get("shapes") or {}
     if shapes:
         print(f"\nBackend memory under a flood, cap {rss['cap_bytes'] / MiB:g} MiB (fresh subprocess each; ru_maxrss)")
         head = f"{'shape':10s} {'written':>9s} {'maxrss before':>14s} {'after':>10s} {'growth':>10s} {'limit':>10s} {'time':>7s}  status"
         print(head + "\n" + "-" * len(head))
         for shape, d in shapes.items():
-            print(f"{shape:10s} {d['bytes_written'] / 1e9:7.2f}GB {d['maxrss_before'] / MiB:10.1f} MiB "
-                  f"{d['maxrss_after'] / MiB:6.1f} MiB {d['growth_bytes'] / MiB:6.1f} MiB {d['limit_bytes'] / MiB:6.1f} MiB "
-                  f"{d['elapsed_s']:6.2f}s  {d['status']}, {'MET' if d['met'] else 'NOT MET'}")
-        print(f"  Target: ru_maxrss growth < cap + {RSS_SLACK_BYTES / MiB:g} MiB -> {'MET' if rss.get('met') else 'NOT MET'}")
+            print(
+                f"{shape:10s} {d['bytes_written'] / 1e9:7.2f}GB {d['maxrss_before'] / MiB:10.1f} MiB "
+                f"{d['maxrss_after'] / MiB:6.1f} MiB {d['growth_bytes'] / MiB:6.1f} MiB {d['limit_bytes'] / MiB:6.1f} MiB "
+                f"{d['elapsed_s']:6.2f}s  {d['status']}, {'MET' if d['met'] else 'NOT MET'}"
+            )
+        print(
+            f"  Target: ru_maxrss growth < cap + {RSS_SLACK_BYTES / MiB:g} MiB -> {'MET' if rss.get('met') else 'NOT MET'}"
+        )
 
 
 def machine_info() -> dict[str, Any]:
@@ -592,13 +683,19 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--rss-child"]:
         return rss_child(argv[1], int(argv[2]), int(argv[3]))
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--quick", action="store_true", help="small sizes and N (a CI smoke run)")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON to PATH")
-    p.add_argument("--only", metavar="NAME", action="append", default=[],
-                   help="sections (flood, figure, rss), methods (sandbox, exec, jupyter) or ids (flood.jupyter, "
-                        "rss.print100); comma-separated or repeated")
+    p.add_argument(
+        "--only",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="sections (flood, figure, rss), methods (sandbox, exec, jupyter) or ids (flood.jupyter, "
+        "rss.print100); comma-separated or repeated",
+    )
     p.add_argument("--shapes", default=",".join(SHAPES), help="flood shapes for flood and rss (default: all)")
     p.add_argument("--flood-mb", type=int, help="nominal MB per flood for sandbox/exec (default 100; --quick 10)")
     p.add_argument("--flood-mb-jupyter", type=int, help="nominal MB per flood for jupyter (default 20; --quick 2)")
@@ -632,10 +729,14 @@ def main(argv: list[str] | None = None) -> int:
 
     info = machine_info()
     print(f"sandbox_exec output benchmark  {_dt.datetime.now().isoformat(timespec='seconds')}")
-    print(f"  {info['cpus']} x {info['cpu_model']}, {info['os']}, Linux {info['kernel']}, "
-          f"Python {info['versions']['python']}, load {info['loadavg_start']}, git {info['git']}")
-    print(f"  flood {mb} MB (jupyter {mb_jupyter} MB) x {reps} (+{flood_warmup} warm-up) per shape and method; "
-          f"figure n={n_figure} in {rounds} rounds after {fig_warmup} warm-ups; rss 1 GB, cap {RSS_CAP_BYTES // MiB} MiB")
+    print(
+        f"  {info['cpus']} x {info['cpu_model']}, {info['os']}, Linux {info['kernel']}, "
+        f"Python {info['versions']['python']}, load {info['loadavg_start']}, git {info['git']}"
+    )
+    print(
+        f"  flood {mb} MB (jupyter {mb_jupyter} MB) x {reps} (+{flood_warmup} warm-up) per shape and method; "
+        f"figure n={n_figure} in {rounds} rounds after {fig_warmup} warm-ups; rss 1 GB, cap {RSS_CAP_BYTES // MiB} MiB"
+    )
 
     t_begin = time.perf_counter()
     errors: dict[str, str] = {}
@@ -647,7 +748,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             flood = bench_flood(flood_methods, shapes, mb, mb_jupyter, reps, flood_warmup)
             errors.update(flood.pop("_errors", {}))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             traceback.print_exc()
             errors["flood"] = f"{type(exc).__name__}: {exc}"
     if figure_methods:
@@ -655,7 +756,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             figure = bench_figure(figure_methods, n_figure, rounds, fig_warmup)
             errors.update(figure.pop("_errors", {}))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             traceback.print_exc()
             errors["figure"] = f"{type(exc).__name__}: {exc}"
     if rss_shapes:
@@ -663,7 +764,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             rss = bench_rss(rss_shapes, RSS_CAP_BYTES, RSS_FLOOD_COUNTS)
             errors.update(rss.pop("_errors", {}))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             traceback.print_exc()
             errors["rss"] = f"{type(exc).__name__}: {exc}"
     elapsed = time.perf_counter() - t_begin
@@ -673,12 +774,20 @@ def main(argv: list[str] | None = None) -> int:
     targets = {
         "flood": {s: f["target"] for s, f in flood.items() if f.get("target")},
         "figure": figure.get("target"),
-        "rss": {"met": rss["met"], "cap_bytes": rss["cap_bytes"], "slack_bytes": rss["slack_bytes"],
-                "growth_bytes": {s: d["growth_bytes"] for s, d in rss["shapes"].items()}} if "met" in rss else None,
+        "rss": {
+            "met": rss["met"],
+            "cap_bytes": rss["cap_bytes"],
+            "slack_bytes": rss["slack_bytes"],
+            "growth_bytes": {s: d["growth_bytes"] for s, d in rss["shapes"].items()},
+        }
+        if "met" in rss
+        else None,
     }
     if q:
-        print("\n(--quick: a smoke run. 10 MB floods without warm-up and 10 figure cells are too small for "
-              "the targets' verdicts above to mean anything; use a full run.)")
+        print(
+            "\n(--quick: a smoke run. 10 MB floods without warm-up and 10 figure cells are too small for "
+            "the targets' verdicts above to mean anything; use a full run.)"
+        )
     print(f"\ntotal {elapsed:.1f} s; load average at the end {info['loadavg_end']}")
     for where, msg in errors.items():
         print(f"ERROR in {where}: {msg}", file=sys.stderr)
@@ -689,10 +798,21 @@ def main(argv: list[str] | None = None) -> int:
             "kind": "output",
             "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "machine": info,
-            "config": {"quick": q, "flood_mb": mb, "flood_mb_jupyter": mb_jupyter, "flood_reps": reps,
-                       "flood_warmup": flood_warmup, "shapes": shapes, "n_figure": n_figure, "rounds": rounds,
-                       "figure_warmup": fig_warmup, "rss_shapes": rss_shapes, "rss_counts": RSS_FLOOD_COUNTS,
-                       "only": tokens, "argv": argv},
+            "config": {
+                "quick": q,
+                "flood_mb": mb,
+                "flood_mb_jupyter": mb_jupyter,
+                "flood_reps": reps,
+                "flood_warmup": flood_warmup,
+                "shapes": shapes,
+                "n_figure": n_figure,
+                "rounds": rounds,
+                "figure_warmup": fig_warmup,
+                "rss_shapes": rss_shapes,
+                "rss_counts": RSS_FLOOD_COUNTS,
+                "only": tokens,
+                "argv": argv,
+            },
             "elapsed_s": round(elapsed, 1),
             "flood": flood,
             "figure": figure,

@@ -62,8 +62,9 @@ import tempfile
 import time
 import traceback
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 CELL = "1+1"
@@ -74,8 +75,11 @@ ROUNDTRIP_METHODS = ("pipe", "pipe_same", "pipe_cross", "exec", "sandbox", "jupy
 START_METHODS = ("sandbox", "run_once", "jupyter")
 ISOLATION_METHODS = ("roundtrip", "start")
 SECTIONS = ("roundtrip", "start", "isolation")
-ALL_IDS = ([f"roundtrip.{m}" for m in ROUNDTRIP_METHODS] + [f"start.{m}" for m in START_METHODS]
-           + [f"isolation.{m}" for m in ISOLATION_METHODS])
+ALL_IDS = (
+    [f"roundtrip.{m}" for m in ROUNDTRIP_METHODS]
+    + [f"start.{m}" for m in START_METHODS]
+    + [f"isolation.{m}" for m in ISOLATION_METHODS]
+)
 
 # The two policies of the isolation section. ON is the default; OFF turns off every layer that
 # Policy lets a caller turn off (the named opt-outs, and the limits that need namespaces).
@@ -83,10 +87,15 @@ ALL_IDS = ([f"roundtrip.{m}" for m in ROUNDTRIP_METHODS] + [f"start.{m}" for m i
 # and output caps, and the session's cgroup where the host delegates one (Policy has no switch
 # for it: memory_bytes falls back to RLIMIT_AS only without cgroup support).
 POLICY_ON_ARGS: dict[str, Any] = {}
-POLICY_OFF_ARGS: dict[str, Any] = {"namespaces": False, "network": True, "seccomp": False, "landlock": False,
-                                   "max_processes": None, "disk_bytes": None}
-POLICY_TEXT = {"on": "Policy()",
-               "off": "Policy(" + ", ".join(f"{k}={v!r}" for k, v in POLICY_OFF_ARGS.items()) + ")"}
+POLICY_OFF_ARGS: dict[str, Any] = {
+    "namespaces": False,
+    "network": True,
+    "seccomp": False,
+    "landlock": False,
+    "max_processes": None,
+    "disk_bytes": None,
+}
+POLICY_TEXT = {"on": "Policy()", "off": "Policy(" + ", ".join(f"{k}={v!r}" for k, v in POLICY_OFF_ARGS.items()) + ")"}
 
 LABELS = {
     "roundtrip.pipe": "pipe ping-pong (floor)",
@@ -126,9 +135,15 @@ def summarize(samples_ns: list[int], unit: str) -> dict[str, Any]:
     mean = sum(s) / n if n else math.nan
     std = math.sqrt(sum((x - mean) ** 2 for x in s) / (n - 1)) if n > 1 else 0.0
     out: dict[str, Any] = {"n": n, "unit": unit}
-    for name, value in (("p50", percentile(s, 50)), ("p90", percentile(s, 90)), ("p99", percentile(s, 99)),
-                        ("mean", mean), ("min", s[0] if s else math.nan), ("max", s[-1] if s else math.nan),
-                        ("std", std)):
+    for name, value in (
+        ("p50", percentile(s, 50)),
+        ("p90", percentile(s, 90)),
+        ("p99", percentile(s, 99)),
+        ("mean", mean),
+        ("min", s[0] if s else math.nan),
+        ("max", s[-1] if s else math.nan),
+        ("std", std),
+    ):
         out[name] = round(value / div, 3)
     return out
 
@@ -156,7 +171,7 @@ def retry(what: str, fn: Callable[[], Any], attempts: int = 5, delay_s: float = 
     for attempt in range(attempts):
         try:
             return fn()
-        except Exception as exc:  # noqa: BLE001 - reported, then re-raised at the end
+        except Exception as exc:  # reported, then re-raised at the end
             if attempt == attempts - 1:
                 raise
             print(f"  [{what} failed ({type(exc).__name__}: {exc}); retrying in {delay_s:g} s]", file=sys.stderr)
@@ -253,13 +268,23 @@ class InProcessExec:
                     value = eval(compile(last, "<cell>", "eval"), self.ns)
                     if value is not None:  # the displayhook's job
                         self.ns["_"] = value
-                        outputs.append({"output_type": "execute_result", "execution_count": self.count,
-                                        "data": {"text/plain": repr(value)}, "metadata": {}})
-        except Exception as exc:  # noqa: BLE001 - a cell's error is its result
-            error = {"ename": type(exc).__name__, "evalue": str(exc),
-                     "traceback": traceback.format_exception(exc)}
-        return {"status": "error" if error else "ok", "outputs": outputs, "error": error,
-                "stdout": out.getvalue(), "stderr": err.getvalue()}
+                        outputs.append(
+                            {
+                                "output_type": "execute_result",
+                                "execution_count": self.count,
+                                "data": {"text/plain": repr(value)},
+                                "metadata": {},
+                            }
+                        )
+        except Exception as exc:  # a cell's error is its result
+            error = {"ename": type(exc).__name__, "evalue": str(exc), "traceback": traceback.format_exception(exc)}
+        return {
+            "status": "error" if error else "ok",
+            "outputs": outputs,
+            "error": error,
+            "stdout": out.getvalue(),
+            "stderr": err.getvalue(),
+        }
 
     def one(self) -> bool:
         r = self.run_cell(CELL)
@@ -301,8 +326,12 @@ class SandboxSession:
         r = self.session.run(CELL)
         self.worker_durations_ns.append(int(r.duration_s * 1e9))
         out = r.outputs
-        return (r.status == "ok" and len(out) == 1 and out[0]["output_type"] == "execute_result"
-                and out[0]["data"].get("text/plain") == EXPECTED)
+        return (
+            r.status == "ok"
+            and len(out) == 1
+            and out[0]["output_type"] == "execute_result"
+            and out[0]["data"].get("text/plain") == EXPECTED
+        )
 
     def teardown(self) -> None:
         if self.box is not None:
@@ -389,8 +418,9 @@ def jupyter_execute(kc: Any, code: str, timeout: float = 30.0) -> str | None:
 
 
 # ------------------------------------------------------------------------- runners
-def measure_interleaved(objs: list[Any], total: dict[str, int], warmup: dict[str, int], rounds: int,
-                        section: str) -> dict[str, Any]:
+def measure_interleaved(
+    objs: list[Any], total: dict[str, int], warmup: dict[str, int], rounds: int, section: str
+) -> dict[str, Any]:
     """Sets up each object, warms it up, then measures ``one()`` in interleaved rounds (each
     round runs a slice of every method's samples). Objects that fail to start are dropped and
     reported under ``errors``. Teardown of every started object at the end."""
@@ -405,7 +435,7 @@ def measure_interleaved(objs: list[Any], total: dict[str, int], warmup: dict[str
             t0 = time.perf_counter()
             try:
                 o.setup()
-            except Exception as exc:  # noqa: BLE001 - one broken method must not sink the others
+            except Exception as exc:  # one broken method must not sink the others
                 print(f"  {o.name:10s} FAILED to start: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
                 errors[f"{section}.{o.name}"] = f"{type(exc).__name__}: {exc}"
                 objs.remove(o)
@@ -440,7 +470,7 @@ def measure_interleaved(objs: list[Any], total: dict[str, int], warmup: dict[str
         for o in reversed(started):
             try:
                 o.teardown()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 print(f"  [teardown of {o.name} failed: {exc}]", file=sys.stderr)
     return {"objs": objs, "samples": samples, "round_p50": round_p50, "failures": failures, "errors": errors}
 
@@ -458,13 +488,20 @@ def _interleaved_results(m: dict[str, Any], labels: dict[str, str], keep_samples
             r["samples_ns"] = m["samples"][o.name]
         if isinstance(o, SandboxSession) and o.worker_durations_ns:
             # Result.duration_s: the C++ core's own clock around run_cell (no Python API layer)
-            r["core_run_cell"] = summarize(o.worker_durations_ns[-len(m["samples"][o.name]):], "us")
+            r["core_run_cell"] = summarize(o.worker_durations_ns[-len(m["samples"][o.name]) :], "us")
         results[o.name] = r
     return results
 
 
-def bench_roundtrip(methods: list[str], n: int, n_jupyter: int, rounds: int, warmup: int,
-                    warmup_jupyter: int, keep_samples: bool = False) -> dict[str, Any]:
+def bench_roundtrip(
+    methods: list[str],
+    n: int,
+    n_jupyter: int,
+    rounds: int,
+    warmup: int,
+    warmup_jupyter: int,
+    keep_samples: bool = False,
+) -> dict[str, Any]:
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2 and "pipe_cross" in methods:
         print("  [pipe_cross skipped: this process may use only one CPU]", file=sys.stderr)
@@ -473,7 +510,9 @@ def bench_roundtrip(methods: list[str], n: int, n_jupyter: int, rounds: int, war
         "pipe": PipePingPong,
         "pipe_same": lambda: PipePingPong("pipe_same", (cpus[0], cpus[0])),
         "pipe_cross": lambda: PipePingPong("pipe_cross", (cpus[0], cpus[1])),
-        "exec": InProcessExec, "sandbox": SandboxSession, "jupyter": JupyterKernel,
+        "exec": InProcessExec,
+        "sandbox": SandboxSession,
+        "jupyter": JupyterKernel,
     }
     # The pipes first: fork before the harness has any threads (zmq, sandbox_exec).
     objs = [makers[m]() for m in ROUNDTRIP_METHODS if m in methods]
@@ -549,19 +588,21 @@ def _start_jupyter(n: int, warmup: int) -> tuple[list[int], list[int], int]:
     return start_ns, stop_ns, failures
 
 
-def bench_start(methods: list[str], n: int, n_jupyter: int, warmup: int,
-                keep_samples: bool = False) -> dict[str, Any]:
+def bench_start(methods: list[str], n: int, n_jupyter: int, warmup: int, keep_samples: bool = False) -> dict[str, Any]:
     results: dict[str, Any] = {}
     errors: dict[str, str] = {}
-    runners = {"sandbox": (_start_sandbox, n, "session starts"), "run_once": (_start_run_once, n, "calls"),
-               "jupyter": (_start_jupyter, n_jupyter, "kernel starts")}
+    runners = {
+        "sandbox": (_start_sandbox, n, "session starts"),
+        "run_once": (_start_run_once, n, "calls"),
+        "jupyter": (_start_jupyter, n_jupyter, "kernel starts"),
+    }
     for name in START_METHODS:
         if name not in methods:
             continue
         fn, count, what = runners[name]
         try:
             start_ns, stop_ns, failures = fn(count, warmup)
-        except Exception as exc:  # noqa: BLE001 - one broken method must not sink the others
+        except Exception as exc:  # one broken method must not sink the others
             print(f"  {name:10s} FAILED: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
             errors[f"start.{name}"] = f"{type(exc).__name__}: {exc}"
             continue
@@ -590,7 +631,7 @@ def _isolation_start(n: int, warmup: int) -> dict[str, Any]:
     failures = {"on": 0, "off": 0}
     try:
         for i in range(warmup + n):
-            for which in (("on", "off") if i % 2 == 0 else ("off", "on")):
+            for which in ("on", "off") if i % 2 == 0 else ("off", "on"):
                 start, stop, ok = _start_one(box, f"bench-iso-{which}-{i}", policies[which])
                 if i >= warmup:
                     start_ns[which].append(start)
@@ -600,13 +641,18 @@ def _isolation_start(n: int, warmup: int) -> dict[str, Any]:
         box.close()
     out: dict[str, Any] = {}
     for which in ("on", "off"):
-        out[which] = {**summarize(start_ns[which], "ms"), "failures": failures[which],
-                      "label": LABELS[f"isolation.start.{which}"], "teardown": summarize(stop_ns[which], "ms")}
+        out[which] = {
+            **summarize(start_ns[which], "ms"),
+            "failures": failures[which],
+            "label": LABELS[f"isolation.start.{which}"],
+            "teardown": summarize(stop_ns[which], "ms"),
+        }
     return out
 
 
-def bench_isolation(methods: list[str], n: int, rounds: int, warmup: int, n_start: int, warmup_start: int,
-                    keep_samples: bool = False) -> dict[str, Any]:
+def bench_isolation(
+    methods: list[str], n: int, rounds: int, warmup: int, n_start: int, warmup_start: int, keep_samples: bool = False
+) -> dict[str, Any]:
     """The cost of the isolation layers: the same measurements with Policy() and POLICY_OFF."""
     out: dict[str, Any] = {"policies": dict(POLICY_TEXT)}
     errors: dict[str, str] = {}
@@ -621,7 +667,7 @@ def bench_isolation(methods: list[str], n: int, rounds: int, warmup: int, n_star
         try:
             out["start"] = _isolation_start(n_start, warmup_start)
             print(f"  start      {n_start} session starts with each policy done", flush=True)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             print(f"  start      FAILED: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
             errors["isolation.start"] = f"{type(exc).__name__}: {exc}"
     ratios: dict[str, Any] = {}
@@ -658,10 +704,15 @@ def machine_info() -> dict[str, Any]:
             versions[dist] = metadata.version(dist)
     git = ""
     with contextlib.suppress(Exception):
-        git = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, timeout=5).stdout.strip()
-        if subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "cpp", "python"],
-                          capture_output=True, text=True, timeout=5).stdout.strip():
+        git = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        if subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--", "cpp", "python"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip():
             git += "+dirty"
     core = launcher = ""
     with contextlib.suppress(Exception):  # which build of the C++ core (and launcher) was measured
@@ -669,7 +720,9 @@ def machine_info() -> dict[str, Any]:
         if spec and spec.origin:
             core = _dt.datetime.fromtimestamp(os.stat(spec.origin).st_mtime).astimezone().isoformat(timespec="seconds")
             launcher_file = Path(spec.origin).with_name("sandbox_exec_launcher")
-            launcher = _dt.datetime.fromtimestamp(launcher_file.stat().st_mtime).astimezone().isoformat(timespec="seconds")
+            launcher = (
+                _dt.datetime.fromtimestamp(launcher_file.stat().st_mtime).astimezone().isoformat(timespec="seconds")
+            )
     timer_ns = []
     for _ in range(1000):
         t0 = now_ns()
@@ -698,8 +751,13 @@ def ratio(a: dict[str, Any] | None, b: dict[str, Any] | None, key: str) -> float
 
 def compute_ratios(rt: dict[str, Any], st: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for a, b in (("sandbox", "exec"), ("jupyter", "sandbox"), ("sandbox", "pipe"), ("sandbox", "pipe_cross"),
-                 ("jupyter", "exec")):
+    for a, b in (
+        ("sandbox", "exec"),
+        ("jupyter", "sandbox"),
+        ("sandbox", "pipe"),
+        ("sandbox", "pipe_cross"),
+        ("jupyter", "exec"),
+    ):
         vals = {k: ratio(rt.get(a), rt.get(b), k) for k in ("p50", "p99", "mean")}
         if any(v is not None for v in vals.values()):
             out[f"roundtrip.{a}/{b}"] = vals
@@ -725,19 +783,31 @@ def print_table(title: str, rows: dict[str, Any], prefix: str, cols: tuple[str, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--quick", action="store_true", help="small N everywhere (a CI smoke run of a few seconds)")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON to PATH")
-    p.add_argument("--only", metavar="NAME", action="append", default=[],
-                   help="run only these: a section (roundtrip, start, isolation), a method (pipe, pipe_same, "
-                        "pipe_cross, exec, sandbox, run_once, jupyter) or an id (roundtrip.sandbox, start.jupyter, "
-                        "isolation.roundtrip, isolation.start); comma-separated or repeated")
-    p.add_argument("--n", type=int, help="round trips for pipe/exec/sandbox and for each isolation policy "
-                                         "(default 2000; --quick 200)")
+    p.add_argument(
+        "--only",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="run only these: a section (roundtrip, start, isolation), a method (pipe, pipe_same, "
+        "pipe_cross, exec, sandbox, run_once, jupyter) or an id (roundtrip.sandbox, start.jupyter, "
+        "isolation.roundtrip, isolation.start); comma-separated or repeated",
+    )
+    p.add_argument(
+        "--n",
+        type=int,
+        help="round trips for pipe/exec/sandbox and for each isolation policy (default 2000; --quick 200)",
+    )
     p.add_argument("--n-jupyter", type=int, help="round trips for jupyter (default 300; --quick 30)")
-    p.add_argument("--n-start", type=int, help="session starts for sandbox/run_once and for each isolation policy "
-                                               "(default 20; --quick 3)")
+    p.add_argument(
+        "--n-start",
+        type=int,
+        help="session starts for sandbox/run_once and for each isolation policy (default 20; --quick 3)",
+    )
     p.add_argument("--n-start-jupyter", type=int, help="kernel starts for jupyter (default 10; --quick 2)")
     p.add_argument("--rounds", type=int, help="interleaved rounds of the round-trip methods (default 5; --quick 2)")
     p.add_argument("--samples", action="store_true", help="also write every raw sample (ns) to the JSON")
@@ -763,8 +833,10 @@ def main(argv: list[str] | None = None) -> int:
         section, method = benchmark_id.split(".")
         # a section's name selects that section; any other name is an id or a method name
         # of the roundtrip/start sections (the isolation section's parts only by id)
-        return any(t == section if t in SECTIONS else t == benchmark_id or (section != "isolation" and t == method)
-                   for t in tokens)
+        return any(
+            t == section if t in SECTIONS else t == benchmark_id or (section != "isolation" and t == method)
+            for t in tokens
+        )
 
     selected = [i for i in ALL_IDS if not tokens or chosen(i)]
     rt_methods = [i.split(".")[1] for i in selected if i.startswith("roundtrip.")]
@@ -773,11 +845,15 @@ def main(argv: list[str] | None = None) -> int:
 
     info = machine_info()
     print(f"sandbox_exec round-trip benchmark  {_dt.datetime.now().isoformat(timespec='seconds')}")
-    print(f"  {info['cpus']} x {info['cpu_model']}, {info['os']}, Linux {info['kernel']}, "
-          f"Python {info['versions']['python']}, load {info['loadavg_start']}")
-    print(f"  cell {CELL!r}; round trips n={n} (jupyter {n_jupyter}) in {rounds} interleaved rounds after "
-          f"{warmup} warm-ups (jupyter {warmup_jupyter}); session starts n={n_start} (jupyter {n_start_jupyter}); "
-          f"git {info['git']}")
+    print(
+        f"  {info['cpus']} x {info['cpu_model']}, {info['os']}, Linux {info['kernel']}, "
+        f"Python {info['versions']['python']}, load {info['loadavg_start']}"
+    )
+    print(
+        f"  cell {CELL!r}; round trips n={n} (jupyter {n_jupyter}) in {rounds} interleaved rounds after "
+        f"{warmup} warm-ups (jupyter {warmup_jupyter}); session starts n={n_start} (jupyter {n_start_jupyter}); "
+        f"git {info['git']}"
+    )
 
     t_begin = time.perf_counter()
     errors: dict[str, str] = {}
@@ -789,7 +865,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             rt = bench_roundtrip(rt_methods, n, n_jupyter, rounds, warmup, warmup_jupyter, args.samples)
             errors.update(rt.pop("_errors", {}))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             traceback.print_exc()
             errors["roundtrip"] = f"{type(exc).__name__}: {exc}"
     if st_methods:
@@ -797,7 +873,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             st = bench_start(st_methods, n_start, n_start_jupyter, 0 if q else 1, args.samples)
             errors.update(st.pop("_errors", {}))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             traceback.print_exc()
             errors["start"] = f"{type(exc).__name__}: {exc}"
     if iso_methods:
@@ -806,39 +882,66 @@ def main(argv: list[str] | None = None) -> int:
             # twice as many (shorter) interleaved rounds: ON and OFF alternate more finely
             iso = bench_isolation(iso_methods, n, 2 * rounds, warmup, n_start, 0 if q else 1, args.samples)
             errors.update(iso.pop("_errors", {}))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             traceback.print_exc()
             errors["isolation"] = f"{type(exc).__name__}: {exc}"
     elapsed = time.perf_counter() - t_begin
     info["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
 
-    print_table(f"Round trip of {CELL!r} (execute_result back in the caller)", rt, "roundtrip.",
-                ("p50", "p90", "p99", "mean", "min"))
+    print_table(
+        f"Round trip of {CELL!r} (execute_result back in the caller)",
+        rt,
+        "roundtrip.",
+        ("p50", "p90", "p99", "mean", "min"),
+    )
     if "sandbox" in rt and "core_run_cell" in rt["sandbox"]:
         c = rt["sandbox"]["core_run_cell"]
-        print(f"  (sandbox: the C++ core's own run_cell clock, Result.duration_s: p50 {c['p50']:.1f} µs, "
-              f"p99 {c['p99']:.1f} µs)")
+        print(
+            f"  (sandbox: the C++ core's own run_cell clock, Result.duration_s: p50 {c['p50']:.1f} µs, "
+            f"p99 {c['p99']:.1f} µs)"
+        )
     if rt and rounds > 1:
-        print("  p50 of each interleaved round (µs): " + "; ".join(
-            f"{name} " + " ".join(f"{x:.0f}" if x >= 100 else f"{x:.3g}" for x in r["round_p50"]) for name, r in rt.items()))
-    print_table("Session start: nothing -> a session that answered '1+1'", st, "start.", ("p50", "p90", "mean", "min", "max"))
+        print(
+            "  p50 of each interleaved round (µs): "
+            + "; ".join(
+                f"{name} " + " ".join(f"{x:.0f}" if x >= 100 else f"{x:.3g}" for x in r["round_p50"])
+                for name, r in rt.items()
+            )
+        )
+    print_table(
+        "Session start: nothing -> a session that answered '1+1'", st, "start.", ("p50", "p90", "mean", "min", "max")
+    )
     for name, r in st.items():
         if "teardown" in r:
             print(f"  ({name}: teardown after the measurement, not included above: p50 {r['teardown']['p50']:.1f} ms)")
-    print_table(f"Cost of isolation: round trip of {CELL!r}, layers ON vs OFF (interleaved)",
-                iso.get("roundtrip") or {}, "isolation.roundtrip.", ("p50", "p90", "p99", "mean", "min"))
+    print_table(
+        f"Cost of isolation: round trip of {CELL!r}, layers ON vs OFF (interleaved)",
+        iso.get("roundtrip") or {},
+        "isolation.roundtrip.",
+        ("p50", "p90", "p99", "mean", "min"),
+    )
     if iso.get("roundtrip") and rounds > 1:
-        print("  p50 of each interleaved round (µs): " + "; ".join(
-            f"{name} " + " ".join(f"{x:.0f}" if x >= 100 else f"{x:.3g}" for x in r["round_p50"])
-            for name, r in iso["roundtrip"].items()))
-    print_table("Cost of isolation: session start + '1+1', layers ON vs OFF (alternating)",
-                iso.get("start") or {}, "isolation.start.", ("p50", "p90", "p99", "mean", "min"))
+        print(
+            "  p50 of each interleaved round (µs): "
+            + "; ".join(
+                f"{name} " + " ".join(f"{x:.0f}" if x >= 100 else f"{x:.3g}" for x in r["round_p50"])
+                for name, r in iso["roundtrip"].items()
+            )
+        )
+    print_table(
+        "Cost of isolation: session start + '1+1', layers ON vs OFF (alternating)",
+        iso.get("start") or {},
+        "isolation.start.",
+        ("p50", "p90", "p99", "mean", "min"),
+    )
     for name, r in (iso.get("start") or {}).items():
         print(f"  ({name}: teardown after the measurement, not included above: p50 {r['teardown']['p50']:.1f} ms)")
     for part, v in (iso.get("ratios") or {}).items():
         unit_s = "µs" if v["unit"] == "us" else "ms"
-        print(f"  isolation {part} ON/OFF: p50 {v['p50']:g}x, p90 {v['p90']:g}x, p99 {v['p99']:g}x, mean {v['mean']:g}x; "
-              f"p50 cost of the layers {v['p50_difference']:+.3g} {unit_s}")
+        print(
+            f"  isolation {part} ON/OFF: p50 {v['p50']:g}x, p90 {v['p90']:g}x, p99 {v['p99']:g}x, mean {v['mean']:g}x; "
+            f"p50 cost of the layers {v['p50_difference']:+.3g} {unit_s}"
+        )
     ratios = compute_ratios(rt, st)
     if ratios:
         print("\nRatios (p50 / p99 / mean):")
@@ -849,10 +952,14 @@ def main(argv: list[str] | None = None) -> int:
     if "sandbox" in rt:
         p50 = rt["sandbox"]["p50"]
         target = {"p50_us_max": TARGET_P50_US, "measured_p50_us": p50, "met": p50 <= TARGET_P50_US}
-        print(f"\nTarget: sandbox_exec p50 round trip of {CELL!r} <= {TARGET_P50_US:g} µs: measured {p50:.1f} µs -> "
-              f"{'MET' if target['met'] else 'NOT MET'}")
+        print(
+            f"\nTarget: sandbox_exec p50 round trip of {CELL!r} <= {TARGET_P50_US:g} µs: measured {p50:.1f} µs -> "
+            f"{'MET' if target['met'] else 'NOT MET'}"
+        )
     elif "sandbox" in rt_methods:
-        print(f"\nTarget: sandbox_exec p50 round trip of {CELL!r} <= {TARGET_P50_US:g} µs: NOT MEASURED (the benchmark failed)")
+        print(
+            f"\nTarget: sandbox_exec p50 round trip of {CELL!r} <= {TARGET_P50_US:g} µs: NOT MEASURED (the benchmark failed)"
+        )
     print(f"\ntotal {elapsed:.1f} s; load average at the end {info['loadavg_end']}")
     for where, msg in errors.items():
         print(f"ERROR in {where}: {msg}", file=sys.stderr)
@@ -863,10 +970,19 @@ def main(argv: list[str] | None = None) -> int:
             "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "cell": CELL,
             "machine": info,
-            "config": {"quick": q, "n": n, "n_jupyter": n_jupyter, "n_start": n_start,
-                       "n_start_jupyter": n_start_jupyter, "rounds": rounds, "rounds_isolation": 2 * rounds,
-                       "warmup": warmup,
-                       "warmup_jupyter": warmup_jupyter, "only": tokens, "argv": sys.argv[1:]},
+            "config": {
+                "quick": q,
+                "n": n,
+                "n_jupyter": n_jupyter,
+                "n_start": n_start,
+                "n_start_jupyter": n_start_jupyter,
+                "rounds": rounds,
+                "rounds_isolation": 2 * rounds,
+                "warmup": warmup,
+                "warmup_jupyter": warmup_jupyter,
+                "only": tokens,
+                "argv": sys.argv[1:],
+            },
             "elapsed_s": round(elapsed, 1),
             "roundtrip": rt,
             "session_start": st,

@@ -4,7 +4,8 @@
 #
 #   Debian packages: a C++ compiler, Boost (Interprocess), spdlog, GoogleTest, libseccomp,
 #                    nlohmann-json (the supervisor's check of the worker's JSON)
-#   .venv:           sandbox_exec (editable) with the test and benchmark extras
+#   .venv:           sandbox_exec (editable) with the test extra (pytest, ruff, mypy, ...)
+#                    and the benchmark extra
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

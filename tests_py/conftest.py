@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
+import ladder
 import sandbox_exec
+
+pytest_plugins = ["pytester"]  # test_ladder.py runs pytest on made-up test files
 
 REPO = Path(__file__).resolve().parents[1]
 # The nbclient test notebooks, copied into the repo with their license (see its README.md).
@@ -17,8 +20,10 @@ CORPUS = REPO / "tests_py" / "conformance" / "corpus" / "nbclient"
 
 # Cell code that finds the worker's own channel object (what a hostile cell sends raw
 # frames through: channel.send(frame_type, payload)).
-FIND_CHANNEL = ("import gc\nchannel = next(o for o in gc.get_objects() "
-                "if type(o).__name__ == 'Channel' and hasattr(o, '_chan'))._chan\n")
+FIND_CHANNEL = (
+    "import gc\nchannel = next(o for o in gc.get_objects() "
+    "if type(o).__name__ == 'Channel' and hasattr(o, '_chan'))._chan\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -83,4 +88,8 @@ def wait_until(predicate, timeout: float = 5.0, interval: float = 0.01) -> bool:
     return predicate()
 
 
-__all__ = ["CORPUS", "FIND_CHANNEL", "REPO", "allocated_bytes", "pid_alive", "wait_until", "os"]
+__all__ = ["CORPUS", "FIND_CHANNEL", "REPO", "allocated_bytes", "os", "pid_alive", "wait_until"]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    ladder.require_one_ladder_marker(items)

@@ -103,8 +103,8 @@ from types import SimpleNamespace
 import pytest
 
 import sandbox_exec
-from sandbox_exec import Policy
 from conftest import REPO, allocated_bytes, pid_alive, wait_until
+from sandbox_exec import Policy
 
 pytestmark = pytest.mark.c
 
@@ -116,7 +116,7 @@ MiB = 1 << 20
 # ----------------------------------------------------------------------------------------
 
 #: Prepended to every attack: the same helpers inside the sandbox and in the control run.
-PRELUDE = r'''
+PRELUDE = r"""
 import ctypes, errno, json, os, sys
 def attempt(fn, *args, **kwargs):
     try:
@@ -153,7 +153,7 @@ def libc(name, *args):
     return {"rc": rc, "errno": ctypes.get_errno()}
 def report(**kw):
     print("REPORT " + json.dumps(kw), flush=True)
-'''
+"""
 
 
 def attack(body: str, **params) -> str:
@@ -163,7 +163,7 @@ def attack(body: str, **params) -> str:
 
 def parse_report(text: str) -> dict | None:
     lines = [line for line in text.splitlines() if line.startswith("REPORT ")]
-    return json.loads(lines[-1][len("REPORT "):]) if lines else None
+    return json.loads(lines[-1][len("REPORT ") :]) if lines else None
 
 
 def in_sandbox(s: sandbox_exec.Session, code: str, *, timeout: float = 30, expect: str | None = "ok"):
@@ -175,8 +175,16 @@ def in_sandbox(s: sandbox_exec.Session, code: str, *, timeout: float = 30, expec
 
 def control(code: str, *, cwd=None, env=None, pass_fds=(), timeout: float = 30) -> dict:
     """The same attack without the sandbox: plain python -c, as this same user."""
-    cp = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
-                        cwd=cwd, env=env, pass_fds=pass_fds, stdin=subprocess.DEVNULL)
+    cp = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env=env,
+        pass_fds=pass_fds,
+        stdin=subprocess.DEVNULL,
+    )
     assert cp.returncode == 0, (cp.returncode, cp.stdout[-3000:], cp.stderr[-3000:])
     rep = parse_report(cp.stdout)
     assert rep is not None, cp.stdout
@@ -258,17 +266,17 @@ def assert_no_token(r: sandbox_exec.Result, token: str) -> None:
 # Host file read
 # ----------------------------------------------------------------------------------------
 
-READ_PATHS = '''
+READ_PATHS = """
 out = {p: attempt(read, p) for p in P["paths"]}
 report(**out)
-'''
+"""
 
 
 def test_read_etc_shadow(session):
-    code = attack('''
+    code = attack("""
     out = {p: attempt(lambda p=p: len(read(p))) for p in ("/etc/shadow", "/etc/gshadow", "/etc/sudoers")}
     report(**out)
-    ''')
+    """)
     r, rep = in_sandbox(session, code)
     for path, outcome in rep.items():
         assert failed(outcome, errno.ENOENT), (path, outcome)
@@ -278,10 +286,10 @@ def test_read_etc_shadow(session):
 
 
 def test_etc_lists_no_host_accounts(session):
-    code = attack('''
+    code = attack("""
     names = lambda p: sorted(line.split(":")[0] for line in read(p).splitlines() if line.strip())
     report(passwd=names("/etc/passwd"), group=names("/etc/group"), etc=sorted(os.listdir("/etc")))
-    ''')
+    """)
     r, rep = in_sandbox(session, code)
     assert set(rep["passwd"]) <= {"root", "sandbox", "nobody"}, rep["passwd"]
     assert set(rep["group"]) <= {"root", "sandbox", "nogroup"}, rep["group"]
@@ -298,18 +306,21 @@ def _readonly_tops_under(prefix: str) -> set[str]:
     tops = set()
     for path in _system_view()[0]:
         if path.startswith(prefix + "/"):
-            tops.add(path[len(prefix) + 1:].split("/")[0])
+            tops.add(path[len(prefix) + 1 :].split("/")[0])
     return tops
 
 
 def test_root_home_of_the_host_is_not_visible(session):
     allowed = _readonly_tops_under("/root")  # a python prefix under /root is bound read-only
     hidden = sorted(set(os.listdir("/root")) - allowed) if os.path.isdir("/root") else []
-    code = attack('''
+    code = attack(
+        """
     out = {"listing": attempt(lambda: sorted(os.listdir("/root")))}
     out["entries"] = {n: attempt(os.stat, "/root/" + n) for n in P["names"]}
     report(**out)
-    ''', names=hidden)
+    """,
+        names=hidden,
+    )
     r, rep = in_sandbox(session, code)
     listing = rep["listing"]
     assert failed(listing, errno.ENOENT) or set(listing["value"]) <= allowed, listing
@@ -322,8 +333,7 @@ def test_root_home_of_the_host_is_not_visible(session):
 
 
 def test_secret_by_absolute_path(session, secret):
-    code = attack(READ_PATHS, paths=[secret.path, secret.dir + "/../" + os.path.basename(secret.dir)
-                                     + "/secret.txt"])
+    code = attack(READ_PATHS, paths=[secret.path, secret.dir + "/../" + os.path.basename(secret.dir) + "/secret.txt"])
     r, rep = in_sandbox(session, code)
     for path, outcome in rep.items():
         assert failed(outcome, errno.ENOENT), (path, outcome)  # absent from the view, not just denied
@@ -334,8 +344,14 @@ def test_secret_by_absolute_path(session, secret):
 
 
 def test_secret_via_proc_self_root(session, secret):
-    code = attack(READ_PATHS, paths=["/proc/self/root" + secret.path, "/proc/thread-self/root" + secret.path,
-                                     "/proc/self/cwd/" + os.path.relpath(secret.path, str(session.workdir))])
+    code = attack(
+        READ_PATHS,
+        paths=[
+            "/proc/self/root" + secret.path,
+            "/proc/thread-self/root" + secret.path,
+            "/proc/self/cwd/" + os.path.relpath(secret.path, str(session.workdir)),
+        ],
+    )
     r, rep = in_sandbox(session, code)
     for path, outcome in rep.items():
         assert failed(outcome), (path, outcome)
@@ -346,14 +362,17 @@ def test_secret_via_proc_self_root(session, secret):
 
 
 def test_secret_via_proc_pid_root_of_every_process(session, secret):
-    code = attack('''
+    code = attack(
+        """
     pids = sorted({int(p) for p in os.listdir("/proc") if p.isdigit()} | {1})
     out = {}
     for pid in pids:
         out[f"{pid}/root"] = attempt(read, f"/proc/{pid}/root" + P["path"])
         out[f"{pid}/cwd"] = attempt(os.listdir, f"/proc/{pid}/cwd")
     report(**out)
-    ''', path=secret.path)
+    """,
+        path=secret.path,
+    )
     r, rep = in_sandbox(session, code)
     for key, outcome in rep.items():
         if key.endswith("/root"):
@@ -385,11 +404,11 @@ def test_secret_via_symlinks_planted_in_the_workdir(session, secret):
     os.symlink(secret.path, workdir / "leak-abs")
     os.symlink(os.path.relpath(secret.path, workdir), workdir / "leak-rel")
     os.symlink(secret.dir, workdir / "leak-dir")
-    code = attack('''
+    code = attack("""
     out = {p: attempt(read, p) for p in ("leak-abs", "leak-rel", "leak-dir/secret.txt")}
     out["listdir"] = attempt(os.listdir, "leak-dir")
     report(**out)
-    ''')
+    """)
     r, rep = in_sandbox(session, code)
     for path, outcome in rep.items():
         assert failed(outcome, errno.ENOENT), (path, outcome)
@@ -408,7 +427,7 @@ def test_inherited_descriptors_reach_nothing(new_session, secret):
         os.set_inheritable(fd, True)
         os.set_inheritable(dfd, True)
         s = new_session()  # started while both are open and inheritable
-        code = attack('''
+        code = attack("""
         import stat
         found = {}
         for name in sorted(os.listdir("/proc/self/fd"), key=int):
@@ -427,7 +446,7 @@ def test_inherited_descriptors_reach_nothing(new_session, secret):
                 entry["openat"] = attempt(lambda: os.read(os.open("secret.txt", os.O_RDONLY, dir_fd=fd), 4096))
             found[name] = entry
         report(fds=found)
-        ''')
+        """)
         r, rep = in_sandbox(s, code)
         assert_no_token(r, secret.token)
         links = [e["link"].get("value") or "" for e in rep["fds"].values()]
@@ -447,9 +466,12 @@ def test_host_dev_shm_is_not_shared(session):
     with open(path, "w") as f:
         f.write(token)
     try:
-        code = attack('''
+        code = attack(
+            """
         report(listing=os.listdir("/dev/shm"), read=attempt(read, P["path"]))
-        ''', path=path)
+        """,
+            path=path,
+        )
         r, rep = in_sandbox(session, code)
         assert os.path.basename(path) not in rep["listing"]
         assert failed(rep["read"], errno.ENOENT), rep
@@ -464,13 +486,21 @@ def test_host_dev_shm_is_not_shared(session):
 def test_backend_sources_are_not_readable(session):
     # .git is a directory in a clone and a file in a worktree: read HEAD or the file itself.
     git = REPO / ".git" / "HEAD" if (REPO / ".git").is_dir() else REPO / ".git"
-    paths = [str(REPO / "tests_py" / "conftest.py"), str(REPO / "cpp" / "launcher" / "contain.cc"), str(git),
-             str(REPO / "pyproject.toml")]
-    code = attack('''
+    paths = [
+        str(REPO / "tests_py" / "conftest.py"),
+        str(REPO / "cpp" / "launcher" / "contain.cc"),
+        str(git),
+        str(REPO / "pyproject.toml"),
+    ]
+    code = attack(
+        """
     out = {p: attempt(read, p) for p in P["paths"]}
     out["tests_py"] = attempt(os.listdir, P["tests"])
     report(**out)
-    ''', paths=paths, tests=str(REPO / "tests_py"))
+    """,
+        paths=paths,
+        tests=str(REPO / "tests_py"),
+    )
     r, rep = in_sandbox(session, code)
     for key, outcome in rep.items():
         assert failed(outcome, errno.ENOENT), (key, outcome)
@@ -486,13 +516,17 @@ def test_other_sessions_workdir_and_variables(new_session):
     r = a.run(f"import os\nsecret_a = {token!r}\nopen('a-file.txt', 'w').write(secret_a)")
     assert r.status == "ok", r.error
     a_file = str(Path(a.workdir) / "a-file.txt")
-    code = attack('''
+    code = attack(
+        """
     out = {"read": attempt(read, P["a_file"]), "list": attempt(os.listdir, P["a_dir"]),
            "write": attempt(write, P["a_dir"] + "/from-b.txt", "b was here"),
            "siblings": attempt(os.listdir, os.path.dirname(os.getcwd()))}
     out["variable"] = "secret_a" in globals()
     report(**out)
-    ''', a_file=a_file, a_dir=str(a.workdir))
+    """,
+        a_file=a_file,
+        a_dir=str(a.workdir),
+    )
     r, rep = in_sandbox(b, code)
     assert failed(rep["read"], errno.ENOENT) and failed(rep["list"], errno.ENOENT), rep
     assert failed(rep["write"]), rep
@@ -511,14 +545,14 @@ def test_other_sessions_workdir_and_variables(new_session):
 # Host file write
 # ----------------------------------------------------------------------------------------
 
-WRITE_OUTSIDE = '''
+WRITE_OUTSIDE = """
 base = P["target"]
 out = {"file": attempt(write, base, P["token"]),
        "append": attempt(lambda: open(base + ".a", "a").write("x")),
        "mkdir": attempt(os.mkdir, base + ".d"),
        "symlink": attempt(os.symlink, "/proc/self/root", base + ".l")}
 report(**out)
-'''
+"""
 
 
 def _write_targets() -> dict[str, str]:
@@ -560,7 +594,7 @@ def test_write_outside_the_workdir(session, tmp_path, where):
     assert_recovered(session, restarted=False)
 
 
-PTH_BACKDOOR = '''
+PTH_BACKDOOR = """
 import site, sys
 if P["discover"]:  # in the sandbox: every site dir the interpreter knows, and the extra ones
     dirs = sorted({p for p in sys.path + site.getsitepackages() + P["extra"] if p.endswith("site-packages")})
@@ -570,19 +604,19 @@ out = {}
 for d in dirs:
     out[d] = attempt(write, os.path.join(d, P["name"]), P["payload"])
 report(**out)
-'''
+"""
 
 
 def test_pth_backdoor_in_site_packages_reaches_no_session(session, new_session, tmp_path):
     name = f"adv-{uuid.uuid4().hex}.pth"
     var = "ADV_PTH_" + secrets.token_hex(8).upper()
     payload = f"import os; os.environ[{var!r}] = 'pwned'\n"
-    base_site = os.path.join(os.path.realpath(sys.base_prefix), "lib",
-                             f"python{sys.version_info[0]}.{sys.version_info[1]}", "site-packages")
-    site_dirs = [p for p in site.getsitepackages() + [base_site] if p.endswith("site-packages")]
+    base_site = os.path.join(
+        os.path.realpath(sys.base_prefix), "lib", f"python{sys.version_info[0]}.{sys.version_info[1]}", "site-packages"
+    )
+    site_dirs = [p for p in [*site.getsitepackages(), base_site] if p.endswith("site-packages")]
     try:
-        r, rep = in_sandbox(session, attack(PTH_BACKDOOR, name=name, payload=payload, extra=[base_site],
-                                            discover=True))
+        r, rep = in_sandbox(session, attack(PTH_BACKDOOR, name=name, payload=payload, extra=[base_site], discover=True))
         assert rep, "the cell found no site-packages directory to attack"
         for d, outcome in rep.items():
             # ENOENT: a site directory of the host that the sandbox's view does not have
@@ -606,16 +640,18 @@ def test_pth_backdoor_in_site_packages_reaches_no_session(session, new_session, 
     standin.mkdir(parents=True)
     ctrl = control(attack(PTH_BACKDOOR, name=name, payload=payload, extra=[str(standin)], discover=False))
     assert list(ctrl) == [str(standin)] and ctrl[str(standin)]["ok"], ctrl
-    ctrl2 = control(attack(f'''
+    ctrl2 = control(
+        attack(f"""
     import site
     site.addsitedir({str(standin)!r})
     report(var=os.environ.get({var!r}))
-    '''))
+    """)
+    )
     assert ctrl2["var"] == "pwned"
     assert_recovered(session, restarted=False)
 
 
-OVERWRITE_CODE = '''
+OVERWRITE_CODE = """
 target = P["target"]
 out = {"append": attempt(lambda: open(target, "a").write("\\nraise SystemExit('owned')\\n")),
        "truncate": attempt(os.truncate, target, 0),
@@ -623,7 +659,7 @@ out = {"append": attempt(lambda: open(target, "a").write("\\nraise SystemExit('o
        "rename": attempt(os.rename, target, target + ".orig"),
        "new_module": attempt(write, os.path.join(os.path.dirname(target), "evil.py"), "x = 1")}
 report(**out)
-'''
+"""
 
 
 def test_worker_code_cannot_be_overwritten(session, new_session, tmp_path):
@@ -651,10 +687,13 @@ def test_write_through_a_symlink_to_a_host_directory(session, tmp_path):
     outside.mkdir()
     outside.chmod(0o777)  # writable by anyone: only the isolation stops the write
     os.symlink(str(outside), Path(session.workdir) / "out-link")
-    code = attack('''
+    code = attack(
+        """
     report(write=attempt(write, "out-link/planted.txt", "x"),
            via_root=attempt(write, "/proc/self/root" + P["outside"] + "/planted2.txt", "x"))
-    ''', outside=str(outside))
+    """,
+        outside=str(outside),
+    )
     r, rep = in_sandbox(session, code)
     assert failed(rep["write"], errno.ENOENT) and failed(rep["via_root"]), rep
     assert os.listdir(outside) == []
@@ -663,14 +702,14 @@ def test_write_through_a_symlink_to_a_host_directory(session, tmp_path):
     assert_recovered(session, restarted=False)
 
 
-MKNOD = '''
+MKNOD = """
 import stat
 out = {}
 for d in P["dirs"]:
     out[d + "/disk"] = attempt(os.mknod, d + "/adv-disk", stat.S_IFBLK | 0o666, os.makedev(P["major"], P["minor"]))
     out[d + "/mem"] = attempt(os.mknod, d + "/adv-mem", stat.S_IFCHR | 0o666, os.makedev(1, 1))
 report(**out)
-'''
+"""
 
 
 def test_mknod_of_the_host_disk(session, tmp_path):
@@ -688,7 +727,7 @@ def test_mknod_of_the_host_disk(session, tmp_path):
 
 
 def test_kernel_and_oom_settings_are_not_writable(session):
-    code = attack('''
+    code = attack("""
     out = {}
     for path in ("/proc/sys/kernel/core_pattern", "/proc/sys/kernel/modprobe", "/proc/sys/vm/drop_caches",
                  "/proc/sys/kernel/hostname", "/proc/sysrq-trigger", "/proc/sys/fs/file-max"):
@@ -697,7 +736,7 @@ def test_kernel_and_oom_settings_are_not_writable(session):
     out["oom_score_adj"] = attempt(write, "/proc/self/oom_score_adj", "-1000")
     out["sys"] = os.path.exists("/sys/fs/cgroup") or os.path.exists("/sys/kernel")
     report(**out)
-    ''')
+    """)
     r, rep = in_sandbox(session, code)
     assert rep.pop("sys") is False
     for path, outcome in rep.items():
@@ -708,6 +747,7 @@ def test_kernel_and_oom_settings_are_not_writable(session):
 # ----------------------------------------------------------------------------------------
 # Network egress
 # ----------------------------------------------------------------------------------------
+
 
 class TcpListener:
     """A host TCP server that records every connection and what it sent."""
@@ -750,14 +790,14 @@ def tcp_listener():
     listener.close()
 
 
-TCP_CONNECT = '''
+TCP_CONNECT = """
 import socket
 def connect(host):
     with socket.create_connection((host, P["port"]), timeout=3) as c:
         c.sendall(P["token"].encode())
     return "connected"
 report(**{h: attempt(connect, h) for h in P["hosts"]})
-'''
+"""
 
 
 def test_tcp_to_a_host_loopback_listener(session, tcp_listener):
@@ -812,12 +852,16 @@ def test_udp_to_a_host_loopback_port(session):
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
         server.bind(("127.0.0.1", 0))
         server.settimeout(0.5)
-        code = attack('''
+        code = attack(
+            """
         import socket
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             out = [attempt(s.sendto, P["token"].encode(), ("127.0.0.1", P["port"])) for _ in range(5)]
         report(sends=out)
-        ''', port=server.getsockname()[1], token=token)
+        """,
+            port=server.getsockname()[1],
+            token=token,
+        )
         r, rep = in_sandbox(session, code)
         with pytest.raises(socket.timeout):  # nothing arrives on the host
             server.recvfrom(4096)
@@ -828,7 +872,7 @@ def test_udp_to_a_host_loopback_port(session):
 
 
 def test_raw_sockets(session):
-    code = attack('''
+    code = attack("""
     import socket
     def raw(family, kind, proto):
         socket.socket(family, kind, proto).close()
@@ -836,7 +880,7 @@ def test_raw_sockets(session):
     report(inet_raw=attempt(raw, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP),
            inet_raw_tcp=attempt(raw, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP),
            packet=attempt(raw, socket.AF_PACKET, socket.SOCK_RAW, 0x0300))
-    ''')
+    """)
     r, rep = in_sandbox(session, code)
     for kind, outcome in rep.items():
         assert failed(outcome, errno.EPERM), (kind, outcome)
@@ -848,9 +892,13 @@ def test_raw_sockets(session):
 def test_dns_resolution_fails(session):
     nameservers = []
     if os.path.exists("/etc/resolv.conf"):
-        nameservers = [line.split()[1] for line in Path("/etc/resolv.conf").read_text().splitlines()
-                       if line.startswith("nameserver") and ":" not in line.split()[1]]
-    code = attack('''
+        nameservers = [
+            line.split()[1]
+            for line in Path("/etc/resolv.conf").read_text().splitlines()
+            if line.startswith("nameserver") and ":" not in line.split()[1]
+        ]
+    code = attack(
+        """
     import socket
     out = {n: attempt(socket.getaddrinfo, n, 80) for n in P["names"]}
     out["resolv.conf"] = attempt(read, "/etc/resolv.conf")
@@ -862,7 +910,10 @@ def test_dns_resolution_fails(session):
             return s.recv(512)
     out["resolvers"] = {ns: attempt(udp, ns) for ns in P["nameservers"] + ["8.8.8.8", "1.1.1.1"]}
     report(**out)
-    ''', names=["example.com", "pypi.org", socket.gethostname()], nameservers=nameservers)
+    """,
+        names=["example.com", "pypi.org", socket.gethostname()],
+        nameservers=nameservers,
+    )
     r, rep = in_sandbox(session, code)
     for name in ("example.com", "pypi.org", socket.gethostname()):
         assert failed(rep[name]), (name, rep[name])
@@ -875,7 +926,7 @@ def test_dns_resolution_fails(session):
     assert_recovered(session, restarted=False)
 
 
-UNIX_CONNECT = '''
+UNIX_CONNECT = """
 import socket
 def connect(address):
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
@@ -884,7 +935,7 @@ def connect(address):
         c.sendall(P["token"].encode())
     return "connected"
 report(result=attempt(connect, P["address"].replace("@", "\\0", 1)))
-'''
+"""
 
 
 def _unix_server(address: str):
@@ -932,12 +983,12 @@ def test_abstract_unix_socket_of_the_host(session):
 
 
 def test_only_loopback_interface(session):
-    code = attack('''
+    code = attack("""
     import socket
     report(interfaces=socket.if_nameindex(),
            proc_net_dev=[l.split(":")[0].strip() for l in read("/proc/net/dev").splitlines()[2:]],
            route=read("/proc/net/route").splitlines()[1:])
-    ''')
+    """)
     r, rep = in_sandbox(session, code)
     assert rep["interfaces"] == [[1, "lo"]]
     assert rep["proc_net_dev"] == ["lo"]
@@ -949,15 +1000,19 @@ def test_only_loopback_interface(session):
 # Interference with the backend and other sessions
 # ----------------------------------------------------------------------------------------
 
+
 def test_signal_to_the_backend(session):
     received: list[int] = []
     previous = signal.signal(signal.SIGUSR1, lambda signum, frame: received.append(signum))
     try:
-        code = attack('''
+        code = attack(
+            """
         import signal
         report(kill=attempt(os.kill, P["pid"], signal.SIGUSR1),
                pidfd=syscall(434, P["pid"], 0))
-        ''', pid=os.getpid())
+        """,
+            pid=os.getpid(),
+        )
         r, rep = in_sandbox(session, code)
         assert failed(rep["kill"], errno.ESRCH), rep
         assert sc_failed(rep["pidfd"], errno.ESRCH), rep
@@ -974,14 +1029,14 @@ def test_signal_to_the_backend(session):
 def test_kill_minus_one(session, new_session):
     bystander = new_session()
     bystander.run("state = 'intact'")
-    code = attack('''
+    code = attack("""
     import signal, subprocess
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     import time; time.sleep(0.2)
     out = {"kill": attempt(os.kill, -1, signal.SIGKILL)}
     out["child_status"] = child.wait(timeout=10)
     report(**out)
-    ''')
+    """)
     r, rep = in_sandbox(session, code)
     assert rep["child_status"] == -signal.SIGKILL  # kill(-1) did act, inside the sandbox only
     assert bystander.run("state").outputs[0]["data"]["text/plain"] == "'intact'"
@@ -995,7 +1050,8 @@ def test_kill_every_pid_number(session, new_session):
     with open("/proc/sys/kernel/pid_max") as f:
         pid_max = int(f.read())
     extra = [os.getpid(), bystander.worker_pid]
-    code = attack('''
+    code = attack(
+        """
     import signal
     hits = []
     mine = {int(t) for t in os.listdir("/proc/self/task")}  # our own threads' ids signal us
@@ -1013,7 +1069,10 @@ def test_kill_every_pid_number(session, new_session):
         except OSError:
             pass
     report(hits=hits)
-    ''', pid_max=pid_max, extra=extra)
+    """,
+        pid_max=pid_max,
+        extra=extra,
+    )
     r, rep = in_sandbox(session, code, timeout=60)
     assert rep["hits"] == [], rep  # not even the sandbox's own init
     assert pid_alive(bystander.worker_pid)
@@ -1021,7 +1080,7 @@ def test_kill_every_pid_number(session, new_session):
     assert_recovered(session, restarted=False)
 
 
-PTRACE = '''
+PTRACE = """
 import subprocess, time
 PTRACE_ATTACH, PTRACE_DETACH = 16, 17
 child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
@@ -1041,7 +1100,7 @@ if P["init"]:
     out["vm_readv_init"] = libc("process_vm_readv", 1, local, 1, remote, 1, 0)
     out["mem_init"] = attempt(read, "/proc/1/mem")
 report(**out)
-'''
+"""
 
 
 def test_ptrace_and_process_memory(session):
@@ -1055,12 +1114,15 @@ def test_ptrace_and_process_memory(session):
 
 
 def test_backend_proc_entries_are_not_visible(session):
-    code = attack('''
+    code = attack(
+        """
     base = f"/proc/{P['pid']}"
     out = {n: attempt(read, f"{base}/{n}") for n in ("environ", "cmdline", "status", "maps", "mem")}
     out["exists"] = os.path.exists(base)
     report(**out)
-    ''', pid=os.getpid())
+    """,
+        pid=os.getpid(),
+    )
     r, rep = in_sandbox(session, code)
     assert rep.pop("exists") is False
     for name, outcome in rep.items():
@@ -1071,7 +1133,7 @@ def test_backend_proc_entries_are_not_visible(session):
     assert_recovered(session, restarted=False)
 
 
-ORPHAN = '''
+ORPHAN = """
 import time
 first = os.fork()
 if first == 0:
@@ -1084,7 +1146,7 @@ if first == 0:
     os._exit(0)
 os.waitpid(first, 0)
 report(forked=True)
-'''
+"""
 
 
 def test_double_forked_orphan_does_not_outlive_close(new_session, tmp_path):
@@ -1107,7 +1169,7 @@ def test_double_forked_orphan_does_not_outlive_close(new_session, tmp_path):
 # Privilege
 # ----------------------------------------------------------------------------------------
 
-NAMESPACES = '''
+NAMESPACES = """
 import signal, time
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWNET = 0x00020000, 0x10000000, 0x40000000
 out = {}
@@ -1131,7 +1193,7 @@ out["setns_user"] = syscall(308, fd, 0)
 os.close(fd)
 out["user_namespaces"] = attempt(read, "/proc/sys/user/max_user_namespaces")
 report(**out)
-'''
+"""
 
 
 def test_new_namespaces_are_refused(session):
@@ -1144,7 +1206,7 @@ def test_new_namespaces_are_refused(session):
 
 
 def test_mount_chroot_pivot_root(session):
-    code = attack('''
+    code = attack("""
     MS_BIND, MNT_DETACH = 4096, 2
     out = {"mount_tmpfs": libc("mount", b"none", b"/tmp", b"tmpfs", 0, None),
            "bind_root": libc("mount", b"/", os.getcwd().encode(), None, MS_BIND, None),
@@ -1157,7 +1219,7 @@ def test_mount_chroot_pivot_root(session):
            "open_tree": syscall(428, -100, b"/", 1),
            "move_mount": syscall(429, -100, b"/tmp", -100, b"/usr", 0)}
     report(**out)
-    ''')
+    """)
     r, rep = in_sandbox(session, code)
     for key, outcome in rep.items():
         assert sc_failed(outcome), (key, outcome)
@@ -1168,16 +1230,16 @@ def test_mount_chroot_pivot_root(session):
 # none of them fails with EPERM, inside all must.
 DENIED_SYSCALLS = {
     "bpf": (321, (0, 0, 0)),
-    "keyctl": (250, (0, -3, 0)),                    # KEYCTL_GET_KEYRING_ID(session keyring)
+    "keyctl": (250, (0, -3, 0)),  # KEYCTL_GET_KEYRING_ID(session keyring)
     "io_uring_setup": (425, (1, 0)),
     "userfaultfd": (323, (0,)),
     "perf_event_open": (298, (0, 0, -1, -1, 0)),
-    "personality": (135, (0x0040000,)),            # ADDR_NO_RANDOMIZE
+    "personality": (135, (0x0040000,)),  # ADDR_NO_RANDOMIZE
     "open_by_handle_at": (304, (-100, 0, 0)),
     "name_to_handle_at": (303, (-100, 0, 0, 0, 0)),
     "process_vm_readv": (310, ("self", 0, 0, 0, 0, 0)),
-    "kcmp": (312, ("self", "self", 0, 0, 0)),      # KCMP_FILE: fd 0 against itself
-    "syslog": (103, (10, 0, 0)),                   # SYSLOG_ACTION_SIZE_BUFFER
+    "kcmp": (312, ("self", "self", 0, 0, 0)),  # KCMP_FILE: fd 0 against itself
+    "syslog": (103, (10, 0, 0)),  # SYSLOG_ACTION_SIZE_BUFFER
     "fanotify_init": (300, (0, 0)),
 }
 
@@ -1185,9 +1247,13 @@ DENIED_SYSCALLS = {
 @pytest.mark.parametrize("name", sorted(DENIED_SYSCALLS))
 def test_denied_syscall(session, name):
     nr, args = DENIED_SYSCALLS[name]
-    code = attack('''
+    code = attack(
+        """
     report(result=syscall(P["nr"], *[os.getpid() if a == "self" else a for a in P["args"]]))
-    ''', nr=nr, args=list(args))
+    """,
+        nr=nr,
+        args=list(args),
+    )
     r, rep = in_sandbox(session, code)
     assert sc_failed(rep["result"]), rep
     ctrl = control(code)
@@ -1196,7 +1262,7 @@ def test_denied_syscall(session, name):
 
 
 def test_tiocsti_and_tioclinux(session):
-    code = attack('''
+    code = attack("""
     import fcntl, termios
     out = {}
     for fd in (0, 1, 2):
@@ -1204,7 +1270,7 @@ def test_tiocsti_and_tioclinux(session):
         out[f"linux{fd}"] = attempt(fcntl.ioctl, fd, 0x541C, b"\\x06")
     out["tty"] = attempt(os.open, "/dev/tty", os.O_RDWR)
     report(**out)
-    ''')
+    """)
     r, rep = in_sandbox(session, code)
     assert failed(rep.pop("tty")), "a terminal is reachable"
     for key, outcome in rep.items():
@@ -1214,7 +1280,7 @@ def test_tiocsti_and_tioclinux(session):
     assert_recovered(session, restarted=False)
 
 
-X32_IN_THREADS = '''
+X32_IN_THREADS = """
 import threading
 results = {}
 def call(name, nr, args):
@@ -1226,7 +1292,7 @@ for name, nr, args in (("getpid", 39, ()), ("keyctl", 250, (0, -3, 0)), ("getuid
     t.join(0.5)
     threads.append(t.is_alive())
 report(results=results, stuck=threads)
-'''
+"""
 
 
 def test_x32_syscalls_never_succeed(new_session):
@@ -1238,7 +1304,7 @@ def test_x32_syscalls_never_succeed(new_session):
     rep = parse_report(r.stdout)
     assert rep is None or all(o["rc"] == -1 for o in rep.get("results", {}).values()), rep
     # the calling thread itself
-    r = s.run(attack('report(result=syscall(0x40000000 | 39))'))
+    r = s.run(attack("report(result=syscall(0x40000000 | 39))"))
     rep = parse_report(r.stdout)
     assert rep is None and r.status == "crashed", (r.status, rep)
     assert_recovered(s, restarted=True)
@@ -1246,7 +1312,7 @@ def test_x32_syscalls_never_succeed(new_session):
 
 def test_x32_syscall_ends_the_worker_at_once(new_session):
     s = new_session(Policy(timeout_s=3, interrupt_grace_s=0.3))
-    r = s.run(attack('report(result=syscall(0x40000000 | 39))'))
+    r = s.run(attack("report(result=syscall(0x40000000 | 39))"))
     rep = parse_report(r.stdout)
     if rep is not None:  # the kernel refused the call (no x32 ABI): failed cleanly
         assert rep["result"]["rc"] == -1 and r.status == "ok"
@@ -1257,7 +1323,7 @@ def test_x32_syscall_ends_the_worker_at_once(new_session):
 
 
 def test_setuid_root_fails(session):
-    code = attack('''
+    code = attack("""
     out = {"setuid": libc("setuid", 0), "setgid": libc("setgid", 0),
            "setresuid": libc("setresuid", 0, 0, 0), "setreuid": libc("setreuid", 0, 0),
            "setgroups": attempt(os.setgroups, [0]), "setfsuid_after": None}
@@ -1266,7 +1332,7 @@ def test_setuid_root_fails(session):
     out["ids"] = [os.getuid(), os.geteuid(), os.getgid(), os.getegid()]
     out["uid_map"] = read("/proc/self/uid_map").split()
     report(**out)
-    ''')
+    """)
     r, rep = in_sandbox(session, code)
     for key in ("setuid", "setgid", "setresuid", "setreuid"):
         assert rep[key]["rc"] == -1, (key, rep[key])
@@ -1280,11 +1346,11 @@ def test_setuid_root_fails(session):
 
 
 def test_no_capabilities(session):
-    code = attack('''
+    code = attack("""
     fields = dict(line.split(":\\t", 1) for line in read("/proc/self/status").splitlines() if ":\\t" in line)
     report(**{k: fields[k].strip() for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb",
                                               "NoNewPrivs", "Seccomp")})
-    ''')
+    """)
     r, rep = in_sandbox(session, code)
     for key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
         assert int(rep[key], 16) == 0, (key, rep)
@@ -1298,9 +1364,12 @@ def test_no_capabilities(session):
 # Exhaustion
 # ----------------------------------------------------------------------------------------
 
+
 def test_fork_bomb(new_session):
     s = new_session(Policy(max_processes=64, timeout_s=20))
-    r, rep = in_sandbox(s, attack('''
+    r, rep = in_sandbox(
+        s,
+        attack("""
     import signal, time
     kids, error = [], None
     try:
@@ -1317,7 +1386,8 @@ def test_fork_bomb(new_session):
     for pid in kids:
         os.waitpid(pid, 0)
     report(count=len(kids), error=error)
-    '''))
+    """),
+    )
     assert rep["error"] == errno.EAGAIN, rep
     assert 0 < rep["count"] < 64, rep
     assert_recovered(s, restarted=False)
@@ -1325,7 +1395,9 @@ def test_fork_bomb(new_session):
 
 def test_thread_bomb(new_session):
     s = new_session(Policy(max_processes=64, timeout_s=20))
-    r, rep = in_sandbox(s, attack('''
+    r, rep = in_sandbox(
+        s,
+        attack("""
     import threading
     stop, threads, error = threading.Event(), [], None
     try:
@@ -1339,7 +1411,8 @@ def test_thread_bomb(new_session):
     for t in threads:
         t.join()
     report(count=len(threads), error=error)
-    '''))
+    """),
+    )
     assert rep["error"] == "can't start new thread", rep
     assert 0 < rep["count"] < 64, rep
     assert_recovered(s, restarted=False)
@@ -1369,7 +1442,9 @@ def test_tmpfs_memory_bomb(new_session):
         # Without a memory cgroup tmpfs pages are charged to nobody: the tmpfs's own size cap
         # (disk_bytes) is what stops the bomb there.
         s = new_session(Policy(memory_bytes=128 * MiB, disk_bytes=64 * MiB, timeout_s=20))
-        r = s.run("with open('/dev/shm/fill', 'wb') as f:\n    for _ in range(1024):\n        f.write(b'x' * (1 << 20))")
+        r = s.run(
+            "with open('/dev/shm/fill', 'wb') as f:\n    for _ in range(1024):\n        f.write(b'x' * (1 << 20))"
+        )
         assert r.status == "error" and "No space left" in r.error["evalue"], (r.status, r.error)
         return
     r = s.run("with open('/dev/shm/fill', 'wb') as f:\n    for _ in range(1024):\n        f.write(b'x' * (1 << 20))")
@@ -1403,7 +1478,9 @@ def test_sleep_forever_times_out(new_session):
 
 def test_one_huge_file(new_session):
     s = new_session(Policy(max_file_bytes=1 * MiB))
-    r, rep = in_sandbox(s, attack('''
+    r, rep = in_sandbox(
+        s,
+        attack("""
     out = {}
     for path in ("huge.bin", "/tmp/huge.bin"):
         written = 0
@@ -1419,7 +1496,8 @@ def test_one_huge_file(new_session):
         out[path]["size"] = os.path.getsize(path)
     out["truncate"] = attempt(os.truncate, "huge.bin", 1 << 30)
     report(**out)
-    '''))
+    """),
+    )
     for path in ("huge.bin", "/tmp/huge.bin"):
         assert rep[path]["error"] == errno.EFBIG and rep[path]["size"] <= MiB, (path, rep)
     assert failed(rep["truncate"], errno.EFBIG), rep
@@ -1429,7 +1507,9 @@ def test_one_huge_file(new_session):
 
 def test_tmp_and_shm_fill_up(new_session):
     s = new_session(Policy(disk_bytes=8 * MiB))
-    r, rep = in_sandbox(s, attack('''
+    r, rep = in_sandbox(
+        s,
+        attack("""
     out = {}
     for d in ("/tmp", "/dev/shm"):
         n, error = 0, None
@@ -1443,7 +1523,8 @@ def test_tmp_and_shm_fill_up(new_session):
         st = os.statvfs(d)
         out[d] = {"files": n, "error": error, "size": st.f_blocks * st.f_frsize}
     report(**out)
-    '''))
+    """),
+    )
     for d in ("/tmp", "/dev/shm"):
         assert rep[d]["error"] == errno.ENOSPC, (d, rep)
         assert rep[d]["size"] <= 8 * MiB and rep[d]["files"] * 1000 <= 8 * MiB, (d, rep)
@@ -1453,7 +1534,9 @@ def test_tmp_and_shm_fill_up(new_session):
 
 def test_descriptor_exhaustion(new_session):
     s = new_session(Policy(max_open_files=256))
-    r, rep = in_sandbox(s, attack('''
+    r, rep = in_sandbox(
+        s,
+        attack("""
     held, error = [], None
     try:
         for _ in range(100000):
@@ -1461,7 +1544,8 @@ def test_descriptor_exhaustion(new_session):
     except OSError as e:
         error = e.errno
     report(count=len(held), error=error)
-    '''))
+    """),
+    )
     assert rep["error"] == errno.EMFILE and rep["count"] < 256, rep
     assert_recovered(s, restarted=False)
 
@@ -1513,13 +1597,13 @@ def _clear_workdir(s: sandbox_exec.Session) -> None:
 DISK_POLICY = Policy(disk_bytes=8 * MiB, max_file_bytes=16 * MiB, timeout_s=20)
 #: What the watchdog may miss between two looks (every 0.2 s), with room to spare.
 DISK_SLACK = 32 * MiB
-FILL_WORKDIR = '''
+FILL_WORKDIR = """
 import time
 for i in range(12):
     with open(f"fill-{i}", "wb") as f:
         f.write(b"x" * (8 << 20))
     time.sleep(0.05)
-'''
+"""
 
 
 def test_workdir_disk_cap(new_session):
@@ -1538,7 +1622,9 @@ def test_workdir_disk_cap_background_writer(new_session):
     try:
         # the thread starts writing once the cell has returned
         background = "import time\ntime.sleep(0.5)\n" + FILL_WORKDIR + "open('bg-done', 'w').close()\n"
-        r = s.run("import threading\nthreading.Thread(target=exec, args=(" + repr(background) + ",), daemon=True).start()")
+        r = s.run(
+            "import threading\nthreading.Thread(target=exec, args=(" + repr(background) + ",), daemon=True).start()"
+        )
         assert r.status == "ok", (r.status, r.reason)
         wait_until(lambda: (Path(s.workdir) / "bg-done").exists() or not s.alive, timeout=10)
         used = allocated_bytes(s.workdir)
@@ -1557,10 +1643,12 @@ def test_workdir_disk_cap_unlinked_open_files(new_session):
     s = new_session(DISK_POLICY)
     try:
         # each file stays under max_file_bytes; together they hold 96 MiB
-        r = s.run("import os, time\nheld = []\nfor i in range(12):\n"
-                  "    f = open(f'hidden-{i}', 'wb')\n    os.unlink(f'hidden-{i}')\n"
-                  "    f.write(b'x' * (8 << 20))\n    f.flush()\n    held.append(f)\n    time.sleep(0.05)",
-                  timeout=20)
+        r = s.run(
+            "import os, time\nheld = []\nfor i in range(12):\n"
+            "    f = open(f'hidden-{i}', 'wb')\n    os.unlink(f'hidden-{i}')\n"
+            "    f.write(b'x' * (8 << 20))\n    f.flush()\n    held.append(f)\n    time.sleep(0.05)",
+            timeout=20,
+        )
         # 96 MiB held on the host's disk under an 8 MiB limit must not end "ok"
         assert r.status == "disk", (r.status, r.reason)
     finally:
@@ -1571,8 +1659,10 @@ def test_workdir_disk_cap_unlinked_open_files(new_session):
 def test_many_tiny_alternating_stream_writes(session):
     # One output object per switch between stdout and stderr: the per-event charge against
     # the output cap bounds how many a cell can make.
-    code = ("import sys\nfor i in range(262144):\n"
-            "    (sys.stdout if i % 2 else sys.stderr).write('x')\n    (sys.stdout if i % 2 else sys.stderr).flush()")
+    code = (
+        "import sys\nfor i in range(262144):\n"
+        "    (sys.stdout if i % 2 else sys.stderr).write('x')\n    (sys.stdout if i % 2 else sys.stderr).flush()"
+    )
     t0 = time.monotonic()
     r = session.run(code, timeout=60)
     elapsed = time.monotonic() - t0
@@ -1582,11 +1672,14 @@ def test_many_tiny_alternating_stream_writes(session):
     assert_recovered(session, restarted=False)
 
 
-@pytest.mark.parametrize("code", [
-    pytest.param("import sys\nfor i in range(20000):\n    sys.stdout.write(f'\\r{i}')\nprint()", id="progress-bar"),
-    pytest.param("import sys\nsys.stdout.write('x' * 65536 + '\\r')", id="lone-cr-at-end"),
-    pytest.param("import sys\nsys.stdout.write('\\r' + 'x' * 65536)", id="lone-cr-at-start"),
-])
+@pytest.mark.parametrize(
+    "code",
+    [
+        pytest.param("import sys\nfor i in range(20000):\n    sys.stdout.write(f'\\r{i}')\nprint()", id="progress-bar"),
+        pytest.param("import sys\nsys.stdout.write('x' * 65536 + '\\r')", id="lone-cr-at-end"),
+        pytest.param("import sys\nsys.stdout.write('\\r' + 'x' * 65536)", id="lone-cr-at-start"),
+    ],
+)
 def test_carriage_return_floods(session, code):
     t0 = time.monotonic()
     r = session.run(code)
@@ -1598,9 +1691,11 @@ def test_carriage_return_floods(session, code):
 
 
 def test_many_display_updates(session):
-    code = ("for i in range(8000):\n    display({'text/plain': ''}, raw=True, display_id='d')\n"
-            "h = display({'text/plain': ''}, raw=True, display_id='d')\n"
-            "for i in range(8000):\n    h.update({'text/plain': str(i)}, raw=True)")
+    code = (
+        "for i in range(8000):\n    display({'text/plain': ''}, raw=True, display_id='d')\n"
+        "h = display({'text/plain': ''}, raw=True, display_id='d')\n"
+        "for i in range(8000):\n    h.update({'text/plain': str(i)}, raw=True)"
+    )
     t0 = time.monotonic()
     r = session.run(code)
     elapsed = time.monotonic() - t0
@@ -1614,7 +1709,8 @@ def test_many_display_updates(session):
 def test_inode_bomb(new_session):
     # Empty directories cost no tmpfs blocks, only inodes and kernel memory.
     s = new_session(Policy(memory_bytes=128 * MiB, disk_bytes=8 * MiB, timeout_s=30))
-    r = s.run(attack('''
+    r = s.run(
+        attack("""
     n, error = 0, None
     try:
         while n < 2000000:
@@ -1623,27 +1719,49 @@ def test_inode_bomb(new_session):
     except OSError as e:
         error = e.errno
     report(count=n, error=error)
-    '''), timeout=30)
+    """),
+        timeout=30,
+    )
     rep = parse_report(r.stdout)
     # the kernel memory is charged to the session: the OOM killer or ENOSPC stops it
-    assert r.status == "memory" or (rep is not None and rep["error"] in (errno.ENOSPC, errno.ENOMEM)), \
-        (r.status, r.reason, rep)
+    assert r.status == "memory" or (rep is not None and rep["error"] in (errno.ENOSPC, errno.ENOMEM)), (
+        r.status,
+        r.reason,
+        rep,
+    )
     assert_recovered(s)
 
 
 def test_kernel_memory_and_devices(session):
     import glob
 
-    disks = sorted(p for p in glob.glob("/dev/[hsv]d[a-z]") + glob.glob("/dev/nvme*n1") + glob.glob("/dev/xvd[a-z]")
-                   if stat.S_ISBLK(os.stat(p).st_mode))
-    code = attack('''
+    disks = sorted(
+        p
+        for p in glob.glob("/dev/[hsv]d[a-z]") + glob.glob("/dev/nvme*n1") + glob.glob("/dev/xvd[a-z]")
+        if stat.S_ISBLK(os.stat(p).st_mode)
+    )
+    code = attack(
+        """
     out = {}
     for p in P["paths"]:
         # opened and closed, never read: harmless even where it succeeds
         out[p] = attempt(lambda p=p: os.close(os.open(p, os.O_RDONLY | os.O_NONBLOCK)))
     report(**out)
-    ''', paths=["/proc/kmsg", "/proc/kcore", "/proc/kpageflags", "/proc/kpagecount", "/dev/mem", "/dev/kmem",
-                 "/dev/port", "/dev/kmsg", "/dev/cpu/0/msr", "/sys/firmware/efi"] + disks)
+    """,
+        paths=[
+            "/proc/kmsg",
+            "/proc/kcore",
+            "/proc/kpageflags",
+            "/proc/kpagecount",
+            "/dev/mem",
+            "/dev/kmem",
+            "/dev/port",
+            "/dev/kmsg",
+            "/dev/cpu/0/msr",
+            "/sys/firmware/efi",
+            *disks,
+        ],
+    )
     r, rep = in_sandbox(session, code)
     for path, outcome in rep.items():
         assert failed(outcome), (path, outcome)
@@ -1661,8 +1779,11 @@ def test_deep_recursion(session):
 
 
 def test_c_stack_overflow(session):
-    r = session.run("import sys\nsys.setrecursionlimit(10 ** 6)\n"
-                    "class A:\n    def __repr__(self):\n        return repr(A())\nrepr(A())", timeout=30)
+    r = session.run(
+        "import sys\nsys.setrecursionlimit(10 ** 6)\n"
+        "class A:\n    def __repr__(self):\n        return repr(A())\nrepr(A())",
+        timeout=30,
+    )
     assert r.status in ("crashed", "error"), (r.status, r.reason, r.error)
     assert_recovered(session)
 
@@ -1671,12 +1792,19 @@ def test_c_stack_overflow(session):
 # Crashes
 # ----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind,code,reason", [
-    ("segfault", "import ctypes\nctypes.string_at(0)", "SIGSEGV"),
-    ("abort", "import os\nos.abort()", "SIGABRT"),
-    ("exit-from-thread", "import os, threading\nthreading.Thread(target=os._exit, args=(7,)).start()\n"
-                         "import time\ntime.sleep(5)", "status 7"),
-])
+
+@pytest.mark.parametrize(
+    "kind,code,reason",
+    [
+        ("segfault", "import ctypes\nctypes.string_at(0)", "SIGSEGV"),
+        ("abort", "import os\nos.abort()", "SIGABRT"),
+        (
+            "exit-from-thread",
+            "import os, threading\nthreading.Thread(target=os._exit, args=(7,)).start()\nimport time\ntime.sleep(5)",
+            "status 7",
+        ),
+    ],
+)
 def test_crash_is_contained(session, new_session, kind, code, reason):
     bystander = new_session()
     bystander.run("state = 'intact'")
@@ -1687,19 +1815,26 @@ def test_crash_is_contained(session, new_session, kind, code, reason):
 
 
 def test_closing_stdio(session):
-    r = session.run("import os\nos.close(0)\nos.close(1)\nos.close(2)\nprint('still printing')\n"
-                    "import subprocess\nsubprocess.run(['/bin/echo', 'child'])\n'ended'", timeout=20)
+    r = session.run(
+        "import os\nos.close(0)\nos.close(1)\nos.close(2)\nprint('still printing')\n"
+        "import subprocess\nsubprocess.run(['/bin/echo', 'child'])\n'ended'",
+        timeout=20,
+    )
     assert r.status in ("ok", "error"), (r.status, r.reason)
     assert_recovered(session, restarted=False)
     r = session.run("print('next')")
     assert r.status == "ok" and r.stdout == "next\n", r
 
 
-@pytest.mark.parametrize("code", [
-    "import sys\nsys.stdout = None\nprint('x')",
-    "import sys\nclass Broken:\n    def write(self, s): raise RuntimeError('no')\n"
-    "    def flush(self): raise RuntimeError('no')\nsys.stdout = sys.stderr = Broken()\nprint('x')",
-], ids=["none", "raising"])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import sys\nsys.stdout = None\nprint('x')",
+        "import sys\nclass Broken:\n    def write(self, s): raise RuntimeError('no')\n"
+        "    def flush(self): raise RuntimeError('no')\nsys.stdout = sys.stderr = Broken()\nprint('x')",
+    ],
+    ids=["none", "raising"],
+)
 def test_broken_sys_stdout(session, code):
     r = session.run(code, timeout=20)
     assert r.status in ("ok", "error"), (r.status, r.reason)
@@ -1713,12 +1848,16 @@ def test_closing_the_channel_descriptors(new_session):
     bystander = new_session(Policy())
     bystander.run("state = 'intact'")
     s = new_session(Policy(timeout_s=5, interrupt_grace_s=0.5))
-    r = s.run("import os\nfor fd in range(3, 64):\n    try:\n        os.close(fd)\n    except OSError:\n"
-              "        pass\nprint('closed')")
+    r = s.run(
+        "import os\nfor fd in range(3, 64):\n    try:\n        os.close(fd)\n    except OSError:\n"
+        "        pass\nprint('closed')"
+    )
     # Either the worker dies of it (a crash, with its exit status) or it carries on over the
     # ring, which stays mapped; never a hang, a spinning supervisor or a protocol error.
-    assert (r.status == "crashed" and "exited" in r.reason) or (r.status == "ok" and r.stdout == "closed\n"), \
-        (r.status, r.reason)
+    assert (r.status == "crashed" and "exited" in r.reason) or (r.status == "ok" and r.stdout == "closed\n"), (
+        r.status,
+        r.reason,
+    )
     assert r.duration_s < 2
     assert bystander.run("state").outputs[0]["data"]["text/plain"] == "'intact'"
     assert_recovered(s)
@@ -1740,14 +1879,15 @@ def test_system_exit_and_keyboard_interrupt(session):
 # Leaks
 # ----------------------------------------------------------------------------------------
 
+
 def test_backend_environment_does_not_leak(session, monkeypatch):
     token = "ENV-SECRET-" + secrets.token_hex(16)
     monkeypatch.setenv("ADV_BACKEND_SECRET", token)
     session.restart()  # the worker starts while the backend's environment holds the token
-    code = attack('''
+    code = attack("""
     report(environ=dict(os.environ), proc_environ=attempt(read, "/proc/self/environ"),
            init_environ=attempt(read, "/proc/1/environ"), init_cmdline=attempt(read, "/proc/1/cmdline"))
-    ''')
+    """)
     r, rep = in_sandbox(session, code)
     assert "ADV_BACKEND_SECRET" not in rep["environ"]
     assert_no_token(r, token)
@@ -1757,12 +1897,12 @@ def test_backend_environment_does_not_leak(session, monkeypatch):
 
 
 def test_hostname(session):
-    code = attack('''
+    code = attack("""
     import socket
     report(gethostname=socket.gethostname(), uname=os.uname().nodename,
            etc=attempt(read, "/etc/hostname"), proc=read("/proc/sys/kernel/hostname"),
            sethostname=libc("sethostname", b"owned", 5))
-    ''')
+    """)
     r, rep = in_sandbox(session, code)
     host = socket.gethostname()
     assert rep["gethostname"] == rep["uname"] == "sandbox" != host
@@ -1775,9 +1915,9 @@ def test_hostname(session):
 
 
 def test_cgroup_namespace_hides_the_host_hierarchy(session):
-    code = attack('''
+    code = attack("""
     report(cgroup=read("/proc/self/cgroup").splitlines(), init_cmdline=attempt(read, "/proc/1/cmdline"))
-    ''')
+    """)
     r, rep = in_sandbox(session, code)
     for line in rep["cgroup"]:
         assert line.rsplit(":", 1)[1] == "/", rep["cgroup"]  # the session's own group is its root

@@ -39,10 +39,8 @@ from pathlib import Path
 import pytest
 
 import sandbox_exec
-from sandbox_exec import Policy, _workdir_image
 from conftest import allocated_bytes
-
-pytestmark = pytest.mark.c
+from sandbox_exec import Policy, _workdir_image
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -61,13 +59,14 @@ def attack(body: str, **params) -> str:
 def report(text: str) -> dict:
     lines = [line for line in text.splitlines() if line.startswith("REPORT ")]
     assert lines, text[-3000:]
-    return json.loads(lines[-1][len("REPORT "):])
+    return json.loads(lines[-1][len("REPORT ") :])
 
 
 def control(code: str, cwd: Path, timeout: float = 120) -> dict:
     """The same code without the sandbox: python -c in a directory of this test's own."""
-    cp = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
-                        cwd=cwd, stdin=subprocess.DEVNULL)
+    cp = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, cwd=cwd, stdin=subprocess.DEVNULL
+    )
     assert cp.returncode == 0, (cp.stdout[-3000:], cp.stderr[-3000:])
     return report(cp.stdout)
 
@@ -102,7 +101,7 @@ def fs_used(s: sandbox_exec.Session) -> int:
     return (v.f_blocks - v.f_bfree) * v.f_frsize
 
 
-FALLOCATE = '''
+FALLOCATE = """
 t = time.monotonic()
 fd = os.open(P["name"], os.O_CREAT | os.O_WRONLY, 0o600)
 try:
@@ -113,9 +112,10 @@ except OSError as e:
 st = os.fstat(fd)
 os.close(fd)
 print("REPORT " + json.dumps({"err": err, "allocated": st.st_blocks * 512, "seconds": time.monotonic() - t}))
-'''
+"""
 
 
+@pytest.mark.c
 def test_fallocate_past_the_cap_in_a_short_cell(box, mode, tmp_path):
     code = attack(FALLOCATE, name="big", bytes=GiB)
     ctrl = control(code, cwd=tmp_path)
@@ -148,6 +148,7 @@ def test_fallocate_past_the_cap_in_a_short_cell(box, mode, tmp_path):
         s.close()
 
 
+@pytest.mark.c
 def test_restarts_cannot_add_a_burst_each(box, mode, tmp_path):
     bursts = [attack(FALLOCATE, name=f"burst-{i}", bytes=512 * MiB) for i in range(3)]
     outside = tmp_path / "outside"
@@ -178,7 +179,7 @@ def test_restarts_cannot_add_a_burst_each(box, mode, tmp_path):
         s.close()
 
 
-IN_FLIGHT = '''
+IN_FLIGHT = """
 a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
 written, err = 0, None
 for i in range(8):
@@ -201,9 +202,10 @@ for n in os.listdir("/proc/self/fd"):
         pass
 visible = [link for link in links if "inflight" in link]
 print("REPORT " + json.dumps({"written": written, "err": err, "visible": visible}))
-'''
+"""
 
 
+@pytest.mark.c
 def test_unlinked_files_in_flight_in_a_unix_socket(box, mode):
     s = new_session(box, mode)
     try:
@@ -222,7 +224,7 @@ def test_unlinked_files_in_flight_in_a_unix_socket(box, mode):
         s.close()
 
 
-CHAIN = '''
+CHAIN = """
 import signal
 r, w = os.pipe()
 top = os.getpid()
@@ -259,9 +261,10 @@ data = json.loads(os.read(r, 4096))
 if P["kill"]:
     os.killpg(first, signal.SIGKILL)
 print("REPORT " + json.dumps(data))
-'''
+"""
 
 
+@pytest.mark.c
 def test_unlinked_files_held_at_the_end_of_a_deep_process_chain(box, mode, tmp_path):
     ctrl = control(attack(CHAIN, depth=100, kill=True), cwd=tmp_path)
     # the control: the file-holding process is 100 levels down, past the old walk's 64
@@ -286,7 +289,7 @@ def test_unlinked_files_held_at_the_end_of_a_deep_process_chain(box, mode, tmp_p
         s.close()
 
 
-SWAPPER = '''
+SWAPPER = """
 import ctypes
 libc = ctypes.CDLL(None, use_errno=True)
 for i in range(P["pairs"]):
@@ -304,7 +307,7 @@ while time.monotonic() < end:
     seen.add(os.path.islink("a0"))
     time.sleep(0.001)
 print("REPORT " + json.dumps({"swapping": len(seen) == 2}))
-'''
+"""
 
 
 def _walk_by_path(root: str) -> int:
@@ -327,6 +330,7 @@ def _walk_by_path(root: str) -> int:
     return total
 
 
+@pytest.mark.c
 def test_a_directory_swapped_for_a_symlink_mid_walk(box, monkeypatch, tmp_path):
     monkeypatch.setattr(_workdir_image, "support", lambda: (False, "forced by the test"))
     host = tmp_path / "root-only"
@@ -336,8 +340,11 @@ def test_a_directory_swapped_for_a_symlink_mid_walk(box, monkeypatch, tmp_path):
     # Control: the same swapper outside, and a walk by path counts the host file.
     outside = tmp_path / "outside"
     outside.mkdir()
-    swapper = subprocess.Popen([sys.executable, "-c", attack(SWAPPER, pairs=16, target=str(host), seconds=30,
-                                                             sleep=0)], cwd=outside, stdout=subprocess.DEVNULL)
+    swapper = subprocess.Popen(
+        [sys.executable, "-c", attack(SWAPPER, pairs=16, target=str(host), seconds=30, sleep=0)],
+        cwd=outside,
+        stdout=subprocess.DEVNULL,
+    )
     try:
         leaked, tries, deadline = False, 0, time.monotonic() + 30
         while not leaked and time.monotonic() < deadline:
@@ -454,7 +461,7 @@ def test_a_mount_left_by_a_backend_that_died_is_adopted_not_doubled(tmp_path):
             subprocess.run(["umount", "-l", str(workdir)], check=False)
 
 
-UNPRIVILEGED_BACKEND = r'''
+UNPRIVILEGED_BACKEND = r"""
 import json, os, sys
 import sandbox_exec
 from sandbox_exec import Policy
@@ -473,9 +480,10 @@ with sandbox_exec.Sandbox(Policy(disk_bytes=16 << 20, max_file_bytes=2 << 30), r
     s.restart()
     out["after_restart"] = s.run("1").status
 print(json.dumps(out))
-'''
+"""
 
 
+@pytest.mark.c
 def test_watchdog_of_an_unprivileged_backend(tmp_path):
     """The path a non-root backend takes: no image, no cgroup (the session's processes are
     found by an iterative walk of /proc from its init)."""
@@ -494,12 +502,24 @@ def test_watchdog_of_an_unprivileged_backend(tmp_path):
                 pytest.skip("needs the system python3.11 matching this build's ABI to run a non-root backend")
             os.chown(root, UID, UID)
             python = _package_copy(base)
-            cmd = ["setpriv", f"--reuid={UID}", f"--regid={UID}", "--clear-groups", "--inh-caps=-all",
-                   "--bounding-set=-all", str(python), "-c"]
+            cmd = [
+                "setpriv",
+                f"--reuid={UID}",
+                f"--regid={UID}",
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--bounding-set=-all",
+                str(python),
+                "-c",
+            ]
         else:
             cmd = [sys.executable, "-c"]
-        cmd += [UNPRIVILEGED_BACKEND, str(root), attack(FALLOCATE, name="big", bytes=512 * MiB),
-                attack(CHAIN, depth=100, kill=False)]
+        cmd += [
+            UNPRIVILEGED_BACKEND,
+            str(root),
+            attack(FALLOCATE, name="big", bytes=512 * MiB),
+            attack(CHAIN, depth=100, kill=False),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=base)
     finally:
         shutil.rmtree(base, ignore_errors=True)
@@ -507,12 +527,12 @@ def test_watchdog_of_an_unprivileged_backend(tmp_path):
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["backend_uid"] != 0
     assert "watchdog" in out["enforcement"] and "not root" in out["enforcement"], out
-    assert out["burst"] == "disk", out            # seen at the end of the short cell
+    assert out["burst"] == "disk", out  # seen at the end of the short cell
     assert out["refused"][0] == "disk" and "no cell runs" in out["refused"][1], out
-    assert not out["after_exists"], out           # the refused cell did not run
+    assert not out["after_exists"], out  # the refused cell did not run
     assert out["after_removal"] == "ok", out
-    assert out["chain"] == "disk", out            # found 100 levels down without a cgroup
-    assert out["after_restart"] == "ok", out      # the restart freed what the chain held
+    assert out["chain"] == "disk", out  # found 100 levels down without a cgroup
+    assert out["after_restart"] == "ok", out  # the restart freed what the chain held
 
 
 @pytest.mark.b
@@ -523,13 +543,18 @@ def test_a_backend_killed_outright_leaves_no_mount(tmp_path):
 
     root = tmp_path / "root"
     backend = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sandbox_exec, time\n"
-         f"box = sandbox_exec.Sandbox(root={str(root)!r})\n"
-         "s = box.session('doomed')\n"
-         "print(s.run(\"open('f', 'w').write('1')\").status, flush=True)\n"
-         "time.sleep(300)\n"],
-        stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sandbox_exec, time\n"
+            f"box = sandbox_exec.Sandbox(root={str(root)!r})\n"
+            "s = box.session('doomed')\n"
+            "print(s.run(\"open('f', 'w').write('1')\").status, flush=True)\n"
+            "time.sleep(300)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert backend.stdout.readline().strip() == "ok"
         workdir = root / "doomed"

@@ -48,8 +48,11 @@ MiB = 1 << 20
 
 def cell(box: sandbox_exec.Sandbox, code: str, policy: Policy | None = None, *, timeout: float = 60) -> dict:
     """Runs `code` (which prints one JSON line) in a fresh session; returns that JSON."""
-    s = box.session(f"facts-{os.urandom(4).hex()}", policy=policy) if policy else box.session(
-        f"facts-{os.urandom(4).hex()}")
+    s = (
+        box.session(f"facts-{os.urandom(4).hex()}", policy=policy)
+        if policy
+        else box.session(f"facts-{os.urandom(4).hex()}")
+    )
     try:
         r = s.run(textwrap.dedent(code), timeout=timeout)
         assert r.status == "ok", (r.status, r.reason, r.error, r.stdout[-2000:], r.stderr[-2000:])
@@ -60,8 +63,13 @@ def cell(box: sandbox_exec.Sandbox, code: str, policy: Policy | None = None, *, 
 
 def host(code: str) -> dict:
     """The same code unsandboxed (the control)."""
-    cp = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                        timeout=120, stdin=subprocess.DEVNULL)
+    cp = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
     assert cp.returncode == 0, cp.stderr[-2000:]
     return json.loads(cp.stdout.strip().splitlines()[-1])
 
@@ -71,14 +79,14 @@ def read_text(path: str) -> str:
         return f.read()
 
 
-MEMINFO = '''
+MEMINFO = """
 import json
 fields = {}
 for line in open("/proc/meminfo"):
     key, value = line.split(":", 1)
     fields[key] = int(value.split()[0])
 print(json.dumps(fields))
-'''
+"""
 
 
 def test_meminfo_shows_the_session_memory_limit(sandbox):
@@ -94,10 +102,10 @@ def test_meminfo_shows_the_session_memory_limit(sandbox):
     assert outside["MemTotal"] > limit // 1024 and outside["MemTotal"] != inside["MemTotal"]
 
 
-BOOT_ID = '''
+BOOT_ID = """
 import json
 print(json.dumps({"boot_id": open("/proc/sys/kernel/random/boot_id").read().strip()}))
-'''
+"""
 
 
 def test_boot_id_is_the_sessions_own(sandbox):
@@ -110,12 +118,39 @@ def test_boot_id_is_the_sessions_own(sandbox):
     assert mine == read_text("/proc/sys/kernel/random/boot_id").strip()  # control
 
 
-FILES = ["interrupts", "softirqs", "diskstats", "partitions", "vmstat", "zoneinfo", "buddyinfo", "pagetypeinfo",
-         "slabinfo", "kallsyms", "keys", "key-users", "timer_list", "sched_debug", "schedstat", "cmdline", "locks",
-         "modules", "swaps", "iomem", "ioports", "latency_stats", "timer_stats", "vmallocinfo", "kcore",
-         "cgroups", "sys/fs/file-nr", "sys/fs/inode-nr", "sys/fs/dentry-state"]
+FILES = [
+    "interrupts",
+    "softirqs",
+    "diskstats",
+    "partitions",
+    "vmstat",
+    "zoneinfo",
+    "buddyinfo",
+    "pagetypeinfo",
+    "slabinfo",
+    "kallsyms",
+    "keys",
+    "key-users",
+    "timer_list",
+    "sched_debug",
+    "schedstat",
+    "cmdline",
+    "locks",
+    "modules",
+    "swaps",
+    "iomem",
+    "ioports",
+    "latency_stats",
+    "timer_stats",
+    "vmallocinfo",
+    "kcore",
+    "cgroups",
+    "sys/fs/file-nr",
+    "sys/fs/inode-nr",
+    "sys/fs/dentry-state",
+]
 DIRS = ["acpi", "scsi", "pressure", "fs", "bus", "irq", "driver"]
-SCAN = '''
+SCAN = """
 import json, os
 files, dirs = {}, {}
 for name in FILES:
@@ -130,7 +165,7 @@ for name in DIRS:
     except OSError as e:
         dirs[name] = "errno %d" % e.errno
 print(json.dumps({"files": files, "dirs": dirs}))
-'''
+"""
 
 
 def test_host_wide_proc_files_and_directories_are_masked(sandbox):
@@ -148,13 +183,13 @@ def test_host_wide_proc_files_and_directories_are_masked(sandbox):
         assert inside["dirs"][name] in (0,) or str(inside["dirs"][name]).startswith("errno"), (name, inside)
 
 
-ACTIVITY = '''
+ACTIVITY = """
 import json, os
 stat = dict(line.split(None, 1) for line in open("/proc/stat") if " " in line)
 print(json.dumps({"loadavg": open("/proc/loadavg").read(), "ctxt": int(stat["ctxt"]),
                   "processes": int(stat["processes"]), "cpu": stat["cpu"].split(),
                   "cpu_count": os.cpu_count()}))
-'''
+"""
 
 
 def test_loadavg_and_stat_carry_no_host_activity(sandbox):
@@ -166,12 +201,12 @@ def test_loadavg_and_stat_carry_no_host_activity(sandbox):
     assert outside["ctxt"] > 0 and outside["processes"] > 1 and outside["loadavg"] != inside["loadavg"]
 
 
-SELF = '''
+SELF = """
 import json, os
 print(json.dumps({"fd": sorted(os.listdir("/proc/self/fd"))[:3], "status": open("/proc/self/status").read()[:5],
                   "maps": len(open("/proc/self/maps").read()) > 0, "cgroup": open("/proc/self/cgroup").read(),
                   "mountinfo": open("/proc/self/mountinfo").read(), "uptime": open("/proc/uptime").read().split()}))
-'''
+"""
 
 
 def test_proc_self_keeps_working_and_mountinfo_shows_no_host_devtmpfs(sandbox):
@@ -188,7 +223,7 @@ def test_proc_self_keeps_working_and_mountinfo_shows_no_host_devtmpfs(sandbox):
         assert "devtmpfs" in read_text("/proc/self/mountinfo")
 
 
-BOMB = '''
+BOMB = """
 import json, os, sys
 where, count = WHERE, COUNT
 made, err = 0, None
@@ -199,7 +234,7 @@ try:
 except OSError as e:
     err = e.errno
 print(json.dumps({"made": made, "errno": err}))
-'''
+"""
 
 
 @pytest.mark.parametrize("where", ["/tmp", "/dev/shm"])
@@ -209,8 +244,12 @@ def test_inode_bomb_stops_at_nr_inodes(sandbox, tmp_path, where):
     inside = cell(sandbox, f"WHERE = {where!r}\nCOUNT = {count}\n" + BOMB, Policy(disk_bytes=8 * MiB))
     assert inside["errno"] == 28 and inside["made"] < 1100, inside  # ENOSPC, not the byte cap
     # control: the same loop makes them all in an unsandboxed directory
-    cp = subprocess.run([sys.executable, "-c", f"WHERE = {str(tmp_path)!r}\nCOUNT = {count}\n" + BOMB],
-                        capture_output=True, text=True, timeout=120)
+    cp = subprocess.run(
+        [sys.executable, "-c", f"WHERE = {str(tmp_path)!r}\nCOUNT = {count}\n" + BOMB],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert json.loads(cp.stdout) == {"made": count, "errno": None}, cp.stderr
 
 
@@ -219,16 +258,18 @@ def test_dev_shm_is_charged_to_the_session_memory_cgroup(sandbox):
         pytest.skip("no memory cgroup on this host: memory_bytes is RLIMIT_AS, which tmpfs pages escape")
     s = sandbox.session(f"shm-{os.urandom(4).hex()}", policy=Policy(memory_bytes=128 * MiB, disk_bytes=1 << 30))
     try:
-        r = s.run("chunk = b'x' * (1 << 20)\nwith open('/dev/shm/big', 'wb') as f:\n"
-                  "    for _ in range(512):\n        f.write(chunk)\n        f.flush()\nprint('wrote all')",
-                  timeout=120)
+        r = s.run(
+            "chunk = b'x' * (1 << 20)\nwith open('/dev/shm/big', 'wb') as f:\n"
+            "    for _ in range(512):\n        f.write(chunk)\n        f.flush()\nprint('wrote all')",
+            timeout=120,
+        )
         # tmpfs pages count against the session's memory: the OOM killer ends the cell
         assert r.status == "memory" and "wrote all" not in r.stdout, (r.status, r.reason)
     finally:
         s.close()
 
 
-BACKEND = r'''
+BACKEND = r"""
 import glob, json, os, sys, tempfile
 import sandbox_exec
 def groups():
@@ -246,7 +287,7 @@ with tempfile.TemporaryDirectory() as root:
     # exactly those: another container's backend may have our pid (and a group of its own)
     out["after"] = [g for g in groups() if g in out["during"]]
 print(json.dumps(out))
-'''
+"""
 
 
 def test_close_leaves_no_cgroups():
@@ -259,7 +300,7 @@ def test_close_leaves_no_cgroups():
     assert out["after"] == [], out["after"]
 
 
-UNPRIVILEGED = r'''
+UNPRIVILEGED = r"""
 import json, sys
 import sandbox_exec
 from sandbox_exec import Policy
@@ -268,8 +309,8 @@ with sandbox_exec.Sandbox(root=sys.argv[1]) as box:
     s = box.session("facts", policy=Policy(memory_bytes=256 << 20, disk_bytes=8 << 20))
     r = s.run(code, timeout=60)
     print(r.stdout.strip().splitlines()[-1] if r.status == "ok" else json.dumps({"failed": [r.status, repr(r.error)]}))
-'''
-UNPRIVILEGED_CELL = '''
+"""
+UNPRIVILEGED_CELL = """
 import json, os
 mem = dict(line.split(":", 1) for line in open("/proc/meminfo"))
 made, err = 0, None
@@ -281,7 +322,7 @@ except OSError as e:
     err = e.errno
 print(json.dumps({"MemTotal": int(mem["MemTotal"].split()[0]), "interrupts": len(open("/proc/interrupts").read()),
                   "boot_id": open("/proc/sys/kernel/random/boot_id").read().strip(), "made": made, "errno": err}))
-'''
+"""
 
 
 def test_the_same_masks_hold_for_an_unprivileged_backend():
@@ -302,10 +343,22 @@ def test_the_same_masks_hold_for_an_unprivileged_backend():
         cmd = [sys.executable]
         if os.geteuid() == 0:
             os.chown(root, UID, UID)
-            cmd = ["setpriv", f"--reuid={UID}", f"--regid={UID}", "--clear-groups", "--inh-caps=-all",
-                   "--bounding-set=-all", str(_package_copy(base))]
-        cp = subprocess.run(cmd + ["-c", UNPRIVILEGED, str(root), UNPRIVILEGED_CELL], capture_output=True,
-                            text=True, timeout=180, cwd=base)
+            cmd = [
+                "setpriv",
+                f"--reuid={UID}",
+                f"--regid={UID}",
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--bounding-set=-all",
+                str(_package_copy(base)),
+            ]
+        cp = subprocess.run(
+            [*cmd, "-c", UNPRIVILEGED, str(root), UNPRIVILEGED_CELL],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            cwd=base,
+        )
     finally:
         shutil.rmtree(base, ignore_errors=True)
     assert cp.returncode == 0, cp.stderr[-3000:]

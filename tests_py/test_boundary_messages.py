@@ -30,11 +30,8 @@ import tracemalloc
 import pytest
 
 import sandbox_exec
-from sandbox_exec import _core
 from conftest import FIND_CHANNEL
-
-pytestmark = pytest.mark.c
-
+from sandbox_exec import _core
 
 MiB = 1 << 20
 
@@ -45,8 +42,7 @@ def _send(payload_expr: str) -> str:
 
 def _display(inner: str) -> str:
     """A display_data message whose application/json value is the JSON text `inner`."""
-    return ("b'{\"output_type\":\"display_data\",\"metadata\":{},\"data\":{\"application/json\":' + "
-            + inner + " + b'}}'")
+    return 'b\'{"output_type":"display_data","metadata":{},"data":{"application/json":\' + ' + inner + " + b'}}'"
 
 
 def _rss() -> int:
@@ -55,20 +51,29 @@ def _rss() -> int:
 
 
 # The worst shapes: within the per-output limit, as many objects per byte as JSON allows.
-NESTED_EMPTY_LISTS = _display("b'[' + b'[],' * 1_500_000 + b'[]]'")          # 4.5 MB
+NESTED_EMPTY_LISTS = _display("b'[' + b'[],' * 1_500_000 + b'[]]'")  # 4.5 MB
 DEEP = _display("b'[' * 5000 + b']' * 5000")
-SCALARS = _display("b'[' + b'0.5,' * 1_000_000 + b'0]'")                    # 4 MB of floats
-STRINGS = _display("b'[' + b'\"ab\",' * 800_000 + b'\"\"]'")                  # 4 MB of strings
-JUST_UNDER = _display("b'[' + b'[0.5,0.25,0.125],' * 250_000 + b'[]]'")      # ~10x as Python objects
-NON_LATIN1 = _display("b'[' + '\"\u0100\",'.encode() * 900_000 + b'0]'")      # 17x: refused
-RECORDS = _display("b'[' + b'{\"a\":1.5,\"b\":\"xy\"},' * 220_000 + b'{}]'")    # 14x: the worst kept
+SCALARS = _display("b'[' + b'0.5,' * 1_000_000 + b'0]'")  # 4 MB of floats
+STRINGS = _display("b'[' + b'\"ab\",' * 800_000 + b'\"\"]'")  # 4 MB of strings
+JUST_UNDER = _display("b'[' + b'[0.5,0.25,0.125],' * 250_000 + b'[]]'")  # ~10x as Python objects
+NON_LATIN1 = _display("b'[' + '\"\u0100\",'.encode() * 900_000 + b'0]'")  # 17x: refused
+RECORDS = _display("b'[' + b'{\"a\":1.5,\"b\":\"xy\"},' * 220_000 + b'{}]'")  # 14x: the worst kept
 
 
-@pytest.mark.parametrize("shape, rejected", [(NESTED_EMPTY_LISTS, True), (DEEP, True), (NON_LATIN1, True),
-                                             (SCALARS, False), (STRINGS, False), (JUST_UNDER, False),
-                                             (RECORDS, False)],
-                         ids=["nested-empty-lists", "deep", "non-latin1-chars", "scalars", "strings",
-                              "small-lists", "records"])
+@pytest.mark.c
+@pytest.mark.parametrize(
+    "shape, rejected",
+    [
+        (NESTED_EMPTY_LISTS, True),
+        (DEEP, True),
+        (NON_LATIN1, True),
+        (SCALARS, False),
+        (STRINGS, False),
+        (JUST_UNDER, False),
+        (RECORDS, False),
+    ],
+    ids=["nested-empty-lists", "deep", "non-latin1-chars", "scalars", "strings", "small-lists", "records"],
+)
 def test_a_messages_python_form_is_a_small_multiple_of_its_size(sandbox, shape, rejected):
     s = sandbox.session(f"shape-{abs(hash(shape))}", policy=sandbox_exec.Policy(max_output_bytes=32 * MiB))
     try:
@@ -93,6 +98,7 @@ def test_a_messages_python_form_is_a_small_multiple_of_its_size(sandbox, shape, 
         s.close()
 
 
+@pytest.mark.c
 def test_control_plain_json_loads_of_nested_lists_costs_many_times_its_size():
     # Without the C++ check, the backend would build this from the text (1/10 of the attack).
     text = b"[" + b"[]," * 150_000 + b"[]]"
@@ -104,6 +110,7 @@ def test_control_plain_json_loads_of_nested_lists_costs_many_times_its_size():
     assert peak > 16 * len(text), (peak, len(text))  # measured: about 22x
 
 
+@pytest.mark.c
 def test_another_sessions_cell_answers_while_a_hostile_session_floods_bad_shapes(sandbox):
     bystander = sandbox.session("bystander-shapes")
     hostile = sandbox.session("hostile-shapes", policy=sandbox_exec.Policy(max_output_bytes=64 * MiB))
@@ -140,6 +147,7 @@ def test_another_sessions_cell_answers_while_a_hostile_session_floods_bad_shapes
         bystander.close()
 
 
+@pytest.mark.c
 def test_the_end_of_cell_report_is_charged_to_the_output_cap(sandbox):
     code = "raise ValueError('m' * 4_000_000)"
     # control: with a cap it fits in, the report carries the worker's whole message (its
@@ -166,22 +174,28 @@ def test_the_end_of_cell_report_is_charged_to_the_output_cap(sandbox):
 # ---- values that pass Python's json module and break consumers ------------------------------
 
 RAW_BAD_VALUES = {
-    "lone surrogate": ("b'{\"output_type\":\"display_data\",\"metadata\":{},\"data\":{\"text/plain\":\"\\\\ud800\"}}'",
-                       "surrogate"),
-    "NaN": ("b'{\"output_type\":\"display_data\",\"metadata\":{},\"data\":{\"application/json\":{\"v\":NaN}}}'",
-            "invalid JSON"),
-    "Infinity in metadata": ("b'{\"output_type\":\"display_data\",\"metadata\":{\"w\":Infinity},"
-                             "\"data\":{\"text/plain\":\"x\"}}'", "invalid JSON"),
-    "overflowing number": ("b'{\"output_type\":\"display_data\",\"metadata\":{\"w\":1e999},"
-                           "\"data\":{\"text/plain\":\"x\"}}'", "invalid JSON"),
+    "lone surrogate": (
+        'b\'{"output_type":"display_data","metadata":{},"data":{"text/plain":"\\\\ud800"}}\'',
+        "surrogate",
+    ),
+    "NaN": ('b\'{"output_type":"display_data","metadata":{},"data":{"application/json":{"v":NaN}}}\'', "invalid JSON"),
+    "Infinity in metadata": (
+        'b\'{"output_type":"display_data","metadata":{"w":Infinity},"data":{"text/plain":"x"}}\'',
+        "invalid JSON",
+    ),
+    "overflowing number": (
+        'b\'{"output_type":"display_data","metadata":{"w":1e999},"data":{"text/plain":"x"}}\'',
+        "invalid JSON",
+    ),
 }
 
 
+@pytest.mark.c
 @pytest.mark.parametrize("case", sorted(RAW_BAD_VALUES))
 def test_values_that_break_consumers_are_rejected_at_the_boundary(session, case):
     payload, why = RAW_BAD_VALUES[case]
     # control: Python's json module accepts the very same text
-    json.loads(eval(payload))  # noqa: S307 - a literal of this test, not worker output
+    json.loads(eval(payload))  # a literal of this test, not worker output
     r = session.run(FIND_CHANNEL + f"channel.send(19, {payload})\n'after'")
     assert r.status == "ok"
     assert "an output was rejected" in r.stderr and why in r.stderr, r.stderr
@@ -189,9 +203,12 @@ def test_values_that_break_consumers_are_rejected_at_the_boundary(session, case)
     json.dumps(r.outputs, allow_nan=False).encode("utf-8")  # strict JSON, encodable
 
 
+@pytest.mark.c
 def test_nan_and_surrogates_from_display_are_converted(session):
-    r = session.run("display({'application/json': {'v': float('nan')}}, raw=True, metadata={'w': float('inf')})\n"
-                    "display({'text/plain': 'a\\ud800b'}, raw=True)")
+    r = session.run(
+        "display({'application/json': {'v': float('nan')}}, raw=True, metadata={'w': float('inf')})\n"
+        "display({'text/plain': 'a\\ud800b'}, raw=True)"
+    )
     assert r.status == "ok", r.outputs
     assert r.outputs[0]["data"] == {"application/json": {"v": None}} and r.outputs[0]["metadata"] == {"w": None}
     assert r.outputs[1]["data"]["text/plain"] == "a?b"
@@ -200,23 +217,31 @@ def test_nan_and_surrogates_from_display_are_converted(session):
     assert "NaN" in json.dumps({"v": float("nan")})
 
 
+@pytest.mark.c
 def test_execute_result_carries_the_cells_own_count(session):
     session.run("1")
-    r = session.run(FIND_CHANNEL + "channel.send(19, b'{\"output_type\":\"execute_result\",\"execution_count\":-1,"
-                    "\"data\":{\"text/plain\":\"forged\"},\"metadata\":{}}')\n")
+    r = session.run(
+        FIND_CHANNEL + 'channel.send(19, b\'{"output_type":"execute_result","execution_count":-1,'
+        '"data":{"text/plain":"forged"},"metadata":{}}\')\n'
+    )
     assert r.status == "ok"
     results = [o for o in r.outputs if o["output_type"] == "execute_result"]
     assert results and all(o["execution_count"] == r.execution_count == 2 for o in results)
 
 
+@pytest.mark.c
 def test_the_runner_writes_a_strict_json_notebook_from_such_cells(tmp_path):
     import nbformat
 
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell("display({'application/json': {'v': float('nan')}}, raw=True)"),
-                nbformat.v4.new_code_cell(FIND_CHANNEL + "channel.send(19, b'{\"output_type\":\"display_data\","
-                                          "\"metadata\":{},\"data\":{\"text/plain\":\"\\\\udc00\"}}')"),
-                nbformat.v4.new_code_cell("print('last cell')")]
+    nb.cells = [
+        nbformat.v4.new_code_cell("display({'application/json': {'v': float('nan')}}, raw=True)"),
+        nbformat.v4.new_code_cell(
+            FIND_CHANNEL + 'channel.send(19, b\'{"output_type":"display_data",'
+            '"metadata":{},"data":{"text/plain":"\\\\udc00"}}\')'
+        ),
+        nbformat.v4.new_code_cell("print('last cell')"),
+    ]
     src = tmp_path / "n.ipynb"
     nbformat.write(nb, src)
     out = tmp_path / "out.ipynb"
@@ -235,35 +260,42 @@ def test_the_runner_writes_a_strict_json_notebook_from_such_cells(tmp_path):
 
 # ---- forged end-of-cell ---------------------------------------------------------------------
 
+
+@pytest.mark.c
 def test_a_forged_end_of_cell_from_a_leftover_thread_is_not_the_next_cells_result(session):
     session.run("1")
-    forged = ("b'{\"status\":\"ok\",\"execution_count\":' + str(n).encode() + b'}'")
-    display = "b'{\"output_type\":\"display_data\",\"metadata\":{},\"data\":{\"text/plain\":\"FORGED\"}}'"
-    r = session.run(FIND_CHANNEL + "import threading, time\n"
-                    "def forge():\n"
-                    "    time.sleep(0.3)\n"
-                    "    for n in range(0, 50):\n"
-                    f"        channel.send(19, {display})\n"
-                    f"        channel.send(20, {forged})\n"
-                    "threading.Thread(target=forge, daemon=True).start()\n")
+    forged = 'b\'{"status":"ok","execution_count":\' + str(n).encode() + b\'}\''
+    display = 'b\'{"output_type":"display_data","metadata":{},"data":{"text/plain":"FORGED"}}\''
+    r = session.run(
+        FIND_CHANNEL + "import threading, time\n"
+        "def forge():\n"
+        "    time.sleep(0.3)\n"
+        "    for n in range(0, 50):\n"
+        f"        channel.send(19, {display})\n"
+        f"        channel.send(20, {forged})\n"
+        "threading.Thread(target=forge, daemon=True).start()\n"
+    )
     assert r.status == "ok"
     time.sleep(1.0)  # the forger has sent everything, between cells
     r = session.run("import time\ntime.sleep(0.2)\n6*7")
     assert r.status == "ok"
-    assert [o for o in r.outputs if o["output_type"] == "execute_result"][0]["data"]["text/plain"] == "42"
+    assert next(o for o in r.outputs if o["output_type"] == "execute_result")["data"]["text/plain"] == "42"
     assert "FORGED" not in json.dumps(r.outputs)
     # control: the forged frames did reach the ring, and were counted as stale
     assert "were discarded" in r.stderr
 
 
+@pytest.mark.c
 def test_a_forged_end_of_cell_during_a_cell_does_not_end_it(session):
     session.run("1")
-    r = session.run(FIND_CHANNEL + "import threading, time\n"
-                    "def forge():\n"
-                    "    channel.send(20, b'{\"status\":\"ok\",\"execution_count\":999}')\n"
-                    "    channel.send(20, b'{\"status\":\"ok\"}')\n"
-                    "threading.Thread(target=forge).start()\n"
-                    "time.sleep(0.5)\nprint('still running')\n'mine'")
+    r = session.run(
+        FIND_CHANNEL + "import threading, time\n"
+        "def forge():\n"
+        '    channel.send(20, b\'{"status":"ok","execution_count":999}\')\n'
+        '    channel.send(20, b\'{"status":"ok"}\')\n'
+        "threading.Thread(target=forge).start()\n"
+        "time.sleep(0.5)\nprint('still running')\n'mine'"
+    )
     assert r.status == "ok"
     assert r.stdout == "still running\n"
     assert [o["data"]["text/plain"] for o in r.outputs if o["output_type"] == "execute_result"] == ["'mine'"]
@@ -272,20 +304,25 @@ def test_a_forged_end_of_cell_during_a_cell_does_not_end_it(session):
 
 # ---- doorbell spam --------------------------------------------------------------------------
 
+
+@pytest.mark.c
 def test_doorbell_spam_does_not_cost_the_backend_a_cpu(session):
     session.run("1")
     per_s, r = _backend_cpu_per_second(
-        session, "import os, time\nrung = 0\nend = time.monotonic() + 3\n"
-                 "while time.monotonic() < end:\n"
-                 "    try:\n        os.write(7, b'!')\n        rung += 1\n"
-                 "    except BlockingIOError:\n        pass\n"
-                 "rung")
+        session,
+        "import os, time\nrung = 0\nend = time.monotonic() + 3\n"
+        "while time.monotonic() < end:\n"
+        "    try:\n        os.write(7, b'!')\n        rung += 1\n"
+        "    except BlockingIOError:\n        pass\n"
+        "rung",
+    )
     assert r.status == "ok"
     assert int(r.outputs[0]["data"]["text/plain"]) > 10_000  # control: the cell did ring, a lot
     assert per_s < 0.25, per_s  # was ~0.99 CPU-seconds per second
 
 
 # ---- typed settings across the Python/C++ boundary ------------------------------------------
+
 
 @pytest.mark.a
 def test_isolation_settings_are_typed_and_on_by_default():
@@ -298,14 +335,17 @@ def test_isolation_settings_are_typed_and_on_by_default():
     with pytest.raises(TypeError):
         _core.ResourceLimits(cpu_seconds=1)  # every limit must be named (None: not set)
     with pytest.raises(TypeError):
-        _core.CellRunner(launcher="/bin/false", argv=["x"], env=[], workdir="/", limits={}, isolation={},
-                         cgroup=None)  # the old string-keyed dicts are refused
+        _core.CellRunner(
+            launcher="/bin/false", argv=["x"], env=[], workdir="/", limits={}, isolation={}, cgroup=None
+        )  # the old string-keyed dicts are refused
 
 
 # ---- a flood past the output cap -------------------------------------------------------------
 
-FLOOD_FOR_3S = ("import sys, time\nchunk = 'x' * 65535 + '\\n'\nend = time.monotonic() + 3\nn = 0\n"
-                "while time.monotonic() < end:\n    sys.stdout.write(chunk)\n    n += 1\n")
+FLOOD_FOR_3S = (
+    "import sys, time\nchunk = 'x' * 65535 + '\\n'\nend = time.monotonic() + 3\nn = 0\n"
+    "while time.monotonic() < end:\n    sys.stdout.write(chunk)\n    n += 1\n"
+)
 # The event ring's RingControl is at the region's offset 512; its output_closed flag sits
 # after consumer_waiting (offset 128 + 4): a worker that ignores the supervisor's "closed".
 KEEP_OUTPUT_OPEN = (
@@ -314,7 +354,8 @@ KEEP_OUTPUT_OPEN = (
     "flag = ctypes.c_uint32.from_address(base + 512 + 132)\n"
     "reopened = [0]\n"
     "def reopen():\n    while True:\n        if flag.value:\n            flag.value = 0\n            reopened[0] += 1\n"
-    "threading.Thread(target=reopen, daemon=True).start()\n")
+    "threading.Thread(target=reopen, daemon=True).start()\n"
+)
 
 
 def _backend_cpu_per_second(session, code: str) -> tuple[float, object]:
@@ -327,6 +368,7 @@ def _backend_cpu_per_second(session, code: str) -> tuple[float, object]:
     return cpu / wall, r
 
 
+@pytest.mark.c
 @pytest.mark.parametrize("worker", ["cooperative", "ignores the closed flag"])
 def test_a_flood_past_the_cap_costs_the_backend_little_cpu(sandbox, worker):
     s = sandbox.session(f"flood-cpu-{worker[:3]}", policy=sandbox_exec.Policy(max_output_bytes=1 * MiB))

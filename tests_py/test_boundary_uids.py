@@ -35,9 +35,8 @@ from pathlib import Path
 import pytest
 
 import sandbox_exec
-from sandbox_exec import Policy, PolicyError, SandboxError, _host_ids, _safe_fs
-
 from conftest import pid_alive, wait_until
+from sandbox_exec import Policy, PolicyError, SandboxError, _host_ids, _safe_fs
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="only a root backend can map sessions to other host ids")
@@ -59,7 +58,7 @@ def value(r: sandbox_exec.Result):
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-INOTIFY_FLOOD = textwrap.dedent('''
+INOTIFY_FLOOD = textwrap.dedent("""
     import ctypes, json
     libc = ctypes.CDLL(None, use_errno=True)
     held = globals().setdefault("held", [])
@@ -71,9 +70,9 @@ INOTIFY_FLOOD = textwrap.dedent('''
             break
         held.append(fd)
     print(json.dumps([len(held), err]))
-''')
+""")
 
-INOTIFY_ONE = textwrap.dedent('''
+INOTIFY_ONE = textwrap.dedent("""
     import ctypes, json, os
     libc = ctypes.CDLL(None, use_errno=True)
     fd = libc.inotify_init1(0o2000000)
@@ -81,12 +80,12 @@ INOTIFY_ONE = textwrap.dedent('''
     if fd >= 0:
         os.close(fd)
     print(json.dumps([fd >= 0, err]))
-''')
+""")
 
 # Descriptors in flight: sent over a socketpair and never received. Each message carries
 # up to SCM_MAX_FD (253) references to one pipe end; the kernel refuses the send once the
 # sender's user has more in flight than its RLIMIT_NOFILE (ETOOMANYREFS).
-SCM_FLOOD = textwrap.dedent('''
+SCM_FLOOD = textwrap.dedent("""
     import json, os, socket, array
     pair = globals().setdefault("pair", socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM))
     r, w = os.pipe()
@@ -99,9 +98,9 @@ SCM_FLOOD = textwrap.dedent('''
             err = e.errno
             break
     print(json.dumps([sent, err]))
-''')
+""")
 
-SCM_ONE = textwrap.dedent('''
+SCM_ONE = textwrap.dedent("""
     import json, os, socket, array
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     r, w = os.pipe()
@@ -112,10 +111,11 @@ SCM_ONE = textwrap.dedent('''
     except OSError as e:
         err = e.errno
     print(json.dumps([err == 0, err]))
-''')
+""")
 
 
 # --- ids per session -------------------------------------------------------------------
+
 
 @pytest.mark.b
 @needs_root
@@ -133,8 +133,9 @@ def test_live_sessions_run_as_distinct_host_ids(tmp_path):
             assert s.enforcement["host_uid"].startswith(f"per-session host uid and gid {uids[0]} from range")
             assert os.stat(s.workdir).st_uid == uids[0]
             # Inside, the user is 1000 and the host's root is unmapped.
-            assert value(s.run("import os, json\nprint(json.dumps([os.getuid(), "
-                               "open('/proc/self/uid_map').read().split()]))")) == [1000, ["1000", str(uids[0]), "1"]]
+            assert value(
+                s.run("import os, json\nprint(json.dumps([os.getuid(), open('/proc/self/uid_map').read().split()]))")
+            ) == [1000, ["1000", str(uids[0]), "1"]]
         assert ids["a"] != ids["b"]
         # A restart keeps the session's id; close() gives it back.
         a.restart()
@@ -176,12 +177,11 @@ def test_user_namespace_is_owned_by_the_session_id(tmp_path):
 def test_an_id_is_not_reused_while_a_process_runs_with_it(tmp_path):
     first = BASE
     # A process left with the first id (as a previous holder's would be).
-    lingering = subprocess.Popen(["setpriv", f"--reuid={first}", f"--regid={first}", "--clear-groups",
-                                  "sleep", "120"])
+    lingering = subprocess.Popen(["setpriv", f"--reuid={first}", f"--regid={first}", "--clear-groups", "sleep", "120"])
     try:
         assert wait_until(lambda: host_ids(lingering.pid)[0][0] == first, 10)
         # Control: nobody holds its lock; only the /proc check keeps it out of use.
-        dir_fd = _host_ids._state_dir(_host_ids.STATE_DIR)
+        dir_fd = _host_ids.open_state_dir(_host_ids.STATE_DIR)
         try:
             fd = os.open(f"{first}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -224,7 +224,7 @@ def test_range_exhaustion_fails_closed_and_close_gives_the_id_back(tmp_path):
         assert host_ids(c.worker_pid)[0][0] == BASE + 10
 
 
-BACKEND = textwrap.dedent('''
+BACKEND = textwrap.dedent("""
     import json, os, sys
     import sandbox_exec
     with sandbox_exec.Sandbox(root=sys.argv[1], host_id_range=(int(sys.argv[2]), 4)) as box:
@@ -233,7 +233,7 @@ BACKEND = textwrap.dedent('''
             uid = next(int(l.split()[1]) for l in f if l.startswith("Uid:"))
         print(json.dumps(uid), flush=True)
         sys.stdin.read()  # hold the session until the test says
-''')
+""")
 
 
 @pytest.mark.b
@@ -242,8 +242,12 @@ def test_two_backend_processes_get_different_ids(tmp_path):
     procs = []
     try:
         for i in range(2):
-            p = subprocess.Popen([sys.executable, "-c", BACKEND, str(tmp_path / f"root{i}"), str(BASE + 20)],
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            p = subprocess.Popen(
+                [sys.executable, "-c", BACKEND, str(tmp_path / f"root{i}"), str(BASE + 20)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
             procs.append(p)
         uids = [json.loads(p.stdout.readline()) for p in procs]
         assert sorted(uids) == [BASE + 20, BASE + 21], uids
@@ -255,6 +259,7 @@ def test_two_backend_processes_get_different_ids(tmp_path):
 
 
 # --- the attacks -------------------------------------------------------------------------
+
 
 def _flood_then_probe(box: sandbox_exec.Sandbox, flood: str, probe: str) -> tuple[list, list, list]:
     a = box.session("attacker")
@@ -298,14 +303,19 @@ def test_descriptors_in_flight_in_one_session_do_not_deny_others(tmp_path):
 
 # --- the workdir follows the id ----------------------------------------------------------
 
+
 @pytest.mark.b
 @needs_root
 def test_a_workdir_left_by_an_earlier_id_is_given_to_the_new_one(tmp_path):
     with sandbox_exec.Sandbox(root=tmp_path, host_id_range=(BASE + 40, 3)) as box:
         w = box.session("w")
         old = w._host_id.value
-        value(w.run("import os, json\nos.makedirs('d/e')\nopen('d/e/f', 'w').write('a')\n"
-                    "os.symlink('/etc/hostname', 'd/link')\nprint(json.dumps(1))"))
+        value(
+            w.run(
+                "import os, json\nos.makedirs('d/e')\nopen('d/e/f', 'w').write('a')\n"
+                "os.symlink('/etc/hostname', 'd/link')\nprint(json.dumps(1))"
+            )
+        )
         w.close()
         blocker = box.session("blocker")  # takes the freed id: "w" comes back as another
         assert blocker._host_id.value == old
@@ -316,8 +326,15 @@ def test_a_workdir_left_by_an_earlier_id_is_given_to_the_new_one(tmp_path):
             st = os.lstat(path)
             assert (st.st_uid, st.st_gid) == (new, new), (path, st.st_uid)
         assert os.stat("/etc/hostname").st_uid == 0  # the link was changed, not its target
-        assert value(w.run("import json\nopen('d/e/f', 'a').write('b')\nopen('d/e/g', 'w').write('c')\n"
-                           "print(json.dumps(open('d/e/f').read()))")) == "ab"
+        assert (
+            value(
+                w.run(
+                    "import json\nopen('d/e/f', 'a').write('b')\nopen('d/e/g', 'w').write('c')\n"
+                    "print(json.dumps(open('d/e/f').read()))"
+                )
+            )
+            == "ab"
+        )
         # Control: a file still owned by the earlier id is not the new session's to write.
         (w.workdir / "d/e/h").write_text("x")
         os.chown(w.workdir / "d/e/h", old, old)
@@ -356,7 +373,7 @@ def test_own_tree_walks_deep_trees_without_following_links(tmp_path):
 
 # --- an unprivileged backend: one id for all, and it says so ------------------------------
 
-UNPRIVILEGED_BACKEND = textwrap.dedent('''
+UNPRIVILEGED_BACKEND = textwrap.dedent("""
     import json, os, sys
     import sandbox_exec
     flood, probe = sys.argv[2], sys.argv[3]
@@ -376,7 +393,7 @@ UNPRIVILEGED_BACKEND = textwrap.dedent('''
         out["flood"] = a.run(flood, timeout=120).stdout
         out["probe"] = b.run(probe).stdout
     print(json.dumps(out))
-''')
+""")
 
 
 @pytest.mark.c
@@ -399,8 +416,18 @@ def test_unprivileged_backend_shares_its_uid_and_says_so():
                 pytest.skip("needs the system python3.11 matching this build's ABI to run a non-root backend")
             os.chown(base / "sessions", UID, UID)
             python = _package_copy(base)
-            cmd = ["setpriv", f"--reuid={UID}", f"--regid={UID}", "--clear-groups", "--inh-caps=-all",
-                   "--bounding-set=-all", str(python), "-c", UNPRIVILEGED_BACKEND, *args]
+            cmd = [
+                "setpriv",
+                f"--reuid={UID}",
+                f"--regid={UID}",
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--bounding-set=-all",
+                str(python),
+                "-c",
+                UNPRIVILEGED_BACKEND,
+                *args,
+            ]
         else:
             cmd = [sys.executable, "-c", UNPRIVILEGED_BACKEND, *args]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=base)
@@ -418,12 +445,12 @@ def test_unprivileged_backend_shares_its_uid_and_says_so():
 
 # --- configuration -----------------------------------------------------------------------
 
+
 @pytest.mark.a
 def test_host_id_policy_fields():
     assert Policy().host_uid is None and Policy().host_gid is None  # per session by default
     assert Policy(host_uid=5000).host_gid is None
-    for bad in ({"host_uid": 0}, {"host_uid": 2**32 - 1}, {"host_uid": True}, {"host_gid": 5000},
-                {"host_uid": "5000"}):
+    for bad in ({"host_uid": 0}, {"host_uid": 2**32 - 1}, {"host_uid": True}, {"host_gid": 5000}, {"host_uid": "5000"}):
         with pytest.raises(PolicyError, match="host_"):
             Policy(**bad)
     assert "per-session" in Policy().host_ids(0)
@@ -447,7 +474,7 @@ def test_host_id_range_sources(tmp_path):
         _host_ids.resolve_range(subuid=str(subuid), subgid=str(subgid))
     assert _host_ids.resolve_range((BASE, 10)).count == 10
     for bad in ((0, 10), (2**32 - 5, 10), (BASE, 0), ("1", 2), (BASE,)):
-        with pytest.raises(SandboxError, match="host.id.range"):
+        with pytest.raises(SandboxError, match=r"host.id.range"):
             _host_ids.resolve_range(bad)
     with pytest.raises(SandboxError, match="accounts"):
         _host_ids.resolve_range((1, 65535))  # root's group, daemon, nobody, ...

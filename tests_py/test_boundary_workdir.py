@@ -51,13 +51,13 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 import sandbox_exec
+from conftest import FIND_CHANNEL
 from sandbox_exec import Policy, Sandbox, SandboxError, _safe_fs
 from sandbox_exec import notebook as notebook_mod
 from sandbox_exec import sandbox as sandbox_mod
 from sandbox_exec._terminal import escape_controls
 from sandbox_exec.notebook import copy_neighbour_files, make_writable, run_notebook, write_notebook
 from sandbox_exec.result import Result
-from conftest import FIND_CHANNEL
 
 IS_ROOT = os.geteuid() == 0
 UNPRIVILEGED_UID = 65534
@@ -65,8 +65,10 @@ UNPRIVILEGED_UID = 65534
 
 # --- the code before the fix, for the controls ---------------------------------------------
 
-def old_copy_neighbour_files(src_dir: Path, dest_dir: Path, *, max_total_bytes: int = 50 << 20,
-                             exclude: tuple[Path, ...] = ()) -> tuple[list[str], list[str]]:
+
+def old_copy_neighbour_files(
+    src_dir: Path, dest_dir: Path, *, max_total_bytes: int = 50 << 20, exclude: tuple[Path, ...] = ()
+) -> tuple[list[str], list[str]]:
     """notebook.copy_neighbour_files before the fix (verbatim)."""
     copied: list[str] = []
     skipped: list[str] = []
@@ -132,8 +134,10 @@ def standin(tmp_path: Path, content: str = "HOST FILE, root-owned\n") -> Path:
 # --- class 1: the runner's copy into a workdir ---------------------------------------------
 
 # What the cell finds at data.csv (a link?, its text), then the link it plants there.
-PLANT = ("import os\nfound = os.path.islink('data.csv'), open('data.csv').read()\n"
-         "os.remove('data.csv')\nos.symlink({target!r}, 'data.csv')\nfound")
+PLANT = (
+    "import os\nfound = os.path.islink('data.csv'), open('data.csv').read()\n"
+    "os.remove('data.csv')\nos.symlink({target!r}, 'data.csv')\nfound"
+)
 
 
 @pytest.mark.c
@@ -147,8 +151,11 @@ def test_symlink_planted_in_a_kept_workdir_does_not_redirect_the_runners_copy(tm
     nb_path = src / "plant.ipynb"
     nbformat.write(new_notebook(cells=[new_code_cell(PLANT.format(target=str(host_file)))]), nb_path)
     if copy != "fixed":
-        monkeypatch.setattr(notebook_mod, "copy_neighbour_files",
-                            lambda src, dest, follow_source_links=True, **kw: old_copy_neighbour_files(src, dest, **kw))
+        monkeypatch.setattr(
+            notebook_mod,
+            "copy_neighbour_files",
+            lambda src, dest, follow_source_links=True, **kw: old_copy_neighbour_files(src, dest, **kw),
+        )
     with Sandbox(Policy(timeout_s=60), root=tmp_path / "root") as box:
         first = run_notebook(nb_path, sandbox=box)  # the cell plants the link in its kept workdir
         assert first.cells[0].outputs[-1]["data"]["text/plain"] == repr((False, "notebook data\n"))
@@ -274,8 +281,10 @@ def test_notebook_in_a_workdir_gets_no_host_file_through_its_links(tmp_path):
     with Sandbox(Policy(timeout_s=60), root=tmp_path / "root") as box:
         s = box.session("maker")
         nb = new_notebook(cells=[new_code_cell("print(open('data.csv').read())")])
-        r = s.run(f"import os\nos.symlink({str(host_file)!r}, 'data.csv')\n"
-                  f"open('inner.ipynb', 'w').write({nbformat.writes(nb)!r})\n'planted'")
+        r = s.run(
+            f"import os\nos.symlink({str(host_file)!r}, 'data.csv')\n"
+            f"open('inner.ipynb', 'w').write({nbformat.writes(nb)!r})\n'planted'"
+        )
         assert r.status == "ok", r.error
         # (the session stays open: its workdir, an image for a root backend, stays mounted)
         out = run_notebook(box.root / "maker" / "inner.ipynb", sandbox=box, allow_errors=True)
@@ -306,14 +315,23 @@ def test_the_copy_as_root_reaches_the_sandbox_as_its_own_file(tmp_path):
     # End to end: the copied neighbour is the sandbox user's (it may rewrite it in place).
     src = neighbour_dir(tmp_path)
     nb_path = src / "own.ipynb"
-    nbformat.write(new_notebook(cells=[new_code_cell(
-        "import os\nopen('data.csv', 'a').write('more\\n')\n(os.stat('data.csv').st_uid == os.getuid(), "
-        "open('data.csv').read())")]), nb_path)
+    nbformat.write(
+        new_notebook(
+            cells=[
+                new_code_cell(
+                    "import os\nopen('data.csv', 'a').write('more\\n')\n(os.stat('data.csv').st_uid == os.getuid(), "
+                    "open('data.csv').read())"
+                )
+            ]
+        ),
+        nb_path,
+    )
     out = run_notebook(nb_path)
     assert ast.literal_eval(out.cells[0].outputs[-1]["data"]["text/plain"]) == (True, "notebook data\nmore\n")
 
 
 # --- class 1: removal of a hostile tree ----------------------------------------------------
+
 
 def build_hostile_tree(top: Path, outside: Path, depth: int) -> None:
     top.mkdir()
@@ -386,9 +404,24 @@ def test_removal_leaves_a_mount_point_inside_the_tree(tmp_path):
     top = tmp_path / "workdir"
     (top / "mnt").mkdir(parents=True)
     (top / "plain").write_text("x")
-    proc = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", MOUNTED, "sh",
-                           str(Path(_safe_fs.__file__).parent), str(top), sys.executable],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            MOUNTED,
+            "sh",
+            str(Path(_safe_fs.__file__).parent),
+            str(top),
+            sys.executable,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["False", "on-tmpfs"]
     assert sorted(os.listdir(top)) == ["mnt"]  # the rest was removed
@@ -418,10 +451,24 @@ def test_removal_as_an_unprivileged_backend(request):
         "rc = subprocess.run(['rm', '-rf', sys.argv[2] + '/control'], stderr=subprocess.DEVNULL).returncode\n"
         "build(sys.argv[2] + '/tree')\n"
         "print(os.geteuid(), rc, os.path.lexists(sys.argv[2] + '/control'), _safe_fs.remove_tree(sys.argv[2] + '/tree'),"
-        " os.path.lexists(sys.argv[2] + '/tree'))\n")
-    proc = subprocess.run(["setpriv", f"--reuid={UNPRIVILEGED_UID}", f"--regid={UNPRIVILEGED_UID}", "--clear-groups",
-                           "/usr/bin/python3", "-c", script, str(base), str(work)],
-                          capture_output=True, text=True, timeout=120)
+        " os.path.lexists(sys.argv[2] + '/tree'))\n"
+    )
+    proc = subprocess.run(
+        [
+            "setpriv",
+            f"--reuid={UNPRIVILEGED_UID}",
+            f"--regid={UNPRIVILEGED_UID}",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            script,
+            str(base),
+            str(work),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     uid, rc, control_left, removed, tree_left = proc.stdout.split()
     assert uid == str(UNPRIVILEGED_UID)
@@ -431,10 +478,41 @@ def test_removal_as_an_unprivileged_backend(request):
 
 # --- class 12: workdir names and locks ------------------------------------------------------
 
-NAMES = ["alice", "alice's notebook", old_dir_name("alice's notebook"), "alice_s_notebook", ".", "..", ".hidden",
-         "-x", "%41", "A", "a", "a" * 64, "a" * 65, "%" + "a" * 64, "=" + "0" * 64, "x/../../etc", "\ud800",
-         "\udcff", "\ud83d\ude00", "\U0001f600", "é", "e\u0301", "a" * 300, "b" * 300, "\x00", "\x1b[2J",
-         " ", "  ", ".locks", ".mnt", "%2E", "a.b", "a%2Eb"]
+NAMES = [
+    "alice",
+    "alice's notebook",
+    old_dir_name("alice's notebook"),
+    "alice_s_notebook",
+    ".",
+    "..",
+    ".hidden",
+    "-x",
+    "%41",
+    "A",
+    "a",
+    "a" * 64,
+    "a" * 65,
+    "%" + "a" * 64,
+    "=" + "0" * 64,
+    "x/../../etc",
+    "\ud800",
+    "\udcff",
+    "\ud83d\ude00",
+    "\U0001f600",
+    "é",
+    "e\u0301",
+    "a" * 300,
+    "b" * 300,
+    "\x00",
+    "\x1b[2J",
+    " ",
+    "  ",
+    ".locks",
+    ".mnt",
+    "%2E",
+    "a.b",
+    "a%2Eb",
+]
 
 
 @pytest.mark.a
@@ -484,12 +562,14 @@ def test_a_second_live_session_on_a_workdir_is_refused_in_one_sandbox(tmp_path, 
     # The old mapping (two names, one workdir) makes the lock the only line of defence.
     monkeypatch.setattr(sandbox_mod, "_dir_name", old_dir_name)
     if lock != "fixed":
+
         class NoLock:
             def __init__(self, *args):
                 pass
 
             def release(self):
                 pass
+
         monkeypatch.setattr(sandbox_mod, "_WorkdirLock", NoLock)
     victim, attacker = "alice's notebook", old_dir_name("alice's notebook")
     with Sandbox(Policy(timeout_s=60), root=tmp_path / "root") as box:
@@ -529,21 +609,22 @@ def test_a_second_live_session_on_a_workdir_is_refused_across_sandboxes(tmp_path
     assert list((root / ".locks").iterdir()) == []  # closed sessions leave no lock file
 
 
-HOLDER = r'''
+HOLDER = r"""
 import sys
 import sandbox_exec
 with sandbox_exec.Sandbox(root=sys.argv[1]) as box:
     box.session("shared")
     print("holding", flush=True)
     sys.stdin.readline()
-'''
+"""
 
 
 @pytest.mark.c
 def test_a_second_live_session_on_a_workdir_is_refused_across_processes(tmp_path):
     root = tmp_path / "root"
-    with subprocess.Popen([sys.executable, "-c", HOLDER, str(root)], stdin=subprocess.PIPE,
-                          stdout=subprocess.PIPE, text=True) as holder:
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(root)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as holder:
         try:
             assert holder.stdout is not None and holder.stdout.readline() == "holding\n"
             with Sandbox(Policy(timeout_s=60), root=root) as box:
@@ -570,11 +651,14 @@ def test_run_once_removes_its_workdir_and_lock(tmp_path):
 # --- class 13: terminal escapes ------------------------------------------------------------
 
 EVIL = "\x1b]0;owned\x07\x1b]52;c;cHduZWQ=\x07\x1b[2J\x1b[H\r|####| [9/9] ok 0.01s\n[9/9] ok\x9b31m\x7f\u202eevil\ud800"
-EVIL_CELL = ("Evil = type('Evil\\x1b[1A\\x1b[2K', (Exception,), {})\n"
-             f"raise Evil({EVIL!r})")
+EVIL_CELL = f"Evil = type('Evil\\x1b[1A\\x1b[2K', (Exception,), {{}})\nraise Evil({EVIL!r})"
 # Bytes a terminal acts on: C0 but newline, DEL, C1 (as UTF-8), the bidi override.
-TERMINAL_CONTROLS = [bytes([b]) for b in range(0x20) if b != 0x0A] + [b"\x7f"] + \
-    [("%c" % c).encode() for c in range(0x80, 0xA0)] + ["\u202e".encode()]
+TERMINAL_CONTROLS = (
+    [bytes([b]) for b in range(0x20) if b != 0x0A]
+    + [b"\x7f"]
+    + [chr(c).encode() for c in range(0x80, 0xA0)]
+    + ["\u202e".encode()]
+)
 
 
 def assert_no_terminal_controls(data: bytes) -> None:
@@ -584,8 +668,9 @@ def assert_no_terminal_controls(data: bytes) -> None:
 
 @pytest.mark.a
 def test_escape_controls():
-    assert escape_controls("a\x1b[2Jb\r\nc\rd\te\x9b\x7f\u202e\ud800") == \
-        "a\\x1b[2Jb\r\nc\\rd\\te\\x9b\\x7f\\u202e\\ud800"
+    assert (
+        escape_controls("a\x1b[2Jb\r\nc\rd\te\x9b\x7f\u202e\ud800") == "a\\x1b[2Jb\r\nc\\rd\\te\\x9b\\x7f\\u202e\\ud800"
+    )
     assert escape_controls("one\ntwo", multiline=False) == "one\\ntwo"
     assert escape_controls(escape_controls(EVIL)) == escape_controls(EVIL)  # idempotent
     assert_no_terminal_controls(escape_controls(EVIL).encode("utf-8"))
@@ -602,9 +687,13 @@ def test_terminal_escapes_from_a_cell_are_printed_escaped(tmp_path, allow_errors
         run_notebook(nb_path)
     raw = info.value.result.error["ename"] + info.value.result.error["evalue"] + str(info.value)
     assert "\x1b]52;" in raw and "\x1b[2J" in raw and "\x1b[1A" in raw and "\r" in raw
-    proc = subprocess.run([sys.executable, "-m", "sandbox_exec", "run", str(nb_path), "-o", str(tmp_path / "out.ipynb")]
-                          + (["--allow-errors"] if allow_errors else []),
-                          cwd=tmp_path, capture_output=True, timeout=180)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sandbox_exec", "run", str(nb_path), "-o", str(tmp_path / "out.ipynb")]
+        + (["--allow-errors"] if allow_errors else []),
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=180,
+    )
     assert proc.returncode == (0 if allow_errors else 1), proc.stderr
     assert_no_terminal_controls(proc.stderr)
     text = proc.stderr.decode("utf-8")
@@ -621,17 +710,29 @@ def test_terminal_escapes_from_a_cell_are_printed_escaped(tmp_path, allow_errors
 
 # --- class 3: an output that cannot be written costs no other output -----------------------
 
+
 def fake_results() -> dict[str, Result]:
     ok = {"output_type": "stream", "name": "stdout", "text": "kept\n"}
     return {
         "good": Result(status="ok", outputs=[ok], execution_count=1),
-        "surrogate": Result(status="ok", execution_count=2, outputs=[
-            ok, {"output_type": "display_data", "data": {"text/plain": "\ud800"}, "metadata": {}}]),
-        "negative": Result(status="ok", execution_count=3, outputs=[
-            {"output_type": "execute_result", "execution_count": -1, "data": {"text/plain": "x"}, "metadata": {}},
-            ok]),
-        "nan": Result(status="ok", execution_count=4, outputs=[
-            {"output_type": "display_data", "data": {"text/plain": "n"}, "metadata": {"v": math.nan}}]),
+        "surrogate": Result(
+            status="ok",
+            execution_count=2,
+            outputs=[ok, {"output_type": "display_data", "data": {"text/plain": "\ud800"}, "metadata": {}}],
+        ),
+        "negative": Result(
+            status="ok",
+            execution_count=3,
+            outputs=[
+                {"output_type": "execute_result", "execution_count": -1, "data": {"text/plain": "x"}, "metadata": {}},
+                ok,
+            ],
+        ),
+        "nan": Result(
+            status="ok",
+            execution_count=4,
+            outputs=[{"output_type": "display_data", "data": {"text/plain": "n"}, "metadata": {"v": math.nan}}],
+        ),
         "bad count": Result(status="ok", execution_count=-1, outputs=[ok]),
         "last": Result(status="ok", outputs=[ok], execution_count=6),
     }
@@ -673,13 +774,17 @@ def test_unwritable_display_update_of_an_earlier_cell_becomes_a_marker(tmp_path,
     shown = {"output_type": "display_data", "data": {"text/plain": "v1"}, "metadata": {}}
     results = {
         "show": Result(status="ok", execution_count=1, outputs=[shown], display_ids={0: "d"}),
-        "update": Result(status="ok", execution_count=2, outputs=[
-            {"output_type": "stream", "name": "stdout", "text": "updated\n"}],
-            display_updates=[{"display_id": "d", "data": {"text/plain": "\udfff"}, "metadata": {}}]),
+        "update": Result(
+            status="ok",
+            execution_count=2,
+            outputs=[{"output_type": "stream", "name": "stdout", "text": "updated\n"}],
+            display_updates=[{"display_id": "d", "data": {"text/plain": "\udfff"}, "metadata": {}}],
+        ),
     }
     monkeypatch.setattr(sandbox_exec.Session, "run", lambda self, code, **kw: results[code])
-    run_notebook(new_notebook(cells=[new_code_cell("show"), new_code_cell("update")]),
-                 output_path=tmp_path / "out.ipynb")
+    run_notebook(
+        new_notebook(cells=[new_code_cell("show"), new_code_cell("update")]), output_path=tmp_path / "out.ipynb"
+    )
     cells = nbformat.read(tmp_path / "out.ipynb", as_version=4).cells
     assert "an output was dropped: it cannot be encoded" in cells[0].outputs[0]["text"]
     assert cells[1].outputs[0]["text"] == "updated\n"
@@ -707,8 +812,6 @@ def test_write_notebook_writes_what_json_cannot_encode(tmp_path):
     assert nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[0].source == nb.cells[0].source
 
 
-
-
 @pytest.mark.c
 def test_hostile_outputs_end_to_end_lose_no_other_cell(tmp_path):
     # A worker sends what the boundary may or may not refuse: a lone surrogate (a JSON
@@ -717,16 +820,20 @@ def test_hostile_outputs_end_to_end_lose_no_other_cell(tmp_path):
     cells = [
         "print('first')",
         "display({'text/plain': '\\ud800'}, raw=True)",
-        FIND_CHANNEL + "channel.send(19, b'{\"output_type\": \"display_data\", \"data\": "
-                       "{\"text/plain\": \"\\\\ud800\"}, \"metadata\": {}}')\nprint('after surrogate')",
-        FIND_CHANNEL + "channel.send(19, b'{\"output_type\": \"execute_result\", \"execution_count\": -1, "
-                       "\"data\": {\"text/plain\": \"x\"}, \"metadata\": {}}')\nprint('after count')",
+        FIND_CHANNEL + 'channel.send(19, b\'{"output_type": "display_data", "data": '
+        '{"text/plain": "\\\\ud800"}, "metadata": {}}\')\nprint(\'after surrogate\')',
+        FIND_CHANNEL + 'channel.send(19, b\'{"output_type": "execute_result", "execution_count": -1, '
+        '"data": {"text/plain": "x"}, "metadata": {}}\')\nprint(\'after count\')',
         "print('last')",
     ]
     nb_path = tmp_path / "hostile.ipynb"
     nbformat.write(new_notebook(cells=[new_code_cell(c) for c in cells]), nb_path)
-    proc = subprocess.run([sys.executable, "-m", "sandbox_exec", "run", str(nb_path), "-o", "out.ipynb",
-                           "--allow-errors"], cwd=tmp_path, capture_output=True, timeout=180)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sandbox_exec", "run", str(nb_path), "-o", "out.ipynb", "--allow-errors"],
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=180,
+    )
     assert proc.returncode == 0, proc.stderr.decode("utf-8", "replace")
     written = nbformat.read(tmp_path / "out.ipynb", as_version=4)
     nbformat.validate(written)
@@ -750,15 +857,21 @@ def test_the_cli_runner_copies_no_host_file_from_another_sandboxs_workdir(tmp_pa
     secret.chmod(0o600)
     with Sandbox(Policy(timeout_s=60), root=tmp_path / "root") as box:
         s = box.session("planted")
-        r = s.run(f"import os, json\nos.symlink({str(secret)!r}, 'data.txt')\n"
-                  "nb = {'nbformat': 4, 'nbformat_minor': 5, 'metadata': {}, 'cells': [{'cell_type': 'code', "
-                  "'id': 'c1', 'metadata': {}, 'execution_count': None, 'outputs': [], "
-                  "'source': \"import os\\nprint(open('data.txt').read() if os.path.exists('data.txt') else 'absent')\"}]}\n"
-                  "json.dump(nb, open('report.ipynb', 'w'))")
+        r = s.run(
+            f"import os, json\nos.symlink({str(secret)!r}, 'data.txt')\n"
+            "nb = {'nbformat': 4, 'nbformat_minor': 5, 'metadata': {}, 'cells': [{'cell_type': 'code', "
+            "'id': 'c1', 'metadata': {}, 'execution_count': None, 'outputs': [], "
+            "'source': \"import os\\nprint(open('data.txt').read() if os.path.exists('data.txt') else 'absent')\"}]}\n"
+            "json.dump(nb, open('report.ipynb', 'w'))"
+        )
         assert r.status == "ok", r.error
         out = tmp_path / "out.ipynb"
-        p = subprocess.run([sys.executable, "-m", "sandbox_exec", "run", str(s.workdir / "report.ipynb"),
-                            "-o", str(out)], capture_output=True, text=True, timeout=300)
+        p = subprocess.run(
+            [sys.executable, "-m", "sandbox_exec", "run", str(s.workdir / "report.ipynb"), "-o", str(out)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert p.returncode == 0, p.stderr
         assert "HOST-SECRET" not in out.read_text()
         assert "absent" in out.read_text()
@@ -817,8 +930,10 @@ def test_a_name_swapped_while_the_notebook_is_written_is_detected(tmp_path, monk
 def test_one_display_update_fanned_out_to_many_outputs_is_written_a_few_times(tmp_path):
     # Found by an outside review: K tiny outputs with one display id, then one large update:
     # every output shows the update, and the runner wrote K copies (100 x 2 MiB = 200 MiB).
-    code = ("for _ in range(40):\n    display({'text/plain': 'tiny'}, raw=True, display_id='d')\n"
-            "display({'text/plain': 'u' * 300_000}, raw=True, display_id='d', update=True)\n")
+    code = (
+        "for _ in range(40):\n    display({'text/plain': 'tiny'}, raw=True, display_id='d')\n"
+        "display({'text/plain': 'u' * 300_000}, raw=True, display_id='d', update=True)\n"
+    )
     src = tmp_path / "fan.ipynb"
     nbformat.write(new_notebook(cells=[new_code_cell(code)]), src)
     out = tmp_path / "fan.out.ipynb"

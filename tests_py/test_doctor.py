@@ -18,13 +18,12 @@ pytestmark = pytest.mark.b
 
 @pytest.fixture(scope="module")
 def report() -> dict[str, tuple[str, str]]:
-    cp = subprocess.run([sys.executable, "-m", "sandbox_exec", "doctor"], capture_output=True, text=True,
-                        timeout=300)
+    cp = subprocess.run([sys.executable, "-m", "sandbox_exec", "doctor"], capture_output=True, text=True, timeout=300)
     lines: dict[str, tuple[str, str]] = {}
     for line in cp.stdout.splitlines():
         for layer in ("host ids", "workdir disk cap", "cgroup memory", "cgroup setup"):
             if line.startswith(layer + " "):
-                status, _, detail = line[len(layer):].strip().partition(" ")
+                status, _, detail = line[len(layer) :].strip().partition(" ")
                 lines[layer] = (status, detail.strip())
     assert "host ids" in lines and "workdir disk cap" in lines, cp.stdout + cp.stderr
     return lines

@@ -22,8 +22,9 @@ def test_state_persists_across_cells(session):
     assert session.run("x = 41").status == "ok"
     r = session.run("x + 1")
     assert r.status == "ok"
-    assert r.outputs == [{"output_type": "execute_result", "execution_count": 2,
-                          "data": {"text/plain": "42"}, "metadata": {}}]
+    assert r.outputs == [
+        {"output_type": "execute_result", "execution_count": 2, "data": {"text/plain": "42"}, "metadata": {}}
+    ]
 
 
 def test_execution_count_counts_like_jupyter(session):
@@ -37,17 +38,17 @@ def test_stream_outputs_and_concatenation(session):
     assert r.stdout == "out 1\nout 2\n"
     assert r.stderr == "err\n"
     # consecutive chunks of one stream are merged, as Jupyter stores them
-    assert r.outputs == [{"output_type": "stream", "name": "stdout", "text": "out 1\nout 2\n"},
-                         {"output_type": "stream", "name": "stderr", "text": "err\n"}]
+    assert r.outputs == [
+        {"output_type": "stream", "name": "stdout", "text": "out 1\nout 2\n"},
+        {"output_type": "stream", "name": "stderr", "text": "err\n"},
+    ]
     validate_outputs(r.outputs)
 
 
 def test_interleaved_streams_and_display_keep_order(session):
-    code = ("import sys\nprint('a')\nprint('b', file=sys.stderr)\ndisplay('shown')\n"
-            "print('c')\n'last'")
+    code = "import sys\nprint('a')\nprint('b', file=sys.stderr)\ndisplay('shown')\nprint('c')\n'last'"
     r = session.run(code)
-    assert [o["output_type"] for o in r.outputs] == ["stream", "stream", "display_data", "stream",
-                                                     "execute_result"]
+    assert [o["output_type"] for o in r.outputs] == ["stream", "stream", "display_data", "stream", "execute_result"]
     assert r.outputs[0]["text"] == "a\n" and r.outputs[1]["name"] == "stderr"
     assert r.outputs[2]["data"] == {"text/plain": "'shown'"}
     assert r.outputs[3]["text"] == "c\n"
@@ -56,8 +57,9 @@ def test_interleaved_streams_and_display_keep_order(session):
 
 
 def test_fd_level_output_is_captured_in_order(session):
-    r = session.run("import os\nprint('py 1')\nos.system('echo from-shell')\n"
-                    "os.write(2, b'raw stderr\\n')\nprint('py 2')")
+    r = session.run(
+        "import os\nprint('py 1')\nos.system('echo from-shell')\nos.write(2, b'raw stderr\\n')\nprint('py 2')"
+    )
     assert r.status == "ok"
     assert r.stdout == "py 1\nfrom-shell\npy 2\n"
     assert r.stderr == "raw stderr\n"
@@ -137,7 +139,7 @@ def test_system_exit_and_keyboard_interrupt_do_not_end_the_session(session):
 
 
 def test_display_protocol_basics(session):
-    code = '''
+    code = """
 class Rich:
     def _repr_html_(self): return "<b>rich</b>"
     def _repr_markdown_(self): return "**rich**"
@@ -150,7 +152,7 @@ class Png:
 display(Rich(), Bundle())
 display(Png())
 Rich()
-'''
+"""
     r = session.run(code)
     assert r.status == "ok", r.error
     d1, d2, d3, res = r.outputs
@@ -158,6 +160,7 @@ Rich()
     assert d2["data"] == {"text/plain": "B", "application/json": {"k": [1, 2]}}
     assert d2["metadata"] == {"application/json": {"expanded": True}}
     import base64
+
     assert base64.b64decode(d3["data"]["image/png"]) == b"\x89PNG fake"
     assert res["output_type"] == "execute_result" and res["data"]["text/html"] == "<b>rich</b>"
     validate_outputs(r.outputs)
@@ -172,15 +175,14 @@ def test_display_id_update_and_clear_output(session):
     r2 = session.run("h.update('third')")
     assert r2.outputs == []
     assert r2.display_updates[0]["display_id"] == "d1"
-    r3 = session.run("print('gone')\nimport builtins\n"
-                     "builtins.display.__self__.clear_output()\nprint('kept')")
+    r3 = session.run("print('gone')\nimport builtins\nbuiltins.display.__self__.clear_output()\nprint('kept')")
     assert r3.outputs == [{"output_type": "stream", "name": "stdout", "text": "kept\n"}]
 
 
 def test_unicode_round_trip(session):
     r = session.run("s = 'héllo ✓ 日本 \\U0001F600'\nprint(s)\ns")
-    assert r.stdout == "héllo ✓ 日本 \U0001F600\n"
-    assert r.outputs[1]["data"]["text/plain"] == repr("héllo ✓ 日本 \U0001F600")
+    assert r.stdout == "héllo ✓ 日本 \U0001f600\n"
+    assert r.outputs[1]["data"]["text/plain"] == repr("héllo ✓ 日本 \U0001f600")
 
 
 def test_large_output_is_chunked_and_intact(session):

@@ -10,12 +10,13 @@ the cell's outputs and the cell runs on (tests_py/test_boundary_messages.py has 
 from __future__ import annotations
 
 import pytest
+
 from conftest import FIND_CHANNEL
 
 pytestmark = pytest.mark.c
 
 # Locates the ring mapping (a memfd named sandbox_exec-ring) from inside the cell.
-FIND_RING = '''
+FIND_RING = """
 import ctypes, os, time
 base = next(int(line.split("-")[0], 16) for line in open("/proc/self/maps")
             if "sandbox_exec-ring" in line)
@@ -24,7 +25,7 @@ def poke(offset, value):
     ctypes.c_uint64.from_address(EVENT_CONTROL + offset).value = value
 def wake():
     os.write(7, b"!")               # the event doorbell (spawn_spec.h: kEventBell)
-'''
+"""
 
 
 ATTACKS = {
@@ -33,10 +34,12 @@ ATTACKS = {
     # tail claims more bytes than the ring holds
     "tail past capacity": FIND_RING + "poke(64, 1 << 40)\nwake()\ntime.sleep(2)",
     # a frame header whose length runs past what was published
-    "length past the end": FIND_RING + (
+    "length past the end": FIND_RING
+    + (
         "data = base + 4096 + (1 << 20)\n"
         "ctypes.memmove(data, (ctypes.c_uint32 * 2)(0x7fffffff, 19), 8)\n"
-        "poke(64, 8)\nwake()\ntime.sleep(2)"),
+        "poke(64, 8)\nwake()\ntime.sleep(2)"
+    ),
     "unknown frame type": FIND_CHANNEL + "channel.send(999, b'x')\nimport time\ntime.sleep(2)",
     "ready frame mid-cell": FIND_CHANNEL + "channel.send(16, b'{}')\nimport time\ntime.sleep(2)",
 }
@@ -44,11 +47,14 @@ ATTACKS = {
 # Well-framed messages with bad content: each becomes a marker naming why; the cell goes on.
 BAD_MESSAGES = {
     "invalid json message": (FIND_CHANNEL + "channel.send(19, b'{not json')", "invalid JSON"),
-    "message of the wrong shape": (FIND_CHANNEL + (
-        "channel.send(19, b'{\"output_type\": \"display_data\", \"data\": {\"text/plain\": 5}}')"),
-        "text/plain must be text"),
-    "deeply nested json": (FIND_CHANNEL + "channel.send(19, b'{\"a\":' + b'[' * 100000 + b']' * 100000 + b'}')",
-                           "nested deeper than 64 levels"),
+    "message of the wrong shape": (
+        FIND_CHANNEL + ('channel.send(19, b\'{"output_type": "display_data", "data": {"text/plain": 5}}\')'),
+        "text/plain must be text",
+    ),
+    "deeply nested json": (
+        FIND_CHANNEL + "channel.send(19, b'{\"a\":' + b'[' * 100000 + b']' * 100000 + b'}')",
+        "nested deeper than 64 levels",
+    ),
     "not an object": (FIND_CHANNEL + "channel.send(19, b'[1, 2]')", "must be a JSON object"),
 }
 
@@ -94,10 +100,13 @@ def test_a_bad_cell_done_report_is_an_error_not_a_dead_session(sandbox):
     try:
         s.run("kept = 'yes'")
         count = s.execution_count + 1
-        r = s.run(FIND_CHANNEL + f"channel.send(20, b'{{\"status\": \"maybe\", \"execution_count\": {count}}}')\n"
-                  "import time\ntime.sleep(1)", timeout=20)
+        r = s.run(
+            FIND_CHANNEL + f'channel.send(20, b\'{{"status": "maybe", "execution_count": {count}}}\')\n'
+            "import time\ntime.sleep(1)",
+            timeout=20,
+        )
         assert r.status == "error" and r.error["ename"] == "ProtocolError", (r.status, r.error)
-        assert "not \"ok\" or \"error\"" in r.error["evalue"]
+        assert 'not "ok" or "error"' in r.error["evalue"]
         assert r.duration_s < 1  # the report ended the cell; it was not waited out
         # (the worker's own report for that cell comes later and is discarded as stale)
         after = s.run("import time\ntime.sleep(1.5)\nkept")

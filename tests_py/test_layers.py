@@ -44,11 +44,13 @@ def test_landlock_alone_blocks_writes_outside_the_workdir(tmp_path, outside_targ
 
 
 def test_seccomp_alone_refuses_keyrings_and_ptrace(tmp_path):
-    code = ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
-            # keyctl(KEYCTL_GET_KEYRING_ID, KEY_SPEC_PROCESS_KEYRING, create=1): a keyring id
-            "r1 = libc.syscall(250, 0, -2, 1)\ne1 = ctypes.get_errno()\n"
-            "r2 = libc.ptrace(0, 0, 0, 0)\ne2 = ctypes.get_errno()\n"    # PTRACE_TRACEME
-            "(r1 > 0, e1, r2, e2)")
+    code = (
+        "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        # keyctl(KEYCTL_GET_KEYRING_ID, KEY_SPEC_PROCESS_KEYRING, create=1): a keyring id
+        "r1 = libc.syscall(250, 0, -2, 1)\ne1 = ctypes.get_errno()\n"
+        "r2 = libc.ptrace(0, 0, 0, 0)\ne2 = ctypes.get_errno()\n"  # PTRACE_TRACEME
+        "(r1 > 0, e1, r2, e2)"
+    )
     control = run_one(tmp_path, BARE, code)
     # without the filter both succeed for any user
     assert control.outputs[0]["data"]["text/plain"] == "(True, 0, 0, 0)"
@@ -60,8 +62,10 @@ def test_namespaces_alone_hide_the_host(tmp_path):
     secret = Path("/var/tmp") / f"sandbox_exec-secret-{uuid.uuid4().hex}"
     secret.write_text("host secret")
     try:
-        code = (f"import os, socket\nvisible = os.path.exists({str(secret)!r})\n"
-                "(visible, os.getpid(), socket.gethostname() == 'sandbox')")
+        code = (
+            f"import os, socket\nvisible = os.path.exists({str(secret)!r})\n"
+            "(visible, os.getpid(), socket.gethostname() == 'sandbox')"
+        )
         control = run_one(tmp_path, BARE, code)
         assert control.outputs[0]["data"]["text/plain"].startswith("(True,")
         r = run_one(tmp_path, BARE.replace(namespaces=True, network=False), code)

@@ -63,8 +63,10 @@ def test_timeout_kills_a_cell_that_ignores_the_interrupt(sandbox):
     s = sandbox.session("ignores-sigint", policy=sandbox_exec.Policy(interrupt_grace_s=0.5))
     try:
         pid = s.worker_pid
-        r = s.run("import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-                  "while True:\n    time.sleep(0.01)", timeout=0.3)
+        r = s.run(
+            "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    time.sleep(0.01)",
+            timeout=0.3,
+        )
         assert r.status == "timeout"
         assert "killed" in r.reason
         assert wait_until(lambda: not pid_alive(pid))
@@ -116,8 +118,7 @@ def test_on_output_streams_before_run_returns(session):
         events.append((time.monotonic(), event))
 
     t0 = time.monotonic()
-    r = session.run("import time\nprint('early', flush=True)\ntime.sleep(0.5)\nprint('late')\n7",
-                    on_output=on_output)
+    r = session.run("import time\nprint('early', flush=True)\ntime.sleep(0.5)\nprint('late')\n7", on_output=on_output)
     returned.append(time.monotonic())
     kinds = [e["output_type"] for _, e in events]
     assert kinds == ["stream", "stream", "execute_result"]
@@ -131,10 +132,18 @@ def test_on_output_streams_before_run_returns(session):
 def test_on_output_sees_live_event_shapes(session):
     events = []
     session.run("h = display('a', display_id='x')\nh.update('b')", on_output=events.append)
-    assert events[0] == {"output_type": "display_data", "data": {"text/plain": "'a'"}, "metadata": {},
-                         "transient": {"display_id": "x"}}
-    assert events[1] == {"output_type": "update_display_data", "data": {"text/plain": "'b'"},
-                         "metadata": {}, "transient": {"display_id": "x"}}
+    assert events[0] == {
+        "output_type": "display_data",
+        "data": {"text/plain": "'a'"},
+        "metadata": {},
+        "transient": {"display_id": "x"},
+    }
+    assert events[1] == {
+        "output_type": "update_display_data",
+        "data": {"text/plain": "'b'"},
+        "metadata": {},
+        "transient": {"display_id": "x"},
+    }
 
 
 def test_on_output_exception_is_raised_after_the_cell(session):
@@ -250,7 +259,7 @@ def test_close_ends_every_process_of_the_session_including_orphans(sandbox):
         "import os, time, subprocess\n"
         f"cmd = ['/bin/sh', '-c', 'sleep 300; echo {marker}']\n"
         "child = subprocess.Popen(cmd)\n"
-        "if os.fork() == 0:\n"            # a double-forked, setsid orphan
+        "if os.fork() == 0:\n"  # a double-forked, setsid orphan
         "    os.setsid()\n"
         "    if os.fork() == 0:\n"
         "        os.execv(cmd[0], cmd)\n"
@@ -286,8 +295,7 @@ def test_run_async_does_not_block_the_event_loop(session):
                 await asyncio.sleep(0.01)
 
         t = asyncio.create_task(ticker())
-        r = await session.run_async("import time\ntime.sleep(0.3)\nprint('done')\n3",
-                                    on_output=events.append)
+        r = await session.run_async("import time\ntime.sleep(0.3)\nprint('done')\n3", on_output=events.append)
         t.cancel()
         return r, ticks, events
 
@@ -307,14 +315,19 @@ def test_a_dead_backend_leaves_no_sandbox_process(tmp_path):
 
     marker = f"orphan-of-dead-backend-{uuid.uuid4().hex}"
     backend = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sandbox_exec, sys, time\n"
-         f"box = sandbox_exec.Sandbox(root={str(tmp_path)!r})\n"
-         "s = box.session('doomed')\n"
-         f"s.run(\"import subprocess\\nsubprocess.Popen(['/bin/sh', '-c', 'sleep 300; echo {marker}'])\")\n"
-         "print(s.worker_pid, flush=True)\n"
-         "time.sleep(300)\n"],
-        stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sandbox_exec, sys, time\n"
+            f"box = sandbox_exec.Sandbox(root={str(tmp_path)!r})\n"
+            "s = box.session('doomed')\n"
+            f"s.run(\"import subprocess\\nsubprocess.Popen(['/bin/sh', '-c', 'sleep 300; echo {marker}'])\")\n"
+            "print(s.worker_pid, flush=True)\n"
+            "time.sleep(300)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         worker = int(backend.stdout.readline())
 

@@ -15,16 +15,16 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from conftest import CORPUS
 from sandbox_exec.notebook import CellExecutionError, run_notebook
 
 pytestmark = pytest.mark.b
 
-from conftest import CORPUS
-
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "sandbox_exec", "run", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [sys.executable, "-m", "sandbox_exec", "run", *args], cwd=cwd, capture_output=True, text=True, timeout=180
+    )
 
 
 def read(path: Path) -> nbformat.NotebookNode:
@@ -42,6 +42,7 @@ def code_cells(nb: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
 
 
 # --- the embedded example ------------------------------------------------------------------
+
 
 def test_demo_is_packaged_valid_and_clean() -> None:
     ref = importlib.resources.files("sandbox_exec") / "examples" / "demo.ipynb"
@@ -68,8 +69,12 @@ def test_demo_runs_without_argument(tmp_path: Path) -> None:
     assert stream_text(cells["streams"]) == "15 primes below 50, the largest is 47\n"
     assert stream_text(cells["streams"], "stderr") == "this line goes to stderr\n"
     stats = ast.literal_eval(cells["stats"].outputs[0]["data"]["text/plain"])
-    assert stats == {"count": 15, "sum": 328, "mean": 21.867,
-                     "twin_primes": [(3, 5), (5, 7), (11, 13), (17, 19), (29, 31), (41, 43)]}
+    assert stats == {
+        "count": 15,
+        "sum": 328,
+        "mean": 21.867,
+        "twin_primes": [(3, 5), (5, 7), (11, 13), (17, 19), (29, 31), (41, 43)],
+    }
     assert stream_text(cells["table"]).splitlines()[2].split() == ["2", "4", "True"]
     badge, progress = cells["display"].outputs
     assert badge["output_type"] == "display_data" and badge["data"]["text/html"] == "<b>rich output</b>"
@@ -100,8 +105,9 @@ def test_output_to_stdout_and_quiet(tmp_path: Path) -> None:
 
 
 def test_help_documents_the_default_output() -> None:
-    proc = subprocess.run([sys.executable, "-m", "sandbox_exec", "run", "--help"], capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sandbox_exec", "run", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0
     assert ".executed.ipynb" in proc.stdout and "--allow-errors" in proc.stdout
 
@@ -113,6 +119,7 @@ def test_missing_notebook_is_a_usage_error(tmp_path: Path) -> None:
 
 
 # --- the nbclient corpus -------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ["HelloWorld", "Factorials", "Unicode"])
 def test_corpus_streams_match(tmp_path: Path, name: str) -> None:
@@ -151,7 +158,8 @@ def test_corpus_error_allowed(tmp_path: Path) -> None:
     cell = read(out).cells[0]
     assert cell.execution_count == 1
     assert [(o["output_type"], o["ename"], o["evalue"]) for o in cell.outputs] == [
-        ("error", "ZeroDivisionError", "division by zero")]
+        ("error", "ZeroDivisionError", "division by zero")
+    ]
 
 
 def test_corpus_skip_execution_tag(tmp_path: Path) -> None:
@@ -175,13 +183,16 @@ def test_corpus_raises_exception_tag(tmp_path: Path) -> None:
 
 # --- run_notebook --------------------------------------------------------------------------
 
+
 def test_display_updates_reach_earlier_cells() -> None:
-    nb = new_notebook(cells=[
-        new_code_cell('h = display("a", display_id="d1")'),
-        new_markdown_cell("between"),
-        new_code_cell('display("other", display_id="d2")\nprint("x")'),
-        new_code_cell('h.update("b")'),
-    ])
+    nb = new_notebook(
+        cells=[
+            new_code_cell('h = display("a", display_id="d1")'),
+            new_markdown_cell("between"),
+            new_code_cell('display("other", display_id="d2")\nprint("x")'),
+            new_code_cell('h.update("b")'),
+        ]
+    )
     original = nbformat.from_dict(nb)
     lines: list[str] = []
     out = run_notebook(nb, progress=lines.append)
@@ -197,8 +208,9 @@ def test_display_updates_reach_earlier_cells() -> None:
 
 
 def test_error_stops_the_run_and_writes(tmp_path: Path) -> None:
-    nb = new_notebook(cells=[new_code_cell("x = 1"), new_code_cell("raise ValueError('boom')"),
-                             new_code_cell("print('never')")])
+    nb = new_notebook(
+        cells=[new_code_cell("x = 1"), new_code_cell("raise ValueError('boom')"), new_code_cell("print('never')")]
+    )
     nb.cells[2].outputs = [nbformat.v4.new_output("stream", name="stdout", text="stale\n")]
     out = tmp_path / "out.ipynb"
     with pytest.raises(CellExecutionError) as info:
@@ -229,9 +241,14 @@ def test_neighbour_files_are_copied_into_the_workdir(tmp_path: Path) -> None:
     (tmp_path / ".secret").write_text("no")
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "deep.txt").write_text("no")
-    nb = new_notebook(cells=[new_code_cell(
-        "from pathlib import Path\nprint(Path('data.txt').read_text().strip())\n"
-        "sorted(p.name for p in Path('.').iterdir())")])
+    nb = new_notebook(
+        cells=[
+            new_code_cell(
+                "from pathlib import Path\nprint(Path('data.txt').read_text().strip())\n"
+                "sorted(p.name for p in Path('.').iterdir())"
+            )
+        ]
+    )
     path = tmp_path / "files.ipynb"
     nbformat.write(nb, path)
     out = run_notebook(path)
@@ -259,8 +276,9 @@ def test_ctrl_c_interrupts_the_cell_and_writes(tmp_path: Path) -> None:
     nb = new_notebook(cells=[new_code_cell("import time\ntime.sleep(60)"), new_code_cell("print('never')")])
     path = tmp_path / "slow.ipynb"
     nbformat.write(nb, path)
-    with subprocess.Popen([sys.executable, "-m", "sandbox_exec", "run", str(path)], cwd=tmp_path,
-                          stderr=subprocess.PIPE, text=True) as proc:
+    with subprocess.Popen(
+        [sys.executable, "-m", "sandbox_exec", "run", str(path)], cwd=tmp_path, stderr=subprocess.PIPE, text=True
+    ) as proc:
         assert proc.stderr is not None
         assert proc.stderr.readline().startswith("running ")
         time.sleep(2)  # the interpreter starts and the cell begins its sleep

@@ -3,16 +3,19 @@ and the rlimit-backed limits taking effect in a real worker."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import operator
+import pickle
+from collections.abc import Mapping, MutableMapping, MutableSequence, Sequence
 
 import pytest
 
 import sandbox_exec
 from sandbox_exec import Policy, PolicyError
 
-pytestmark = pytest.mark.a
 
-
+@pytest.mark.a
 def test_defaults_are_documented_values():
     p = Policy()
     assert p.timeout_s == 60.0
@@ -25,17 +28,131 @@ def test_defaults_are_documented_values():
         p.timeout_s = 5  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("field,value", [
-    ("timeout_s", 0), ("timeout_s", -1), ("timeout_s", float("inf")), ("timeout_s", "10"),
-    ("cpu_s", 0), ("memory_bytes", -5), ("memory_bytes", 1.5), ("max_open_files", 3),
-    ("max_output_bytes", 0), ("network", "no"), ("interrupt_grace_s", 0),
-    ("env", {"A=B": "x"}), ("env", {"A": 1}),
-])
+@pytest.mark.a
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("timeout_s", 0),
+        ("timeout_s", -1),
+        ("timeout_s", float("inf")),
+        ("timeout_s", "10"),
+        ("cpu_s", 0),
+        ("memory_bytes", -5),
+        ("memory_bytes", 1.5),
+        ("max_open_files", 3),
+        ("max_output_bytes", 0),
+        ("network", "no"),
+        ("interrupt_grace_s", 0),
+        ("env", {"A=B": "x"}),
+        ("env", {"A": 1}),
+    ],
+)
 def test_bad_values_are_rejected_with_the_field_named(field, value):
     with pytest.raises(PolicyError, match=field):
         Policy(**{field: value})
 
 
+def _containers(p: Policy) -> dict[str, object]:
+    """Every field of ``p`` that holds a mapping or a (non-string) sequence."""
+    return {
+        f.name: getattr(p, f.name)
+        for f in dataclasses.fields(p)
+        if isinstance(getattr(p, f.name), (Mapping, Sequence)) and not isinstance(getattr(p, f.name), str)
+    }
+
+
+MAPPING_MUTATIONS = [
+    ("setitem", TypeError, lambda m: operator.setitem(m, "A", "2")),
+    ("setitem new", TypeError, lambda m: operator.setitem(m, "NEW", "x")),
+    ("delitem", TypeError, lambda m: operator.delitem(m, "A")),
+    ("update", AttributeError, lambda m: m.update(NEW="x")),
+    ("pop", AttributeError, lambda m: m.pop("A")),
+    ("popitem", AttributeError, lambda m: m.popitem()),
+    ("setdefault", AttributeError, lambda m: m.setdefault("NEW", "x")),
+    ("clear", AttributeError, lambda m: m.clear()),
+]
+SEQUENCE_MUTATIONS = [
+    ("setitem", TypeError, lambda s: operator.setitem(s, 0, "/etc")),
+    ("delitem", TypeError, lambda s: operator.delitem(s, 0)),
+    ("append", AttributeError, lambda s: s.append("/etc")),
+    ("extend", AttributeError, lambda s: s.extend(["/etc"])),
+    ("insert", AttributeError, lambda s: s.insert(0, "/etc")),
+    ("pop", AttributeError, lambda s: s.pop()),
+    ("remove", AttributeError, lambda s: s.remove("/opt")),
+    ("clear", AttributeError, lambda s: s.clear()),
+    ("sort", AttributeError, lambda s: s.sort()),
+]
+
+
+def _filled_policy() -> Policy:
+    return Policy(env={"A": "1"}, readonly_paths=["/opt"])
+
+
+@pytest.mark.a
+def test_the_container_fields_are_the_known_ones():
+    # A new mapping or sequence field is covered by the mutation tests below only if they
+    # can fill it: name it in _filled_policy() and here.
+    assert set(_containers(_filled_policy())) == {"env", "readonly_paths"}
+
+
+@pytest.mark.a
+@pytest.mark.parametrize("what,error,mutate", MAPPING_MUTATIONS, ids=[m[0] for m in MAPPING_MUTATIONS])
+def test_no_mapping_field_can_be_changed_in_place(what, error, mutate):
+    p = _filled_policy()
+    before = hash(p)
+    mappings = {k: v for k, v in _containers(p).items() if isinstance(v, Mapping)}
+    assert mappings
+    for name, value in mappings.items():
+        assert not isinstance(value, MutableMapping), name
+        with pytest.raises(error):
+            mutate(value)
+        assert dict(getattr(p, name)) == dict(getattr(_filled_policy(), name))
+    assert hash(p) == before and p == _filled_policy()
+
+
+@pytest.mark.a
+@pytest.mark.parametrize("what,error,mutate", SEQUENCE_MUTATIONS, ids=[m[0] for m in SEQUENCE_MUTATIONS])
+def test_no_sequence_field_can_be_changed_in_place(what, error, mutate):
+    p = _filled_policy()
+    before = hash(p)
+    sequences = {k: v for k, v in _containers(p).items() if not isinstance(v, Mapping)}
+    assert sequences
+    for name, value in sequences.items():
+        assert not isinstance(value, MutableSequence), name
+        with pytest.raises(error):
+            mutate(value)
+        assert list(getattr(p, name)) == list(getattr(_filled_policy(), name))
+    assert hash(p) == before and p == _filled_policy()
+
+
+@pytest.mark.a
+def test_the_callers_containers_are_copied():
+    env, paths = {"A": "1"}, ["/opt"]
+    p = Policy(env=env, readonly_paths=paths)
+    env["A"], env["B"] = "changed", "added"
+    paths.append("/etc")
+    assert dict(p.env) == {"A": "1"} and p.readonly_paths == ("/opt",)
+
+
+@pytest.mark.a
+def test_a_frozen_policy_still_replaces_hashes_and_copies():
+    p = _filled_policy()
+    q = p.replace(env={"A": "1", "B": "2"}, timeout_s=5)
+    assert dict(q.env) == {"A": "1", "B": "2"} and q.timeout_s == 5 and dict(p.env) == {"A": "1"}
+    with pytest.raises(TypeError):
+        q.env["C"] = "3"  # type: ignore[index]
+    assert p.replace() == p and hash(p.replace()) == hash(p)
+    # Equal policies hash equal whatever order their env was written in.
+    assert Policy(env={"A": "1", "B": "2"}) == Policy(env={"B": "2", "A": "1"})
+    assert hash(Policy(env={"A": "1", "B": "2"})) == hash(Policy(env={"B": "2", "A": "1"}))
+    assert len({p, p.replace(), q}) == 2
+    for copied in (pickle.loads(pickle.dumps(p)), copy.deepcopy(p), copy.copy(p)):
+        assert copied == p and hash(copied) == hash(p)
+        with pytest.raises(TypeError):
+            copied.env["A"] = "2"  # type: ignore[index]
+
+
+@pytest.mark.a
 def test_policy_error_is_a_value_error_and_a_sandbox_error():
     with pytest.raises(ValueError):
         Policy(timeout_s=-1)
@@ -43,11 +160,15 @@ def test_policy_error_is_a_value_error_and_a_sandbox_error():
         Policy(timeout_s=-1)
 
 
-@pytest.mark.parametrize("changes,needle", [
-    ({"namespaces": False, "network": False, "max_processes": None, "disk_bytes": None}, "network namespace"),
-    ({"namespaces": False, "network": True, "disk_bytes": None}, "RLIMIT_NPROC"),
-    ({"namespaces": False, "network": True, "max_processes": None}, "size-capped"),
-])
+@pytest.mark.a
+@pytest.mark.parametrize(
+    "changes,needle",
+    [
+        ({"namespaces": False, "network": False, "max_processes": None, "disk_bytes": None}, "network namespace"),
+        ({"namespaces": False, "network": True, "disk_bytes": None}, "RLIMIT_NPROC"),
+        ({"namespaces": False, "network": True, "max_processes": None}, "size-capped"),
+    ],
+)
 def test_unenforceable_protections_fail_closed(tmp_path, changes, needle):
     with sandbox_exec.Sandbox(Policy(**changes), root=tmp_path) as box:
         with pytest.raises(PolicyError, match=needle):
@@ -55,6 +176,7 @@ def test_unenforceable_protections_fail_closed(tmp_path, changes, needle):
         assert box.sessions() == []  # nothing was started
 
 
+@pytest.mark.a
 def test_enforcement_report_names_each_mechanism():
     report = Policy(memory_bytes=1 << 30).enforcement({})
     assert report["memory_bytes"].startswith("RLIMIT_AS")
@@ -66,22 +188,24 @@ def test_enforcement_report_names_each_mechanism():
     assert report["network"] == "host network (opt-out)"
 
 
+@pytest.mark.a
 def test_missing_launcher_is_a_clear_sandbox_error(tmp_path, monkeypatch):
     monkeypatch.setenv("SANDBOX_EXEC_LAUNCHER", str(tmp_path / "nope"))
-    with sandbox_exec.Sandbox(root=tmp_path) as box:
-        with pytest.raises(sandbox_exec.SandboxError, match="launcher"):
-            box.session("x")
+    with sandbox_exec.Sandbox(root=tmp_path) as box, pytest.raises(sandbox_exec.SandboxError, match="launcher"):
+        box.session("x")
 
 
+@pytest.mark.a
 def test_unusable_workdir_is_a_sandbox_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     with sandbox_exec.Sandbox(root=blocker.parent) as box:
-        s = sandbox_exec.Session(box, "odd", box.policy, None, blocker / "sub")
-        with pytest.raises(sandbox_exec.SandboxError, match="workdir.*ENOTDIR"):
+        s = sandbox_exec.Session(box._table, "odd", box.policy, None, blocker / "sub")
+        with pytest.raises(sandbox_exec.SandboxError, match=r"workdir.*ENOTDIR"):
             s.restart()
 
 
+@pytest.mark.a
 def test_a_failing_isolation_step_stops_the_start_and_names_call_and_errno(tmp_path):
     # RLIMIT_NOFILE above fs.nr_open fails with EPERM even for root: the launcher reports
     # the step and the worker never runs.
@@ -99,9 +223,11 @@ def test_a_failing_isolation_step_stops_the_start_and_names_call_and_errno(tmp_p
 def test_max_file_bytes_limits_one_file(sandbox):
     s = sandbox.session("fsize", policy=Policy(max_file_bytes=1 << 20))
     try:
-        r = s.run("import signal\nsignal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
-                  "f = open('big.bin', 'wb')\nf.write(b'x' * (1 << 19))\nf.flush()\n"
-                  "f.write(b'x' * (1 << 21))\nf.flush()")
+        r = s.run(
+            "import signal\nsignal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            "f = open('big.bin', 'wb')\nf.write(b'x' * (1 << 19))\nf.flush()\n"
+            "f.write(b'x' * (1 << 21))\nf.flush()"
+        )
         assert r.status == "error"
         assert r.error["ename"] == "OSError" and "File too large" in r.error["evalue"]
         assert (s.workdir / "big.bin").stat().st_size <= 1 << 20
@@ -164,6 +290,7 @@ def test_cpu_limit_ends_a_spinning_interpreter(sandbox):
         s.close()
 
 
+@pytest.mark.b
 def test_worker_limits_cannot_be_raised_by_the_cell(sandbox):
     s = sandbox.session("raise-limit", policy=Policy(max_open_files=128))
     try:
@@ -178,8 +305,10 @@ def test_worker_limits_cannot_be_raised_by_the_cell(sandbox):
 def test_disk_limit_covers_workdir_and_tmp(sandbox):
     s = sandbox.session("disk", policy=Policy(disk_bytes=32 << 20, max_file_bytes=64 << 20))
     try:
-        r = s.run("import os, time\nfor i in range(200):\n    open(f'f{i}', 'wb').write(os.urandom(1 << 20))\n"
-                  "    time.sleep(0.005)")
+        r = s.run(
+            "import os, time\nfor i in range(200):\n    open(f'f{i}', 'wb').write(os.urandom(1 << 20))\n"
+            "    time.sleep(0.005)"
+        )
         assert r.status == "disk"
         written = sum(f.stat().st_size for f in s.workdir.iterdir())
         if "size-capped ext4 image" in s.enforcement["disk_bytes"]:

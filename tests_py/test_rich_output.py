@@ -7,7 +7,6 @@ import base64
 
 import pytest
 
-import sandbox_exec
 from sandbox_exec import Policy
 
 pytestmark = pytest.mark.b
@@ -28,13 +27,16 @@ def test_open_figures_are_published_at_the_end_of_the_cell_and_closed(session):
     width, height = png_size(fig["data"]["image/png"])
     assert 400 < width < 700 and 300 < height < 500  # 6.4x4.8 in at 100 dpi, tight bbox
     r = session.run("len(plt.get_fignums())")
-    assert r.outputs == [{"output_type": "execute_result", "execution_count": 2,
-                          "data": {"text/plain": "0"}, "metadata": {}}]
+    assert r.outputs == [
+        {"output_type": "execute_result", "execution_count": 2, "data": {"text/plain": "0"}, "metadata": {}}
+    ]
 
 
 def test_plt_show_publishes_at_once_and_no_gui_backend(session):
-    r = session.run("import matplotlib, matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()\n"
-                    "print('after show')\nmatplotlib.get_backend()")
+    r = session.run(
+        "import matplotlib, matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()\n"
+        "print('after show')\nmatplotlib.get_backend()"
+    )
     kinds = [o["output_type"] for o in r.outputs]
     assert kinds == ["display_data", "stream", "execute_result"]
     assert r.outputs[2]["data"]["text/plain"] == "'module://sandbox_exec._worker.mpl_backend'"
@@ -60,10 +62,12 @@ def test_figure_format_and_dpi_come_from_the_policy(sandbox):
 
 def test_ipython_display_objects_route_into_the_cell(session):
     pytest.importorskip("IPython")
-    r = session.run("from IPython.display import display, HTML, Markdown, JSON, SVG, clear_output\n"
-                    "print('gone')\nclear_output(wait=True)\n"
-                    "display(HTML('<b>b</b>'), Markdown('*m*'))\n"
-                    "h = display(JSON({'a': 1}), display_id='j')\nh.update(JSON({'a': 2}))")
+    r = session.run(
+        "from IPython.display import display, HTML, Markdown, JSON, SVG, clear_output\n"
+        "print('gone')\nclear_output(wait=True)\n"
+        "display(HTML('<b>b</b>'), Markdown('*m*'))\n"
+        "h = display(JSON({'a': 1}), display_id='j')\nh.update(JSON({'a': 2}))"
+    )
     assert [o["output_type"] for o in r.outputs] == ["display_data", "display_data", "display_data"]
     assert r.outputs[0]["data"]["text/html"] == "<b>b</b>"
     assert r.outputs[1]["data"]["text/markdown"] == "*m*"
@@ -78,8 +82,9 @@ def test_pandas_dataframe_as_jupyter_shows_it(session):
     assert data["text/plain"] == "   a  b\n0  1  x\n1  2  y"
     assert data["text/html"].startswith("<div>") and "<table" in data["text/html"]
     # a notebook shows 20 columns of a wide frame, not a terminal's width
-    r = session.run("pd.DataFrame([list(range(30))]).to_string().count('...') == 0, "
-                    "pd.get_option('display.max_columns')")
+    r = session.run(
+        "pd.DataFrame([list(range(30))]).to_string().count('...') == 0, pd.get_option('display.max_columns')"
+    )
     assert r.outputs[0]["data"]["text/plain"].endswith(", 20)")
 
 
@@ -93,8 +98,7 @@ def test_ipython_input_rules(session):
 
 def test_object_displaying_itself_as_last_expression(session):
     r = session.run("class Shows:\n    def _ipython_display_(self):\n        display('shown by itself')\nShows()")
-    assert r.outputs == [{"output_type": "display_data", "data": {"text/plain": "'shown by itself'"},
-                          "metadata": {}}]
+    assert r.outputs == [{"output_type": "display_data", "data": {"text/plain": "'shown by itself'"}, "metadata": {}}]
 
 
 def test_display_works_without_ipython(sandbox):

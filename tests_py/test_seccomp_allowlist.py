@@ -45,7 +45,7 @@ import sandbox_exec
 from sandbox_exec import Policy
 
 #: Prepended to every cell: the same helpers inside the sandbox and in the control run.
-PRELUDE = r'''
+PRELUDE = r"""
 import ctypes, errno, json, os, socket, sys
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -61,23 +61,26 @@ def make_socket(family, kind, proto=0):
         return {"ok": False, "errno": e.errno}
 def report(**kw):
     print("REPORT " + json.dumps(kw), flush=True)
-'''
+"""
 
 #: Proves a cell runs under *this* filter: seccomp mode 2, and get_robust_list (on no list,
 #: allowed by the old deny list and by the kernel) answers ENOSYS.
-UNDER_ALLOW_LIST = PRELUDE + r'''
+UNDER_ALLOW_LIST = (
+    PRELUDE
+    + r"""
 _status = dict(l.split(":\t", 1) for l in open("/proc/self/status").read().splitlines() if ":\t" in l)
 assert _status["Seccomp"].strip() == "2", _status["Seccomp"]
 _head, _len = ctypes.c_long(), ctypes.c_size_t()
 _r = syscall(274, 0, ctypes.byref(_head), ctypes.byref(_len))  # get_robust_list
 assert _r == {"rc": -1, "errno": errno.ENOSYS}, _r
-'''
+"""
+)
 
 
 def parse_report(text: str) -> dict:
     lines = [line for line in text.splitlines() if line.startswith("REPORT ")]
     assert lines, text[-3000:]
-    return json.loads(lines[-1][len("REPORT "):])
+    return json.loads(lines[-1][len("REPORT ") :])
 
 
 def run_cell(s: sandbox_exec.Session, body: str, *, timeout: float = 120) -> sandbox_exec.Result:
@@ -96,8 +99,9 @@ def run_attack(s: sandbox_exec.Session, code: str, *, timeout: float = 60) -> di
 
 def control(code: str, *, timeout: float = 60) -> dict:
     """The same code without the sandbox: plain python -c, as this same user."""
-    cp = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
-                        stdin=subprocess.DEVNULL)
+    cp = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
     assert cp.returncode == 0, (cp.returncode, cp.stdout[-3000:], cp.stderr[-3000:])
     return parse_report(cp.stdout)
 
@@ -109,6 +113,7 @@ def sc_failed(outcome: dict, err: int) -> bool:
 # ----------------------------------------------------------------------------------------
 # Workloads: the existing suites, with the filter on (the default policy)
 # ----------------------------------------------------------------------------------------
+
 
 @pytest.mark.a
 def test_default_policy_has_the_filter_on():
@@ -123,11 +128,13 @@ def test_the_whole_suite_runs_under_the_allow_list(sandbox):
     them.)"""
     s = sandbox.session("filter-check")
     try:
-        r = s.run("import ctypes, errno\n"
-                  "status = open('/proc/self/status').read()\n"
-                  "libc = ctypes.CDLL(None, use_errno=True)\n"
-                  "rc = libc.syscall(274, 0, 0, 0)  # get_robust_list: on no list\n"
-                  "(status.split('Seccomp:')[1].split()[0], rc, errno.errorcode[ctypes.get_errno()])")
+        r = s.run(
+            "import ctypes, errno\n"
+            "status = open('/proc/self/status').read()\n"
+            "libc = ctypes.CDLL(None, use_errno=True)\n"
+            "rc = libc.syscall(274, 0, 0, 0)  # get_robust_list: on no list\n"
+            "(status.split('Seccomp:')[1].split()[0], rc, errno.errorcode[ctypes.get_errno()])"
+        )
         assert r.status == "ok", r.error
         assert r.outputs[0]["data"]["text/plain"] == "('2', -1, 'ENOSYS')"
     finally:
@@ -138,9 +145,12 @@ def test_the_whole_suite_runs_under_the_allow_list(sandbox):
 # Workloads: real notebook work as cells
 # ----------------------------------------------------------------------------------------
 
+
 @pytest.mark.b
 def test_numpy_pandas_matplotlib(session):
-    r = run_cell(session, '''
+    r = run_cell(
+        session,
+        """
     import numpy as np, pandas as pd, matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -155,14 +165,17 @@ def test_numpy_pandas_matplotlib(session):
         head = f.read(8)
     report(shape=list(summary.shape), png=head == b"\\x89PNG\\r\\n\\x1a\\n", size=os.path.getsize("plot.png"),
            inv=float(np.linalg.inv(np.eye(3) * 2)[0, 0]))
-    ''')
+    """,
+    )
     rep = parse_report(r.stdout)
     assert rep["shape"] == [4, 3] and rep["png"] and rep["size"] > 1000 and rep["inv"] == 0.5, rep
 
 
 @pytest.mark.b
 def test_threads(session):
-    r = run_cell(session, '''
+    r = run_cell(
+        session,
+        """
     import threading, concurrent.futures
     results = []
     lock = threading.Lock()
@@ -175,7 +188,8 @@ def test_threads(session):
     with concurrent.futures.ThreadPoolExecutor(8) as ex:
         total = sum(ex.map(lambda x: x + 1, range(1000)))
     report(n=len(results), total=total, native=threading.get_native_id() > 0)
-    ''')
+    """,
+    )
     assert parse_report(r.stdout) == {"n": 16, "total": 500500, "native": True}
 
 
@@ -183,7 +197,9 @@ def test_threads(session):
 @pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
 def test_multiprocessing_pool(session, method):
     # The pool's function lives in a module file: spawn needs to import it by name.
-    r = run_cell(session, f'''
+    r = run_cell(
+        session,
+        f"""
     import multiprocessing as mp
     with open("sc_pool_mod.py", "w") as f:
         f.write("import os\\ndef square(x):\\n    return x * x, os.getpid()\\n")
@@ -200,7 +216,9 @@ def test_multiprocessing_pool(session, method):
         pass
     report(values=[v for v, _ in out], pids=len({{pid for _, pid in out}}) >= 1,
            other=all(pid != os.getpid() for _, pid in out), got=got, code=p.exitcode)
-    ''', timeout=180)
+    """,
+        timeout=180,
+    )
     rep = parse_report(r.stdout)
     assert rep["values"] == [i * i for i in range(20)] and rep["other"], rep
     assert rep["got"] == "hello" and rep["code"] == 0, rep
@@ -208,14 +226,17 @@ def test_multiprocessing_pool(session, method):
 
 @pytest.mark.b
 def test_subprocess_shell(session):
-    r = run_cell(session, '''
+    r = run_cell(
+        session,
+        """
     import subprocess
     open("marker.txt", "w").write("x")
     cp = subprocess.run(["/bin/sh", "-c", "ls; cat"], input="from-stdin\\n", capture_output=True, text=True, timeout=60)
     out = subprocess.check_output("echo $((6*7)) | cat", shell=True, text=True)
     p = subprocess.Popen(["sleep", "0.1"]); p.wait(60)
     report(rc=cp.returncode, out=cp.stdout, err=cp.stderr, sh=out.strip(), sleep=p.returncode)
-    ''')
+    """,
+    )
     rep = parse_report(r.stdout)
     assert rep["rc"] == 0 and "marker.txt" in rep["out"] and "from-stdin" in rep["out"], rep
     assert rep["sh"] == "42" and rep["sleep"] == 0, rep
@@ -231,7 +252,9 @@ def test_shell_escape(session):
 
 @pytest.mark.b
 def test_asyncio(session):
-    r = run_cell(session, '''
+    r = run_cell(
+        session,
+        """
     import asyncio
     async def main():
         async def tick(i):
@@ -253,13 +276,16 @@ def test_asyncio(session):
         return vals, out.decode().strip(), line.decode().strip(), threaded
     vals, out, line, threaded = asyncio.run(main())
     report(vals=vals, out=out, line=line, threaded=threaded)
-    ''')
+    """,
+    )
     assert parse_report(r.stdout) == {"vals": list(range(10)), "out": "async-sub", "line": "PING", "threaded": 6}
 
 
 @pytest.mark.b
 def test_loopback_sockets(session):
-    r = run_cell(session, '''
+    r = run_cell(
+        session,
+        """
     import threading
     def serve(srv):
         conn, _ = srv.accept()
@@ -280,16 +306,21 @@ def test_loopback_sockets(session):
     out["names"] = [n for _, n in socket.if_nameindex()]   # AF_NETLINK / NETLINK_ROUTE
     out["addrinfo"] = sorted({ai[4][0] for ai in socket.getaddrinfo("localhost", 80, proto=socket.IPPROTO_TCP)})
     report(**out)
-    ''')
+    """,
+    )
     rep = parse_report(r.stdout)
-    assert rep[str(int(__import__("socket").AF_INET))] == "cba" and rep[str(int(__import__("socket").AF_INET6))] == "cba", rep
+    assert (
+        rep[str(int(__import__("socket").AF_INET))] == "cba" and rep[str(int(__import__("socket").AF_INET6))] == "cba"
+    ), rep
     assert rep["udp"] == "dgram" and rep["pair"] == "pair" and rep["names"] == ["lo"], rep
     assert "127.0.0.1" in rep["addrinfo"], rep
 
 
 @pytest.mark.b
 def test_clocks_and_time(session):
-    r = run_cell(session, '''
+    r = run_cell(
+        session,
+        """
     import time, datetime
     clocks = {name: getattr(time, name) for name in ("CLOCK_REALTIME", "CLOCK_MONOTONIC", "CLOCK_MONOTONIC_RAW",
               "CLOCK_BOOTTIME", "CLOCK_PROCESS_CPUTIME_ID", "CLOCK_THREAD_CPUTIME_ID", "CLOCK_TAI") if hasattr(time, name)}
@@ -299,7 +330,8 @@ def test_clocks_and_time(session):
     report(reads=reads, res=res, slept=slept >= 0.04, now=time.time() > 1.6e9,
            perf=time.perf_counter_ns() > 0, proc=time.process_time() >= 0, thread=time.thread_time() >= 0,
            today=datetime.datetime.now().year >= 2024, tz=time.localtime().tm_year >= 2024)
-    ''')
+    """,
+    )
     rep = parse_report(r.stdout)
     assert all(rep["reads"].values()) and all(rep["res"].values()) and len(rep["reads"]) >= 6, rep
     assert all(v for k, v in rep.items() if k not in ("reads", "res")), rep
@@ -307,7 +339,9 @@ def test_clocks_and_time(session):
 
 @pytest.mark.b
 def test_mmap(session):
-    r = run_cell(session, '''
+    r = run_cell(
+        session,
+        """
     import mmap
     anon = mmap.mmap(-1, 1 << 20); anon[:5] = b"hello"; first = bytes(anon[:5]); anon.close()
     with open("mapped.bin", "wb") as f:
@@ -319,13 +353,16 @@ def test_mmap(session):
     ro = mmap.mmap(os.open("mapped.bin", os.O_RDONLY), 0, prot=mmap.PROT_READ)
     m2 = mmap.mmap(-1, 4096); m2.madvise(mmap.MADV_DONTNEED)
     report(first=first.decode(), data=data[100:104].decode(), size=len(data), ro=len(ro))
-    ''')
+    """,
+    )
     assert parse_report(r.stdout) == {"first": "hello", "data": "data", "size": 16384, "ro": 16384}
 
 
 @pytest.mark.b
 def test_signals(session):
-    r = run_cell(session, '''
+    r = run_cell(
+        session,
+        """
     import signal, threading, time
     got = []
     old = signal.signal(signal.SIGUSR1, lambda s, f: got.append(s))
@@ -351,16 +388,25 @@ def test_signals(session):
     signal.signal(signal.SIGUSR1, old); signal.signal(signal.SIGALRM, old_alrm)
     report(usr1=got.count(int(signal.SIGUSR1)), alrm=int(signal.SIGALRM) in got, pending=pending,
            waited=info.si_signo, child=os.WTERMSIG(status))
-    ''')
+    """,
+    )
     rep = parse_report(r.stdout)
     import signal
-    assert rep == {"usr1": 2, "alrm": True, "pending": True, "waited": int(signal.SIGUSR2),
-                   "child": int(signal.SIGTERM)}, rep
+
+    assert rep == {
+        "usr1": 2,
+        "alrm": True,
+        "pending": True,
+        "waited": int(signal.SIGUSR2),
+        "child": int(signal.SIGTERM),
+    }, rep
 
 
 @pytest.mark.b
 def test_sendfile_and_friends(session):
-    r = run_cell(session, '''
+    r = run_cell(
+        session,
+        """
     import shutil
     with open("src.bin", "wb") as f:
         f.write(os.urandom(1 << 20))
@@ -377,13 +423,16 @@ def test_sendfile_and_friends(session):
         moved = os.splice(f.fileno(), w_, 4096)
     same = open("src.bin", "rb").read() == open("dst.bin", "rb").read() == open("copy.bin", "rb").read()
     report(sent=sent, same=same, moved=moved, spliced=len(os.read(r_, 8192)))
-    ''')
+    """,
+    )
     assert parse_report(r.stdout) == {"sent": 1 << 20, "same": True, "moved": 4096, "spliced": 4096}
 
 
 @pytest.mark.b
 def test_select_poll_epoll(session):
-    r = run_cell(session, '''
+    r = run_cell(
+        session,
+        """
     import select, selectors
     r_, w_ = os.pipe()
     os.write(w_, b"x")
@@ -393,28 +442,46 @@ def test_select_poll_epoll(session):
     s = selectors.DefaultSelector(); s.register(r_, selectors.EVENT_READ); dflt = len(s.select(5)) == 1
     efd = os.eventfd(0); os.eventfd_write(efd, 3); ev = os.eventfd_read(efd)
     report(select=sel, poll=pol, epoll=ep, selector=dflt, selector_kind=type(s).__name__, eventfd=ev)
-    ''')
-    assert parse_report(r.stdout) == {"select": True, "poll": True, "epoll": True, "selector": True,
-                                      "selector_kind": "EpollSelector", "eventfd": 3}
+    """,
+    )
+    assert parse_report(r.stdout) == {
+        "select": True,
+        "poll": True,
+        "epoll": True,
+        "selector": True,
+        "selector_kind": "EpollSelector",
+        "eventfd": 3,
+    }
 
 
 @pytest.mark.b
 def test_getrandom(session):
-    r = run_cell(session, '''
+    r = run_cell(
+        session,
+        """
     import random, secrets, uuid
     report(getrandom=len(os.getrandom(32)), nonblock=len(os.getrandom(16, os.GRND_NONBLOCK)),
            urandom=len(os.urandom(32)), token=len(secrets.token_hex(8)), uuid=len(str(uuid.uuid4())),
            sysrandom=0 <= random.SystemRandom().random() < 1)
-    ''')
-    assert parse_report(r.stdout) == {"getrandom": 32, "nonblock": 16, "urandom": 32, "token": 16,
-                                      "uuid": 36, "sysrandom": True}
+    """,
+    )
+    assert parse_report(r.stdout) == {
+        "getrandom": 32,
+        "nonblock": 16,
+        "urandom": 32,
+        "token": 16,
+        "uuid": 36,
+        "sysrandom": True,
+    }
 
 
 # ----------------------------------------------------------------------------------------
 # Attacks, with controls
 # ----------------------------------------------------------------------------------------
 
-VSOCK = PRELUDE + r'''
+VSOCK = (
+    PRELUDE
+    + r"""
 import socket
 out = {"stream": make_socket(socket.AF_VSOCK, socket.SOCK_STREAM),
        "dgram": make_socket(socket.AF_VSOCK, socket.SOCK_DGRAM)}
@@ -423,7 +490,8 @@ out["pair"] = syscall(53, socket.AF_VSOCK, socket.SOCK_STREAM, 0, fds)
 # Garbage in the high bits, which the kernel drops, does not get AF_VSOCK past the filter.
 out["high_bits"] = syscall(41, (1 << 32) | socket.AF_VSOCK, socket.SOCK_STREAM, 0)
 report(**out)
-'''
+"""
+)
 
 
 @pytest.mark.c
@@ -445,7 +513,9 @@ def test_vsock_is_refused(new_session):
     assert inside_without_filter["stream"] == ctrl["stream"], (inside_without_filter, ctrl)
 
 
-OTHER_FAMILIES = PRELUDE + r'''
+OTHER_FAMILIES = (
+    PRELUDE
+    + r"""
 import socket
 out = {"packet": make_socket(socket.AF_PACKET, socket.SOCK_RAW, 0x0300),
        "packet_dgram": make_socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0x0300),
@@ -456,7 +526,8 @@ out = {"packet": make_socket(socket.AF_PACKET, socket.SOCK_RAW, 0x0300),
        "netlink_xfrm": make_socket(socket.AF_NETLINK, socket.SOCK_RAW, 6),        # NETLINK_XFRM
        "netlink_route": make_socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)}
 report(**out)
-'''
+"""
+)
 
 
 @pytest.mark.c
@@ -465,7 +536,7 @@ def test_packet_alg_key_and_other_netlink_are_refused(session):
     refused = ("packet", "packet_dgram", "alg", "key", "netlink_uevent", "netlink_audit", "netlink_xfrm")
     for name in refused:
         assert rep[name] == {"ok": False, "errno": errno.EPERM}, (name, rep)
-    assert rep["netlink_route"]["ok"], rep   # what glibc needs (if_nameindex, getaddrinfo)
+    assert rep["netlink_route"]["ok"], rep  # what glibc needs (if_nameindex, getaddrinfo)
     ctrl = control(OTHER_FAMILIES)
     # The host (root) creates each of them; the EPERM above is the filter's.
     for name in ("packet", "packet_dgram", "netlink_uevent", "netlink_audit", "netlink_xfrm"):
@@ -476,7 +547,9 @@ def test_packet_alg_key_and_other_netlink_are_refused(session):
         assert ctrl[name]["ok"] or ctrl[name]["errno"] == errno.EAFNOSUPPORT, (name, ctrl)
 
 
-UNLISTED = PRELUDE + r'''
+UNLISTED = (
+    PRELUDE
+    + r"""
 head, size = ctypes.c_long(), ctypes.c_size_t()
 ids, n = (ctypes.c_uint64 * 64)(), ctypes.c_uint32(64 * 8)
 req = (ctypes.c_uint32 * 6)(24, 0, 0xffffffff, 0xffffffff, 0, 0)   # mnt_id_req: LSMT_ROOT
@@ -486,7 +559,8 @@ report(get_robust_list=syscall(274, 0, ctypes.byref(head), ctypes.byref(size)),
        listmount=syscall(458, req, mnts, 256, 0),
        made_up=syscall(1000),
        lookup_dcookie=syscall(212, 0, 0, 0))
-'''
+"""
+)
 
 
 @pytest.mark.c

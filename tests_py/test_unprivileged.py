@@ -27,7 +27,7 @@ from sandbox_exec import _core
 pytestmark = pytest.mark.c
 
 UID = 65534
-BACKEND = r'''
+BACKEND = r"""
 import json, os, sys
 import sandbox_exec
 root, secret = sys.argv[1], sys.argv[2]
@@ -55,7 +55,7 @@ with sandbox_exec.Sandbox(root=root) as box:
     r = s.run("open('kept.txt', 'w').write('ok')\n2 + 2")
     out["cell"] = r.outputs[0]["data"]["text/plain"]
 print(json.dumps(out))
-'''
+"""
 
 
 def _package_copy(base: Path) -> Path:
@@ -65,8 +65,9 @@ def _package_copy(base: Path) -> Path:
     subprocess.run([python, "-m", "venv", "--without-pip", str(venv)], check=True)
     site = next(venv.glob("lib/python3*/site-packages"))
     pkg = Path(sandbox_exec.__file__).parent
-    shutil.copytree(pkg, site / "sandbox_exec", ignore=shutil.ignore_patterns("__pycache__", "*.so",
-                                                                           "sandbox_exec_launcher"))
+    shutil.copytree(
+        pkg, site / "sandbox_exec", ignore=shutil.ignore_patterns("__pycache__", "*.so", "sandbox_exec_launcher")
+    )
     built = Path(_core.__file__).parent
     shutil.copy2(_core.__file__, site / "sandbox_exec")
     shutil.copy2(built / "sandbox_exec_launcher", site / "sandbox_exec")
@@ -88,8 +89,19 @@ def unprivileged_run():
             os.chmod(secret, 0o600)  # readable by the root backend only
             os.chown(root, UID, UID)
             python = _package_copy(base)
-            cmd = ["setpriv", f"--reuid={UID}", f"--regid={UID}", "--clear-groups", "--inh-caps=-all",
-                   "--bounding-set=-all", str(python), "-c", BACKEND, str(root), str(secret)]
+            cmd = [
+                "setpriv",
+                f"--reuid={UID}",
+                f"--regid={UID}",
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--bounding-set=-all",
+                str(python),
+                "-c",
+                BACKEND,
+                str(root),
+                str(secret),
+            ]
         else:
             os.chmod(secret, 0o000)
             cmd = [sys.executable, "-c", BACKEND, str(root), str(secret)]
@@ -135,4 +147,3 @@ def test_memory_limit_falls_back_to_rlimit_as(unprivileged_run):
     out, _ = unprivileged_run
     assert out["enforcement"]["memory_bytes"].startswith("RLIMIT_AS")
     assert out["memory"] == "memory"
-

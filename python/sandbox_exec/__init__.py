@@ -11,7 +11,24 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import PolicyError, PreludeError, SandboxError, SessionClosedError
 from .policy import Policy
-from .result import STATUSES, Result, Status
+from .result import (
+    STATUSES,
+    ClearOutputEvent,
+    DisplayDataOutput,
+    DisplayUpdate,
+    ErrorInfo,
+    ErrorOutput,
+    ExecuteResultOutput,
+    LiveDisplayData,
+    LiveExecuteResult,
+    Output,
+    OutputEvent,
+    Result,
+    Status,
+    StreamOutput,
+    Transient,
+    UpdateDisplayDataEvent,
+)
 
 if TYPE_CHECKING:
     from .sandbox import Sandbox, Session, run
@@ -26,18 +43,32 @@ def __getattr__(name: str) -> Any:
         return getattr(sandbox, name)
     raise AttributeError(f"module 'sandbox_exec' has no attribute {name!r}")
 
+
 __version__ = "0.1.0"
 
 __all__ = [
-    "run",
-    "Sandbox",
-    "Session",
-    "Policy",
-    "Result",
-    "Status",
     "STATUSES",
-    "SandboxError",
+    "ClearOutputEvent",
+    "DisplayDataOutput",
+    "DisplayUpdate",
+    "ErrorInfo",
+    "ErrorOutput",
+    "ExecuteResultOutput",
+    "LiveDisplayData",
+    "LiveExecuteResult",
+    "Output",
+    "OutputEvent",
+    "Policy",
     "PolicyError",
     "PreludeError",
+    "Result",
+    "Sandbox",
+    "SandboxError",
+    "Session",
     "SessionClosedError",
+    "Status",
+    "StreamOutput",
+    "Transient",
+    "UpdateDisplayDataEvent",
+    "run",
 ]

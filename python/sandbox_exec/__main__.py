@@ -12,8 +12,8 @@ import contextlib
 import importlib.resources
 import math
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 PROG = "sandbox-exec"
 EXIT_OK, EXIT_CELL_FAILED, EXIT_USAGE, EXIT_SANDBOX, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -57,31 +57,30 @@ def default_output_path(notebook: Path | None) -> Path:
     return notebook.with_name(notebook.stem + ".executed.ipynb")
 
 
+def _print_progress(line: str) -> None:
+    """A progress line on stderr: "[3/12] ok 0.01s" lines get a bar in front
+    (|#####---------------| [3/12] ...)."""
+    from ._terminal import escape_controls
+    from .notebook import progress_bar
+
+    done, _, rest = line.partition("/") if line.startswith("[") else ("", "", "")
+    total = rest.split("]", 1)[0]
+    if done[1:].isdigit() and total.isdigit():
+        line = f"{progress_bar(int(done[1:]), int(total))} {line}"
+    print(escape_controls(line, multiline=False), file=sys.stderr, flush=True)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     try:
         import nbformat
 
         from .notebook import CellExecutionError, NotebookInterrupted, run_notebook
     except ImportError as e:
-        _err(f"the run command needs nbformat, which is not importable ({e}); "
-             "hint: pip install 'nbformat>=5.9'")
+        _err(f"the run command needs nbformat, which is not importable ({e}); hint: pip install 'nbformat>=5.9'")
         return EXIT_USAGE
     from .errors import SandboxError
 
-    from ._terminal import escape_controls
-
-    progress: Callable[[str], None] | None = None
-    if not args.quiet:
-        from .notebook import progress_bar
-
-        def progress(line: str) -> None:
-            # "[3/12] ok 0.01s" lines get a bar in front: |#####---------------| [3/12] ...
-            done, _, rest = line.partition("/") if line.startswith("[") else ("", "", "")
-            total = rest.split("]", 1)[0]
-            if done[1:].isdigit() and total.isdigit():
-                line = f"{progress_bar(int(done[1:]), int(total))} {line}"
-            print(escape_controls(line, multiline=False), file=sys.stderr, flush=True)
-
+    progress = None if args.quiet else _print_progress
     notebook = Path(args.notebook) if args.notebook is not None else None
     output = args.output if args.output is not None else str(default_output_path(notebook))
     with contextlib.ExitStack() as stack:
@@ -94,8 +93,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if progress is not None:
             progress(f"running {'the embedded example ' if notebook is None else ''}{path}")
         try:
-            run_notebook(nb, output_path=output, timeout=args.timeout, allow_errors=args.allow_errors,
-                         progress=progress, files_dir=path.resolve().parent, session_name=path.stem or "notebook")
+            run_notebook(
+                nb,
+                output_path=output,
+                timeout=args.timeout,
+                allow_errors=args.allow_errors,
+                progress=progress,
+                files_dir=path.resolve().parent,
+                session_name=path.stem or "notebook",
+            )
         except CellExecutionError as e:
             _err(f"error: {e}")
             if output != "-":
@@ -125,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Run notebooks in sandboxed child interpreters (sandbox_exec).",
         epilog="exit status: 0 ok, 1 a cell failed, 2 usage or notebook I/O error, "
-               "3 sandbox unavailable, 130 interrupted",
+        "3 sandbox unavailable, 130 interrupted",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     # Each subcommand is a subparser whose `handler` default main() calls with the parsed
@@ -134,34 +140,49 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="execute a notebook's code cells in one sandboxed session",
         description="Execute the code cells of NOTEBOOK in order in one sandboxed session (one "
-                    "interpreter, state kept across cells), as nbclient does, and write the "
-                    "executed notebook. The files next to NOTEBOOK (not subdirectories, not "
-                    "dotfiles, 50 MB at most) are copied into the session's working directory "
-                    "first. Cells tagged skip-execution and empty cells are left as they are; "
-                    "a cell tagged raises-exception may raise. Progress goes to stderr.",
+        "interpreter, state kept across cells), as nbclient does, and write the "
+        "executed notebook. The files next to NOTEBOOK (not subdirectories, not "
+        "dotfiles, 50 MB at most) are copied into the session's working directory "
+        "first. Cells tagged skip-execution and empty cells are left as they are; "
+        "a cell tagged raises-exception may raise. Progress goes to stderr.",
     )
-    run.add_argument("notebook", nargs="?", metavar="NOTEBOOK",
-                     help="the .ipynb file to run (default: the embedded example notebook "
-                          "sandbox_exec/examples/demo.ipynb)")
-    run.add_argument("-o", "--output", metavar="OUT",
-                     help="where to write the executed notebook (default: <stem>.executed.ipynb next "
-                          "to NOTEBOOK, or ./demo.executed.ipynb for the embedded example; "
-                          "'-' writes it to stdout)")
-    run.add_argument("--timeout", type=_positive_seconds, metavar="SECONDS",
-                     help="wall-clock limit per cell, overriding the policy's timeout_s (default 60)")
-    run.add_argument("--allow-errors", action="store_true",
-                     help="record a failing cell's error in its outputs and carry on (exit status 0); "
-                          "without it the run stops at the first failing cell (exit status 1), and the "
-                          "notebook is written with what ran")
-    run.add_argument("-q", "--quiet", action="store_true",
-                     help="no progress lines on stderr (errors are still reported)")
+    run.add_argument(
+        "notebook",
+        nargs="?",
+        metavar="NOTEBOOK",
+        help="the .ipynb file to run (default: the embedded example notebook sandbox_exec/examples/demo.ipynb)",
+    )
+    run.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT",
+        help="where to write the executed notebook (default: <stem>.executed.ipynb next "
+        "to NOTEBOOK, or ./demo.executed.ipynb for the embedded example; "
+        "'-' writes it to stdout)",
+    )
+    run.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help="wall-clock limit per cell, overriding the policy's timeout_s (default 60)",
+    )
+    run.add_argument(
+        "--allow-errors",
+        action="store_true",
+        help="record a failing cell's error in its outputs and carry on (exit status 0); "
+        "without it the run stops at the first failing cell (exit status 1), and the "
+        "notebook is written with what ran",
+    )
+    run.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress lines on stderr (errors are still reported)"
+    )
     run.set_defaults(handler=_cmd_run)
     doctor = commands.add_parser(
         "doctor",
         help="report, for this host, each isolation layer and limit: available or not, and why",
         description="Probe each isolation layer (namespaces, seccomp, Landlock, cgroups) by starting "
-                    "real sandboxes one layer at a time, and print which mechanism enforces each "
-                    "policy field here. Exit status 0 when the default policy works.",
+        "real sandboxes one layer at a time, and print which mechanism enforces each "
+        "policy field here. Exit status 0 when the default policy works.",
     )
     doctor.set_defaults(handler=_cmd_doctor)
     return parser

@@ -1,6 +1,7 @@
 """Type stubs for sandbox_exec._core, the C++ core (cpp/bindings.cc)."""
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 PROTOCOL_VERSION: int
 DROPPED_OUTPUT_EVENT: int
@@ -33,6 +34,7 @@ class workdir_image:
     def unmount(target: str) -> bool: ...
     @staticmethod
     def mounted_image(target: str) -> str: ...
+
 def set_log_level(level: str) -> None: ...
 
 class CellOutcome:
@@ -62,22 +64,72 @@ class CellOutcome:
     def stale_bytes(self) -> int: ...
 
 class ResourceLimits:
-    def __init__(self, *, cpu_seconds: int | None, file_bytes: int | None, open_files: int | None,
-                 address_space: int | None, processes: int | None) -> None: ...
+    def __init__(
+        self,
+        *,
+        cpu_seconds: int | None,
+        file_bytes: int | None,
+        open_files: int | None,
+        address_space: int | None,
+        processes: int | None,
+    ) -> None: ...
+    @property
+    def cpu_seconds(self) -> int | None: ...
+    @property
+    def file_bytes(self) -> int | None: ...
+    @property
+    def open_files(self) -> int | None: ...
+    @property
+    def address_space(self) -> int | None: ...
+    @property
+    def processes(self) -> int | None: ...
 
 class CgroupLimits:
     def __init__(self, *, memory_bytes: int | None, max_processes: int | None) -> None: ...
+    @property
+    def memory_bytes(self) -> int | None: ...
+    @property
+    def max_processes(self) -> int | None: ...
 
 class Isolation:
-    def __init__(self, *, namespaces: bool = ..., network: bool = ..., drop_caps: bool = ...,
-                 landlock: bool = ..., seccomp: bool = ..., mountpoint: str = ...,
-                 readonly: list[str] = ..., symlinks: list[tuple[str, str]] = ..., tmp_bytes: int = ...,
-                 outside_uid: int = ..., outside_gid: int = ..., hostname: str = ...) -> None: ...
-    namespaces: bool
-    network: bool
-    drop_caps: bool
-    landlock: bool
-    seccomp: bool
+    def __init__(
+        self,
+        *,
+        namespaces: bool = ...,
+        network: bool = ...,
+        drop_caps: bool = ...,
+        landlock: bool = ...,
+        seccomp: bool = ...,
+        mountpoint: str = ...,
+        readonly: list[str] = ...,
+        symlinks: list[tuple[str, str]] = ...,
+        tmp_bytes: int = ...,
+        outside_uid: int = ...,
+        outside_gid: int = ...,
+        hostname: str = ...,
+    ) -> None: ...
+    @property
+    def namespaces(self) -> bool: ...
+    @property
+    def network(self) -> bool: ...
+    @property
+    def drop_caps(self) -> bool: ...
+    @property
+    def landlock(self) -> bool: ...
+    @property
+    def seccomp(self) -> bool: ...
+    @property
+    def mountpoint(self) -> str: ...
+    @property
+    def readonly(self) -> list[str]: ...
+    @property
+    def tmp_bytes(self) -> int: ...
+    @property
+    def outside_uid(self) -> int: ...
+    @property
+    def outside_gid(self) -> int: ...
+    @property
+    def hostname(self) -> str: ...
 
 class StreamText:
     def __init__(self) -> None: ...
@@ -88,19 +140,39 @@ class StreamText:
     def __len__(self) -> int: ...
 
 class CellRunner:
-    def __init__(self, *, launcher: str, argv: list[str], env: list[str], workdir: str,
-                 limits: ResourceLimits, isolation: Isolation, cgroup: CgroupLimits | None,
-                 request_capacity: int = ..., event_capacity: int = ...,
-                 start_timeout_s: float = ...) -> None: ...
+    def __init__(
+        self,
+        *,
+        launcher: str,
+        argv: list[str],
+        env: list[str],
+        workdir: str,
+        limits: ResourceLimits,
+        isolation: Isolation,
+        cgroup: CgroupLimits | None,
+        request_capacity: int = ...,
+        event_capacity: int = ...,
+        start_timeout_s: float = ...,
+    ) -> None: ...
     @property
     def worker_pid(self) -> int: ...
     @property
     def launcher_pid(self) -> int: ...
-    def run_cell(self, request: bytes, timeout_s: float, grace_s: float, max_output_bytes: int,
-                 max_message_bytes: int, sink: Callable[[list[tuple[Any, ...]]], bool],
-                 stdout_text: StreamText, stderr_text: StreamText, live: bool = ...,
-                 workdir: str = ..., workdir_bytes: int = ...,
-                 execution_count: int | None = ...) -> CellOutcome: ...
+    def run_cell(
+        self,
+        request: bytes,
+        timeout_s: float,
+        grace_s: float,
+        max_output_bytes: int,
+        max_message_bytes: int,
+        sink: Callable[[list[tuple[Any, ...]]], bool],
+        stdout_text: StreamText,
+        stderr_text: StreamText,
+        live: bool = ...,
+        workdir: str = ...,
+        workdir_bytes: int = ...,
+        execution_count: int | None = ...,
+    ) -> CellOutcome: ...
     def check_disk(self, workdir: str, limit: int) -> tuple[int | None, bool]: ...
     def interrupt(self) -> None: ...
     def terminate(self) -> None: ...
@@ -113,6 +185,7 @@ class WorkerChannel:
     def send(self, type: int, payload: bytes) -> None: ...
     def watch(self, stdout_pipe: int, stderr_pipe: int, wake_fd: int) -> None: ...
     def make_writer(self, type: int, forward_fd_output: Callable[[], None]) -> Callable[[str], int]: ...
+    def take_dropped(self) -> int: ...
     def flush(self) -> None: ...
     def flush_if_stale(self) -> None: ...
     def seconds_to_stale(self) -> float | None: ...

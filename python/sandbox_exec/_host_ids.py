@@ -40,7 +40,7 @@ import fcntl
 import os
 import stat
 import subprocess
-from typing import NamedTuple
+from dataclasses import dataclass
 
 from .errors import SandboxError
 
@@ -54,7 +54,8 @@ SUBID_USER = "sandbox_exec"
 MAX_ID = 2**32 - 2
 
 
-class IdRange(NamedTuple):
+@dataclass(frozen=True)
+class IdRange:
     first: int
     count: int
     source: str  # where the range came from, for enforcement and doctor
@@ -71,8 +72,10 @@ def _check_range(first: object, count: object, source: str) -> IdRange:
     if not (isinstance(first, int) and isinstance(count, int)) or isinstance(first, bool) or isinstance(count, bool):
         raise SandboxError(f"host id range from {source}: first and count must be integers, got {first!r}, {count!r}")
     if first < 1 or count < 1 or first + count - 1 > MAX_ID:
-        raise SandboxError(f"host id range from {source}: {first}+{count} must lie within 1..{MAX_ID} "
-                           "(0 is root; 2**32-1 is the invalid id)")
+        raise SandboxError(
+            f"host id range from {source}: {first}+{count} must lie within 1..{MAX_ID} "
+            "(0 is root; 2**32-1 is the invalid id)"
+        )
     return IdRange(first, count, source)
 
 
@@ -106,8 +109,10 @@ def _subordinate_range(subuid: str, subgid: str) -> IdRange | None:
             first, end = max(ufirst, gfirst), min(ufirst + ucount, gfirst + gcount)
             if end > first:
                 return _check_range(first, end - first, f"{subuid} and {subgid}, user {SUBID_USER}")
-    raise SandboxError(f"host ids: the entries of {SUBID_USER} in {subuid} and {subgid} share no id "
-                       "(each session's uid and gid are the same number)")
+    raise SandboxError(
+        f"host ids: the entries of {SUBID_USER} in {subuid} and {subgid} share no id "
+        "(each session's uid and gid are the same number)"
+    )
 
 
 def _accounts_in(rng: IdRange, paths: tuple[str, ...] = ("/etc/passwd", "/etc/group")) -> list[str]:
@@ -125,8 +130,9 @@ def _accounts_in(rng: IdRange, paths: tuple[str, ...] = ("/etc/passwd", "/etc/gr
     return found
 
 
-def resolve_range(explicit: tuple[int, int] | None = None, *, subuid: str = "/etc/subuid",
-                  subgid: str = "/etc/subgid") -> IdRange:
+def resolve_range(
+    explicit: tuple[int, int] | None = None, *, subuid: str = "/etc/subuid", subgid: str = "/etc/subgid"
+) -> IdRange:
     """The range sessions take their host ids from (see the module's docstring)."""
     if explicit is not None:
         if not (isinstance(explicit, (tuple, list)) and len(explicit) == 2):
@@ -136,9 +142,11 @@ def resolve_range(explicit: tuple[int, int] | None = None, *, subuid: str = "/et
         rng = _subordinate_range(subuid, subgid) or _check_range(*DEFAULT_RANGE, "built-in default")
     clashes = _accounts_in(rng)
     if clashes:
-        raise SandboxError(f"host id range {rng.describe()} holds ids of host accounts: {', '.join(clashes[:5])}; "
-                           "hint: give sandboxes a reserved range (Sandbox(host_id_range=...) or "
-                           f"/etc/subuid and /etc/subgid entries for {SUBID_USER})")
+        raise SandboxError(
+            f"host id range {rng.describe()} holds ids of host accounts: {', '.join(clashes[:5])}; "
+            "hint: give sandboxes a reserved range (Sandbox(host_id_range=...) or "
+            f"/etc/subuid and /etc/subgid entries for {SUBID_USER})"
+        )
     return rng
 
 
@@ -158,19 +166,22 @@ def ids_in_use() -> set[int]:
     return used
 
 
-def _state_dir(path: str) -> int:
+def open_state_dir(path: str) -> int:
     """Opens (creating) the lock directory; refuses one that others could write."""
     try:
         os.makedirs(path, mode=0o700, exist_ok=True)
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as e:
-        raise SandboxError(f"host ids: cannot create the lock directory {path}: {e}; "
-                           "hint: the backend must be able to write /run") from e
+        raise SandboxError(
+            f"host ids: cannot create the lock directory {path}: {e}; hint: the backend must be able to write /run"
+        ) from e
     st = os.fstat(fd)
     if st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) & 0o022:
         os.close(fd)
-        raise SandboxError(f"host ids: the lock directory {path} is not ours alone "
-                           f"(owner {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o})")
+        raise SandboxError(
+            f"host ids: the lock directory {path} is not ours alone "
+            f"(owner {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o})"
+        )
     return fd
 
 
@@ -197,12 +208,11 @@ class HostId:
 
 def allocate(rng: IdRange, state_dir: str | None = None) -> HostId:
     """The lowest id of the range that no live session holds and no process runs with."""
-    dir_fd = _state_dir(state_dir or STATE_DIR)
+    dir_fd = open_state_dir(state_dir or STATE_DIR)
     try:
         busy = 0
         for value in range(rng.first, rng.last + 1):
-            fd = os.open(f"{value}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                         dir_fd=dir_fd)
+            fd = os.open(f"{value}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as e:
@@ -218,9 +228,11 @@ def allocate(rng: IdRange, state_dir: str | None = None) -> HostId:
                 busy += 1
                 continue
             return HostId(value, fd, rng)
-        raise SandboxError(f"host ids: every id of {rng.describe()} is taken ({busy} by processes still "
-                           "running with it, the rest by live sessions); hint: close sessions, or give "
-                           "sandboxes a larger range (Sandbox(host_id_range=...))")
+        raise SandboxError(
+            f"host ids: every id of {rng.describe()} is taken ({busy} by processes still "
+            "running with it, the rest by live sessions); hint: close sessions, or give "
+            "sandboxes a larger range (Sandbox(host_id_range=...))"
+        )
     finally:
         os.close(dir_fd)
 
@@ -241,10 +253,17 @@ def own_tree(path: str, uid: int, gid: int, timeout_s: float = 300.0) -> None:
     if (st.st_uid, st.st_gid) == (uid, gid):
         return
     try:
-        r = subprocess.run(["chown", "-R", "-P", "-h", f"{uid}:{gid}", "--", path], stdin=subprocess.DEVNULL,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout_s, check=False)
+        r = subprocess.run(
+            ["chown", "-R", "-P", "-h", f"{uid}:{gid}", "--", path],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=timeout_s,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired) as e:
         raise SandboxError(f"workdir: could not give {path} to host id {uid}: {e}") from e
     if r.returncode != 0:
-        raise SandboxError(f"workdir: could not give {path} to host id {uid}: "
-                           f"{r.stderr.decode(errors='replace').strip()[:500]}")
+        raise SandboxError(
+            f"workdir: could not give {path} to host id {uid}: {r.stderr.decode(errors='replace').strip()[:500]}"
+        )

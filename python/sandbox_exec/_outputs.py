@@ -13,12 +13,27 @@ stores them) and hands each event, as it comes, to ``on_output``.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any, Literal, TypedDict
 
 from . import _core
+from .result import (
+    ClearOutputEvent,
+    DisplayDataOutput,
+    DisplayUpdate,
+    ErrorInfo,
+    ErrorOutput,
+    LiveDisplayData,
+    LiveExecuteResult,
+    MimeBundle,
+    Output,
+    OutputEvent,
+    StreamOutput,
+    UpdateDisplayDataEvent,
+)
 
 FRAME = _core.frame
-STREAM_NAMES = {FRAME.STDOUT: "stdout", FRAME.STDERR: "stderr"}
+STREAM_NAMES: dict[int, Literal["stdout", "stderr"]] = {FRAME.STDOUT: "stdout", FRAME.STDERR: "stderr"}
 # Not a frame type the worker can send: the supervisor's own note that it dropped one
 # output for being larger than the per-output limit (payload: its size, in decimal).
 DROPPED_OUTPUT = _core.DROPPED_OUTPUT_EVENT
@@ -27,6 +42,17 @@ REJECTED_OUTPUT = _core.REJECTED_OUTPUT_EVENT
 # The supervisor's note that it discarded events sent outside this cell (payload: bytes).
 STALE = _core.STALE_EVENT
 OUTPUT_TYPES = {"display_data", "execute_result", "error", "update_display_data", "clear_output"}
+
+#: What one MESSAGE frame may be: every live event but a stream (streams have frames of their own).
+MessageEvent = LiveDisplayData | LiveExecuteResult | ErrorOutput | UpdateDisplayDataEvent | ClearOutputEvent
+OnOutput = Callable[[OutputEvent], None]
+
+
+class CellDone(TypedDict):
+    """The worker's end-of-cell report."""
+
+    status: Literal["ok", "error"]
+    error: ErrorInfo | None
 
 
 class MalformedMessage(Exception):
@@ -42,20 +68,24 @@ def _is_json_value(v: Any) -> bool:
     return v is None or isinstance(v, (str, int, float, bool, list, dict))
 
 
-def _mime_bundle(data: Any) -> dict[str, Any]:
-    _check(isinstance(data, dict), "data must be an object")
+def _mime_bundle(data: Any) -> MimeBundle:
+    if not isinstance(data, dict):
+        raise MalformedMessage("data must be an object")
     for mime, value in data.items():
         _check(isinstance(mime, str) and 0 < len(mime) < 256 and "/" in mime, f"bad mime type {mime!r}")
         if mime == "application/json" or mime.endswith("+json"):
             _check(_is_json_value(value), f"bad {mime} value")
         else:
-            _check(isinstance(value, str) or (isinstance(value, list) and all(isinstance(x, str) for x in value)),
-                   f"{mime} must be text")
+            _check(
+                isinstance(value, str) or (isinstance(value, list) and all(isinstance(x, str) for x in value)),
+                f"{mime} must be text",
+            )
     return data
 
 
 def _json_metadata(value: Any) -> dict[str, Any]:
-    _check(isinstance(value, dict), "metadata must be an object")
+    if not isinstance(value, dict):
+        raise MalformedMessage("metadata must be an object")
     return value
 
 
@@ -69,8 +99,18 @@ def _display_id(message: dict[str, Any], required: bool) -> str | None:
     if display_id is None:
         _check(not required, "update_display_data without a display_id")
         return None
-    _check(isinstance(display_id, str) and 0 < len(display_id) <= 256, "bad display_id")
+    if not (isinstance(display_id, str) and 0 < len(display_id) <= 256):
+        raise MalformedMessage("bad display_id")
     return display_id
+
+
+def _error_info(m: dict[str, Any], what: str) -> ErrorInfo:
+    ename, evalue, tb = m.get("ename"), m.get("evalue"), m.get("traceback")
+    if not (isinstance(ename, str) and isinstance(evalue, str)):
+        raise MalformedMessage(f"bad {what}")
+    if not (isinstance(tb, list) and all(isinstance(x, str) for x in tb)):
+        raise MalformedMessage(f"bad {what}")
+    return {"ename": ename, "evalue": evalue, "traceback": list(tb)}
 
 
 def parse_json(payload: bytes) -> dict[str, Any]:
@@ -78,47 +118,67 @@ def parse_json(payload: bytes) -> dict[str, Any]:
         value = json.loads(payload)
     except (ValueError, RecursionError) as e:
         raise MalformedMessage(f"invalid JSON: {e}") from None
-    _check(isinstance(value, dict), "a message must be a JSON object")
+    if not isinstance(value, dict):
+        raise MalformedMessage("a message must be a JSON object")
     return value
 
 
-def parse_message(payload: bytes) -> dict[str, Any]:
+def parse_message(payload: bytes) -> MessageEvent:
     """Validates one MESSAGE frame; returns it in Jupyter's live (iopub) shape."""
     m = parse_json(payload)
     kind = m.get("output_type")
     _check(kind in OUTPUT_TYPES, f"unknown output_type {kind!r}")
     if kind == "clear_output":
-        _check(isinstance(m.get("wait"), bool), "clear_output.wait must be a boolean")
-        return {"output_type": kind, "wait": m["wait"]}
+        wait = m.get("wait")
+        if not isinstance(wait, bool):
+            raise MalformedMessage("clear_output.wait must be a boolean")
+        return {"output_type": "clear_output", "wait": wait}
     if kind == "error":
-        _check(isinstance(m.get("ename"), str) and isinstance(m.get("evalue"), str), "bad error")
-        tb = m.get("traceback")
-        _check(isinstance(tb, list) and all(isinstance(x, str) for x in tb), "bad traceback")
-        return {"output_type": kind, "ename": m["ename"], "evalue": m["evalue"], "traceback": tb}
-    out: dict[str, Any] = {"output_type": kind, "data": _mime_bundle(m.get("data")),
-                           "metadata": m.get("metadata", {})}
-    _check(isinstance(out["metadata"], dict), "metadata must be an object")
+        error = _error_info(m, "error")
+        return {
+            "output_type": "error",
+            "ename": error["ename"],
+            "evalue": error["evalue"],
+            "traceback": error["traceback"],
+        }
+    data = _mime_bundle(m.get("data"))
+    metadata = _json_metadata(m.get("metadata", {}))
     display_id = _display_id(m, required=kind == "update_display_data")
+    out: LiveDisplayData | LiveExecuteResult
+    if kind == "update_display_data":
+        if display_id is None:  # _display_id() raised already; this tells the type checker
+            raise MalformedMessage("update_display_data without a display_id")
+        return {
+            "output_type": "update_display_data",
+            "data": data,
+            "metadata": metadata,
+            "transient": {"display_id": display_id},
+        }
+    if kind == "execute_result":
+        count = m.get("execution_count")
+        if not isinstance(count, int):
+            raise MalformedMessage("execute_result needs execution_count")
+        out = {"output_type": "execute_result", "data": data, "metadata": metadata, "execution_count": count}
+    else:
+        out = {"output_type": "display_data", "data": data, "metadata": metadata}
     if display_id is not None:
         out["transient"] = {"display_id": display_id}
-    if kind == "execute_result":
-        _check(isinstance(m.get("execution_count"), int), "execute_result needs execution_count")
-        out["execution_count"] = m["execution_count"]
     return out
 
 
-def parse_cell_done(payload: bytes) -> dict[str, Any]:
+def parse_cell_done(payload: bytes) -> CellDone:
     """The end-of-cell report, as the supervisor rebuilt it (cpp/json_guard.h): a status,
     and an error of strings when the status is "error"."""
     m = parse_json(payload)
-    _check(m.get("status") in ("ok", "error"), "bad cell status")
+    status = m.get("status")
+    if status not in ("ok", "error"):
+        raise MalformedMessage("bad cell status")
     error = m.get("error")
-    if error is not None:
-        _check(isinstance(error, dict) and isinstance(error.get("ename"), str)
-               and isinstance(error.get("evalue"), str) and isinstance(error.get("traceback"), list)
-               and all(isinstance(x, str) for x in error["traceback"]), "bad cell error")
-        error = {"ename": error["ename"], "evalue": error["evalue"], "traceback": list(error["traceback"])}
-    return {"status": m["status"], "error": error}
+    if error is None:
+        return {"status": status, "error": None}
+    if not isinstance(error, dict):
+        raise MalformedMessage("bad cell error")
+    return {"status": status, "error": _error_info(error, "cell error")}
 
 
 def _printable(text: str, limit: int = 300) -> str:
@@ -139,26 +199,41 @@ def apply_carriage_returns(text: str) -> str:
         if "\r" in line:
             cut = line.rstrip("\r").rfind("\r")
             if cut >= 0:
-                lines[i] = line[cut + 1:]
+                lines[i] = line[cut + 1 :]
     return "\n".join(lines)
 
 
-def _stored(output: dict[str, Any]) -> dict[str, Any]:
-    """The nbformat (stored) form of a live output: no transient."""
-    return {k: v for k, v in output.items() if k != "transient"}
+def _stored(output: MessageEvent) -> Output:
+    """The nbformat (stored) form of a live display_data, execute_result or error: no transient."""
+    if output["output_type"] == "display_data":
+        return {"output_type": "display_data", "data": output["data"], "metadata": output["metadata"]}
+    if output["output_type"] == "execute_result":
+        return {
+            "output_type": "execute_result",
+            "execution_count": output["execution_count"],
+            "data": output["data"],
+            "metadata": output["metadata"],
+        }
+    if output["output_type"] == "error":
+        return {
+            "output_type": "error",
+            "ename": output["ename"],
+            "evalue": output["evalue"],
+            "traceback": output["traceback"],
+        }
+    raise AssertionError(f"not an output: {output['output_type']}")
 
 
 class OutputCollector:
     """Builds one cell's outputs from the event stream."""
 
-    def __init__(self, on_output: Callable[[dict[str, Any]], None] | None,
-                 execution_count: int | None = None) -> None:
+    def __init__(self, on_output: OnOutput | None, execution_count: int | None = None) -> None:
         self.on_output = on_output
         # The cell's own count: an execute_result carries it whatever the worker said.
         self.execution_count = execution_count
-        self.outputs: list[dict[str, Any]] = []
+        self.outputs: list[Output] = []
         self.display_ids: dict[int, str] = {}
-        self.display_updates: list[dict[str, Any]] = []
+        self.display_updates: list[DisplayUpdate] = []
         # Each stream's whole text, built in place by the core (cpp/stream_text.h); stream
         # outputs refer to it by [start, end) character offsets until finish().
         self.texts = {"stdout": _core.StreamText(), "stderr": _core.StreamText()}
@@ -167,9 +242,10 @@ class OutputCollector:
         self.violation: str | None = None
         self.rejected = 0  # messages that failed the supervisor's or the shape check
         self._clear_pending = False
-        self._stream_spans: dict[int, list[int]] = {}
-        self._by_display_id: dict[str, list[int]] = {}  # display id -> output indexes
-        self._latest: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}  # id -> newest content
+        # output index -> (that stream output, its [start, end) in the whole stream)
+        self._stream_spans: dict[int, tuple[StreamOutput, list[int]]] = {}
+        self._by_display_id: dict[str, list[DisplayDataOutput]] = {}  # display id -> its outputs
+        self._latest: dict[str, tuple[MimeBundle, dict[str, Any]]] = {}  # id -> newest content
 
     @property
     def live(self) -> bool:
@@ -188,11 +264,14 @@ class OutputCollector:
             elif frame_type == DROPPED_OUTPUT:
                 size = int(event[1])
                 self.oversize_dropped_bytes += size
-                self.add_marker(f"\n[sandbox_exec: an output of {size} bytes was dropped: it is "
-                                f"larger than the per-output limit]\n")
+                self.add_marker(
+                    f"\n[sandbox_exec: an output of {size} bytes was dropped: it is larger than the per-output limit]\n"
+                )
             elif frame_type == STALE:
-                self.add_marker(f"\n[sandbox_exec: {int(event[1])} bytes the worker sent outside this cell "
-                                f"(between cells, or an end-of-cell report for another cell) were discarded]\n")
+                self.add_marker(
+                    f"\n[sandbox_exec: {int(event[1])} bytes the worker sent outside this cell "
+                    f"(between cells, or an end-of-cell report for another cell) were discarded]\n"
+                )
             elif frame_type == REJECTED_OUTPUT:
                 self._rejected(bytes(event[1]).decode("utf-8", "replace"))
             else:
@@ -208,7 +287,7 @@ class OutputCollector:
         self.rejected += 1
         self.add_marker(f"\n[sandbox_exec: an output was rejected: {_printable(reason)}]\n")
 
-    def _emit(self, event: dict[str, Any]) -> None:
+    def _emit(self, event: OutputEvent) -> None:
         if self.on_output is None or self.callback_error is not None:
             return
         try:
@@ -228,36 +307,36 @@ class OutputCollector:
             self._clear_pending = False
             self._clear()
 
-    def _stream(self, name: str, start: int, end: int, text: str | None) -> None:
+    def _stream(self, name: Literal["stdout", "stderr"], start: int, end: int, text: str | None) -> None:
         self._apply_pending_clear()
-        last = self.outputs[-1] if self.outputs else None
-        if last is not None and last["output_type"] == "stream" and last["name"] == name:
-            self._stream_spans[len(self.outputs) - 1][1] = end
+        last = self._stream_spans.get(len(self.outputs) - 1)
+        if last is not None and last[0]["name"] == name:
+            last[1][1] = end
         else:
-            self._stream_spans[len(self.outputs)] = [start, end]
-            self.outputs.append({"output_type": "stream", "name": name, "text": ""})
+            output: StreamOutput = {"output_type": "stream", "name": name, "text": ""}
+            self._stream_spans[len(self.outputs)] = (output, [start, end])
+            self.outputs.append(output)
         if text is not None:
             self._emit({"output_type": "stream", "name": name, "text": text})
 
-    def finish(self) -> tuple[list[dict[str, Any]], str, str]:
+    def finish(self) -> tuple[list[Output], str, str]:
         """The stored outputs (stream text cut from its whole stream, carriage returns
         applied) and the whole stdout and stderr. An output holding all of its stream shares
         that one string: a 100 MB flood is not copied again here."""
         whole = {name: text.value() for name, text in self.texts.items()}
         for display_id, (data, metadata) in self._latest.items():
-            for index in self._by_display_id[display_id]:
-                self.outputs[index]["data"] = data
-                self.outputs[index]["metadata"] = metadata
-        for index, (start, end) in self._stream_spans.items():
-            name = self.outputs[index]["name"]
+            for output in self._by_display_id[display_id]:
+                output["data"] = data
+                output["metadata"] = metadata
+        for stream, (start, end) in self._stream_spans.values():
+            name = stream["name"]
             text = whole[name][start:end]  # the whole range is the same object, no copy
-            self.outputs[index]["text"] = apply_carriage_returns(text) if self.texts[name].has_cr else text
+            stream["text"] = apply_carriage_returns(text) if self.texts[name].has_cr else text
         self._stream_spans.clear()
         return self.outputs, whole["stdout"], whole["stderr"]
 
-    def _message(self, m: dict[str, Any]) -> None:
-        kind = m["output_type"]
-        if kind == "clear_output":
+    def _message(self, m: MessageEvent) -> None:
+        if m["output_type"] == "clear_output":
             if m["wait"]:
                 self._clear_pending = True
             else:
@@ -265,30 +344,42 @@ class OutputCollector:
                 self._clear()
             self._emit(m)
             return
-        if kind == "update_display_data":
+        if m["output_type"] == "update_display_data":
             display_id = m["transient"]["display_id"]
             self.display_updates.append({"display_id": display_id, "data": m["data"], "metadata": m["metadata"]})
             self._update_in_place(display_id, m["data"], m["metadata"])
             self._emit(m)
             return
         self._apply_pending_clear()
-        if kind == "execute_result" and self.execution_count is not None:
+        if m["output_type"] == "execute_result" and self.execution_count is not None:
             m["execution_count"] = self.execution_count
-        if kind == "display_data" and "transient" in m:
+        stored = _stored(m)
+        if m["output_type"] == "display_data" and "transient" in m and stored["output_type"] == "display_data":
             display_id = m["transient"]["display_id"]
             # Displaying again with an id updates every earlier output with that id, as
             # Jupyter frontends and nbclient do; the caller applies it to earlier cells.
             self._update_in_place(display_id, m["data"], m["metadata"])
             self.display_ids[len(self.outputs)] = display_id
-            self._by_display_id.setdefault(display_id, []).append(len(self.outputs))
-        self.outputs.append(_stored(m))
+            self._by_display_id.setdefault(display_id, []).append(stored)
+        self.outputs.append(stored)
         self._emit(m)
 
-    def _update_in_place(self, display_id: str, data: dict[str, Any], metadata: dict[str, Any]) -> None:
+    def _update_in_place(self, display_id: str, data: MimeBundle, metadata: dict[str, Any]) -> None:
         # O(1): every output with this id shows the latest content, applied once in finish()
         # (n displays and n updates must not cost n^2 in the backend).
         if display_id in self._by_display_id:
             self._latest[display_id] = (data, metadata)
+
+    def add_error(self, error: ErrorInfo) -> None:
+        """An error output of the supervisor's own (why it ended the cell)."""
+        self._message(
+            {
+                "output_type": "error",
+                "ename": error["ename"],
+                "evalue": error["evalue"],
+                "traceback": error["traceback"],
+            }
+        )
 
     def add_marker(self, text: str) -> None:
         """A notice from the supervisor itself (truncation, crash), shown as stderr."""

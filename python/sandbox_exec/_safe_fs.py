@@ -25,7 +25,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 
-__all__ = ["open_dir", "open_regular", "list_dir", "copy_into", "remove_tree", "remove_tree_at", "UnsafeEntry"]
+__all__ = ["UnsafeEntry", "copy_into", "list_dir", "open_dir", "open_regular", "remove_tree", "remove_tree_at"]
 
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_PATH = getattr(os, "O_PATH", 0)
@@ -101,8 +101,11 @@ def open_regular(name: str, dir_fd: int, *, follow: bool = False) -> tuple[int, 
         except FileNotFoundError:
             # No /proc: open the name again (O_NONBLOCK: a FIFO swapped in meanwhile does
             # not block) and accept it only if it is the inode just checked.
-            fd = os.open(name, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK | _CLOEXEC | (0 if follow else os.O_NOFOLLOW),
-                         dir_fd=dir_fd)
+            fd = os.open(
+                name,
+                os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK | _CLOEXEC | (0 if follow else os.O_NOFOLLOW),
+                dir_fd=dir_fd,
+            )
     finally:
         os.close(pfd)
     try:
@@ -131,8 +134,9 @@ def list_dir(dir_fd: int) -> list[tuple[str, str]]:
     return out
 
 
-def copy_into(src_fd: int, size: int, dir_fd: int, name: str, *, mode: int = 0o644,
-              owner: tuple[int, int] | None = None) -> None:
+def copy_into(
+    src_fd: int, size: int, dir_fd: int, name: str, *, mode: int = 0o644, owner: tuple[int, int] | None = None
+) -> None:
     """Writes ``size`` bytes read from ``src_fd`` to a NEW file ``name`` in ``dir_fd``.
 
     An existing entry of that name (a regular file, symlink, FIFO, socket, device) is
@@ -177,7 +181,7 @@ def copy_into(src_fd: int, size: int, dir_fd: int, name: str, *, mode: int = 0o6
                 break
             view = memoryview(chunk)
             while view:
-                view = view[os.write(out, view):]
+                view = view[os.write(out, view) :]
             left -= len(chunk)
     except BaseException:
         os.close(out)
@@ -206,7 +210,7 @@ _BATCH = 1024
 
 @dataclass
 class _Frame:
-    name: str                 # its name in the parent frame's directory
+    name: str  # its name in the parent frame's directory
     dev: int
     ino: int
     fd: int | None
@@ -273,9 +277,11 @@ def _reach(stack: list[_Frame], level: int) -> int | None:
     if stack[level].fd is not None:
         return stack[level].fd
     base = level - 1
-    while stack[base].fd is None:
+    held = stack[base].fd
+    while held is None:
         base -= 1
-    fd: int = stack[base].fd  # type: ignore[assignment]
+        held = stack[base].fd
+    fd = held
     opened: list[int] = []
     try:
         for i in range(base + 1, level + 1):
@@ -300,8 +306,9 @@ def _release_old(stack: list[_Frame]) -> None:
     """Keeps at most _HELD descriptors: the top of the tree's and the deepest ones."""
     # Called after each push: only the frame that just left the window can be held past it.
     i = len(stack) - 1 - _HELD
-    if i > 0 and stack[i].fd is not None:
-        os.close(stack[i].fd)
+    fd = stack[i].fd if i > 0 else None
+    if fd is not None:
+        os.close(fd)
         stack[i].fd = None
 
 
@@ -368,62 +375,11 @@ def remove_tree_at(parent_fd: int, name: str) -> bool:
     if opened is None:
         return False
     fd, st = opened
-    dev = st.st_dev
     stack = [_Frame(name, st.st_dev, st.st_ino, fd)]
     try:
         while stack:
-            level = len(stack) - 1
-            frame = stack[level]
-            fd_now = _reach(stack, level)
-            if fd_now is None:
-                # The directory changed under the walk (only a process still running in it
-                # could do that): give up on it.
-                stack.pop()
-                if stack:
-                    stack[-1].failed.add(frame.name)
-                    stack[-1].pending = [n for n in stack[-1].pending if n != frame.name]
-                continue
-            if not frame.pending and not frame.scanned_empty:
-                _scan(frame, fd_now)
-            if frame.pending:
-                child = frame.pending.pop()
-                opened = _open_child_dir(fd_now, child, dev)
-                if opened is None:
-                    # Not a directory any more (unlink it), or one that cannot be entered.
-                    if not _unlink_entry(fd_now, child):
-                        frame.failed.add(child)
-                    continue
-                cfd, cst = opened
-                stack.append(_Frame(child, cst.st_dev, cst.st_ino, cfd))
-                _release_old(stack)
-                continue
-            # Done with this directory: back to its parent, then rmdir it there.
-            stack.pop()
-            if stack and stack[-1].fd is None:
-                _parent_via_dotdot(stack[-1], frame)
-            if frame.fd is not None:
-                os.close(frame.fd)
-                frame.fd = None
-            parent_fd_now = _reach(stack, len(stack) - 1) if stack else parent_fd
-            if parent_fd_now is None:
-                continue
-            try:
-                os.rmdir(frame.name, dir_fd=parent_fd_now)
-            except FileNotFoundError:
-                pass
-            except OSError as e:
-                if stack and e.errno in (errno.EACCES, errno.EPERM):
-                    # (never for the tree's own parent, which is the backend's)
-                    try:
-                        os.fchmod(parent_fd_now, 0o700)
-                        os.rmdir(frame.name, dir_fd=parent_fd_now)
-                        continue
-                    except OSError:
-                        pass
-                if stack:
-                    stack[-1].failed.add(frame.name)
-                else:
-                    return False
+            if not _walk_step(stack, st.st_dev, parent_fd):
+                return False
         try:
             os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
             return False
@@ -435,6 +391,70 @@ def remove_tree_at(parent_fd: int, name: str) -> bool:
         for f in stack:
             if f.fd is not None:
                 os.close(f.fd)
+
+
+def _walk_step(stack: list[_Frame], dev: int, parent_fd: int) -> bool:
+    """One step of remove_tree_at's walk: into the next subdirectory of the directory on
+    top of ``stack``, or, once that one is empty, out of it and rmdir. False when the
+    tree's top itself cannot be removed."""
+    level = len(stack) - 1
+    frame = stack[level]
+    fd_now = _reach(stack, level)
+    if fd_now is None:
+        # The directory changed under the walk (only a process still running in it
+        # could do that): give up on it.
+        stack.pop()
+        if stack:
+            stack[-1].failed.add(frame.name)
+            stack[-1].pending = [n for n in stack[-1].pending if n != frame.name]
+        return True
+    if not frame.pending and not frame.scanned_empty:
+        _scan(frame, fd_now)
+    if frame.pending:
+        child = frame.pending.pop()
+        opened = _open_child_dir(fd_now, child, dev)
+        if opened is None:
+            # Not a directory any more (unlink it), or one that cannot be entered.
+            if not _unlink_entry(fd_now, child):
+                frame.failed.add(child)
+            return True
+        cfd, cst = opened
+        stack.append(_Frame(child, cst.st_dev, cst.st_ino, cfd))
+        _release_old(stack)
+        return True
+    return _leave_dir(stack, frame, parent_fd)
+
+
+def _leave_dir(stack: list[_Frame], frame: _Frame, parent_fd: int) -> bool:
+    """Done with the directory on top (``frame``): back to its parent, then rmdir it there.
+    False when it is the tree's top and cannot be removed."""
+    stack.pop()
+    if stack and stack[-1].fd is None:
+        _parent_via_dotdot(stack[-1], frame)
+    if frame.fd is not None:
+        os.close(frame.fd)
+        frame.fd = None
+    parent_fd_now = _reach(stack, len(stack) - 1) if stack else parent_fd
+    if parent_fd_now is None:
+        return True
+    try:
+        os.rmdir(frame.name, dir_fd=parent_fd_now)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        if stack and e.errno in (errno.EACCES, errno.EPERM):
+            # (never for the tree's own parent, which is the backend's)
+            try:
+                os.fchmod(parent_fd_now, 0o700)
+                os.rmdir(frame.name, dir_fd=parent_fd_now)
+                return True
+            except OSError:
+                pass
+        if stack:
+            stack[-1].failed.add(frame.name)
+        else:
+            return False
+    return True
 
 
 def remove_tree(path: str | os.PathLike[str]) -> bool:

@@ -17,10 +17,13 @@ __all__ = ["escape_controls"]
 # line and paragraph separators, and the bidirectional overrides and isolates (which
 # reorder what is shown). A carriage return is kept only right before a newline; a newline
 # is kept only in multi-line text.
-_UNSAFE = re.compile("\r(?!\n)|[\x00-\x09\x0b-\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e"
-                     "\u2066-\u2069\u200e\u200f\u061c\ud800-\udfff]")
-_UNSAFE_ONE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\u200e\u200f"
-                              "\u061c\ud800-\udfff]")
+_UNSAFE = re.compile(
+    "\r(?!\n)|[\x00-\x09\x0b-\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e"
+    "\u2066-\u2069\u200e\u200f\u061c\ud800-\udfff]"
+)
+_UNSAFE_ONE_LINE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c\ud800-\udfff]"
+)
 
 
 def _escape(match: re.Match[str]) -> str:

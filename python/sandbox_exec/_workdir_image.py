@@ -80,7 +80,7 @@ for path in held:
     if fd is not None:
         os.close(fd)
 """
-_reaper: subprocess.Popen | None = None
+_reaper: subprocess.Popen[bytes] | None = None
 _reaper_lock = threading.Lock()
 
 
@@ -90,9 +90,15 @@ def _reaper_says(op: str, path: Path) -> None:
         if _reaper is None or _reaper.poll() is not None:
             if op == "-":
                 return
-            _reaper = subprocess.Popen([sys.executable, "-I", "-c", _REAPER], stdin=subprocess.PIPE,
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_CLEAN_ENV,
-                                       start_new_session=True, close_fds=True)
+            _reaper = subprocess.Popen(
+                [sys.executable, "-I", "-c", _REAPER],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=_CLEAN_ENV,
+                start_new_session=True,
+                close_fds=True,
+            )
             atexit.register(_reaper_exit, _reaper)
         try:
             assert _reaper.stdin is not None
@@ -102,7 +108,7 @@ def _reaper_says(op: str, path: Path) -> None:
             pass
 
 
-def _reaper_exit(reaper: subprocess.Popen) -> None:
+def _reaper_exit(reaper: subprocess.Popen[bytes]) -> None:
     """A normal exit: the reaper unmounts what is left (sessions not closed) and ends."""
     try:
         if reaper.stdin is not None:
@@ -120,7 +126,7 @@ def _tool(name: str) -> str | None:
     return shutil.which(name, path=_SBIN)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def support() -> tuple[bool, str]:
     """Whether this process can give workdirs a size-capped image: (possible, why not or how)."""
     if os.geteuid() != 0:
@@ -151,8 +157,16 @@ def usage(workdir: Path) -> tuple[int, int]:
 
 
 def _run(argv: list[str], what: str) -> None:
-    proc = subprocess.run(argv, env=_CLEAN_ENV, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, check=False, timeout=300)
+    proc = subprocess.run(
+        argv,
+        env=_CLEAN_ENV,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        check=False,
+        timeout=300,
+    )
     # e2fsck: 1 means "errors corrected", which is fine before a resize.
     if proc.returncode != 0 and not (argv[0].endswith("e2fsck") and proc.returncode == 1):
         raise SandboxError(f"workdir: {what} failed (exit {proc.returncode}): {proc.stdout.strip()[-500:]}")
@@ -191,8 +205,9 @@ class WorkdirImage:
                 with os.scandir(self.workdir) as entries:
                     occupied = any(entries)
                 if occupied:
-                    raise ImageUnavailable("the workdir already holds files outside an image (made before "
-                                           "workdir images, or by hand)")
+                    raise ImageUnavailable(
+                        "the workdir already holds files outside an image (made before workdir images, or by hand)"
+                    )
                 self._create()
                 return
             self._attach()
@@ -223,9 +238,11 @@ class WorkdirImage:
             if not busy:
                 return
             if time.monotonic() >= deadline:
-                raise SandboxError(f"workdir: the image {self.path} is still attached to {', '.join(busy)} "
-                                   "(an earlier mount of it is still in use); hint: end the processes that "
-                                   "use the old workdir")
+                raise SandboxError(
+                    f"workdir: the image {self.path} is still attached to {', '.join(busy)} "
+                    "(an earlier mount of it is still in use); hint: end the processes that "
+                    "use the old workdir"
+                )
             time.sleep(0.05)
 
     def still_mounted(self) -> bool:
@@ -265,10 +282,25 @@ class WorkdirImage:
     def _format(self, size: int) -> None:
         with open(self.path, "r+b") as f:
             f.truncate(size)
-        _run([_tool("mkfs.ext4") or "mkfs.ext4", "-q", "-F", "-m", "0", "-b", "4096", "-O", "^has_journal",
-              "-N", str(self._inodes(self.disk_bytes)),
-              "-E", f"root_owner={self.uid}:{self.gid},lazy_itable_init=1,nodiscard",
-              str(self.path)], "mkfs.ext4")
+        _run(
+            [
+                _tool("mkfs.ext4") or "mkfs.ext4",
+                "-q",
+                "-F",
+                "-m",
+                "0",
+                "-b",
+                "4096",
+                "-O",
+                "^has_journal",
+                "-N",
+                str(self._inodes(self.disk_bytes)),
+                "-E",
+                f"root_owner={self.uid}:{self.gid},lazy_itable_init=1,nodiscard",
+                str(self.path),
+            ],
+            "mkfs.ext4",
+        )
 
     def _create(self) -> None:
         self.path.parent.mkdir(mode=0o700, exist_ok=True)
@@ -280,7 +312,8 @@ class WorkdirImage:
             # that fitted last time for this disk_bytes is remembered: later sessions format
             # once (each further pass is a mkfs, a mount and an unmount: ~10 ms).
             size = _FITTED_SIZES.get(self.disk_bytes) or (
-                self.disk_bytes + self.disk_bytes // 16 + self._inodes(self.disk_bytes) * 256 + 4 * MiB)
+                self.disk_bytes + self.disk_bytes // 16 + self._inodes(self.disk_bytes) * 256 + 4 * MiB
+            )
             self._format(-(-size // 4096) * 4096)
             self._attach()
             self._fit(reformat=True)
@@ -321,8 +354,10 @@ class WorkdirImage:
             else:
                 self._resize(new_size)
             self._attach()
-        raise SandboxError(f"workdir: the image {self.path} could not be sized to {self.disk_bytes} usable bytes "
-                           f"(it holds {self._capacity()})")
+        raise SandboxError(
+            f"workdir: the image {self.path} could not be sized to {self.disk_bytes} usable bytes "
+            f"(it holds {self._capacity()})"
+        )
 
     def _resize(self, size: int) -> None:
         _run([_tool("e2fsck") or "e2fsck", "-f", "-p", str(self.path)], "e2fsck")
@@ -331,7 +366,9 @@ class WorkdirImage:
                 f.truncate(size)
             _run([_tool("resize2fs") or "resize2fs", str(self.path)], "resize2fs")
         else:
-            _run([_tool("resize2fs") or "resize2fs", str(self.path), f"{size // 1024}K"],
-                 f"resize2fs to {size} bytes (do the workdir's files fit the new disk_bytes?)")
+            _run(
+                [_tool("resize2fs") or "resize2fs", str(self.path), f"{size // 1024}K"],
+                f"resize2fs to {size} bytes (do the workdir's files fit the new disk_bytes?)",
+            )
             with open(self.path, "r+b") as f:
                 f.truncate(size)

@@ -23,4 +23,4 @@ class PreludeError(SandboxError):
     """The session's prelude raised; the session was not started."""
 
 
-__all__ = ["SandboxError", "PolicyError", "SessionClosedError", "PreludeError"]
+__all__ = ["PolicyError", "PreludeError", "SandboxError", "SessionClosedError"]

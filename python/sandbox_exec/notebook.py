@@ -44,8 +44,9 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Literal
 
 import nbformat
 from nbformat import validator as _nbvalidator
@@ -53,10 +54,17 @@ from nbformat import validator as _nbvalidator
 from . import _safe_fs
 from ._terminal import escape_controls
 from .policy import Policy
-from .result import Result
+from .result import MimeBundle, Result
 from .sandbox import Sandbox, Session
 
-__all__ = ["run_notebook", "CellExecutionError", "NotebookInterrupted", "SKIP_TAG", "RAISES_TAG", "DEFAULT_MAX_COPY_BYTES"]
+__all__ = [
+    "DEFAULT_MAX_COPY_BYTES",
+    "RAISES_TAG",
+    "SKIP_TAG",
+    "CellExecutionError",
+    "NotebookInterrupted",
+    "run_notebook",
+]
 
 SKIP_TAG = "skip-execution"
 RAISES_TAG = "raises-exception"
@@ -77,8 +85,17 @@ class CellExecutionError(Exception):
     (where the notebook was written, or None).
     """
 
-    def __init__(self, message: str, *, notebook: Any, cell_index: int, code_cell_number: int,
-                 code_cell_total: int, result: Result, output_path: str | None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        notebook: Any,
+        cell_index: int,
+        code_cell_number: int,
+        code_cell_total: int,
+        result: Result,
+        output_path: str | None,
+    ) -> None:
         super().__init__(message)
         self.notebook = notebook
         self.cell_index = cell_index
@@ -93,8 +110,7 @@ class NotebookInterrupted(KeyboardInterrupt):
     kills its interpreter), and the notebook was written with what ran. Attributes:
     ``notebook``, ``code_cell_number`` (the cell that was running, or None) and ``output_path``."""
 
-    def __init__(self, message: str, *, notebook: Any, code_cell_number: int | None,
-                 output_path: str | None) -> None:
+    def __init__(self, message: str, *, notebook: Any, code_cell_number: int | None, output_path: str | None) -> None:
         super().__init__(message)
         self.notebook = notebook
         self.code_cell_number = code_cell_number
@@ -155,8 +171,14 @@ def _session_name(sandbox: Sandbox, base: str) -> str:
     return name
 
 
-def copy_neighbour_files(src_dir: Path, dest_dir: Path, *, max_total_bytes: int = DEFAULT_MAX_COPY_BYTES,
-                         exclude: tuple[Path, ...] = (), follow_source_links: bool = False) -> tuple[list[str], list[str]]:
+def copy_neighbour_files(
+    src_dir: Path,
+    dest_dir: Path,
+    *,
+    max_total_bytes: int = DEFAULT_MAX_COPY_BYTES,
+    exclude: tuple[Path, ...] = (),
+    follow_source_links: bool = False,
+) -> tuple[list[str], list[str]]:
     """Copies the regular files of ``src_dir`` (not recursive, no dotfiles) into ``dest_dir``.
 
     Files are taken by name order while the total stays within ``max_total_bytes``; the
@@ -189,41 +211,52 @@ def copy_neighbour_files(src_dir: Path, dest_dir: Path, *, max_total_bytes: int 
     dest_fd: int | None = None
     try:
         dest_fd = _safe_fs.open_dir(dest_dir)
-        names = sorted(os.listdir(src_fd))
-        for name in names:
+        for name in sorted(os.listdir(src_fd)):
             if name.startswith("."):
                 continue
-            try:
-                fd, st = _safe_fs.open_regular(name, src_fd, follow=follow_source_links)
-            except OSError:
-                # Not a regular file (or gone): not a neighbour to copy. A symlink is named,
-                # so the operator knows why data.csv is missing.
-                try:
-                    if stat.S_ISLNK(os.stat(name, dir_fd=src_fd, follow_symlinks=False).st_mode):
-                        skipped.append(name)
-                except OSError:
-                    pass
-                continue
-            try:
-                if (st.st_dev, st.st_ino) in excluded:
-                    continue
-                if total + st.st_size > max_total_bytes:
-                    skipped.append(name)
-                    continue
-                try:
-                    _safe_fs.copy_into(fd, st.st_size, dest_fd, name, mode=0o644)
-                except OSError:
-                    skipped.append(name)
-                    continue
-                total += st.st_size
+            outcome, size = _copy_neighbour(
+                src_fd, dest_fd, name, excluded=excluded, room=max_total_bytes - total, follow=follow_source_links
+            )
+            if outcome == "copied":
+                total += size
                 copied.append(name)
-            finally:
-                os.close(fd)
+            elif outcome == "skipped":
+                skipped.append(name)
     finally:
         os.close(src_fd)
         if dest_fd is not None:
             os.close(dest_fd)
     return copied, skipped
+
+
+def _copy_neighbour(
+    src_fd: int, dest_fd: int, name: str, *, excluded: set[tuple[int, int]], room: int, follow: bool
+) -> tuple[Literal["copied", "skipped", "ignored"], int]:
+    """Copies one entry of copy_neighbour_files' source: ("copied", its size), ("skipped", 0)
+    for one the operator is told about, ("ignored", 0) for what is no neighbour to copy."""
+    try:
+        fd, st = _safe_fs.open_regular(name, src_fd, follow=follow)
+    except OSError:
+        # Not a regular file (or gone): not a neighbour to copy. A symlink is named,
+        # so the operator knows why data.csv is missing.
+        try:
+            if stat.S_ISLNK(os.stat(name, dir_fd=src_fd, follow_symlinks=False).st_mode):
+                return "skipped", 0
+        except OSError:
+            pass
+        return "ignored", 0
+    try:
+        if (st.st_dev, st.st_ino) in excluded:
+            return "ignored", 0
+        if st.st_size > room:
+            return "skipped", 0
+        try:
+            _safe_fs.copy_into(fd, st.st_size, dest_fd, name, mode=0o644)
+        except OSError:
+            return "skipped", 0
+        return "copied", st.st_size
+    finally:
+        os.close(fd)
 
 
 def _error_summary(result: Result) -> str:
@@ -238,8 +271,10 @@ def _error_summary(result: Result) -> str:
 def _failure_message(cell: Any, index: int, number: int, total: int, result: Result, label: str) -> str:
     # The summary is the cell's own text: one line here (its newlines escaped), so it cannot
     # start lines of its own that look like the runner's; the traceback below is multi-line.
-    lines = [f"{label}: code cell {number} of {total} (cell index {index}) ended with status "
-             f"{result.status!r}: {escape_controls(_error_summary(result), multiline=False)}"]
+    lines = [
+        f"{label}: code cell {number} of {total} (cell index {index}) ended with status "
+        f"{result.status!r}: {escape_controls(_error_summary(result), multiline=False)}"
+    ]
     if result.reason and result.reason not in lines[0]:
         lines.append(f"reason: {result.reason}")
     source = cell.source.rstrip("\n").splitlines()
@@ -256,8 +291,7 @@ def _failure_message(cell: Any, index: int, number: int, total: int, result: Res
 #: Characters json.dumps(ensure_ascii=False) leaves raw that must not reach a terminal (DEL,
 #: C1, separators, bidi controls) or cannot be encoded (lone surrogates). They only occur
 #: inside JSON strings, where a \uXXXX escape stands for the same character.
-_JSON_RAW_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c"
-                              "\ud800-\udfff]")
+_JSON_RAW_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c\ud800-\udfff]")
 
 
 #: A display's content (over _REPEAT_MIN_BYTES) is written at most this many times: outputs
@@ -274,21 +308,27 @@ def _bound_repeated_displays(nb: Any) -> None:
     import hashlib
 
     for cell in nb.get("cells", []):
-        for i, output in enumerate(cell.get("outputs", []) if cell.get("cell_type") == "code" else []):
+        for output in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
             data = output.get("data")
             if not isinstance(data, dict):
                 continue
             if id(data) not in sizes:
                 text = json.dumps(data, sort_keys=True, ensure_ascii=False, default=str)
-                sizes[id(data)] = (len(text), hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-                                   if len(text) > _REPEAT_MIN_BYTES else "")
+                sizes[id(data)] = (
+                    len(text),
+                    hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+                    if len(text) > _REPEAT_MIN_BYTES
+                    else "",
+                )
             size, digest = sizes[id(data)]
             if not digest:
                 continue
             seen[digest] = seen.get(digest, 0) + 1
             if seen[digest] > _REPEAT_MAX:
-                output["data"] = {"text/plain": f"[sandbox_exec: the same {size}-character display as above "
-                                                f"(written {_REPEAT_MAX} times already); not repeated]"}
+                output["data"] = {
+                    "text/plain": f"[sandbox_exec: the same {size}-character display as above "
+                    f"(written {_REPEAT_MAX} times already); not repeated]"
+                }
                 output["metadata"] = {}
 
 
@@ -353,8 +393,7 @@ def write_notebook(nb: Any, output_path: str | os.PathLike[str]) -> None:
         except OSError:
             pass
         tmp = f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                     dir_fd=dir_fd)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
         try:
             with os.fdopen(fd, "w", encoding="utf-8", closefd=False) as f:
                 f.write(text)
@@ -367,8 +406,10 @@ def write_notebook(nb: Any, output_path: str | os.PathLike[str]) -> None:
                     os.unlink(path.name, dir_fd=dir_fd)  # what was planted there, not followed
                 except OSError:
                     pass
-                raise OSError(errno.EBUSY, f"{path} was replaced by something else while it was written "
-                                           "(is it in a live session's workdir?)")
+                raise OSError(
+                    errno.EBUSY,
+                    f"{path} was replaced by something else while it was written (is it in a live session's workdir?)",
+                )
         except BaseException:
             try:
                 os.unlink(tmp, dir_fd=dir_fd)
@@ -400,8 +441,9 @@ def _unwritable(obj: Any, ref: str, minor: int) -> str | None:
 
 
 def _dropped_marker(why: str) -> Any:
-    return nbformat.from_dict({"output_type": "stream", "name": "stderr",
-                               "text": f"[sandbox_exec: an output was dropped: {why}]\n"})
+    return nbformat.from_dict(
+        {"output_type": "stream", "name": "stderr", "text": f"[sandbox_exec: an output was dropped: {why}]\n"}
+    )
 
 
 def make_writable(cell: Any, minor: int) -> list[str]:
@@ -434,11 +476,20 @@ def progress_bar(done: int, total: int, width: int = 20) -> str:
     return "|" + "#" * filled + "-" * (width - filled) + "|"
 
 
-def run_notebook(path_or_nb: Any, *, output_path: str | os.PathLike[str] | None = None,
-                 timeout: float | None = None, allow_errors: bool = False, policy: Policy | None = None,
-                 sandbox: Sandbox | None = None, progress: Progress | None = None,
-                 files_dir: str | os.PathLike[str] | None = None, copy_files: bool = True,
-                 max_copy_bytes: int = DEFAULT_MAX_COPY_BYTES, session_name: str | None = None) -> Any:
+def run_notebook(
+    path_or_nb: Any,
+    *,
+    output_path: str | os.PathLike[str] | None = None,
+    timeout: float | None = None,
+    allow_errors: bool = False,
+    policy: Policy | None = None,
+    sandbox: Sandbox | None = None,
+    progress: Progress | None = None,
+    files_dir: str | os.PathLike[str] | None = None,
+    copy_files: bool = True,
+    max_copy_bytes: int = DEFAULT_MAX_COPY_BYTES,
+    session_name: str | None = None,
+) -> Any:
     """Runs the code cells of a notebook in one session; returns the executed notebook.
 
     ``path_or_nb``: a path to an .ipynb file or a notebook (NotebookNode or dict, which is
@@ -458,162 +509,239 @@ def run_notebook(path_or_nb: Any, *, output_path: str | os.PathLike[str] | None 
     """
     if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-    source_path: Path | None = None
-    if isinstance(path_or_nb, (str, os.PathLike)):
-        source_path = Path(path_or_nb)
-        nb = nbformat.read(source_path, as_version=4)
-    elif isinstance(path_or_nb, dict):
-        nb = nbformat.from_dict(path_or_nb)
-        nb = nbformat.from_dict(nbformat.convert(nb, 4)) if nb.get("nbformat") != 4 else nb
-    else:
-        raise TypeError(f"path_or_nb must be a path or a notebook, not {type(path_or_nb).__name__}")
+    nb, source_path = _load_notebook(path_or_nb)
     if files_dir is None and source_path is not None:
         files_dir = source_path.resolve().parent
     if session_name is None:
         session_name = source_path.stem if source_path is not None and source_path.stem else "notebook"
+    say = _sayer(progress)
+    input_valid = _input_validates(nb, say)
+    run = _NotebookRun(
+        nb,
+        say,
+        timeout=timeout,
+        allow_errors=allow_errors,
+        output_path=None if output_path is None else str(output_path),
+    )
+    own_sandbox = sandbox is None
+    box = Sandbox(policy) if sandbox is None else sandbox
+    session: Session | None = None
+    try:
+        session = box.session(_session_name(box, session_name), policy=None if own_sandbox else policy)
+        if copy_files and files_dir is not None:
+            _copy_files_into(session, Path(files_dir), max_copy_bytes, say)
+        run.run_cells(session)
+    finally:
+        if session is not None:
+            session.close()
+        if own_sandbox:
+            box.close()
+    _finish_notebook(nb, run, input_valid, output_path, say)
+    say(run.summary())
+    run.raise_if_stopped()
+    return nb
 
+
+def _load_notebook(path_or_nb: Any) -> tuple[Any, Path | None]:
+    """The notebook to run (a v4 NotebookNode, a copy when given one) and its path, if any."""
+    if isinstance(path_or_nb, (str, os.PathLike)):
+        source_path = Path(path_or_nb)
+        return nbformat.read(source_path, as_version=4), source_path
+    if isinstance(path_or_nb, dict):
+        nb = nbformat.from_dict(path_or_nb)
+        return (nbformat.from_dict(nbformat.convert(nb, 4)) if nb.get("nbformat") != 4 else nb), None
+    raise TypeError(f"path_or_nb must be a path or a notebook, not {type(path_or_nb).__name__}")
+
+
+def _sayer(progress: Progress | None) -> Callable[[str], None]:
     def say(line: str) -> None:
         # Progress lines carry cell-controlled text (exception names and messages): no
         # terminal controls, and one line stays one line.
         if progress is not None:
             progress(escape_controls(line, multiline=False))
 
+    return say
+
+
+def _input_validates(nb: Any, say: Callable[[str], None]) -> bool:
     try:
         nbformat.validate(nb)
-        input_valid = True
     except nbformat.ValidationError as e:
-        input_valid = False
         say(f"warning: the input notebook does not validate ({str(e).splitlines()[0]}); running it anyway")
+        return False
+    return True
 
-    own_sandbox = sandbox is None
-    box = Sandbox(policy) if own_sandbox else sandbox
-    assert box is not None
-    session: Session | None = None
-    code_cells = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
-    total = len(code_cells)
-    counts: dict[str, int] = {}
-    failure: CellExecutionError | None = None
-    interrupted_at: int | None = None
-    started = time.monotonic()
-    ran = 0
-    touched: set[int] = set()  # cells whose outputs this run wrote (run, or updated)
-    try:
-        session = box.session(_session_name(box, session_name), policy=None if own_sandbox else policy)
-        if copy_files and files_dir is not None:
-            # Before any cell runs: the notebook's neighbours, as Jupyter's kernel sees them,
-            # regular files only. Symlinks are not followed: the notebook may lie in some
-            # session's workdir (this Sandbox's or another's), where a cell chose them.
-            _, skipped = copy_neighbour_files(Path(files_dir), session.workdir, max_total_bytes=max_copy_bytes)
-            if skipped:
-                say(f"note: not copied into the workdir (over the {max_copy_bytes} byte limit, "
-                    f"a symlink, or unreadable): {', '.join(escape_controls(n, multiline=False) for n in skipped)}")
+
+def _copy_files_into(session: Session, files_dir: Path, max_copy_bytes: int, say: Callable[[str], None]) -> None:
+    """Before any cell runs: the notebook's neighbours, as Jupyter's kernel sees them, regular
+    files only. Symlinks are not followed: the notebook may lie in some session's workdir
+    (this Sandbox's or another's), where a cell chose them."""
+    _, skipped = copy_neighbour_files(files_dir, session.workdir, max_total_bytes=max_copy_bytes)
+    if skipped:
+        say(
+            f"note: not copied into the workdir (over the {max_copy_bytes} byte limit, "
+            f"a symlink, or unreadable): {', '.join(escape_controls(n, multiline=False) for n in skipped)}"
+        )
+
+
+class _NotebookRun:
+    """The code cells of one notebook run in order in one session, and what came of them."""
+
+    def __init__(
+        self, nb: Any, say: Callable[[str], None], *, timeout: float | None, allow_errors: bool, output_path: str | None
+    ) -> None:
+        self.nb = nb
+        self.say = say
+        self.timeout = timeout
+        self.allow_errors = allow_errors
+        self.output_path = output_path
+        self.code_cells = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+        self.total = len(self.code_cells)
+        self.counts: dict[str, int] = {}
+        self.failure: CellExecutionError | None = None
+        self.interrupted_at: int | None = None
+        self.started = time.monotonic()
+        self.ran = 0
+        self.touched: set[int] = set()  # cells whose outputs this run wrote (run, or updated)
         # display_id -> [(cell index, output index)] for the outputs of the cells run so far.
-        displays: dict[str, list[tuple[int, int]]] = {}
-        for number, index in enumerate(code_cells, start=1):
-            cell = nb.cells[index]
+        self.displays: dict[str, list[tuple[int, int]]] = {}
+
+    def run_cells(self, session: Session) -> None:
+        """Runs the code cells until the end, a failure that stops the run, or Ctrl-C."""
+        for number, index in enumerate(self.code_cells, start=1):
+            cell = self.nb.cells[index]
             tags = cell.get("metadata", {}).get("tags", []) or []
-            if not cell.source.strip():
-                say(f"[{number}/{total}] skipped (empty)")
-                counts["skipped"] = counts.get("skipped", 0) + 1
+            skip = "empty" if not cell.source.strip() else SKIP_TAG if SKIP_TAG in tags else None
+            if skip is not None:
+                self.say(f"[{number}/{self.total}] skipped ({skip})")
+                self.counts["skipped"] = self.counts.get("skipped", 0) + 1
                 continue
-            if SKIP_TAG in tags:
-                say(f"[{number}/{total}] skipped ({SKIP_TAG})")
-                counts["skipped"] = counts.get("skipped", 0) + 1
-                continue
-            cell.outputs = []
-            execution: dict[str, str] = {"iopub.execute_input": _timestamp()}
-            execution["shell.execute_reply.started"] = execution["iopub.execute_input"]
-            result, user_interrupted = _run_cell(session, cell.source, timeout)
-            execution["shell.execute_reply"] = _timestamp()
-            ran += 1
-            touched.add(index)
-            cell.outputs = [nbformat.from_dict(o) for o in result.outputs]
-            cell.execution_count = result.execution_count
-            cell.metadata["execution"] = execution
-            for update in result.display_updates:
-                for cell_i, out_i in displays.get(update["display_id"], ()):
-                    touched.add(cell_i)
-                    target = nb.cells[cell_i].outputs[out_i]
-                    target["data"] = nbformat.from_dict(update["data"])
-                    target["metadata"] = nbformat.from_dict(update["metadata"])
-            for out_i, display_id in result.display_ids.items():
-                # Displaying again with an existing id also updates the earlier outputs with
-                # that id (nbclient and Jupyter frontends do the same).
-                shown = result.outputs[out_i]
-                for cell_i, earlier_i in displays.get(display_id, ()):
-                    if cell_i != index:
-                        touched.add(cell_i)
-                        target = nb.cells[cell_i].outputs[earlier_i]
-                        target["data"] = nbformat.from_dict(shown["data"])
-                        target["metadata"] = nbformat.from_dict(shown["metadata"])
-                displays.setdefault(display_id, []).append((index, out_i))
-
+            result, user_interrupted = self.run_cell(session, index)
             expected = result.status in _EXPECTABLE and RAISES_TAG in tags
-            counts[result.status] = counts.get(result.status, 0) + 1
-            line = f"[{number}/{total}] {result.status} {result.duration_s:.2f}s"
-            if result.status != "ok":
-                line += f" {_error_summary(result)}"
-                if expected:
-                    line += f" (expected: {RAISES_TAG})"
-            if result.session_restarted:
-                line += " (the interpreter had died: this cell ran in a fresh one)"
-            if result.truncated_bytes:
-                line += f" ({result.truncated_bytes} output bytes dropped)"
-            say(line)
+            self.counts[result.status] = self.counts.get(result.status, 0) + 1
+            self.say(_progress_line(number, self.total, result, expected))
             if user_interrupted:
-                interrupted_at = number
-                break
-            if result.status != "ok" and not expected and not allow_errors:
-                failure = CellExecutionError(
-                    _failure_message(cell, index, number, total, result, "cell failed"),
-                    notebook=nb, cell_index=index, code_cell_number=number, code_cell_total=total,
-                    result=result, output_path=None if output_path is None else str(output_path))
-                break
-    finally:
-        if session is not None:
-            session.close()
-        if own_sandbox:
-            box.close()
+                self.interrupted_at = number
+                return
+            if result.status != "ok" and not expected and not self.allow_errors:
+                self.failure = CellExecutionError(
+                    _failure_message(cell, index, number, self.total, result, "cell failed"),
+                    notebook=self.nb,
+                    cell_index=index,
+                    code_cell_number=number,
+                    code_cell_total=self.total,
+                    result=result,
+                    output_path=self.output_path,
+                )
+                return
 
+    def run_cell(self, session: Session, index: int) -> tuple[Result, bool]:
+        """Runs one cell and records its outputs, count and timing in the notebook."""
+        cell = self.nb.cells[index]
+        cell.outputs = []
+        execution: dict[str, str] = {"iopub.execute_input": _timestamp()}
+        execution["shell.execute_reply.started"] = execution["iopub.execute_input"]
+        result, user_interrupted = _run_cell(session, cell.source, self.timeout)
+        execution["shell.execute_reply"] = _timestamp()
+        self.ran += 1
+        self.touched.add(index)
+        cell.outputs = [nbformat.from_dict(o) for o in result.outputs]
+        cell.execution_count = result.execution_count
+        cell.metadata["execution"] = execution
+        self.apply_displays(index, result)
+        return result, user_interrupted
+
+    def apply_displays(self, index: int, result: Result) -> None:
+        """Applies the cell's display updates (and its displays with an id that earlier
+        outputs share) to the outputs of earlier cells, as nbclient does."""
+        for update in result.display_updates:
+            for cell_i, out_i in self.displays.get(update["display_id"], ()):
+                self._show(cell_i, out_i, update["data"], update["metadata"])
+        for out_i, display_id in result.display_ids.items():
+            # Displaying again with an existing id also updates the earlier outputs with
+            # that id (nbclient and Jupyter frontends do the same).
+            shown = result.outputs[out_i]
+            if shown["output_type"] != "display_data":
+                continue
+            for cell_i, earlier_i in self.displays.get(display_id, ()):
+                if cell_i != index:
+                    self._show(cell_i, earlier_i, shown["data"], shown["metadata"])
+            self.displays.setdefault(display_id, []).append((index, out_i))
+
+    def _show(self, cell_i: int, out_i: int, data: MimeBundle, metadata: dict[str, Any]) -> None:
+        self.touched.add(cell_i)
+        target = self.nb.cells[cell_i].outputs[out_i]
+        target["data"] = nbformat.from_dict(data)
+        target["metadata"] = nbformat.from_dict(metadata)
+
+    def summary(self) -> str:
+        elapsed = time.monotonic() - self.started
+        parts = [f"{n} {status}" for status, n in sorted(self.counts.items(), key=lambda kv: (kv[0] != "ok", kv[0]))]
+        line = f"ran {self.ran} of {self.total} code cells in {elapsed:.2f}s: {', '.join(parts) or 'nothing to run'}"
+        if self.failure is not None:
+            line += f"; stopped at code cell {self.failure.code_cell_number} (status {self.failure.result.status})"
+        if self.interrupted_at is not None:
+            line += f"; interrupted (Ctrl-C) at code cell {self.interrupted_at}"
+        return line
+
+    def raise_if_stopped(self) -> None:
+        if self.interrupted_at is not None:
+            raise NotebookInterrupted(
+                f"interrupted (Ctrl-C) at code cell {self.interrupted_at} of {self.total}",
+                notebook=self.nb,
+                code_cell_number=self.interrupted_at,
+                output_path=self.output_path,
+            )
+        if self.failure is not None:
+            raise self.failure
+
+
+def _progress_line(number: int, total: int, result: Result, expected: bool) -> str:
+    line = f"[{number}/{total}] {result.status} {result.duration_s:.2f}s"
+    if result.status != "ok":
+        line += f" {_error_summary(result)}"
+        if expected:
+            line += f" (expected: {RAISES_TAG})"
+    if result.session_restarted:
+        line += " (the interpreter had died: this cell ran in a fresh one)"
+    if result.truncated_bytes:
+        line += f" ({result.truncated_bytes} output bytes dropped)"
+    return line
+
+
+def _finish_notebook(
+    nb: Any,
+    run: _NotebookRun,
+    input_valid: bool,
+    output_path: str | os.PathLike[str] | None,
+    say: Callable[[str], None],
+) -> None:
+    """Makes the cells this run touched writable, records the kernel, validates and writes."""
     minor = nb.get("nbformat_minor")
     minor = min(minor, nbformat.current_nbformat_minor) if type(minor) is int and minor >= 0 else 4
-    for index in sorted(touched):
+    for index in sorted(run.touched):
         for note in make_writable(nb.cells[index], minor):
-            say(f"note: code cell {code_cells.index(index) + 1}: {note}")
+            say(f"note: code cell {run.code_cells.index(index) + 1}: {note}")
     _set_language_info(nb)
     if input_valid:
         nbformat.validate(nb)
     if output_path is not None:
         write_notebook(nb, output_path)
 
-    elapsed = time.monotonic() - started
-    parts = [f"{n} {status}" for status, n in sorted(counts.items(), key=lambda kv: (kv[0] != "ok", kv[0]))]
-    summary = f"ran {ran} of {total} code cells in {elapsed:.2f}s: {', '.join(parts) or 'nothing to run'}"
-    if failure is not None:
-        summary += f"; stopped at code cell {failure.code_cell_number} (status {failure.result.status})"
-    if interrupted_at is not None:
-        summary += f"; interrupted (Ctrl-C) at code cell {interrupted_at}"
-    say(summary)
-    if interrupted_at is not None:
-        raise NotebookInterrupted(f"interrupted (Ctrl-C) at code cell {interrupted_at} of {total}",
-                                  notebook=nb, code_cell_number=interrupted_at,
-                                  output_path=None if output_path is None else str(output_path))
-    if failure is not None:
-        raise failure
-    return nb
-
 
 def _set_language_info(nb: Any) -> None:
     """The kernel's language_info, as nbclient records it."""
     info = nb.metadata.get("language_info") or {}
     info = dict(info)
-    info.update({
-        "name": "python",
-        "version": platform.python_version(),
-        "mimetype": "text/x-python",
-        "file_extension": ".py",
-        "codemirror_mode": {"name": "ipython", "version": 3},
-        "pygments_lexer": "ipython3",
-        "nbconvert_exporter": "python",
-    })
+    info.update(
+        {
+            "name": "python",
+            "version": platform.python_version(),
+            "mimetype": "text/x-python",
+            "file_extension": ".py",
+            "codemirror_mode": {"name": "ipython", "version": 3},
+            "pygments_lexer": "ipython3",
+            "nbconvert_exporter": "python",
+        }
+    )
     nb.metadata["language_info"] = nbformat.from_dict(info)

@@ -10,8 +10,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
+from types import MappingProxyType
+from typing import Any
 
 from .errors import PolicyError
 
@@ -96,8 +98,8 @@ class Policy:
     #: Seconds the interpreter may take to start and report ready (prelude excluded).
     start_timeout_s: float = 30.0
     #: Extra environment variables for the worker. Nothing of the backend's environment
-    #: reaches the sandbox except what is named here.
-    env: Mapping[str, str] = field(default_factory=dict)
+    #: reaches the sandbox except what is named here. Kept as a read-only copy.
+    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     def __post_init__(self) -> None:
         for name in ("timeout_s", "cpu_s"):
@@ -131,26 +133,43 @@ class Policy:
                 raise PolicyError(f"Policy.{name} must be True or False, got {getattr(self, name)!r}")
         for name in ("host_uid", "host_gid"):
             value = getattr(self, name)
-            if value is not None and not (isinstance(value, int) and not isinstance(value, bool)
-                                          and 0 < value < 2**32 - 1):
+            if value is not None and not (
+                isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**32 - 1
+            ):
                 raise PolicyError(f"Policy.{name} must be a non-root id or None, got {value!r}")
         if self.host_uid is None and self.host_gid is not None:
             raise PolicyError("Policy.host_gid needs host_uid: a fixed gid with per-session uids would be shared")
         if isinstance(self.readonly_paths, str) or not all(
-                isinstance(p, str) and p.startswith("/") for p in self.readonly_paths):
+            isinstance(p, str) and p.startswith("/") for p in self.readonly_paths
+        ):
             raise PolicyError("Policy.readonly_paths must be absolute paths")
         object.__setattr__(self, "readonly_paths", tuple(self.readonly_paths))
-        if not all(isinstance(k, str) and isinstance(v, str) and "=" not in k and "\0" not in k + v
-                   for k, v in dict(self.env).items()):
+        if not all(
+            isinstance(k, str) and isinstance(v, str) and "=" not in k and "\0" not in k + v
+            for k, v in dict(self.env).items()
+        ):
             raise PolicyError("Policy.env must map names (without '=' or NUL) to strings")
-        object.__setattr__(self, "env", dict(self.env))
+        # A frozen policy is frozen all the way down: a read-only view of a private copy, so
+        # neither the caller's dict nor the policy's own mapping can change it later.
+        object.__setattr__(self, "env", MappingProxyType(dict(self.env)))
 
     def __hash__(self) -> int:
-        return hash(tuple((f.name, repr(getattr(self, f.name))) for f in dataclasses.fields(self)))
+        # The mapping by its items in a fixed order: equal policies hash equal.
+        return hash(
+            tuple(
+                (f.name, repr(sorted(value.items()) if isinstance(value, Mapping) else value))
+                for f in dataclasses.fields(self)
+                for value in [getattr(self, f.name)]
+            )
+        )
 
-    def replace(self, **changes: object) -> "Policy":
+    def __reduce__(self) -> tuple[Any, tuple[dict[str, Any]]]:
+        # A mappingproxy cannot be pickled or deep-copied: the policy travels as its fields.
+        return _from_fields, ({f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)},)
+
+    def replace(self, **changes: Any) -> Policy:
         """A copy with some fields changed (validated like a new Policy)."""
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+        return dataclasses.replace(self, **changes)
 
     def unenforceable(self) -> list[str]:
         """The fields this policy asks for that its own other choices make impossible."""
@@ -170,16 +189,26 @@ class Policy:
         if not self.namespaces:
             return f"none (namespaces=False): the worker runs as the backend's own uid {backend_uid}"
         if backend_uid != 0:
-            return (f"the backend's own uid {backend_uid}, shared by all sessions (per-user kernel counters "
-                    "shared): unprivileged backend without newuidmap")
+            return (
+                f"the backend's own uid {backend_uid}, shared by all sessions (per-user kernel counters "
+                "shared): unprivileged backend without newuidmap"
+            )
         if self.host_uid is not None:
             gid = self.host_gid if self.host_gid is not None else self.host_uid
-            return (f"fixed host uid {self.host_uid} / gid {gid}, shared by every session with this policy "
-                    "(opt-out: per-user kernel counters shared)")
+            return (
+                f"fixed host uid {self.host_uid} / gid {gid}, shared by every session with this policy "
+                "(opt-out: per-user kernel counters shared)"
+            )
         return allocated or "a per-session host uid and gid from the Sandbox's host id range"
 
-    def enforcement(self, cgroups: Mapping[str, object] | None = None, *, host_ids: str | None = None,
-                    workdir_image: bool | None = None, workdir_note: str = "") -> dict[str, str]:
+    def enforcement(
+        self,
+        cgroups: Mapping[str, object] | None = None,
+        *,
+        host_ids: str | None = None,
+        workdir_image: bool | None = None,
+        workdir_note: str = "",
+    ) -> dict[str, str]:
         """Which mechanism enforces each field here, given the host's cgroup support
         (`host_ids`: the session's own, from host_ids(); else described for this process) and
         whether the workdir is a size-capped image (None: whether this process could make
@@ -190,31 +219,50 @@ class Policy:
 
             workdir_image, why = support()
             workdir_note = workdir_note or ("" if workdir_image else why)
-        disk = ("tmpfs size and inode cap (nr_inodes) of /tmp and /dev/shm; size-capped ext4 image on a loop device (workdir)"
-                if workdir_image else
-                "tmpfs size and inode cap (nr_inodes) of /tmp and /dev/shm; watchdog on the workdir (supervisor: during and at the end of "
-                "every cell, between cells; cells refused while over)"
-                + (f" [no workdir image: {workdir_note}]" if workdir_note else ""))
+        disk = (
+            "tmpfs size and inode cap (nr_inodes) of /tmp and /dev/shm; size-capped ext4 image on a loop device (workdir)"
+            if workdir_image
+            else "tmpfs size and inode cap (nr_inodes) of /tmp and /dev/shm; watchdog on the workdir (supervisor: during and at the end of "
+            "every cell, between cells; cells refused while over)"
+            + (f" [no workdir image: {workdir_note}]" if workdir_note else "")
+        )
         memory_cgroup = bool(cg.get("memory")) and self.memory_bytes is not None
         pids_cgroup = bool(cg.get("pids")) and self.max_processes is not None
         return {
             "timeout_s": "supervisor deadline (SIGINT, then kill)" if self.timeout_s else "none",
             "cpu_s": "RLIMIT_CPU (per interpreter)" if self.cpu_s else "none",
-            "memory_bytes": (f"cgroup {cg.get('version')} memory controller (whole session)" if memory_cgroup
-                             else "RLIMIT_AS (per process address space; tmpfs pages in /tmp and /dev/shm not "
-                             "counted: no memory cgroup here, see doctor)" if self.memory_bytes else "none"),
-            "max_processes": ("RLIMIT_NPROC in the session's user namespace"
-                              + (f" + cgroup {cg.get('version')} pids controller" if pids_cgroup else "")
-                              if self.max_processes else "none"),
+            "memory_bytes": (
+                f"cgroup {cg.get('version')} memory controller (whole session)"
+                if memory_cgroup
+                else "RLIMIT_AS (per process address space; tmpfs pages in /tmp and /dev/shm not "
+                "counted: no memory cgroup here, see doctor)"
+                if self.memory_bytes
+                else "none"
+            ),
+            "max_processes": (
+                "RLIMIT_NPROC in the session's user namespace"
+                + (f" + cgroup {cg.get('version')} pids controller" if pids_cgroup else "")
+                if self.max_processes
+                else "none"
+            ),
             "max_file_bytes": "RLIMIT_FSIZE" if self.max_file_bytes else "none",
             "disk_bytes": disk if self.disk_bytes else "none",
             "max_open_files": "RLIMIT_NOFILE" if self.max_open_files else "none",
             "max_output_bytes": "supervisor output cap",
             "max_single_output_bytes": "supervisor per-output cap",
             "network": "host network (opt-out)" if self.network else "empty network namespace (loopback only)",
-            "namespaces": "user, pid, mount, ipc, uts, cgroup namespaces + new root" if self.namespaces
+            "namespaces": "user, pid, mount, ipc, uts, cgroup namespaces + new root"
+            if self.namespaces
             else "none (opt-out): host filesystem view",
             "seccomp": "seccomp filter" if self.seccomp else "none (opt-out)",
             "landlock": "Landlock rules" if self.landlock else "none (opt-out)",
             "host_uid": host_ids or self.host_ids(os.geteuid()),
         }
+
+
+def _plain(value: object) -> object:
+    return dict(value) if isinstance(value, Mapping) else value
+
+
+def _from_fields(fields: dict[str, Any]) -> Policy:
+    return Policy(**fields)

@@ -1,9 +1,98 @@
-"""Result: what one cell did, as the supervisor measured it."""
+"""Result: what one cell did, as the supervisor measured it; and the shapes of its outputs.
+
+The output types are nbformat v4's: ``Output`` is what ``Result.outputs`` holds (the stored
+form), ``OutputEvent`` what ``on_output`` receives (Jupyter's live message shapes, with
+``transient`` display ids, ``update_display_data`` and ``clear_output``).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
+
+#: A mime bundle: mime type -> text (or, for JSON mime types, any JSON value).
+MimeBundle = dict[str, Any]
+
+
+class StreamOutput(TypedDict):
+    output_type: Literal["stream"]
+    name: Literal["stdout", "stderr"]
+    text: str
+
+
+class DisplayDataOutput(TypedDict):
+    output_type: Literal["display_data"]
+    data: MimeBundle
+    metadata: dict[str, Any]
+
+
+class ExecuteResultOutput(TypedDict):
+    output_type: Literal["execute_result"]
+    execution_count: int | None
+    data: MimeBundle
+    metadata: dict[str, Any]
+
+
+class ErrorOutput(TypedDict):
+    output_type: Literal["error"]
+    ename: str
+    evalue: str
+    traceback: list[str]
+
+
+#: One output as nbformat v4 stores it (``Result.outputs``).
+Output = StreamOutput | DisplayDataOutput | ExecuteResultOutput | ErrorOutput
+
+
+class ErrorInfo(TypedDict):
+    """``Result.error``: what the cell raised (or why the supervisor ended it)."""
+
+    ename: str
+    evalue: str
+    traceback: list[str]
+
+
+class DisplayUpdate(TypedDict):
+    """One ``update_display`` of the cell (``Result.display_updates``)."""
+
+    display_id: str
+    data: MimeBundle
+    metadata: dict[str, Any]
+
+
+class Transient(TypedDict):
+    display_id: str
+
+
+class _MaybeTransient(TypedDict, total=False):
+    transient: Transient
+
+
+class LiveDisplayData(DisplayDataOutput, _MaybeTransient):
+    """display_data as ``on_output`` receives it: with its display id, when it has one."""
+
+
+class LiveExecuteResult(ExecuteResultOutput, _MaybeTransient):
+    """execute_result as ``on_output`` receives it."""
+
+
+class UpdateDisplayDataEvent(TypedDict):
+    output_type: Literal["update_display_data"]
+    data: MimeBundle
+    metadata: dict[str, Any]
+    transient: Transient
+
+
+class ClearOutputEvent(TypedDict):
+    output_type: Literal["clear_output"]
+    wait: bool
+
+
+#: One live event, as ``on_output`` receives it.
+OutputEvent = (
+    StreamOutput | LiveDisplayData | LiveExecuteResult | ErrorOutput | UpdateDisplayDataEvent | ClearOutputEvent
+)
+
 
 #: ``ok``: ran to the end. ``error``: the cell raised. ``timeout``: the wall-clock deadline
 #: passed. ``interrupted``: Session.interrupt() (or a KeyboardInterrupt) stopped it.
@@ -16,11 +105,13 @@ Status = Literal["ok", "error", "timeout", "interrupted", "crashed", "memory", "
 STATUSES: tuple[str, ...] = ("ok", "error", "timeout", "interrupted", "crashed", "memory", "disk")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Result:
+    """What one cell did. Frozen: every field is final when the Result is made."""
+
     status: Status
-    outputs: list[dict[str, Any]] = field(default_factory=list)
-    error: dict[str, Any] | None = None
+    outputs: list[Output] = field(default_factory=list)
+    error: ErrorInfo | None = None
     stdout: str = ""
     stderr: str = ""
     execution_count: int | None = None
@@ -28,7 +119,7 @@ class Result:
     cpu_s: float | None = None
     peak_memory_bytes: int | None = None
     display_ids: dict[int, str] = field(default_factory=dict)
-    display_updates: list[dict[str, Any]] = field(default_factory=list)
+    display_updates: list[DisplayUpdate] = field(default_factory=list)
     #: Why the cell ended as it did when that was not the cell's own doing ("killed by
     #: signal 11 (SIGSEGV)", "protocol violation: ...", ...); None otherwise.
     reason: str | None = None

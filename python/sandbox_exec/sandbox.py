@@ -19,17 +19,27 @@ import tempfile
 import threading
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from types import TracebackType
+from typing import Any
 
 from . import _core, _host_ids, _safe_fs
+from ._outputs import CellDone, MalformedMessage, OnOutput, OutputCollector, parse_cell_done
 from ._workdir_image import ImageUnavailable, WorkdirImage, full_threshold
 from ._workdir_image import usage as image_usage
-from ._outputs import OutputCollector, parse_cell_done, MalformedMessage
 from .errors import PolicyError, PreludeError, SandboxError, SessionClosedError
 from .policy import Policy
-from .result import Result
+from .result import ErrorInfo, OutputEvent, Result, Status
 
-OnOutput = Callable[[dict[str, Any]], None]
+# The statuses of a cell that the supervisor ended (not the cell's own doing), and the
+# error name its error output shows.
+_SUPERVISOR_ENDS: dict[str, str] = {
+    "timeout": "CellTimeout",
+    "disk": "DiskLimitExceeded",
+    "memory": "MemoryLimitExceeded",
+    "crashed": "WorkerCrashed",
+}
+# How the core's CellOutcome.end maps to a status, for cells that did not report done.
+_END_STATUS: dict[str, Status] = {"timeout": "timeout", "disk": "disk", "memory": "memory"}
 
 # One message (a display or result) may be at most this large after reassembly, whatever
 # the per-cell cap: the supervisor never holds more than this for one message.
@@ -53,8 +63,9 @@ def launcher_path() -> str:
     override = os.environ.get("SANDBOX_EXEC_LAUNCHER")
     path = Path(override) if override else Path(_core.__file__).with_name("sandbox_exec_launcher")
     if not os.access(path, os.X_OK):
-        raise SandboxError(f"spawn: the launcher {path} is missing or not executable; "
-                           "hint: reinstall sandbox_exec (pip install .)")
+        raise SandboxError(
+            f"spawn: the launcher {path} is missing or not executable; hint: reinstall sandbox_exec (pip install .)"
+        )
     return str(path)
 
 
@@ -94,8 +105,9 @@ class _WorkdirLock:
             self.path.parent.mkdir(exist_ok=True)
             fd = self._acquire(fcntl, root / dir_name)
         except OSError as e:
-            raise SandboxError(f"workdir: cannot lock {str(self.path)!r}: {e}; "
-                               "hint: the Sandbox root must be a writable directory") from e
+            raise SandboxError(
+                f"workdir: cannot lock {str(self.path)!r}: {e}; hint: the Sandbox root must be a writable directory"
+            ) from e
         note = f"session {session_name!r} of process {os.getpid()}"
         os.ftruncate(fd, 0)
         os.pwrite(fd, note.encode("utf-8", "backslashreplace"), 0)
@@ -111,8 +123,9 @@ class _WorkdirLock:
             except BlockingIOError:
                 holder = self._holder(fd)
                 os.close(fd)
-                raise SandboxError(f"workdir: {str(workdir)!r} is in use by another live session "
-                                   f"({holder}); close that session first") from None
+                raise SandboxError(
+                    f"workdir: {str(workdir)!r} is in use by another live session ({holder}); close that session first"
+                ) from None
             except BaseException:
                 os.close(fd)
                 raise
@@ -171,7 +184,7 @@ def _worker_env(policy: Policy, workdir: str) -> list[str]:
     return [f"{k}={v}" for k, v in env.items()]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _system_view() -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
     """What every sandbox sees read-only: the system's /usr (and the top-level directories
     merged into it, as symlinks), the interpreter's prefixes and site-packages, this package,
@@ -187,51 +200,103 @@ def _system_view() -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
             symlinks.append((str(path), os.readlink(path)))
         elif path.is_dir():
             candidates.append(str(path))
-    for name in ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "alternatives", "fonts",
-                 "mime.types", "ssl", "ca-certificates"):
+    for name in (
+        "ld.so.cache",
+        "ld.so.conf",
+        "ld.so.conf.d",
+        "localtime",
+        "alternatives",
+        "fonts",
+        "mime.types",
+        "ssl",
+        "ca-certificates",
+    ):
         candidates.append(f"/etc/{name}")
     candidates += [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
     candidates += [os.path.dirname(os.path.realpath(sys.executable))]
     candidates += site.getsitepackages()
     candidates += [str(Path(__file__).resolve().parent), str(Path(_core.__file__).resolve().parent)]
     seen: list[str] = []
-    for path in sorted({os.path.realpath(p) for p in candidates if os.path.exists(p)}, key=len):
-        if path != "/" and not any(path == p or path.startswith(p + "/") for p in seen):
-            seen.append(path)
+    for real in sorted({os.path.realpath(c) for c in candidates if os.path.exists(c)}, key=len):
+        if real != "/" and not any(real == p or real.startswith(p + "/") for p in seen):
+            seen.append(real)
     return tuple(seen), tuple(symlinks)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cgroup_support() -> dict[str, Any]:
     """What cgroup delegation this host gives sessions (probed once per process)."""
     return dict(_core.cgroup_support())
 
 
-class Session:
-    """One notebook's interpreter. Create through Sandbox.session()."""
+class _SessionTable:
+    """What a Sandbox shares with its sessions: its root, the host id range, and the table
+    of its live sessions (under ``lock``). Sessions use this, never the Sandbox itself."""
 
-    def __init__(self, sandbox: "Sandbox", name: str, policy: Policy, prelude: str | None,
-                 workdir: Path) -> None:
-        self._sandbox = sandbox
+    def __init__(self, root: Path, id_range: _host_ids.IdRange | None) -> None:
+        self.root = root
+        self.lock = threading.Lock()
+        self.closed = False
+        self.by_name: dict[str, Session] = {}
+        self._id_range = id_range
+
+    def live(self) -> list[Session]:
+        with self.lock:
+            return list(self.by_name.values())
+
+    def forget(self, session: Session) -> None:
+        with self.lock:
+            if self.by_name.get(session.name) is session:
+                del self.by_name[session.name]
+
+    def mountpoint(self, dir_name: str) -> Path:
+        """An empty directory where the launcher assembles a session's root (in its own
+        mount namespace: on the host it stays empty)."""
+        path = self.root / ".mnt" / dir_name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def host_id_range(self) -> _host_ids.IdRange:
+        """The range sessions take their host ids from, read when the first one needs it."""
+        with self.lock:
+            if self._id_range is None:
+                self._id_range = _host_ids.resolve_range()
+            return self._id_range
+
+
+class Session:
+    """One notebook's interpreter. Create through Sandbox.session(). A context manager
+    (``with`` and ``async with``): leaving it closes the session."""
+
+    def __init__(
+        self,
+        table: _SessionTable,
+        name: str,
+        policy: Policy,
+        prelude: str | None,
+        workdir: Path,
+        workdir_lock: _WorkdirLock | None = None,
+    ) -> None:
+        self._table = table
         self.name = name
         self.policy = policy
         self.prelude = prelude
         self._workdir = workdir
-        self._lock = threading.RLock()       # one cell at a time
-        self._runner: Any = None             # _core.CellRunner while started
+        self._lock = threading.RLock()  # one cell at a time
+        self._runner: _core.CellRunner | None = None  # while started
         self._runner_lock = threading.Lock()  # guards _runner for interrupt()/close()
         self._count = 0
         self._closed = False
         self._end_reason: str | None = None  # why the watchdog ended the interpreter
         self._host_id: _host_ids.HostId | None = None  # this session's own host id, while open
-        self._workdir_lock: _WorkdirLock | None = None  # held from Sandbox.session() to close()
+        self._workdir_lock = workdir_lock  # held from Sandbox.session() to close()
         # disk_bytes on the workdir (see _prepare_disk): "image" (a size-capped filesystem
         # mounted at the workdir for the Session's life) or "watchdog" (the supervisor
         # measures it), decided at the first start; None without disk_bytes.
         self._disk_mode: str | None = None
-        self._disk_note = ""                  # why the watchdog, when it is
+        self._disk_note = ""  # why the watchdog, when it is
         self._image: WorkdirImage | None = None
-        self._disk_used = 0                   # image: the filesystem's used bytes after the last cell
+        self._disk_used = 0  # image: the filesystem's used bytes after the last cell
         # watchdog: the workdir's bytes while it is past disk_bytes (cells are refused), kept
         # per Session so that a restart cannot take an over-full workdir as its new normal
         self._disk_over: int | None = None
@@ -256,8 +321,31 @@ class Session:
         runner = self._runner
         return runner.worker_pid if runner is not None else None
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def __repr__(self) -> str:
         return f"<Session {self.name!r} count={self._count} {'closed' if self._closed else 'open'}>"
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Session:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        # close() waits for the interpreter to end: not on the event loop's thread.
+        import asyncio
+
+        await asyncio.to_thread(self.close)
 
     # --- lifecycle -----------------------------------------------------------------------
     def _start(self) -> None:
@@ -273,8 +361,10 @@ class Session:
             import errno as errno_names
 
             name = errno_names.errorcode.get(e.errno or 0, "E?")
-            raise SandboxError(f"workdir: mkdir({str(self._workdir)!r}) failed: {name} ({e.errno}, {e.strerror}); "
-                               "hint: the Sandbox root must be a writable directory") from e
+            raise SandboxError(
+                f"workdir: mkdir({str(self._workdir)!r}) failed: {name} ({e.errno}, {e.strerror}); "
+                "hint: the Sandbox root must be a writable directory"
+            ) from e
         mounted_here = self._prepare_disk()
         try:
             p = self.policy
@@ -293,12 +383,13 @@ class Session:
                 self._runner = runner
             self._count = 0
             if self.prelude:
-                result = self._execute(self.prelude, 0, self.policy.timeout_s, None)
+                result = self._execute(self.prelude, 0, self.policy.timeout_s, None, None)
                 if result.status != "ok":
                     self._stop()
                     detail = "\n".join(result.error["traceback"]) if result.error else (result.reason or "")
-                    raise PreludeError(f"the prelude of session {self.name!r} ended with status "
-                                       f"{result.status!r}:\n{detail}")
+                    raise PreludeError(
+                        f"the prelude of session {self.name!r} ended with status {result.status!r}:\n{detail}"
+                    )
         except BaseException:
             if mounted_here:  # the Session is not handed out: nothing keeps the mount
                 self._release_disk()
@@ -323,18 +414,19 @@ class Session:
             self._image.mounted = False
         # The image's root belongs to the sandbox's host id (the session's own, when root).
         uid, gid = self._host_ids()
-        image = WorkdirImage(self._sandbox.root, self._workdir, p.disk_bytes, uid, gid)
+        image = WorkdirImage(self._table.root, self._workdir, p.disk_bytes, uid, gid)
         try:
             image.mount()
         except Exception as e:
             if image.path.exists():
                 # The workdir's files live in that image: an empty directory in its place
                 # would look like a lost workdir. Fail closed.
-                raise SandboxError(f"workdir: the session's files are in {image.path}, which could not be "
-                                   f"mounted at {self._workdir}: {e}") from e
+                raise SandboxError(
+                    f"workdir: the session's files are in {image.path}, which could not be "
+                    f"mounted at {self._workdir}: {e}"
+                ) from e
             # No image yet and none can be made here: the watchdog, and say why.
-            self._disk_note = (str(e) if isinstance(e, ImageUnavailable)
-                               else f"the workdir image could not be made: {e}")
+            self._disk_note = str(e) if isinstance(e, ImageUnavailable) else f"the workdir image could not be made: {e}"
         else:
             self._image, self._disk_mode = image, "image"
             # A persistent workdir may start full: only growth from here is the session's.
@@ -350,7 +442,7 @@ class Session:
         if self._image is not None:
             self._image.unmount()
 
-    def _spawn_args(self) -> tuple[Any, Any, Any]:
+    def _spawn_args(self) -> tuple[_core.ResourceLimits, _core.Isolation, _core.CgroupLimits | None]:
         """The launcher's limits and isolation layers for this session's policy."""
         p = self.policy
         cg = cgroup_support()
@@ -365,12 +457,22 @@ class Session:
             address_space=None if memory_cgroup else p.memory_bytes,
             processes=p.max_processes if p.namespaces else None,
         )
-        cgroup = (_core.CgroupLimits(memory_bytes=p.memory_bytes if memory_cgroup else None,
-                                     max_processes=p.max_processes if pids_cgroup else None)
-                  if (memory_cgroup or pids_cgroup or cg.get("cpu")) else None)
+        cgroup = (
+            _core.CgroupLimits(
+                memory_bytes=p.memory_bytes if memory_cgroup else None,
+                max_processes=p.max_processes if pids_cgroup else None,
+            )
+            if (memory_cgroup or pids_cgroup or cg.get("cpu"))
+            else None
+        )
         # Every layer is named, on or off: _core.Isolation has no "missing means off".
-        layers: dict[str, Any] = {"namespaces": p.namespaces, "network": p.network, "drop_caps": True,
-                                  "landlock": p.landlock, "seccomp": p.seccomp}
+        layers: dict[str, Any] = {
+            "namespaces": p.namespaces,
+            "network": p.network,
+            "drop_caps": True,
+            "landlock": p.landlock,
+            "seccomp": p.seccomp,
+        }
         if not p.namespaces:
             return limits, _core.Isolation(**layers), cgroup
         readonly, symlinks = _system_view()
@@ -378,15 +480,22 @@ class Session:
         readonly = tuple(sorted(set(readonly) | {x for x in extra if os.path.exists(x)}, key=len))
         workdir = str(self._workdir)
         readonly = tuple(r for r in readonly if not (workdir + "/").startswith(r + "/"))
-        mountpoint = self._sandbox._mountpoint(self)
+        mountpoint = self._table.mountpoint(self._workdir.name)
         uid, gid = self._host_ids()
         if os.geteuid() == 0:
             # The sandbox's user is an unprivileged host id: it must own its workdir, and
             # what an earlier session (another id) left in it.
             _host_ids.own_tree(workdir, uid, gid)
-        isolation = _core.Isolation(**layers, mountpoint=str(mountpoint), readonly=list(readonly),
-                                    symlinks=list(symlinks), tmp_bytes=p.disk_bytes or (1 << 30),
-                                    outside_uid=uid, outside_gid=gid, hostname="sandbox")
+        isolation = _core.Isolation(
+            **layers,
+            mountpoint=str(mountpoint),
+            readonly=list(readonly),
+            symlinks=list(symlinks),
+            tmp_bytes=p.disk_bytes or (1 << 30),
+            outside_uid=uid,
+            outside_gid=gid,
+            hostname="sandbox",
+        )
         return limits, isolation, cgroup
 
     def _host_ids(self) -> tuple[int, int]:
@@ -399,7 +508,7 @@ class Session:
         if p.host_uid is not None:
             return p.host_uid, p.host_gid if p.host_gid is not None else p.host_uid
         if self._host_id is None:
-            self._host_id = _host_ids.allocate(self._sandbox._host_id_range())
+            self._host_id = _host_ids.allocate(self._table.host_id_range())
         return self._host_id.value, self._host_id.value
 
     def _release_host_id(self) -> None:
@@ -413,11 +522,17 @@ class Session:
     def enforcement(self) -> dict[str, str]:
         """Which mechanism enforces each policy field for this session, on this host."""
         host_id = self._host_id
-        allocated = (f"per-session host uid and gid {host_id.value} from range {host_id.range.describe()}"
-                     if host_id is not None else None)
-        return self.policy.enforcement(cgroup_support(),
-                                       host_ids=self.policy.host_ids(os.geteuid(), allocated),
-                                       workdir_image=self._disk_mode == "image", workdir_note=self._disk_note)
+        allocated = (
+            f"per-session host uid and gid {host_id.value} from range {host_id.range.describe()}"
+            if host_id is not None
+            else None
+        )
+        return self.policy.enforcement(
+            cgroup_support(),
+            host_ids=self.policy.host_ids(os.geteuid(), allocated),
+            workdir_image=self._disk_mode == "image",
+            workdir_note=self._disk_note,
+        )
 
     def _stop(self) -> None:
         with self._runner_lock:
@@ -440,7 +555,16 @@ class Session:
         self._start()
         return reason
 
-    def _watch_disk(self) -> float:
+    def start(self) -> None:
+        """Starts the interpreter if the session has none yet (Sandbox.session() does this;
+        run() itself starts a fresh one when the last one died). SessionClosedError when closed."""
+        with self._lock:
+            if self._closed:
+                raise SessionClosedError(f"session {self.name!r} is closed")
+            if self._runner is None:
+                self._start()
+
+    def watch_disk(self) -> float:
         """The Sandbox's watchdog, between cells: ends an interpreter whose processes grow
         the workdir past disk_bytes while no cell runs (a thread or process a cell left
         behind). With an image the kernel already stops the writes (ENOSPC); the
@@ -456,6 +580,7 @@ class Session:
             import time
 
             t0 = time.monotonic()
+            used: int | None
             if self._disk_mode == "image":
                 used, avail = image_usage(self._workdir)
                 over = avail < full_threshold(limit) and used > self._disk_used
@@ -465,8 +590,10 @@ class Session:
                 if over:
                     self._disk_over = used
             if over:
-                self._end_reason = (f"the session's processes grew the workdir to {used} bytes between cells, "
-                                    f"past the {limit}-byte disk limit; the interpreter was ended")
+                self._end_reason = (
+                    f"the session's processes grew the workdir to {used} bytes between cells, "
+                    f"past the {limit}-byte disk limit; the interpreter was ended"
+                )
                 runner.terminate()
             return time.monotonic() - t0
         finally:
@@ -490,12 +617,19 @@ class Session:
             self._disk_over = None
             return None
         self._disk_over = used if used is not None else self._disk_over
-        reason = (f"the workdir holds {self._disk_over} bytes, past the {limit}-byte disk limit: no cell runs "
-                  "until it is back under it; delete files from Session.workdir on the host, or call "
-                  "Session.restart() when the space is held by files the interpreter keeps open")
-        error = {"ename": "DiskLimitExceeded", "evalue": reason, "traceback": [f"DiskLimitExceeded: {reason}"]}
-        return Result(status="disk", outputs=[{"output_type": "error", **error}], error=error,
-                      execution_count=None, reason=reason)
+        reason = (
+            f"the workdir holds {self._disk_over} bytes, past the {limit}-byte disk limit: no cell runs "
+            "until it is back under it; delete files from Session.workdir on the host, or call "
+            "Session.restart() when the space is held by files the interpreter keeps open"
+        )
+        error: ErrorInfo = {
+            "ename": "DiskLimitExceeded",
+            "evalue": reason,
+            "traceback": [f"DiskLimitExceeded: {reason}"],
+        }
+        return Result(
+            status="disk", outputs=[{"output_type": "error", **error}], error=error, execution_count=None, reason=reason
+        )
 
     def restart(self) -> None:
         """A fresh interpreter, same name and workdir; the namespace is gone."""
@@ -511,13 +645,11 @@ class Session:
             if self._runner is not None:
                 self._runner.interrupt()
 
-    def close(self) -> None:
+    def close(self, *, remove_workdir: bool = False) -> None:
         """Ends the interpreter and every process it started. The workdir is kept: where
         disk_bytes is a filesystem limit its image is unmounted (its files are then seen
-        through the next session of this name, also in a new Sandbox on the same root)."""
-        self._close(remove_workdir=False)
-
-    def _close(self, *, remove_workdir: bool) -> None:
+        through the next session of this name, also in a new Sandbox on the same root).
+        ``remove_workdir=True`` deletes the workdir (and its image) as well."""
         self._closed = True
         self._stop()
         with self._lock:  # wait for a running cell to see the end
@@ -526,7 +658,7 @@ class Session:
             # workdir exists only while a live session (or a dead backend's leftover) has it.
             self._release_disk()
             self._release_host_id()
-        self._sandbox._forget(self)
+        self._table.forget(self)
         if remove_workdir:
             if self._image is not None:
                 self._image.discard()  # unmounted above: the files go with the image
@@ -550,21 +682,21 @@ class Session:
                 return refusal
             restart_reason = self._ensure_started()
             self._count += 1
-            result = self._execute(code, self._count, timeout if timeout is not None else self.policy.timeout_s,
-                                   on_output)
-            result.session_restarted = restart_reason is not None
-            result.restart_reason = restart_reason
-            return result
+            return self._execute(
+                code, self._count, timeout if timeout is not None else self.policy.timeout_s, on_output, restart_reason
+            )
 
-    async def run_async(self, code: str, *, timeout: float | None = None,
-                        on_output: OnOutput | None = None) -> Result:
+    async def run_async(self, code: str, *, timeout: float | None = None, on_output: OnOutput | None = None) -> Result:
         """run() without blocking the event loop; on_output is called on the loop's thread."""
         import asyncio
 
         loop = asyncio.get_running_loop()
-        callback = None
+        callback: OnOutput | None = None
         if on_output is not None:
-            callback = lambda event: loop.call_soon_threadsafe(on_output, event)  # noqa: E731
+
+            def callback(event: OutputEvent) -> None:
+                loop.call_soon_threadsafe(on_output, event)
+
         future = loop.run_in_executor(None, functools.partial(self.run, code, timeout=timeout, on_output=callback))
         try:
             return await asyncio.shield(future)
@@ -572,93 +704,36 @@ class Session:
             self.interrupt()
             raise
 
-    def _execute(self, code: str, count: int, timeout: float | None, on_output: OnOutput | None) -> Result:
+    def _execute(
+        self, code: str, count: int, timeout: float | None, on_output: OnOutput | None, restart_reason: str | None
+    ) -> Result:
+        """Runs one cell in the interpreter and makes its Result: the supervisor's outcome,
+        the disk measured after it, the status that follows from both, the outputs."""
         runner = self._runner
+        if runner is None:  # close() ended it since the caller started it
+            raise SessionClosedError(f"session {self.name!r} is closed")
         collector = OutputCollector(on_output, execution_count=count)
-        request = json.dumps({"code": code, "execution_count": count}).encode("ascii")
+        used_before = image_usage(self._workdir)[0] if self._disk_image_limit() is not None else 0
+        outcome = self._run_cell(runner, collector, code, count, timeout)
+        disk_hit, disk_bytes = self._disk_after_cell(runner, outcome, used_before)
+        status, error, reason = self._cell_status(runner, outcome, collector, timeout, disk_hit, disk_bytes)
         cap = self.policy.max_output_bytes
-        limit = self.policy.disk_bytes
-        watch = self._disk_mode == "watchdog" and limit is not None
-        image = self._disk_mode == "image" and limit is not None
-        used_before = image_usage(self._workdir)[0] if image else 0
-        outcome = runner.run_cell(request, timeout or 0.0, self.policy.interrupt_grace_s, cap,
-                                  min(cap, self.policy.max_single_output_bytes, MAX_MESSAGE_BYTES),
-                                  collector.feed, collector.texts["stdout"], collector.texts["stderr"],
-                                  collector.live, str(self._workdir), limit if watch else 0, count)
-        disk_hit, disk_bytes = outcome.disk_hit, outcome.workdir_bytes
-        if image:
-            # The filesystem is the cap: the cell met it when it filled it (its writes past
-            # it failed with ENOSPC).
-            used, avail = image_usage(self._workdir)
-            disk_hit = used > used_before and (avail < full_threshold(limit)  # type: ignore[arg-type]
-                                               or _enospc(outcome.done_payload if outcome.end == "done" else b""))
-            disk_bytes, self._disk_used = used, used
-        elif watch:
-            if outcome.end != "done" or disk_bytes is None:
-                # The cell ended without the supervisor's end-of-cell look (a crash, a
-                # kill): look now, before another cell can start.
-                alive = runner.alive()
-                disk_bytes = runner.check_disk(str(self._workdir), limit)[0] if alive else None
-                if disk_bytes is None:
-                    disk_bytes = _core.disk_usage(str(self._workdir))
-            self._disk_over = disk_bytes if disk_bytes is not None and disk_bytes > limit else None  # type: ignore[operator]
-        status: str
-        error: dict[str, Any] | None = None
-        reason: str | None = outcome.reason or None
-        if outcome.end == "done":
-            try:
-                done = parse_cell_done(outcome.done_payload)
-            except MalformedMessage as e:
-                runner.terminate()
-                done = None
-                status, reason = "crashed", f"protocol violation: {e}"
-            if done is not None:
-                error = done["error"]
-                if disk_hit and image:
-                    status = "disk"
-                    reason = (f"the cell filled the workdir to its {limit}-byte disk limit ({disk_bytes} bytes "
-                              "used); writes past it fail with ENOSPC")
-                elif disk_hit:
-                    status = "disk"
-                    reason = (f"the cell grew the workdir to {disk_bytes} bytes, past the "
-                              f"{limit}-byte disk limit" + (" and was interrupted"
-                                                           if done["status"] == "error" else ""))
-                elif outcome.deadline_hit:
-                    status = "timeout"
-                    reason = f"the cell ran past its {timeout:g} s deadline and was interrupted"
-                elif done["status"] == "ok":
-                    status = "ok"
-                elif error and error["ename"] == "KeyboardInterrupt":
-                    status = "interrupted"
-                elif error and error["ename"] == "MemoryError" and self.policy.memory_bytes:
-                    status = "memory"
-                else:
-                    status = "error"
-        elif outcome.end == "timeout":
-            status = "timeout"
-        elif outcome.end == "disk":
-            status = "disk"
-        elif outcome.end == "memory":
-            status = "memory"
-        elif outcome.end == "violation":
-            status = "crashed"
-            if collector.violation:
-                reason = f"protocol violation: {collector.violation}"
-        else:
-            status = "crashed"
         past_cell_cap = outcome.dropped_output_bytes - collector.oversize_dropped_bytes
         if past_cell_cap > 0:
-            collector.add_marker(f"\n[sandbox_exec: output truncated: {past_cell_cap} bytes "
-                                 f"past the per-cell limit of {cap} bytes were dropped]\n")
-        if status in ("crashed", "timeout", "disk", "memory") and error is None:
+            collector.add_marker(
+                f"\n[sandbox_exec: output truncated: {past_cell_cap} bytes "
+                f"past the per-cell limit of {cap} bytes were dropped]\n"
+            )
+        if status in _SUPERVISOR_ENDS and error is None:
             # The supervisor ended the cell: its reason, as an error output the notebook shows.
-            ename = {"timeout": "CellTimeout", "disk": "DiskLimitExceeded",
-                     "memory": "MemoryLimitExceeded"}.get(status, "WorkerCrashed")
+            ename = _SUPERVISOR_ENDS[status]
             error = {"ename": ename, "evalue": reason or status, "traceback": [f"{ename}: {reason or status}"]}
-            collector._message({"output_type": "error", **error})
+            collector.add_error(error)
         outputs, stdout, stderr = collector.finish()
-        result = Result(
-            status=status,  # type: ignore[arg-type]
+        if collector.callback_error is not None:
+            raise collector.callback_error
+        return Result(
+            status=status,
             outputs=outputs,
             error=error,
             stdout=stdout,
@@ -671,17 +746,139 @@ class Session:
             display_updates=collector.display_updates,
             reason=reason if status not in ("ok", "error") else None,
             truncated_bytes=outcome.dropped_output_bytes,
+            session_restarted=restart_reason is not None,
+            restart_reason=restart_reason,
         )
-        if collector.callback_error is not None:
-            raise collector.callback_error
-        return result
+
+    def _disk_image_limit(self) -> int | None:
+        """disk_bytes when a size-capped image is the workdir, else None."""
+        return self.policy.disk_bytes if self._disk_mode == "image" else None
+
+    def _disk_watch_limit(self) -> int | None:
+        """disk_bytes when the supervisor's watchdog measures the workdir, else None."""
+        return self.policy.disk_bytes if self._disk_mode == "watchdog" else None
+
+    def _run_cell(
+        self, runner: _core.CellRunner, collector: OutputCollector, code: str, count: int, timeout: float | None
+    ) -> _core.CellOutcome:
+        """The cell, run by the core: its events go to ``collector`` as they come."""
+        request = json.dumps({"code": code, "execution_count": count}).encode("ascii")
+        cap = self.policy.max_output_bytes
+        watch_limit = self._disk_watch_limit()
+        return runner.run_cell(
+            request,
+            timeout or 0.0,
+            self.policy.interrupt_grace_s,
+            cap,
+            min(cap, self.policy.max_single_output_bytes, MAX_MESSAGE_BYTES),
+            collector.feed,
+            collector.texts["stdout"],
+            collector.texts["stderr"],
+            collector.live,
+            str(self._workdir),
+            watch_limit or 0,
+            count,
+        )
+
+    def _disk_after_cell(
+        self, runner: _core.CellRunner, outcome: _core.CellOutcome, used_before: int
+    ) -> tuple[bool, int | None]:
+        """Whether the cell met disk_bytes, and the workdir's bytes after it."""
+        disk_hit, disk_bytes = outcome.disk_hit, outcome.workdir_bytes
+        image_limit, watch_limit = self._disk_image_limit(), self._disk_watch_limit()
+        if image_limit is not None:
+            # The filesystem is the cap: the cell met it when it filled it (its writes past
+            # it failed with ENOSPC).
+            used, avail = image_usage(self._workdir)
+            disk_hit = used > used_before and (
+                avail < full_threshold(image_limit) or _enospc(outcome.done_payload if outcome.end == "done" else b"")
+            )
+            self._disk_used = used
+            return disk_hit, used
+        if watch_limit is not None:
+            if outcome.end != "done" or disk_bytes is None:
+                # The cell ended without the supervisor's end-of-cell look (a crash, a
+                # kill): look now, before another cell can start.
+                alive = runner.alive()
+                disk_bytes = runner.check_disk(str(self._workdir), watch_limit)[0] if alive else None
+                if disk_bytes is None:
+                    disk_bytes = _core.disk_usage(str(self._workdir))
+            self._disk_over = disk_bytes if disk_bytes is not None and disk_bytes > watch_limit else None
+        return disk_hit, disk_bytes
+
+    def _cell_status(
+        self,
+        runner: _core.CellRunner,
+        outcome: _core.CellOutcome,
+        collector: OutputCollector,
+        timeout: float | None,
+        disk_hit: bool,
+        disk_bytes: int | None,
+    ) -> tuple[Status, ErrorInfo | None, str | None]:
+        """(status, the cell's own error, the reason) from how the cell ended."""
+        reason = outcome.reason or None
+        if outcome.end == "done":
+            try:
+                done = parse_cell_done(outcome.done_payload)
+            except MalformedMessage as e:
+                runner.terminate()
+                return "crashed", None, f"protocol violation: {e}"
+            return self._done_status(done, outcome, timeout, disk_hit, disk_bytes, reason)
+        if outcome.end == "violation" and collector.violation:
+            reason = f"protocol violation: {collector.violation}"
+        return _END_STATUS.get(outcome.end, "crashed"), None, reason
+
+    def _done_status(
+        self,
+        done: CellDone,
+        outcome: _core.CellOutcome,
+        timeout: float | None,
+        disk_hit: bool,
+        disk_bytes: int | None,
+        reason: str | None,
+    ) -> tuple[Status, ErrorInfo | None, str | None]:
+        """The status of a cell that reported its end (it may still have met a limit)."""
+        error = done["error"]
+        limit = self.policy.disk_bytes
+        if disk_hit and self._disk_image_limit() is not None:
+            return (
+                "disk",
+                error,
+                (
+                    f"the cell filled the workdir to its {limit}-byte disk limit ({disk_bytes} "
+                    "bytes used); writes past it fail with ENOSPC"
+                ),
+            )
+        if disk_hit:
+            return (
+                "disk",
+                error,
+                (
+                    f"the cell grew the workdir to {disk_bytes} bytes, past the {limit}-byte "
+                    "disk limit" + (" and was interrupted" if done["status"] == "error" else "")
+                ),
+            )
+        if outcome.deadline_hit:
+            return "timeout", error, f"the cell ran past its {timeout or 0:g} s deadline and was interrupted"
+        if done["status"] == "ok":
+            return "ok", error, reason
+        if error and error["ename"] == "KeyboardInterrupt":
+            return "interrupted", error, reason
+        if error and error["ename"] == "MemoryError" and self.policy.memory_bytes:
+            return "memory", error, reason
+        return "error", error, reason
 
 
 class Sandbox:
     """One supervisor: starts, runs and ends sessions. Thread-safe; a context manager."""
 
-    def __init__(self, policy: Policy | None = None, *, root: str | os.PathLike[str] | None = None,
-                 host_id_range: tuple[int, int] | None = None) -> None:
+    def __init__(
+        self,
+        policy: Policy | None = None,
+        *,
+        root: str | os.PathLike[str] | None = None,
+        host_id_range: tuple[int, int] | None = None,
+    ) -> None:
         """`host_id_range` (first, count): the host ids a root backend gives its sessions, one
         each while they live (default: /etc/subuid and /etc/subgid of the user sandbox_exec,
         else 2,000,000,000 + 65536; see _host_ids). An unprivileged backend cannot map other
@@ -689,17 +886,16 @@ class Sandbox:
         if policy is not None and not isinstance(policy, Policy):
             raise TypeError("policy must be a sandbox_exec.Policy")
         if host_id_range is not None and os.geteuid() != 0:
-            raise SandboxError("host_id_range needs a backend running as root: an unprivileged backend "
-                               "maps only its own uid (no newuidmap), so every session shares it")
-        self._id_range: _host_ids.IdRange | None = (_host_ids.resolve_range(host_id_range)
-                                                    if host_id_range is not None else None)
+            raise SandboxError(
+                "host_id_range needs a backend running as root: an unprivileged backend "
+                "maps only its own uid (no newuidmap), so every session shares it"
+            )
+        id_range = _host_ids.resolve_range(host_id_range) if host_id_range is not None else None
         self.policy = policy or Policy()
         self._own_root = root is None
         self.root = Path(tempfile.mkdtemp(prefix="sandbox_exec-")) if root is None else Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self._sessions: dict[str, Session] = {}
-        self._lock = threading.Lock()
-        self._closed = False
+        self._table = _SessionTable(self.root, id_range)
         self._stop_watch = threading.Event()
         self._watchdog = threading.Thread(target=self._watch, name="sandbox_exec-disk-watchdog", daemon=True)
         self._watchdog.start()
@@ -711,88 +907,90 @@ class Sandbox:
             spent = 0.0
             for s in self.sessions():
                 try:
-                    spent += s._watch_disk()
+                    spent += s.watch_disk()
                 except Exception:  # a failing check must not stop the watchdog
                     pass
             self._watch_interval = min(5.0, max(0.2, 10 * spent))
 
     _watch_interval = 0.2
 
-    def __enter__(self) -> "Sandbox":
+    @property
+    def closed(self) -> bool:
+        return self._table.closed
+
+    def __enter__(self) -> Sandbox:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
+
+    async def __aenter__(self) -> Sandbox:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        # close() waits for every interpreter to end: not on the event loop's thread.
+        import asyncio
+
+        await asyncio.to_thread(self.close)
 
     def session(self, name: str, *, policy: Policy | None = None, prelude: str | None = None) -> Session:
         """Gets the named session, creating and starting it if needed."""
         if not isinstance(name, str) or not name:
             raise ValueError("a session name must be a non-empty string")
-        with self._lock:
-            if self._closed:
+        table = self._table
+        with table.lock:
+            if table.closed:
                 raise SessionClosedError("this Sandbox is closed")
-            s = self._sessions.get(name)
+            s = table.by_name.get(name)
             if s is not None:
                 if (policy is not None and policy != s.policy) or (prelude is not None and prelude != s.prelude):
-                    raise ValueError(f"session {name!r} exists with another policy or prelude; "
-                                     "close it first to change them")
+                    raise ValueError(
+                        f"session {name!r} exists with another policy or prelude; close it first to change them"
+                    )
             else:
                 dir_name = _dir_name(name)
                 # Refuses (SandboxError) a workdir that another live session holds.
                 lock = _WorkdirLock(self.root, dir_name, name)
-                s = Session(self, name, policy or self.policy, prelude, self.root / dir_name)
-                s._workdir_lock = lock
-                self._sessions[name] = s
+                s = Session(table, name, policy or self.policy, prelude, self.root / dir_name, lock)
+                table.by_name[name] = s
         try:
-            with s._lock:
-                if s._runner is None and not s._closed:
-                    s._start()
+            s.start()
         except BaseException:
-            with self._lock:
-                forget = self._sessions.get(name) is s
+            with table.lock:
+                forget = table.by_name.get(name) is s
             if forget:  # a session that failed to start is not kept: no process, id or lock
-                s._close(remove_workdir=False)
+                s.close()
             raise
         return s
 
     def sessions(self) -> list[Session]:
-        with self._lock:
-            return list(self._sessions.values())
+        return self._table.live()
 
-    def _mountpoint(self, session: Session) -> Path:
-        """An empty directory where the launcher assembles the session's root (in its own
-        mount namespace: on the host it stays empty)."""
-        path = self.root / ".mnt" / session._workdir.name
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-
-    def _host_id_range(self) -> _host_ids.IdRange:
-        """The range sessions take their host ids from, read when the first one needs it."""
-        with self._lock:
-            if self._id_range is None:
-                self._id_range = _host_ids.resolve_range()
-            return self._id_range
-
-    def _forget(self, session: Session) -> None:
-        with self._lock:
-            if self._sessions.get(session.name) is session:
-                del self._sessions[session.name]
-
-    def run_once(self, code: str, *, policy: Policy | None = None, timeout: float | None = None,
-                 on_output: OnOutput | None = None) -> Result:
+    def run_once(
+        self,
+        code: str,
+        *,
+        policy: Policy | None = None,
+        timeout: float | None = None,
+        on_output: OnOutput | None = None,
+    ) -> Result:
         """A fresh interpreter for one cell; nothing survives it (its workdir included)."""
         name = f"ephemeral-{uuid.uuid4().hex}"
         s = self.session(name, policy=policy)
         try:
             return s.run(code, timeout=timeout, on_output=on_output)
         finally:
-            s._close(remove_workdir=True)
+            s.close(remove_workdir=True)
 
     def close(self) -> None:
         """Ends every session this Sandbox started (and unmounts their workdir images)."""
-        with self._lock:
-            self._closed = True
-            sessions = list(self._sessions.values())
+        with self._table.lock:
+            self._table.closed = True
+            sessions = list(self._table.by_name.values())
         self._stop_watch.set()
         for s in sessions:
             s.close()
@@ -807,14 +1005,20 @@ _default_lock = threading.Lock()
 def _default_sandbox() -> Sandbox:
     global _default
     with _default_lock:
-        if _default is None or _default._closed:
+        if _default is None or _default.closed:
             _default = Sandbox()
             atexit.register(_default.close)
         return _default
 
 
-def run(code: str, *, session: str | None = None, policy: Policy | None = None, timeout: float | None = None,
-        on_output: OnOutput | None = None) -> Result:
+def run(
+    code: str,
+    *,
+    session: str | None = None,
+    policy: Policy | None = None,
+    timeout: float | None = None,
+    on_output: OnOutput | None = None,
+) -> Result:
     """The drop-in for ``exec(code, notebook_globals[session])``; see spec/api.md."""
     box = _default_sandbox()
     if session is None:

@@ -50,9 +50,9 @@ from typing import Any
 
 os.environ.setdefault("JUPYTER_PLATFORM_DIRS", "1")  # jupyter_core: no platformdirs migration warning
 
-import nbformat  # noqa: E402
-from jupyter_client import KernelManager  # noqa: E402
-from jupyter_client.kernelspec import KernelSpec, KernelSpecManager  # noqa: E402
+import nbformat
+from jupyter_client import KernelManager
+from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 
 HERE = Path(__file__).resolve().parent
 NOTEBOOKS = HERE / "notebooks"
@@ -84,15 +84,17 @@ def kernel_env(ipython_dir: str) -> dict[str, str]:
     # PYTEST_CURRENT_TEST would make ipykernel leave fds 1/2 alone (no os.system capture).
     for name in ("MPLBACKEND", "PYTHONSTARTUP", "COLUMNS", "LINES", "PYTEST_CURRENT_TEST"):
         env.pop(name, None)
-    env.update({
-        "IPYTHONDIR": ipython_dir,
-        "MPLCONFIGDIR": os.path.join(ipython_dir, "matplotlib"),
-        "JUPYTER_PLATFORM_DIRS": "1",
-        "PYDEVD_DISABLE_FILE_VALIDATION": "1",
-        "LANG": "C.UTF-8",
-        "LC_ALL": "C.UTF-8",
-        "PYTHONDONTWRITEBYTECODE": "1",
-    })
+    env.update(
+        {
+            "IPYTHONDIR": ipython_dir,
+            "MPLCONFIGDIR": os.path.join(ipython_dir, "matplotlib"),
+            "JUPYTER_PLATFORM_DIRS": "1",
+            "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+            "LANG": "C.UTF-8",
+            "LC_ALL": "C.UTF-8",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+    )
     return env
 
 
@@ -143,8 +145,12 @@ class _Recorder:
             self._clear(cell_index)
             self.clear_before_next = False
         outputs = cell.outputs
-        if (out.output_type == "stream" and outputs and outputs[-1].output_type == "stream"
-                and outputs[-1].name == out.name):
+        if (
+            out.output_type == "stream"
+            and outputs
+            and outputs[-1].output_type == "stream"
+            and outputs[-1].name == out.name
+        ):
             outputs[-1].text += out.text
             return
         if display_id:
@@ -186,11 +192,18 @@ def execute_notebook(nb: Any, cwd: str | os.PathLike[str], *, timeout: float = 6
     nb = nbformat.from_dict(nbformat.reads(nbformat.writes(nb), as_version=4))
     with tempfile.TemporaryDirectory(prefix="conformance-ipython-") as ipython_dir:
         # IPC sockets in the private directory: no TCP ports, no "unencrypted TCP" warning.
-        km = KernelManager(kernel_name="python3", kernel_spec_manager=_ThisInterpreter(), transport="ipc",
-                           ip=os.path.join(ipython_dir, "kernel-ipc"))
-        km.start_kernel(cwd=str(cwd), env=kernel_env(ipython_dir),
-                        extra_arguments=["--HistoryManager.hist_file=:memory:"],
-                        stdout=subprocess.DEVNULL)  # ipykernel echoes captured fd output there
+        km = KernelManager(
+            kernel_name="python3",
+            kernel_spec_manager=_ThisInterpreter(),
+            transport="ipc",
+            ip=os.path.join(ipython_dir, "kernel-ipc"),
+        )
+        km.start_kernel(
+            cwd=str(cwd),
+            env=kernel_env(ipython_dir),
+            extra_arguments=["--HistoryManager.hist_file=:memory:"],
+            stdout=subprocess.DEVNULL,
+        )  # ipykernel echoes captured fd output there
         kc = km.client()
         kc.start_channels()
         try:
@@ -210,8 +223,10 @@ def execute_notebook(nb: Any, cwd: str | os.PathLike[str], *, timeout: float = 6
                 cell.execution_count = reply.get("execution_count")
                 cell.metadata["execution"] = execution
                 if reply["status"] != "ok" and RAISES_TAG not in tags:
-                    raise RuntimeError(f"cell {index} raised {reply.get('ename')}: {reply.get('evalue')} "
-                                       f"and is not tagged {RAISES_TAG}:\n{cell.source}")
+                    raise RuntimeError(
+                        f"cell {index} raised {reply.get('ename')}: {reply.get('evalue')} "
+                        f"and is not tagged {RAISES_TAG}:\n{cell.source}"
+                    )
         finally:
             kc.stop_channels()
             km.shutdown_kernel(now=True)
@@ -256,8 +271,10 @@ def main(argv: list[str] | None = None) -> int:
         target = REFERENCES / path.name
         with open(target, "w", encoding="utf-8") as f:
             nbformat.write(executed, f)
-        print(f"{path.name}: {sum(len(c.get('outputs', [])) for c in executed.cells)} outputs "
-              f"-> {target.relative_to(HERE.parents[1])} ({time.monotonic() - started:.1f}s)")
+        print(
+            f"{path.name}: {sum(len(c.get('outputs', [])) for c in executed.cells)} outputs "
+            f"-> {target.relative_to(HERE.parents[1])} ({time.monotonic() - started:.1f}s)"
+        )
     return 0
 
 

@@ -55,12 +55,25 @@ import math
 import re
 import struct
 import xml.etree.ElementTree as ET
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 __all__ = [
-    "ANSI_RE", "ADDRESS_RE", "CR_RE", "IMAGE_TOLERANCE", "KERNEL_SPECIFIC_METADATA", "ImageInfo",
-    "apply_carriage_returns", "mask_addresses", "merge_streams", "normalize_output",
-    "normalize_outputs", "png_size", "render", "strip_ansi", "svg_canonical",
+    "ADDRESS_RE",
+    "ANSI_RE",
+    "CR_RE",
+    "IMAGE_TOLERANCE",
+    "KERNEL_SPECIFIC_METADATA",
+    "ImageInfo",
+    "apply_carriage_returns",
+    "mask_addresses",
+    "merge_streams",
+    "normalize_output",
+    "normalize_outputs",
+    "png_size",
+    "render",
+    "strip_ansi",
+    "svg_canonical",
 ]
 
 #: CSI sequences (colours, cursor movement) and the few other ESC sequences kernels emit.
@@ -80,10 +93,18 @@ IMAGE_TOLERANCE = 0.10
 IMAGE_TOLERANCE_PX = 4
 
 #: Output-metadata keys that describe the producing kernel or run, not the output.
-KERNEL_SPECIFIC_METADATA = frozenset({
-    "execution", "ExecuteTime", "execution_time", "timing", "collapsed", "scrolled",
-    "jupyter", "papermill",
-})
+KERNEL_SPECIFIC_METADATA = frozenset(
+    {
+        "execution",
+        "ExecuteTime",
+        "execution_time",
+        "timing",
+        "collapsed",
+        "scrolled",
+        "jupyter",
+        "papermill",
+    }
+)
 
 TEXT_BINARY_IMAGES = {"image/svg+xml"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

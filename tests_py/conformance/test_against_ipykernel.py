@@ -20,11 +20,11 @@ import os
 
 os.environ.setdefault("JUPYTER_PLATFORM_DIRS", "1")  # before jupyter_client/jupyter_core are imported
 
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+from pathlib import Path
+from typing import Any
 
-import nbformat  # noqa: E402
-import pytest  # noqa: E402
+import nbformat
+import pytest
 
 pytestmark = [pytest.mark.b, pytest.mark.jupyter]
 
@@ -53,8 +53,7 @@ _runs: dict[str, Any] = {}
 def sandbox_run(sandbox: Any, name: str) -> Any:
     """The notebook executed by sandbox_exec (once per module)."""
     if name not in _runs:
-        _runs[name] = run_notebook(NOTEBOOKS / name, sandbox=sandbox, allow_errors=True,
-                                   timeout=CELL_TIMEOUT_S)
+        _runs[name] = run_notebook(NOTEBOOKS / name, sandbox=sandbox, allow_errors=True, timeout=CELL_TIMEOUT_S)
     return _runs[name]
 
 
@@ -72,9 +71,11 @@ def compare(expected_nb: Any, actual_nb: Any, label: str) -> list[str]:
         got = normalize.normalize_outputs(act.get("outputs", []))
         if want != got:
             source = "\n".join("    | " + line for line in exp.source.splitlines()[:10])
-            problems.append(f"--- code cell {number} ({exp.get('id', '?')}):\n{source}\n"
-                            f"  ipykernel (normalised):\n{normalize.render(want)}\n"
-                            f"  {label} (normalised):\n{normalize.render(got)}")
+            problems.append(
+                f"--- code cell {number} ({exp.get('id', '?')}):\n{source}\n"
+                f"  ipykernel (normalised):\n{normalize.render(want)}\n"
+                f"  {label} (normalised):\n{normalize.render(got)}"
+            )
     return problems
 
 
@@ -86,8 +87,9 @@ def test_every_notebook_has_a_current_reference() -> None:
         reference = nbformat.read(path, as_version=4)
         nbformat.validate(reference)
         source = nbformat.read(NOTEBOOKS / name, as_version=4)
-        assert [(c.get("id"), c.source) for c in reference.cells] == \
-            [(c.get("id"), c.source) for c in source.cells], f"{name}: reference is stale, rerun make_references.py"
+        assert [(c.get("id"), c.source) for c in reference.cells] == [(c.get("id"), c.source) for c in source.cells], (
+            f"{name}: reference is stale, rerun make_references.py"
+        )
         made_by = reference.metadata.get("conformance_reference", {})
         assert made_by.get("implementation") == "ipython" and "ipykernel" in made_by, made_by
         ran = [c for c in code_cells(reference) if c.source.strip()]
@@ -102,10 +104,17 @@ def test_matches_ipykernel(name: str, sandbox: Any) -> None:
     total = len([c for c in code_cells(reference) if c.source.strip()])
     made_with = reference.metadata.get("conformance_reference", {})
     drift = {k: (v, made_with.get(k)) for k, v in make_references.library_versions().items() if made_with.get(k) != v}
-    note = (f"\n(note: the reference was made with other versions, (here, reference): {drift}; "
-            "if the differences come from that, rerun make_references.py)") if drift else ""
-    assert not problems, (f"{name}: {len(problems)} of {total} code cells differ from ipykernel{note}\n"
-                          + "\n".join(problems))
+    note = (
+        (
+            f"\n(note: the reference was made with other versions, (here, reference): {drift}; "
+            "if the differences come from that, rerun make_references.py)"
+        )
+        if drift
+        else ""
+    )
+    assert not problems, f"{name}: {len(problems)} of {total} code cells differ from ipykernel{note}\n" + "\n".join(
+        problems
+    )
 
 
 def test_stored_streams_have_carriage_returns_applied(sandbox: Any) -> None:

@@ -44,23 +44,23 @@ CELL_TIMEOUT_S = 20.0  # the slowest corpus cell sleeps 1 s
 #: Corpus notebooks that test nbclient/kernel machinery rather than cell outputs.
 SKIPPED: dict[str, str] = {
     "Autokill.ipynb": "kills its own kernel (os.kill(os.getpid(), SIGTERM)): tests nbclient's dead-kernel "
-                      "handling; it stores no outputs (sandbox crash handling is covered elsewhere)",
+    "handling; it stores no outputs (sandbox crash handling is covered elsewhere)",
     "Check History in Memory.ipynb": "asserts get_ipython().history_manager.hist_file == ':memory:', a setting "
-                                     "nbclient passes when it launches the kernel; no IPython shell in the sandbox",
+    "nbclient passes when it launches the kernel; no IPython shell in the sandbox",
     "Disable Stdin.ipynb": "calls input() to test nbclient's allow_stdin=False path (StdinNotImplementedError); "
-                           "stores no outputs and is not tagged raises-exception",
+    "stores no outputs and is not tagged raises-exception",
     "Interrupt.ipynb": "an endless loop that nbclient's test stops through the kernel's interrupt machinery "
-                       "(timeout + interrupt_on_timeout); the stored KeyboardInterrupt depends on that harness",
+    "(timeout + interrupt_on_timeout); the stored KeyboardInterrupt depends on that harness",
     "JupyterWidgets.ipynb": "needs ipywidgets and a comm channel to a front end (widget model ids differ per run)",
     "Other Comms.ipynb": "opens comms to the front end (comm.create_comm, comm.send): no comm channel in the sandbox",
     "Output.ipynb": "ipywidgets Output widgets capture outputs through comm messages to the front end",
     "Parallel Execute A.ipynb": "needs its twin notebook (B) running at the same time in another kernel and "
-                                "NBEXECUTE_TEST_PARALLEL_TMPDIR set by nbclient's test",
+    "NBEXECUTE_TEST_PARALLEL_TMPDIR set by nbclient's test",
     "Parallel Execute B.ipynb": "needs its twin notebook (A) running at the same time in another kernel and "
-                                "NBEXECUTE_TEST_PARALLEL_TMPDIR set by nbclient's test",
+    "NBEXECUTE_TEST_PARALLEL_TMPDIR set by nbclient's test",
     "update-display-id.ipynb": "publishes raw Jupyter messages through the kernel's own iopub socket "
-                               "(get_ipython().kernel.session.send): ipykernel internals, not a display API; "
-                               "display-id updates are covered by conformance/notebooks/display_ids.ipynb",
+    "(get_ipython().kernel.session.send): ipykernel internals, not a display API; "
+    "display-id updates are covered by conformance/notebooks/display_ids.ipynb",
 }
 
 #: Notebooks whose stored copy had volatile outputs removed: what to expect instead.
@@ -69,7 +69,7 @@ _TIMESTAMP_STREAM = [{"output_type": "stream", "name": "stdout", "text": "<times
 EXPECTED_OVERRIDES: dict[str, dict[str, Any]] = {
     "Sleep1s.ipynb": {
         "reason": "stored without outputs (nbclient's test reads only the timing metadata); its two print "
-                  "cells must print one timestamp each in the notebook's format",
+        "cells must print one timestamp each in the notebook's format",
         "mask": (TIMESTAMP_RE, "<timestamp>"),
         "cells": {2: _TIMESTAMP_STREAM, 3: _TIMESTAMP_STREAM},
     },
@@ -87,8 +87,11 @@ def _write_summary(config: pytest.Config) -> None:
     matched = sum(r["matched"] for r in run.values())
     total = sum(r["total"] for r in run.values())
     share = f" ({100 * matched / total:.1f} %)" if total else ""
-    lines = ["", f"sandbox_exec output conformance, nbclient corpus: {matched}/{total} cells match{share} "
-                 f"in {len(run)} notebooks run; {len(skipped)} notebooks skipped"]
+    lines = [
+        "",
+        f"sandbox_exec output conformance, nbclient corpus: {matched}/{total} cells match{share} "
+        f"in {len(run)} notebooks run; {len(skipped)} notebooks skipped",
+    ]
     width = max((len(n) for n in run), default=0)
     for name, r in sorted(run.items(), key=lambda kv: kv[0].lower()):
         detail = f"  mismatched cells: {', '.join(map(str, r['mismatched']))}" if r["mismatched"] else ""
@@ -125,8 +128,9 @@ def _copy_neighbours(src: Path, workdir: Path) -> None:
 def _validation_problem(cell: Any, outputs: list[dict[str, Any]], count: int | None) -> str | None:
     """None when ``outputs`` are valid nbformat v4 outputs of a code cell."""
     try:
-        node = nbformat.v4.new_code_cell(cell.source, outputs=[nbformat.from_dict(o) for o in outputs],
-                                         execution_count=count)
+        node = nbformat.v4.new_code_cell(
+            cell.source, outputs=[nbformat.from_dict(o) for o in outputs], execution_count=count
+        )
         nbformat.validate(nbformat.v4.new_notebook(cells=[node]))
     except nbformat.ValidationError as e:
         return str(e).splitlines()[0]
@@ -210,8 +214,16 @@ def run_corpus_notebook(sandbox: Any, path: Path) -> dict[str, Any]:
         if index not in statuses:  # not run (empty or skip-execution): nothing to compare
             continue
         got = normalize.normalize_outputs(_mask(actual[index], override.get("mask"))) if index in actual else None
-        cells.append({"index": index, "source": cell.source, "status": statuses[index],
-                      "expected": expected, "actual": got, "match": got == expected})
+        cells.append(
+            {
+                "index": index,
+                "source": cell.source,
+                "status": statuses[index],
+                "expected": expected,
+                "actual": got,
+                "match": got == expected,
+            }
+        )
     return {"cells": cells, "invalid": invalid, "stopped_at": stopped_at}
 
 
@@ -222,9 +234,11 @@ def _mismatch_report(name: str, cells: list[dict[str, Any]]) -> str:
             continue
         source = "\n".join("    | " + line for line in c["source"].splitlines()[:8])
         got = "(not run)" if c["actual"] is None else normalize.render(c["actual"])
-        parts.append(f"--- {name} cell {c['index']} (status {c['status']}):\n{source}\n"
-                     f"  expected (stored, normalised):\n{normalize.render(c['expected'])}\n"
-                     f"  sandbox_exec (normalised):\n{got}")
+        parts.append(
+            f"--- {name} cell {c['index']} (status {c['status']}):\n{source}\n"
+            f"  expected (stored, normalised):\n{normalize.render(c['expected'])}\n"
+            f"  sandbox_exec (normalised):\n{got}"
+        )
     return "\n".join(parts)
 
 
@@ -236,12 +250,18 @@ def test_corpus_notebook(path: Path, sandbox: Any, conformance_summary: dict[str
     outcome = run_corpus_notebook(sandbox, path)
     cells = outcome["cells"]
     mismatched = [c["index"] for c in cells if not c["match"]]
-    conformance_summary["run"][path.name] = {"matched": len(cells) - len(mismatched), "total": len(cells),
-                                             "mismatched": mismatched}
-    assert not outcome["invalid"], (f"{path.name}: Result.outputs that do not validate as nbformat v4:\n"
-                                    + "\n".join(outcome["invalid"]))
-    assert not mismatched, (f"{path.name}: {len(mismatched)} of {len(cells)} cells differ from the stored "
-                            f"ipykernel outputs\n" + _mismatch_report(path.name, cells))
+    conformance_summary["run"][path.name] = {
+        "matched": len(cells) - len(mismatched),
+        "total": len(cells),
+        "mismatched": mismatched,
+    }
+    assert not outcome["invalid"], f"{path.name}: Result.outputs that do not validate as nbformat v4:\n" + "\n".join(
+        outcome["invalid"]
+    )
+    assert not mismatched, (
+        f"{path.name}: {len(mismatched)} of {len(cells)} cells differ from the stored "
+        f"ipykernel outputs\n" + _mismatch_report(path.name, cells)
+    )
 
 
 def test_skip_list_names_corpus_notebooks() -> None:
@@ -261,8 +281,12 @@ def _png(width: int, height: int) -> str:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     rows = b"".join(b"\x00" + b"\x00\x00\x00" * width for _ in range(height))
-    raw = (normalize.PNG_SIGNATURE + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-           + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    raw = (
+        normalize.PNG_SIGNATURE
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
     return base64.b64encode(raw).decode()
 
 
@@ -271,26 +295,51 @@ def test_normalisation_rules() -> None:
     n = normalize.normalize_outputs
     stream = lambda name, text: {"output_type": "stream", "name": name, "text": text}  # noqa: E731
     # Streams: merged when consecutive and of one name; \r overwrites its line; ANSI gone.
-    assert n([stream("stdout", "\rprogress 0%\rprogress 5"), stream("stdout", "0%\n"),
-              stream("stdout", "a\x1b[31mred\x1b[0m\r\n")]) == [stream("stdout", "progress 50%\nared\r\n")]
-    assert n([stream("stdout", "a\n"), stream("stderr", "b\n"), stream("stdout", "c\n")]) == \
-        [stream("stdout", "a\n"), stream("stderr", "b\n"), stream("stdout", "c\n")]
+    assert n(
+        [
+            stream("stdout", "\rprogress 0%\rprogress 5"),
+            stream("stdout", "0%\n"),
+            stream("stdout", "a\x1b[31mred\x1b[0m\r\n"),
+        ]
+    ) == [stream("stdout", "progress 50%\nared\r\n")]
+    assert n([stream("stdout", "a\n"), stream("stderr", "b\n"), stream("stdout", "c\n")]) == [
+        stream("stdout", "a\n"),
+        stream("stderr", "b\n"),
+        stream("stdout", "c\n"),
+    ]
     assert n([stream("stdout", "a"), stream("stderr", ""), stream("stdout", "b")]) == [stream("stdout", "ab")]
     # Errors: ename/evalue only; SyntaxError's file name masked, its line kept.
-    assert n([{"output_type": "error", "ename": "SyntaxError", "evalue": "invalid syntax (Cell In[3], line 2)",
-               "traceback": ["x"]}]) == \
-        n([{"output_type": "error", "ename": "SyntaxError", "evalue": "invalid syntax (1850221797.py, line 2)",
-            "traceback": ["\x1b[0;31mother\x1b[0m"]}])
-    assert n([{"output_type": "error", "ename": "SyntaxError", "evalue": "bad (a.py, line 1)", "traceback": []}]) != \
-        n([{"output_type": "error", "ename": "SyntaxError", "evalue": "bad (a.py, line 2)", "traceback": []}])
+    assert n(
+        [
+            {
+                "output_type": "error",
+                "ename": "SyntaxError",
+                "evalue": "invalid syntax (Cell In[3], line 2)",
+                "traceback": ["x"],
+            }
+        ]
+    ) == n(
+        [
+            {
+                "output_type": "error",
+                "ename": "SyntaxError",
+                "evalue": "invalid syntax (1850221797.py, line 2)",
+                "traceback": ["\x1b[0;31mother\x1b[0m"],
+            }
+        ]
+    )
+    assert n([{"output_type": "error", "ename": "SyntaxError", "evalue": "bad (a.py, line 1)", "traceback": []}]) != n(
+        [{"output_type": "error", "ename": "SyntaxError", "evalue": "bad (a.py, line 2)", "traceback": []}]
+    )
 
     def shown(data: dict[str, Any], metadata: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         return n([{"output_type": "display_data", "data": data, "metadata": metadata or {}}])
 
     # Addresses masked; figure text kept.
     assert shown({"text/plain": "<__main__.C at 0x7f3e8585e290>"}) == shown({"text/plain": "<__main__.C at 0x55aa>"})
-    assert shown({"text/plain": "<Figure size 640x480 with 1 Axes>"}) != \
-        shown({"text/plain": "<Figure size 640x400 with 1 Axes>"})
+    assert shown({"text/plain": "<Figure size 640x480 with 1 Axes>"}) != shown(
+        {"text/plain": "<Figure size 640x400 with 1 Axes>"}
+    )
     # PNG: decoded, sized from its header, compared within the tolerance, never by bytes.
     assert shown({"image/png": _png(100, 80)}) == shown({"image/png": _png(104, 82)})
     assert shown({"image/png": _png(100, 80)}) != shown({"image/png": _png(150, 80)})
@@ -299,10 +348,12 @@ def test_normalisation_rules() -> None:
     assert shown({"image/png": not_png}) != shown({"image/png": not_png})  # invalid never matches
     assert shown({"image/png": "%%% not base64"}) != shown({"image/png": _png(1, 1)})
     # SVG: attribute order does not matter; JSON: key order does not matter.
-    assert shown({"image/svg+xml": '<svg width="2" height="1"><rect y="0" x="0"/></svg>'}) == \
-        shown({"image/svg+xml": '<svg height="1" width="2">\n  <rect x="0" y="0" />\n</svg>'})
-    assert shown({"application/json": {"b": 1, "a": [1, {"d": 2, "c": 3}]}}) == \
-        shown({"application/json": {"a": [1, {"c": 3, "d": 2}], "b": 1}})
+    assert shown({"image/svg+xml": '<svg width="2" height="1"><rect y="0" x="0"/></svg>'}) == shown(
+        {"image/svg+xml": '<svg height="1" width="2">\n  <rect x="0" y="0" />\n</svg>'}
+    )
+    assert shown({"application/json": {"b": 1, "a": [1, {"d": 2, "c": 3}]}}) == shown(
+        {"application/json": {"a": [1, {"c": 3, "d": 2}], "b": 1}}
+    )
     # Kernel-specific metadata dropped, other metadata compared.
     assert shown({"text/plain": "x"}, {"execution": {"t": 1}}) == shown({"text/plain": "x"})
     assert shown({"text/plain": "x"}, {"isolated": True}) != shown({"text/plain": "x"})

@@ -26,10 +26,10 @@ def _finite(value: Any, depth: int = 0) -> Any:
 
 class Channel:
     def __init__(self) -> None:
-        self._chan = _core.WorkerChannel(tuple(_core.WORKER_FDS))
+        self._chan = _core.WorkerChannel(_core.WORKER_FDS)
 
     @property
-    def raw(self) -> Any:
+    def raw(self) -> _core.WorkerChannel:
         """The C++ channel (its stream buffer is used directly by sys.stdout/sys.stderr)."""
         return self._chan
 
@@ -40,14 +40,14 @@ class Channel:
         try:
             text = json.dumps(message, ensure_ascii=False, separators=(",", ":"), default=repr, allow_nan=False)
         except ValueError:
-            text = json.dumps(_finite(message), ensure_ascii=False, separators=(",", ":"), default=repr,
-                              allow_nan=False)
+            text = json.dumps(
+                _finite(message), ensure_ascii=False, separators=(",", ":"), default=repr, allow_nan=False
+            )
         self._chan.send(frame_type, text.encode("utf-8", "replace"))
 
     def send_stream(self, name: str, text: str) -> None:
         """Descriptor-level output (already whole chunks): one frame, after buffered text."""
-        self._chan.send(FRAME.STDOUT if name == "stdout" else FRAME.STDERR,
-                        text.encode("utf-8", "replace"))
+        self._chan.send(FRAME.STDOUT if name == "stdout" else FRAME.STDERR, text.encode("utf-8", "replace"))
 
     def send_message(self, message: dict[str, Any]) -> None:
         self.send_json(FRAME.MESSAGE, message)

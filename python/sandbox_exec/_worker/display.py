@@ -12,7 +12,8 @@ import base64
 import json
 import sys
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 # (method, mime type) in IPython's DisplayFormatter order.
 REPR_METHODS: tuple[tuple[str, str], ...] = (
@@ -78,8 +79,14 @@ def _figure_bundle(fig: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     if fmt == "retina":
         dpi *= 2
     buffer = io.BytesIO()
-    fig.canvas.print_figure(buffer, format="png" if fmt == "retina" else fmt, dpi=dpi,
-                            facecolor=fig.get_facecolor(), edgecolor=fig.get_edgecolor(), bbox_inches="tight")
+    fig.canvas.print_figure(
+        buffer,
+        format="png" if fmt == "retina" else fmt,
+        dpi=dpi,
+        facecolor=fig.get_facecolor(),
+        edgecolor=fig.get_edgecolor(),
+        bbox_inches="tight",
+    )
     raw = buffer.getvalue()
     if fmt == "svg":
         data["image/svg+xml"] = raw.decode("utf-8")
@@ -155,7 +162,7 @@ def format_bundle(obj: Any, include: Any = None, exclude: Any = None) -> tuple[d
 class DisplayHandle:
     """What display(obj, display_id=...) returns, as IPython's DisplayHandle."""
 
-    def __init__(self, publisher: "Publisher", display_id: str | None = None) -> None:
+    def __init__(self, publisher: Publisher, display_id: str | None = None) -> None:
         self._publisher = publisher
         self.display_id = display_id or uuid.uuid4().hex
 
@@ -175,9 +182,18 @@ class Publisher:
     def __init__(self, send_message: Callable[[dict[str, Any]], None]) -> None:
         self._send = send_message
 
-    def display(self, *objs: Any, include: Any = None, exclude: Any = None, metadata: Any = None,
-                transient: Any = None, display_id: Any = None, raw: bool = False, clear: bool = False,
-                update: bool = False) -> DisplayHandle | None:
+    def display(
+        self,
+        *objs: Any,
+        include: Any = None,
+        exclude: Any = None,
+        metadata: Any = None,
+        transient: Any = None,
+        display_id: Any = None,
+        raw: bool = False,
+        clear: bool = False,
+        update: bool = False,
+    ) -> DisplayHandle | None:
         if display_id is True:
             display_id = uuid.uuid4().hex
         if update and not display_id:
@@ -185,6 +201,7 @@ class Publisher:
         if clear:
             self.clear_output(wait=True)
         for obj in objs:
+            md: dict[str, Any]
             if raw:
                 data, md = dict(obj), {}
             else:

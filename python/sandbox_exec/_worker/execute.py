@@ -14,12 +14,13 @@ import inspect
 import io
 import linecache
 import re
-import textwrap
 import sys
+import textwrap
 import tokenize
 import traceback
 import types
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .display import format_bundle
 
@@ -57,8 +58,14 @@ def ends_with_semicolon(code: str) -> bool:
     last = None
     try:
         for tok in tokenize.generate_tokens(io.StringIO(code).readline):
-            if tok.type not in (tokenize.NEWLINE, tokenize.NL, tokenize.COMMENT, tokenize.ENDMARKER,
-                                tokenize.INDENT, tokenize.DEDENT):
+            if tok.type not in (
+                tokenize.NEWLINE,
+                tokenize.NL,
+                tokenize.COMMENT,
+                tokenize.ENDMARKER,
+                tokenize.INDENT,
+                tokenize.DEDENT,
+            ):
                 last = tok
     except (tokenize.TokenError, SyntaxError, IndentationError):
         return False
@@ -84,8 +91,7 @@ def error_content(exc: BaseException, *, compiling: bool = False) -> dict[str, A
     tb = None if compiling else _user_frames(exc.__traceback__)
     te = traceback.TracebackException(type(exc), exc, tb, compact=True)
     # The innermost frame of an interrupt is the worker's SIGINT handler: not the user's.
-    te.stack = traceback.StackSummary.from_list(
-        [f for f in te.stack if not f.filename.startswith(_WORKER_DIR)])
+    te.stack = traceback.StackSummary.from_list([f for f in te.stack if not f.filename.startswith(_WORKER_DIR)])
     lines = [_clip(chunk.rstrip("\n")) for chunk in te.format()][-_MAX_TRACEBACK_ENTRIES:]
     try:
         evalue = str(exc)
@@ -114,8 +120,9 @@ class Executor:
         self.module.__dict__["__builtins__"] = builtins
         sys.modules["__main__"] = self.module
         self.namespace = self.module.__dict__
-        self.namespace.update({"In": [""], "Out": {}, "_": None, "__": None, "___": None,
-                               "_i": "", "_ii": "", "_iii": ""})
+        self.namespace.update(
+            {"In": [""], "Out": {}, "_": None, "__": None, "___": None, "_i": "", "_ii": "", "_iii": ""}
+        )
         self._loop: Any = None  # the asyncio loop of top-level await, made on first use
         self.execution_count = 0
         sys.displayhook = self._displayhook
@@ -129,13 +136,19 @@ class Executor:
             hook()  # IPython lets the object display itself instead of a result
             return
         ns = self.namespace
-        builtins._ = value  # type: ignore[attr-defined]
+        setattr(builtins, "_", value)
         ns["___"], ns["__"], ns["_"] = ns.get("__"), ns.get("_"), value
         ns[f"_{self.execution_count}"] = value
         ns["Out"][self.execution_count] = value
         data, metadata = format_bundle(value)
-        self._publish({"output_type": "execute_result", "execution_count": self.execution_count,
-                       "data": data, "metadata": metadata})
+        self._publish(
+            {
+                "output_type": "execute_result",
+                "execution_count": self.execution_count,
+                "data": data,
+                "metadata": metadata,
+            }
+        )
 
     # --- running -----------------------------------------------------------------------
     def _record_input(self, code: str) -> None:
@@ -167,7 +180,7 @@ class Executor:
         else:
             exec(code_obj, self.namespace)
 
-    def run_cell(self, code: str, execution_count: int, user_code: "UserCodeGuard") -> dict[str, Any] | None:
+    def run_cell(self, code: str, execution_count: int, user_code: UserCodeGuard) -> dict[str, Any] | None:
         """Runs one cell; returns the error content if it raised, else None."""
         self.execution_count = execution_count
         self._record_input(code)
@@ -193,7 +206,7 @@ class UserCodeGuard:
     def __init__(self) -> None:
         self.active = False
 
-    def __enter__(self) -> "UserCodeGuard":
+    def __enter__(self) -> UserCodeGuard:
         self.active = True
         return self
 

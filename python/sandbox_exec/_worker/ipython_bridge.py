@@ -12,15 +12,21 @@ imported until a cell does: the worker's start stays fast.
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from .display import Publisher
+
+if TYPE_CHECKING:
+    from importlib.abc import Loader as _LoaderBase
+else:
+    _LoaderBase = object
 
 _TARGETS = ("IPython.core.display_functions", "IPython.core.display")
 
 
 # Plain classes implementing the import protocol (importlib.abc itself costs 8 ms to import).
-class _PatchingLoader:
+class _PatchingLoader(_LoaderBase):
     def __init__(self, real: Any, patch: Callable[[Any], None]) -> None:
         self._real = real
         self._patch = patch
@@ -52,11 +58,27 @@ class _Hook:
     def _patch(self, module: Any) -> None:
         pub = self._publisher
 
-        def display(*objs: Any, include: Any = None, exclude: Any = None, metadata: Any = None,
-                    transient: Any = None, display_id: Any = None, raw: bool = False, clear: bool = False,
-                    **kwargs: Any) -> Any:
-            return pub.display(*objs, include=include, exclude=exclude, metadata=metadata,
-                               transient=transient, display_id=display_id, raw=raw, clear=clear)
+        def display(
+            *objs: Any,
+            include: Any = None,
+            exclude: Any = None,
+            metadata: Any = None,
+            transient: Any = None,
+            display_id: Any = None,
+            raw: bool = False,
+            clear: bool = False,
+            **kwargs: Any,
+        ) -> Any:
+            return pub.display(
+                *objs,
+                include=include,
+                exclude=exclude,
+                metadata=metadata,
+                transient=transient,
+                display_id=display_id,
+                raw=raw,
+                clear=clear,
+            )
 
         def update_display(obj: Any, *, display_id: Any, **kwargs: Any) -> None:
             pub.update_display(obj, display_id=display_id, **kwargs)
@@ -64,16 +86,24 @@ class _Hook:
         def clear_output(wait: bool = False) -> None:
             pub.clear_output(wait=wait)
 
-        def publish_display_data(data: dict[str, Any], metadata: Any = None, source: Any = None, *,
-                                 transient: Any = None, **kwargs: Any) -> None:
-            message: dict[str, Any] = {"output_type": "display_data", "data": dict(data),
-                                       "metadata": dict(metadata or {})}
+        def publish_display_data(
+            data: dict[str, Any], metadata: Any = None, source: Any = None, *, transient: Any = None, **kwargs: Any
+        ) -> None:
+            message: dict[str, Any] = {
+                "output_type": "display_data",
+                "data": dict(data),
+                "metadata": dict(metadata or {}),
+            }
             if transient:
                 message["transient"] = dict(transient)
             pub.send_raw(message)
 
-        for name, function in (("display", display), ("update_display", update_display),
-                               ("clear_output", clear_output), ("publish_display_data", publish_display_data)):
+        for name, function in (
+            ("display", display),
+            ("update_display", update_display),
+            ("clear_output", clear_output),
+            ("publish_display_data", publish_display_data),
+        ):
             if hasattr(module, name):
                 setattr(module, name, function)
 

@@ -8,17 +8,18 @@ import signal
 import sys
 from typing import Any
 
+from . import ipython_bridge, shell
 from .channel import FRAME, Channel
 from .display import Publisher
 from .execute import Executor, UserCodeGuard, error_content
-from . import ipython_bridge, shell
 from .streams import CellStream, FdCapture
 
 
 def _no_input(prompt: object = "") -> str:
     raise RuntimeError(
         "input() is not available: sandbox_exec cells run without standard input "
-        "(as a notebook executed by nbclient with stdin disabled)")
+        "(as a notebook executed by nbclient with stdin disabled)"
+    )
 
 
 class Worker:
@@ -33,8 +34,9 @@ class Worker:
         sys.stderr = CellStream("stderr", FRAME.STDERR, self.streams, 2, self._forward_fd_output)
         sys.stdin = open(os.devnull)  # noqa: SIM115 - lives as long as the worker
         builtins.input = _no_input
-        builtins.display = self.publisher.display  # type: ignore[attr-defined]
-        builtins.get_ipython = shell.get_ipython  # type: ignore[attr-defined]
+        # What a Jupyter kernel's cells find as builtins.
+        setattr(builtins, "display", self.publisher.display)
+        setattr(builtins, "get_ipython", shell.get_ipython)
         ipython_bridge.install(self.publisher)
         signal.signal(signal.SIGINT, self._on_sigint)
 
@@ -59,9 +61,14 @@ class Worker:
         code = request.get("code")
         count = request.get("execution_count")
         if not isinstance(code, str) or not isinstance(count, int):
-            self.channel.send_json(FRAME.CELL_DONE, {"status": "error", "execution_count": count,
-                                                     "error": {"ename": "ProtocolError", "evalue": "bad request",
-                                                               "traceback": []}})
+            self.channel.send_json(
+                FRAME.CELL_DONE,
+                {
+                    "status": "error",
+                    "execution_count": count,
+                    "error": {"ename": "ProtocolError", "evalue": "bad request", "traceback": []},
+                },
+            )
             return
         error = self.executor.run_cell(code, count, self.user_code)
         try:
@@ -74,10 +81,16 @@ class Worker:
         if error is not None:
             self.channel.send_message({"output_type": "error", **error})
         self._flush_figures()
-        self.channel.send_json(FRAME.CELL_DONE, {"status": "error" if error else "ok",
-                                                 "execution_count": count, "error": error,
-                                                 # output not sent: the supervisor closed it (cap)
-                                                 "dropped_output_bytes": self.channel.raw.take_dropped()})
+        self.channel.send_json(
+            FRAME.CELL_DONE,
+            {
+                "status": "error" if error else "ok",
+                "execution_count": count,
+                "error": error,
+                # output not sent: the supervisor closed it (cap)
+                "dropped_output_bytes": self.channel.raw.take_dropped(),
+            },
+        )
 
     def _flush_figures(self) -> None:
         """Figures the cell left open appear after its other outputs, as with Jupyter's

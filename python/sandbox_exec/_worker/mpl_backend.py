@@ -12,9 +12,7 @@ from __future__ import annotations
 import builtins
 from typing import Any
 
-import matplotlib
 from matplotlib._pylab_helpers import Gcf
-from matplotlib.backends import backend_agg
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -27,15 +25,15 @@ def new_figure_manager(num: int, *args: Any, FigureClass: type = Figure, **kwarg
 
 
 def new_figure_manager_given_figure(num: int, figure: Figure) -> Any:
-    manager = backend_agg.new_figure_manager_given_figure(num, figure)
+    manager = FigureCanvasAgg.new_manager(figure, num)
     # GUI backends give figures a .show(); code written for them calls it.
     if not hasattr(figure, "show") or getattr(figure.show, "__self__", None) is figure:
-        figure.show = lambda *a, **k: _publish(figure)  # type: ignore[method-assign]
+        setattr(figure, "show", lambda *a, **k: _publish(figure))
     return manager
 
 
 def _publish(figure: Figure) -> None:
-    builtins.display(figure)  # type: ignore[attr-defined]
+    getattr(builtins, "display")(figure)  # the worker's display(), a builtin since its start
 
 
 def show(close: bool | None = None, block: bool | None = None) -> None:
@@ -45,7 +43,9 @@ def show(close: bool | None = None, block: bool | None = None) -> None:
             _publish(manager.canvas.figure)
     finally:
         if close is not False and Gcf.get_all_fig_managers():
-            matplotlib.pyplot.close("all")
+            import matplotlib.pyplot as plt  # imported already: there are figures
+
+            plt.close("all")
 
 
 def flush_figures() -> None:

@@ -10,13 +10,13 @@ and notebooks exported as scripts call ``get_ipython().run_line_magic("matplotli
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, ClassVar
 
 
 class SandboxShell:
     #: pandas (``is_terminal``) and others read the presence of ``kernel`` as "a notebook".
-    kernel: Any = None
-    config: dict[str, Any] = {"IPKernelApp": {}}
+    kernel: ClassVar[Any] = None
+    config: ClassVar[dict[str, Any]] = {"IPKernelApp": {}}
 
     def run_line_magic(self, magic_name: str, line: str, _stack_depth: int = 1) -> None:
         if magic_name == "matplotlib":

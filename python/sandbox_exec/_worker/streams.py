@@ -13,7 +13,9 @@ import os
 import select
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+
+from .. import _core
 
 Send = Callable[[str, str], None]
 
@@ -22,26 +24,23 @@ class CellStream(io.TextIOBase):
     """sys.stdout / sys.stderr inside the sandbox: text goes to the channel's C++ stream
     buffer (see cpp/py_worker_channel.h), one frame per 64 KiB or 20 ms."""
 
-    def __init__(self, name: str, frame_type: int, channel: Any, fd: int, forward_fd_output: Callable[[], None]) -> None:
+    def __init__(
+        self, name: str, frame_type: int, channel: _core.WorkerChannel, fd: int, forward_fd_output: Callable[[], None]
+    ) -> None:
         super().__init__()
         self._name = name
         self._flush = channel.flush
         self._fd = fd
         # print() looks write up on the instance first: this C++ callable replaces the
         # method below and saves a Python frame per call (the flood path).
-        self.write = channel.make_writer(frame_type, forward_fd_output)  # type: ignore[method-assign]
+        setattr(self, "write", channel.make_writer(frame_type, forward_fd_output))
 
     @property
-    def name(self) -> str:  # type: ignore[override]
+    def name(self) -> str:
         return f"<{self._name}>"
 
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return "utf-8"
-
-    @property
-    def errors(self) -> str:  # type: ignore[override]
-        return "replace"
+    encoding = "utf-8"
+    errors = "replace"
 
     def writable(self) -> bool:
         return True
@@ -59,7 +58,7 @@ class CellStream(io.TextIOBase):
 class FdCapture:
     """Points descriptors 1 and 2 at pipes and forwards what arrives there."""
 
-    def __init__(self, send: Send, channel: Any) -> None:
+    def __init__(self, send: Send, channel: _core.WorkerChannel) -> None:
         self._send = send
         # The channel's stream buffer (Python-level output): flushed before fd output, so
         # order is kept, and when it has waited 20 ms; only then does this thread tick.
@@ -75,7 +74,8 @@ class FdCapture:
             os.close(write_end)
             os.set_blocking(read_end, False)
             self._pipes[read_end] = name
-        channel.watch(*self._pipes, self._wake_write)
+        stdout_pipe, stderr_pipe = self._pipes
+        channel.watch(stdout_pipe, stderr_pipe, self._wake_write)
         self._thread = threading.Thread(target=self._forward, name="sandbox-fd-capture", daemon=True)
         self._thread.start()
 
