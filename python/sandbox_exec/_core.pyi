@@ -1,4 +1,4 @@
-"""Type stubs for sandbox_exec._core, the C++ core (cpp/bindings.cc)."""
+"""Type stubs for sandbox_exec._core, the C++ core (cpp/python/bind_*.cc)."""
 
 from collections.abc import Callable
 from typing import Any
@@ -139,6 +139,16 @@ class StreamText:
     def has_cr(self) -> bool: ...
     def __len__(self) -> int: ...
 
+class CellRun:
+    """A cell in progress, stepped from an event loop (cpp/supervisor/cell_run.h)."""
+
+    def step(self, max_wait_ms: int = ...) -> CellOutcome | None: ...
+    def arm(self) -> bool: ...
+    def wait_fds(self) -> tuple[int, int]: ...
+    def next_timer_ms(self) -> int: ...
+    @property
+    def finished(self) -> bool: ...
+
 class CellRunner:
     def __init__(
         self,
@@ -173,6 +183,21 @@ class CellRunner:
         workdir_bytes: int = ...,
         execution_count: int | None = ...,
     ) -> CellOutcome: ...
+    def begin_cell(
+        self,
+        request: bytes,
+        timeout_s: float,
+        grace_s: float,
+        max_output_bytes: int,
+        max_message_bytes: int,
+        sink: Callable[[list[tuple[Any, ...]]], bool],
+        stdout_text: StreamText,
+        stderr_text: StreamText,
+        live: bool = ...,
+        workdir: str = ...,
+        workdir_bytes: int = ...,
+        execution_count: int | None = ...,
+    ) -> CellRun: ...
     def check_disk(self, workdir: str, limit: int) -> tuple[int | None, bool]: ...
     def interrupt(self) -> None: ...
     def terminate(self) -> None: ...

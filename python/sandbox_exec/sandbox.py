@@ -7,7 +7,9 @@ is one named interpreter (one notebook): its own worker process, namespace and w
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import dataclasses
 import functools
 import hashlib
 import json
@@ -28,7 +30,7 @@ from ._workdir_image import ImageUnavailable, WorkdirImage, full_threshold
 from ._workdir_image import usage as image_usage
 from .errors import PolicyError, PreludeError, SandboxError, SessionClosedError
 from .policy import Policy
-from .result import ErrorInfo, OutputEvent, Result, Status
+from .result import ErrorInfo, Result, Status
 
 # The statuses of a cell that the supervisor ended (not the cell's own doing), and the
 # error name its error output shows.
@@ -44,6 +46,44 @@ _END_STATUS: dict[str, Status] = {"timeout": "timeout", "disk": "disk", "memory"
 # One message (a display or result) may be at most this large after reassembly, whatever
 # the per-cell cap: the supervisor never holds more than this for one message.
 MAX_MESSAGE_BYTES = 64 << 20
+
+
+def _check_run_args(code: object, timeout: object) -> None:
+    if not isinstance(code, str):
+        raise TypeError(f"code must be str, not {type(code).__name__}")
+    if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class _OpenCell:
+    """A cell between its request and its Result."""
+
+    runner: _core.CellRunner
+    collector: OutputCollector
+    count: int
+    used_before: int  # the workdir image's used bytes before the cell
+
+
+async def _readable_or_due(loop: asyncio.AbstractEventLoop, fds: tuple[int, int], timer_ms: int) -> None:
+    """Returns when one of ``fds`` (-1: none) is readable or ``timer_ms`` passed (-1: no timer)."""
+    woken = loop.create_future()
+
+    def wake() -> None:
+        if not woken.done():
+            woken.set_result(None)
+
+    watched = [fd for fd in fds if fd >= 0]
+    for fd in watched:
+        loop.add_reader(fd, wake)
+    timer = loop.call_later(timer_ms / 1000, wake) if timer_ms >= 0 else None
+    try:
+        await woken
+    finally:
+        for fd in watched:
+            loop.remove_reader(fd)
+        if timer is not None:
+            timer.cancel()
 
 
 def _remove_tree(path: Path) -> None:
@@ -283,6 +323,9 @@ class Session:
         self.prelude = prelude
         self._workdir = workdir
         self._lock = threading.RLock()  # one cell at a time
+        # Set while a cell runs, under _lock: the lock is reentrant, and an event loop's
+        # thread that holds it for one run_async() must not start a second cell.
+        self._cell_running = False
         self._runner: _core.CellRunner | None = None  # while started
         self._runner_lock = threading.Lock()  # guards _runner for interrupt()/close()
         self._count = 0
@@ -670,52 +713,137 @@ class Session:
     # --- running --------------------------------------------------------------------------
     def run(self, code: str, *, timeout: float | None = None, on_output: OnOutput | None = None) -> Result:
         """Runs one cell. Never raises for what the cell does; see Result.status."""
-        if not isinstance(code, str):
-            raise TypeError(f"code must be str, not {type(code).__name__}")
-        if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        _check_run_args(code, timeout)
         with self._lock:
-            if self._closed:
-                raise SessionClosedError(f"session {self.name!r} is closed")
-            refusal = self._disk_refusal()
-            if refusal is not None:
-                return refusal
-            restart_reason = self._ensure_started()
-            self._count += 1
-            return self._execute(
-                code, self._count, timeout if timeout is not None else self.policy.timeout_s, on_output, restart_reason
-            )
+            if self._cell_running:
+                raise RuntimeError(f"a cell of session {self.name!r} is running on this thread (run_async)")
+            self._cell_running = True
+            try:
+                refusal, restart_reason = self._before_cell()
+                if refusal is not None:
+                    return refusal
+                self._count += 1
+                effective = timeout if timeout is not None else self.policy.timeout_s
+                return self._execute(code, self._count, effective, on_output, restart_reason)
+            finally:
+                self._cell_running = False
+
+    def _before_cell(self) -> tuple[Result | None, str | None]:
+        """Under the lock, before a cell: a refusal (its workdir is over its disk cap), else
+        the interpreter started (and why it was restarted, if it was)."""
+        if self._closed:
+            raise SessionClosedError(f"session {self.name!r} is closed")
+        refusal = self._disk_refusal()
+        if refusal is not None:
+            return refusal, None
+        return None, self._ensure_started()
 
     async def run_async(self, code: str, *, timeout: float | None = None, on_output: OnOutput | None = None) -> Result:
-        """run() without blocking the event loop; on_output is called on the loop's thread."""
+        """run() without blocking the event loop, and without a thread while the cell runs:
+        the loop waits on the session's doorbell and its worker's pidfd (add_reader) and on
+        the cell's next deadline (call_later), and steps the cell in between. on_output is
+        called on the loop's thread. Starting the interpreter (the first cell, or after a
+        restart) and the disk check before a cell run in a short-lived thread. Cancelling
+        interrupts the cell; the session stays usable."""
+        import asyncio
+
+        _check_run_args(code, timeout)
+        await self._acquire_cell_async()
+        task: asyncio.Task[Result] | None = None
+        try:
+            refusal, restart_reason = await asyncio.to_thread(self._before_cell)
+            if refusal is not None:
+                return refusal
+            self._count += 1
+            cell = self._open_cell(self._count, on_output)
+            effective = timeout if timeout is not None else self.policy.timeout_s
+            running = cell.runner.begin_cell(*self._cell_args(cell, code, effective))
+            task = asyncio.ensure_future(self._drive_cell(running, cell, effective, restart_reason))
+        finally:
+            if task is None:
+                self._release_cell()
+        task.add_done_callback(lambda _: self._release_cell())
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            self.interrupt()  # the task runs on to the cell's end, then frees the session
+            raise
+
+    async def _acquire_cell_async(self) -> None:
+        """The session's lock for a cell, taken on the loop's thread without blocking it."""
+        import asyncio
+
+        while True:
+            if self._lock.acquire(blocking=False):
+                if not self._cell_running:
+                    self._cell_running = True
+                    return
+                self._lock.release()  # this thread's own earlier run_async() holds it
+            await asyncio.sleep(0.002)
+
+    def _release_cell(self) -> None:
+        self._cell_running = False
+        self._lock.release()
+
+    async def _drive_cell(
+        self, running: _core.CellRun, cell: _OpenCell, timeout: float | None, restart_reason: str | None
+    ) -> Result:
+        """Steps a cell from the event loop until it ends."""
         import asyncio
 
         loop = asyncio.get_running_loop()
-        callback: OnOutput | None = None
-        if on_output is not None:
-
-            def callback(event: OutputEvent) -> None:
-                loop.call_soon_threadsafe(on_output, event)
-
-        future = loop.run_in_executor(None, functools.partial(self.run, code, timeout=timeout, on_output=callback))
-        try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:
-            self.interrupt()
-            raise
+        while True:
+            outcome = running.step(0)
+            if outcome is not None:
+                return self._cell_result(cell, outcome, timeout, restart_reason)
+            if running.arm():  # else there is more to read already
+                await _readable_or_due(loop, running.wait_fds(), running.next_timer_ms())
 
     def _execute(
         self, code: str, count: int, timeout: float | None, on_output: OnOutput | None, restart_reason: str | None
     ) -> Result:
-        """Runs one cell in the interpreter and makes its Result: the supervisor's outcome,
-        the disk measured after it, the status that follows from both, the outputs."""
+        """Runs one cell on this thread and makes its Result."""
+        cell = self._open_cell(count, on_output)
+        outcome = cell.runner.run_cell(*self._cell_args(cell, code, timeout))
+        return self._cell_result(cell, outcome, timeout, restart_reason)
+
+    def _open_cell(self, count: int, on_output: OnOutput | None) -> _OpenCell:
+        """What a cell needs before it is sent: its runner, its output collector, and the
+        workdir image's use before it (to tell what the cell itself wrote)."""
         runner = self._runner
         if runner is None:  # close() ended it since the caller started it
             raise SessionClosedError(f"session {self.name!r} is closed")
         collector = OutputCollector(on_output, execution_count=count)
         used_before = image_usage(self._workdir)[0] if self._disk_image_limit() is not None else 0
-        outcome = self._run_cell(runner, collector, code, count, timeout)
-        disk_hit, disk_bytes = self._disk_after_cell(runner, outcome, used_before)
+        return _OpenCell(runner, collector, count, used_before)
+
+    def _cell_args(self, cell: _OpenCell, code: str, timeout: float | None) -> tuple[Any, ...]:
+        """The core's arguments for one cell (run_cell and begin_cell take the same)."""
+        request = json.dumps({"code": code, "execution_count": cell.count}).encode("ascii")
+        cap = self.policy.max_output_bytes
+        texts = cell.collector.texts
+        return (
+            request,
+            timeout or 0.0,
+            self.policy.interrupt_grace_s,
+            cap,
+            min(cap, self.policy.max_single_output_bytes, MAX_MESSAGE_BYTES),
+            cell.collector.feed,
+            texts["stdout"],
+            texts["stderr"],
+            cell.collector.live,
+            str(self._workdir),
+            self._disk_watch_limit() or 0,
+            cell.count,
+        )
+
+    def _cell_result(
+        self, cell: _OpenCell, outcome: _core.CellOutcome, timeout: float | None, restart_reason: str | None
+    ) -> Result:
+        """The cell's Result: the supervisor's outcome, the disk measured after it, the
+        status that follows from both, the outputs."""
+        runner, collector, count = cell.runner, cell.collector, cell.count
+        disk_hit, disk_bytes = self._disk_after_cell(runner, outcome, cell.used_before)
         status, error, reason = self._cell_status(runner, outcome, collector, timeout, disk_hit, disk_bytes)
         cap = self.policy.max_output_bytes
         past_cell_cap = outcome.dropped_output_bytes - collector.oversize_dropped_bytes
@@ -757,28 +885,6 @@ class Session:
     def _disk_watch_limit(self) -> int | None:
         """disk_bytes when the supervisor's watchdog measures the workdir, else None."""
         return self.policy.disk_bytes if self._disk_mode == "watchdog" else None
-
-    def _run_cell(
-        self, runner: _core.CellRunner, collector: OutputCollector, code: str, count: int, timeout: float | None
-    ) -> _core.CellOutcome:
-        """The cell, run by the core: its events go to ``collector`` as they come."""
-        request = json.dumps({"code": code, "execution_count": count}).encode("ascii")
-        cap = self.policy.max_output_bytes
-        watch_limit = self._disk_watch_limit()
-        return runner.run_cell(
-            request,
-            timeout or 0.0,
-            self.policy.interrupt_grace_s,
-            cap,
-            min(cap, self.policy.max_single_output_bytes, MAX_MESSAGE_BYTES),
-            collector.feed,
-            collector.texts["stdout"],
-            collector.texts["stderr"],
-            collector.live,
-            str(self._workdir),
-            watch_limit or 0,
-            count,
-        )
 
     def _disk_after_cell(
         self, runner: _core.CellRunner, outcome: _core.CellOutcome, used_before: int
