@@ -4,12 +4,14 @@
 #
 #   Debian packages: a C++ compiler, Boost (Interprocess), spdlog, GoogleTest, libseccomp,
 #                    nlohmann-json (the supervisor's check of the worker's JSON)
+#                    clang-format, clang-tidy (the C++ gates of scripts/lint_cpp.sh)
 #   .venv:           sandbox_exec (editable) with the test extra (pytest, ruff, mypy, ...)
 #                    and the benchmark extra
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(g++ make pkg-config libboost-dev libspdlog-dev libgtest-dev libseccomp-dev nlohmann-json3-dev python3-venv)
+APT_PACKAGES=(g++ make pkg-config libboost-dev libspdlog-dev libgtest-dev libseccomp-dev nlohmann-json3-dev python3-venv
+              clang-format clang-tidy)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every test: sets up what is missing, runs the Python gates (ruff, mypy), then the C++
+# Every test: sets up what is missing, runs the gates (ruff, mypy; clang-format, clang-tidy), then the C++
 # suite (GoogleTest via ctest, plain and under AddressSanitizer+UBSan) and the Python suite
 # (pytest, ladders A, B and C).
 set -euo pipefail
@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"   # cmake and ninja from the venv
 bash scripts/lint_python.sh
+bash scripts/lint_cpp.sh
 
 for preset in dev asan; do
   echo "== C++ tests ($preset)" >&2

@@ -38,18 +38,7 @@ EventSink event_sink(py::function sink, StreamText& stdout_text, StreamText& std
 
 void bind_cell_runner(py::module_& m) {
   py::class_<CellOutcome>(m, "CellOutcome")
-      .def_property_readonly("end",
-                             [](const CellOutcome& o) {
-                               switch (o.end) {
-                                 case CellEnd::kDone: return "done";
-                                 case CellEnd::kTimeout: return "timeout";
-                                 case CellEnd::kCrashed: return "crashed";
-                                 case CellEnd::kMemory: return "memory";
-                                 case CellEnd::kDisk: return "disk";
-                                 case CellEnd::kViolation: return "violation";
-                               }
-                               return "?";
-                             })
+      .def_property_readonly("end", [](const CellOutcome& o) { return cell_end_name(o.end); })
       .def_property_readonly("done_payload",
                              [](const CellOutcome& o) { return py::bytes(o.done_payload); })
       .def_readonly("reason", &CellOutcome::reason)
@@ -82,7 +71,8 @@ void bind_cell_runner(py::module_& m) {
            }),
            py::kw_only(), py::arg("launcher"), py::arg("argv"), py::arg("env"), py::arg("workdir"),
            py::arg("limits"), py::arg("isolation"), py::arg("cgroup"),
-           py::arg("request_capacity") = 1u << 20, py::arg("event_capacity") = 4u << 20,
+           py::arg("request_capacity") = ChannelGeometry{}.request_capacity,
+           py::arg("event_capacity") = ChannelGeometry{}.event_capacity,
            py::arg("start_timeout_s") = 30.0,
            "Spawns the launcher and the worker; returns once the worker reported ready.")
       .def(

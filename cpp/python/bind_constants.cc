@@ -4,6 +4,7 @@
 #include "ipc/channel.h"
 #include "ipc/frame.h"
 #include "launch/launcher_protocol.h"
+#include "launch/spawn_spec.h"
 #include "supervisor/cell_runner.h"
 
 namespace sandbox_exec::python {
@@ -21,6 +22,15 @@ void bind_constants(py::module_& m) {
   m.attr("DROPPED_OUTPUT_EVENT") = static_cast<int>(kDroppedOutputEvent);
   m.attr("REJECTED_OUTPUT_EVENT") = static_cast<int>(kRejectedOutputEvent);
   m.attr("STALE_EVENT") = static_cast<int>(kStaleEvent);
+  m.attr("MAX_MESSAGE_BYTES") = kMaxMessageBytes;
+  m.attr("REQUEST_RING_BYTES") = ChannelGeometry{}.request_capacity;
+  m.attr("EVENT_RING_BYTES") = ChannelGeometry{}.event_capacity;
+  m.attr("MAX_FRAME_PAYLOAD_BYTES") = max_frame_payload(ChannelGeometry{}.event_capacity);
+  m.attr("FRAME_MORE") = static_cast<int>(kFlagMore);
+  m.attr("SANDBOX_HOSTNAME") = Isolation{}.hostname;
+  py::tuple ends(std::size(kCellEndNames));
+  for (std::size_t i = 0; i < std::size(kCellEndNames); ++i) ends[i] = py::str(kCellEndNames[i]);
+  m.attr("CELL_ENDS") = ends;
   m.attr("WORKER_FDS") = py::make_tuple(launcher_fd::kRegion, launcher_fd::kRequestBell,
                                         launcher_fd::kEventBell, launcher_fd::kSpaceBell);
 }

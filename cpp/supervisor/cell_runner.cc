@@ -7,6 +7,7 @@
 #include "supervisor/cell_run.h"
 #include "supervisor/disk_usage.h"
 #include "supervisor/json_guard.h"
+#include "supervisor/json_guard.h"
 #include "supervisor/logging.h"
 #include "common/sys_error.h"
 
@@ -55,6 +56,16 @@ CellRunner::CellRunner(const SpawnSpec& spec, ChannelGeometry geometry, double s
           MessageAssembler::Result::kIncomplete)
         continue;
       ready_ = assembler.message();
+      // The handshake: a worker that speaks another protocol (a _core of another build in
+      // the sandbox's Python) never gets a cell.
+      const std::optional<int64_t> protocol = ready_protocol(ready_);
+      if (protocol != static_cast<int64_t>(kProtocolVersion)) {
+        terminate();
+        throw SandboxError("worker", "startup handshake", EPROTO,
+                           "the worker speaks protocol " + (protocol ? std::to_string(*protocol) : "?") +
+                               ", the supervisor " + std::to_string(kProtocolVersion) +
+                               " (the sandbox's sandbox_exec is another build than the backend's)");
+      }
       return;
     }
     if (wait == SupervisorChannel::Wait::kPeerExited) {

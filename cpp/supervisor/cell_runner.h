@@ -28,11 +28,15 @@
 
 namespace sandbox_exec {
 
+// One message (a display or a result) is at most this large after reassembly, whatever the
+// per-cell cap: the supervisor never holds more than this for one message.
+inline constexpr uint64_t kMaxMessageBytes = 64ull << 20;
+
 struct CellLimits {
   double timeout_s = 0;          // <= 0: no deadline
   double interrupt_grace_s = 2;  // after SIGINT, before the session is killed
   uint64_t max_output_bytes = 64ull << 20;
-  uint64_t max_message_bytes = 64ull << 20;  // one display/result message, reassembled
+  uint64_t max_message_bytes = kMaxMessageBytes;  // one display/result message, reassembled
   std::string workdir;        // watched for disk use when workdir_bytes > 0
   uint64_t workdir_bytes = 0;
   // The request's execution_count: a kCellDone that names another count is stale (sent by a
@@ -48,6 +52,13 @@ enum class CellEnd {
   kDisk,        // the cell grew the workdir past its cap and ignored the interrupt
   kViolation,   // the worker broke the protocol; the session was ended
 };
+
+// The names of CellEnd, as Python sees them (CellOutcome.end, _core.CELL_ENDS).
+inline constexpr const char* kCellEndNames[] = {"done", "timeout", "crashed", "memory", "disk", "violation"};
+[[nodiscard]] inline const char* cell_end_name(CellEnd end) noexcept {
+  return kCellEndNames[static_cast<int>(end)];
+}
+static_assert(std::size(kCellEndNames) == static_cast<std::size_t>(CellEnd::kViolation) + 1);
 
 struct CellOutcome {
   CellEnd end = CellEnd::kDone;

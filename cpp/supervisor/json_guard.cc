@@ -147,6 +147,14 @@ std::string rejected_cell_done(const std::string& why) {
       .dump();
 }
 
+std::optional<int64_t> ready_protocol(std::string_view text) {
+  if (!check_message_json(text).ok) return std::nullopt;
+  const json ready = json::parse(text.begin(), text.end());
+  const auto protocol = ready.find("protocol");
+  if (protocol == ready.end() || !protocol->is_number_integer()) return std::nullopt;
+  return protocol->get<int64_t>();
+}
+
 CellDoneReport parse_cell_done(std::string_view text, uint64_t budget) {
   CellDoneReport report;
   json rebuilt;

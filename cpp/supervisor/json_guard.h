@@ -58,6 +58,11 @@ struct CellDoneReport {
 // message, and says its traceback was dropped.
 [[nodiscard]] CellDoneReport parse_cell_done(std::string_view text, uint64_t budget);
 
+// The worker's kReady report: {"protocol": <version>, ...}. The protocol version the worker
+// speaks (its _core's), or nullopt when the report is not such an object: the supervisor
+// refuses to run cells with a worker of another version (CellRunner's start).
+[[nodiscard]] std::optional<int64_t> ready_protocol(std::string_view text);
+
 // The "error" report that stands for a rejected one (`why` says what was wrong with it).
 [[nodiscard]] std::string rejected_cell_done(const std::string& why);
 

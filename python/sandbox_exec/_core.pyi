@@ -9,6 +9,14 @@ REJECTED_OUTPUT_EVENT: int
 STALE_EVENT: int
 WORKER_FDS: tuple[int, int, int, int]
 
+MAX_MESSAGE_BYTES: int
+REQUEST_RING_BYTES: int
+EVENT_RING_BYTES: int
+MAX_FRAME_PAYLOAD_BYTES: int
+FRAME_MORE: int
+SANDBOX_HOSTNAME: str
+CELL_ENDS: tuple[str, ...]
+
 class SandboxError(RuntimeError):
     layer: str
     call: str

@@ -44,8 +44,8 @@ _SUPERVISOR_ENDS: dict[str, str] = {
 _END_STATUS: dict[str, Status] = {"timeout": "timeout", "disk": "disk", "memory": "memory"}
 
 # One message (a display or result) may be at most this large after reassembly, whatever
-# the per-cell cap: the supervisor never holds more than this for one message.
-MAX_MESSAGE_BYTES = 64 << 20
+# the per-cell cap: the supervisor never holds more than this for one message (the core's).
+MAX_MESSAGE_BYTES: int = _core.MAX_MESSAGE_BYTES
 
 
 def _check_run_args(code: object, timeout: object) -> None:
@@ -537,7 +537,7 @@ class Session:
             tmp_bytes=p.disk_bytes or (1 << 30),
             outside_uid=uid,
             outside_gid=gid,
-            hostname="sandbox",
+            hostname=_core.SANDBOX_HOSTNAME,
         )
         return limits, isolation, cgroup
 

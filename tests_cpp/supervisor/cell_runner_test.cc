@@ -108,7 +108,8 @@ TEST(CellRunner, ReadyHandshakeAndEchoCells) {
   EXPECT_GT(runner.launcher_pid(), 0);
   EXPECT_NE(runner.worker_pid(), runner.launcher_pid());
   EXPECT_EQ(runner.ready_payload(),
-            R"({"pid":)" + std::to_string(runner.worker_pid()) + R"(,"python":"fake"})");
+            R"({"protocol":)" + std::to_string(kProtocolVersion) + R"(,"pid":)" + std::to_string(runner.worker_pid()) +
+                R"(,"python":"fake"})");
   EXPECT_TRUE(runner.alive());
 
   for (int i = 0; i < 3; ++i) {
@@ -453,6 +454,14 @@ TEST(CellRunnerStart, WorkerTalkingBeforeReady) {
   EXPECT_EQ(e.layer(), "worker");
   EXPECT_EQ(e.call(), "startup handshake");
   EXPECT_TRUE(contains(e.what(), "frame type 17 before kReady")) << e.what();
+}
+
+TEST(CellRunnerStart, WorkerOfAnotherProtocolVersionIsRefused) {
+  const SandboxError e = start_error(spec_for("old-protocol"));
+  EXPECT_EQ(e.layer(), "worker");
+  EXPECT_EQ(e.call(), "startup handshake");
+  EXPECT_EQ(e.error_number(), EPROTO);
+  EXPECT_TRUE(contains(e.what(), "speaks protocol " + std::to_string(kProtocolVersion + 1))) << e.what();
 }
 
 TEST(CellRunnerStart, WorkerNeverReadyTimesOut) {

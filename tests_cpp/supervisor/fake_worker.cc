@@ -1,6 +1,6 @@
 // fake_worker: a stand-in for the Python worker, spawned by cell_runner_test through the
 // real sandbox_exec_launcher. It attaches WorkerChannel on descriptors 5-8 exactly like the
-// Python worker, sends kReady {"pid": N, "python": "fake"}, and then answers each kExecute
+// Python worker, sends kReady {"protocol": V, "pid": N, "python": "fake"}, and then answers each kExecute
 // as its single argument says:
 //
 //   echo            kStdout with the request's payload, then kCellDone {"status":"ok"}
@@ -23,6 +23,7 @@
 //   exit-before-ready    _exit(3)
 //   stdout-before-ready  a kStdout frame instead of kReady
 //   never-ready          sleeps
+//   old-protocol         kReady naming another protocol version
 //
 // kShutdown ends it with status 0.
 #include <signal.h>
@@ -133,8 +134,12 @@ int main(int argc, char** argv) {
     channel.send(FrameType::kStdout, "hello", no_signal);
     sleep_forever();
   }
+  // "old-protocol": a worker of another build (its protocol version is not ours).
+  const uint32_t protocol = mode == "old-protocol" ? kProtocolVersion + 1 : kProtocolVersion;
   channel.send(FrameType::kReady,
-               R"({"pid":)" + std::to_string(::getpid()) + R"(,"python":"fake"})", no_signal);
+               R"({"protocol":)" + std::to_string(protocol) + R"(,"pid":)" + std::to_string(::getpid()) +
+                   R"(,"python":"fake"})",
+               no_signal);
 
   MessageAssembler assembler(1 << 24);
   FrameHeader header{};

@@ -117,3 +117,23 @@ TEST(CellDone, MissingCountIsReportedAsMissing) {
 
 }  // namespace
 }  // namespace sandbox_exec
+
+namespace sandbox_exec {
+namespace {
+
+TEST(ReadyProtocol, ReadsTheVersionOfAWellFormedReport) {
+  EXPECT_EQ(ready_protocol(R"({"protocol": 1, "pid": 7})"), 1);
+  EXPECT_EQ(ready_protocol(R"({"protocol": 42})"), 42);
+}
+
+TEST(ReadyProtocol, AnythingElseHasNoVersion) {
+  EXPECT_EQ(ready_protocol(R"({"pid": 7})"), std::nullopt);
+  EXPECT_EQ(ready_protocol(R"({"protocol": "1"})"), std::nullopt);
+  EXPECT_EQ(ready_protocol(R"({"protocol": 1.5})"), std::nullopt);
+  EXPECT_EQ(ready_protocol(R"([1])"), std::nullopt);
+  EXPECT_EQ(ready_protocol("not json"), std::nullopt);
+  EXPECT_EQ(ready_protocol(R"({"protocol": NaN})"), std::nullopt);
+}
+
+}  // namespace
+}  // namespace sandbox_exec

@@ -8,6 +8,7 @@ import signal
 import sys
 from typing import Any
 
+from .. import _core
 from . import ipython_bridge, shell
 from .channel import FRAME, Channel
 from .display import Publisher
@@ -109,7 +110,9 @@ class Worker:
         self.streams.flush()
 
     def serve(self) -> None:
-        self.channel.send_json(FRAME.READY, {"pid": os.getpid(), "python": sys.version.split()[0]})
+        self.channel.send_json(
+            FRAME.READY, {"protocol": _core.PROTOCOL_VERSION, "pid": os.getpid(), "python": sys.version.split()[0]}
+        )
         while True:
             try:
                 request = self.channel.receive()

@@ -1,0 +1,37 @@
+"""The facts Python and C++ share are defined once, in C++, and read from _core."""
+
+from __future__ import annotations
+
+import pytest
+
+from sandbox_exec import _core, sandbox
+
+pytestmark = pytest.mark.a
+
+
+def test_every_way_a_cell_can_end_has_a_status():
+    # A CellEnd added in C++ fails here until Python decides what status it is.
+    handled_elsewhere = {"done", "violation", "crashed"}
+    assert set(_core.CELL_ENDS) == handled_elsewhere | set(sandbox._END_STATUS)
+    assert len(set(_core.CELL_ENDS)) == len(_core.CELL_ENDS)
+
+
+def test_python_reads_the_cores_limits():
+    assert sandbox.MAX_MESSAGE_BYTES == _core.MAX_MESSAGE_BYTES == 64 << 20
+    # The rings: powers of two, and one frame fits in the event ring with room to spare.
+    for size in (_core.REQUEST_RING_BYTES, _core.EVENT_RING_BYTES):
+        assert size > 0 and size & (size - 1) == 0
+    assert 0 < _core.MAX_FRAME_PAYLOAD_BYTES < _core.EVENT_RING_BYTES
+
+
+def test_the_sandbox_hostname_is_the_cores(session):
+    r = session.run("import socket\nsocket.gethostname()")
+    assert r.outputs[-1]["data"]["text/plain"] == repr(_core.SANDBOX_HOSTNAME)
+
+
+def test_the_worker_announces_the_protocol_it_speaks(session):
+    # The supervisor refuses a worker of another version at the handshake
+    # (tests_cpp/supervisor/cell_runner_test.cc, WorkerOfAnotherProtocolVersionIsRefused);
+    # here: the real worker's own _core is the backend's.
+    r = session.run("from sandbox_exec import _core\n_core.PROTOCOL_VERSION")
+    assert r.outputs[-1]["data"]["text/plain"] == str(_core.PROTOCOL_VERSION)
