@@ -63,10 +63,12 @@ Failure enter_sandbox(const SpawnSpec& spec) noexcept {
 
 Failure contain_worker(const SpawnSpec& spec, int parent_pid) noexcept {
   const Isolation& iso = spec.isolation;
-  if (Failure f = death_signal(parent_pid); f.failed()) return f;
+  // The ids first: a change of effective ids makes the kernel clear the death signal
+  // (commit_creds() resets pdeath_signal), so set after become() it stays.
   if (iso.namespaces) {
     if (Failure f = userns::become(iso.inside_uid, iso.inside_gid); f.failed()) return f;
   }
+  if (Failure f = death_signal(parent_pid); f.failed()) return f;
   if (::chdir(spec.workdir.c_str()) != 0) return {LaunchStep::kWorkdir, errno};
   if (Failure f = rlimits::apply(spec.limits); f.failed()) return f;
   if (Failure f = descriptors(); f.failed()) return f;

@@ -13,7 +13,7 @@
 //     enter_sandbox()      4. fresh /proc, pivot_root, old root detached
 //                          5. hostname, loopback up
 //   worker (pid 2), contain_worker():
-//                          6. death signal, sandbox ids, workdir, rlimits
+//                          6. sandbox ids, death signal, workdir, rlimits
 //                          7. every descriptor but stdio and the channel's closed
 //                          8. capabilities dropped, no_new_privs
 //                          9. Landlock
