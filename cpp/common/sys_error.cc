@@ -5,11 +5,11 @@
 namespace sandbox_exec {
 
 namespace {
-std::string compose(const std::string& layer, const std::string& call, int err,
-                    const std::string& hint) {
+std::string compose(const std::string& layer, const std::string& call, int err, const std::string& hint) {
   std::string msg = layer + ": " + call + " failed";
-  if (err != 0) msg += ": " + std::string(::strerrorname_np(err) ? ::strerrorname_np(err) : "E?") +
-                       " (" + std::to_string(err) + ", " + std::strerror(err) + ")";
+  if (err != 0)
+    msg += ": " + std::string(::strerrorname_np(err) ? ::strerrorname_np(err) : "E?") + " (" + std::to_string(err) +
+           ", " + std::strerror(err) + ")";
   std::string h = hint.empty() ? errno_hint(layer, err) : hint;
   if (!h.empty()) msg += "; hint: " + h;
   return msg;
@@ -22,9 +22,7 @@ SandboxError::SandboxError(std::string layer, std::string call, int err, const s
       call_(std::move(call)),
       errno_(err) {}
 
-void throw_sys(const std::string& layer, const std::string& call, int err) {
-  throw SandboxError(layer, call, err);
-}
+void throw_sys(const std::string& layer, const std::string& call, int err) { throw SandboxError(layer, call, err); }
 
 std::string errno_hint(const std::string& layer, int err) {
   switch (err) {

@@ -3,9 +3,9 @@
 #include <immintrin.h>
 #include <poll.h>
 
+#include <unistd.h>
 #include <algorithm>
 #include <cstring>
-#include <unistd.h>
 #include <new>
 
 #include "common/sys_error.h"
@@ -22,14 +22,11 @@ constexpr uint64_t kDataOffset = 4096;
 constexpr int kSpuriousWakesBeforePause = 4;
 constexpr int kMaxPauseMs = 20;
 
-uint64_t region_size(const ChannelGeometry& g) {
-  return kDataOffset + g.request_capacity + g.event_capacity;
-}
+uint64_t region_size(const ChannelGeometry& g) { return kDataOffset + g.request_capacity + g.event_capacity; }
 
 SharedRegion make_region(const ChannelGeometry& g) {
-  if (!is_power_of_two(g.request_capacity) || !is_power_of_two(g.event_capacity) ||
-      g.request_capacity < 4096 || g.event_capacity < 4096 || g.request_capacity > (1ull << 30) ||
-      g.event_capacity > (1ull << 30))
+  if (!is_power_of_two(g.request_capacity) || !is_power_of_two(g.event_capacity) || g.request_capacity < 4096 ||
+      g.event_capacity < 4096 || g.request_capacity > (1ull << 30) || g.event_capacity > (1ull << 30))
     throw ConfigError("ring capacities must be powers of two between 4 KiB and 1 GiB");
   SharedRegion region = SharedRegion::create(region_size(g), "sandbox_exec-ring");
   auto* header = new (region.data()) RegionHeader{};
@@ -54,17 +51,15 @@ RingControl* control_at(const SharedRegion& r, uint64_t offset) {
 SupervisorChannel::SupervisorChannel(ChannelGeometry geometry)
     : geometry_(geometry),
       region_(make_region(geometry)),
-      requests_(control_at(region_, kControlOffsetRequests), region_.data() + kDataOffset,
-                geometry.request_capacity),
-      events_(control_at(region_, kControlOffsetEvents),
-              region_.data() + kDataOffset + geometry.request_capacity, geometry.event_capacity),
+      requests_(control_at(region_, kControlOffsetRequests), region_.data() + kDataOffset, geometry.request_capacity),
+      events_(control_at(region_, kControlOffsetEvents), region_.data() + kDataOffset + geometry.request_capacity,
+              geometry.event_capacity),
       request_bell_(DoorbellPair::create()),
       event_bell_(DoorbellPair::create()),
       space_bell_(DoorbellPair::create()) {}
 
 WorkerFds SupervisorChannel::worker_fds() const noexcept {
-  return {region_.fd(), request_bell_.receiver.fd(), event_bell_.sender.fd(),
-          space_bell_.receiver.fd()};
+  return {region_.fd(), request_bell_.receiver.fd(), event_bell_.sender.fd(), space_bell_.receiver.fd()};
 }
 
 void SupervisorChannel::release_worker_ends() noexcept {
@@ -73,8 +68,8 @@ void SupervisorChannel::release_worker_ends() noexcept {
   (void)space_bell_.receiver.take();
 }
 
-bool SupervisorChannel::send(FrameType type, std::string_view payload,
-                             std::chrono::steady_clock::time_point deadline, int peer_fd) {
+bool SupervisorChannel::send(FrameType type, std::string_view payload, std::chrono::steady_clock::time_point deadline,
+                             int peer_fd) {
   const bool sent = write_message(requests_, static_cast<uint16_t>(type), payload, [&](uint64_t, bool) {
     // Only a request larger than the free space gets here: the worker drains while we
     // wait. Requests are rare and small, so a short sleep-poll keeps this path simple.
@@ -93,8 +88,8 @@ bool SupervisorChannel::poll_frame(FrameHeader& header, std::string& payload) {
   return true;
 }
 
-SupervisorChannel::Wait SupervisorChannel::next_frame(FrameHeader& header, std::string& payload,
-                                                      int timeout_ms, int peer_fd) {
+SupervisorChannel::Wait SupervisorChannel::next_frame(FrameHeader& header, std::string& payload, int timeout_ms,
+                                                      int peer_fd) {
   const auto give_up = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   auto found = [&] {
     if (!poll_frame(header, payload)) return false;
@@ -111,10 +106,8 @@ SupervisorChannel::Wait SupervisorChannel::next_frame(FrameHeader& header, std::
       _mm_pause();
     }
     const auto now = std::chrono::steady_clock::now();
-    int left = now >= give_up ? 0
-                              : static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(
-                                                     give_up - now)
-                                                     .count());
+    int left =
+        now >= give_up ? 0 : static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(give_up - now).count());
     if (spurious_wakes_ >= kSpuriousWakesBeforePause) {
       // Doorbell spam: pause before looking again (1 ms, doubling up to kMaxPauseMs), still
       // watching the process. A real frame waits at most one pause.
@@ -187,10 +180,9 @@ SharedRegion attach_and_check(int fd) {
   RegionHeader h;
   std::memcpy(&h, region.data(), sizeof h);
   const uint64_t size = region.size();
-  const bool ok = h.magic == kRegionMagic && h.version == kProtocolVersion &&
-                  h.header_bytes == sizeof(RegionHeader) && is_power_of_two(h.request_capacity) &&
-                  is_power_of_two(h.event_capacity) && h.request_offset == kDataOffset &&
-                  h.event_offset == kDataOffset + h.request_capacity &&
+  const bool ok = h.magic == kRegionMagic && h.version == kProtocolVersion && h.header_bytes == sizeof(RegionHeader) &&
+                  is_power_of_two(h.request_capacity) && is_power_of_two(h.event_capacity) &&
+                  h.request_offset == kDataOffset && h.event_offset == kDataOffset + h.request_capacity &&
                   h.request_capacity <= size && h.event_capacity <= size &&
                   kDataOffset + h.request_capacity + h.event_capacity == size;
   if (!ok)
@@ -208,8 +200,8 @@ WorkerChannel::WorkerChannel(WorkerFds fds)
     : region_(attach_and_check(fds.region)),
       requests_(control_at(region_, kControlOffsetRequests), region_.data() + kDataOffset,
                 header_of(region_).request_capacity),
-      events_(control_at(region_, kControlOffsetEvents),
-              region_.data() + header_of(region_).event_offset, header_of(region_).event_capacity),
+      events_(control_at(region_, kControlOffsetEvents), region_.data() + header_of(region_).event_offset,
+              header_of(region_).event_capacity),
       request_bell_(UniqueFd(fds.request_bell)),
       event_bell_(UniqueFd(fds.event_bell)),
       space_bell_(UniqueFd(fds.space_bell)) {}

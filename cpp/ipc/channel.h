@@ -56,11 +56,10 @@ class SupervisorChannel {
   // Sends one whole message, split into frames as needed. Waits for room while the worker
   // drains, until `deadline`; false if the deadline passed first. Throws ProtocolViolation
   // if the worker corrupted the request ring's head.
-  [[nodiscard]] bool send(FrameType type, std::string_view payload,
-                          std::chrono::steady_clock::time_point deadline, int peer_fd);
+  [[nodiscard]] bool send(FrameType type, std::string_view payload, std::chrono::steady_clock::time_point deadline,
+                          int peer_fd);
   // Next event frame, waiting up to `timeout_ms` or until `peer_fd` (a pidfd) is readable.
-  [[nodiscard]] Wait next_frame(FrameHeader& header, std::string& payload, int timeout_ms,
-                                int peer_fd);
+  [[nodiscard]] Wait next_frame(FrameHeader& header, std::string& payload, int timeout_ms, int peer_fd);
   // Non-blocking: a frame if one is published (used to drain after the worker exits).
   [[nodiscard]] bool poll_frame(FrameHeader& header, std::string& payload);
 

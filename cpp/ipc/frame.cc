@@ -3,25 +3,21 @@
 namespace sandbox_exec {
 
 bool is_request_type(uint16_t type) noexcept {
-  return type == static_cast<uint16_t>(FrameType::kExecute) ||
-         type == static_cast<uint16_t>(FrameType::kShutdown);
+  return type == static_cast<uint16_t>(FrameType::kExecute) || type == static_cast<uint16_t>(FrameType::kShutdown);
 }
 
 bool is_event_type(uint16_t type) noexcept {
-  return type >= static_cast<uint16_t>(FrameType::kReady) &&
-         type <= static_cast<uint16_t>(FrameType::kCellDone);
+  return type >= static_cast<uint16_t>(FrameType::kReady) && type <= static_cast<uint16_t>(FrameType::kCellDone);
 }
 
 bool is_stream_type(uint16_t type) noexcept {
-  return type == static_cast<uint16_t>(FrameType::kStdout) ||
-         type == static_cast<uint16_t>(FrameType::kStderr);
+  return type == static_cast<uint16_t>(FrameType::kStdout) || type == static_cast<uint16_t>(FrameType::kStderr);
 }
 
-MessageAssembler::Result MessageAssembler::feed(const FrameHeader& header, const char* payload,
-                                                std::size_t length) {
+MessageAssembler::Result MessageAssembler::feed(const FrameHeader& header, const char* payload, std::size_t length) {
   if (in_progress_ && header.type != type_)
-    throw ProtocolViolation("message continuation changed type from " + std::to_string(type_) +
-                            " to " + std::to_string(header.type));
+    throw ProtocolViolation("message continuation changed type from " + std::to_string(type_) + " to " +
+                            std::to_string(header.type));
   if (!in_progress_) {
     buffer_.clear();
     type_ = header.type;

@@ -37,8 +37,8 @@ uint64_t RingWriter::free_bytes() const {
   const uint64_t head = control_->head.load(std::memory_order_acquire);
   const uint64_t used = tail_ - head;  // wraps to a huge number if head > tail
   if (used > capacity_)
-    throw ProtocolViolation("consumer head " + std::to_string(head) +
-                            " is inconsistent with producer tail " + std::to_string(tail_));
+    throw ProtocolViolation("consumer head " + std::to_string(head) + " is inconsistent with producer tail " +
+                            std::to_string(tail_));
   return capacity_ - used;
 }
 
@@ -61,9 +61,7 @@ bool RingWriter::try_write(uint16_t type, uint16_t flags, std::span<const std::b
   return true;
 }
 
-bool RingWriter::output_closed() const noexcept {
-  return control_->output_closed.load(std::memory_order_relaxed) != 0;
-}
+bool RingWriter::output_closed() const noexcept { return control_->output_closed.load(std::memory_order_relaxed) != 0; }
 
 void RingReader::set_output_closed(bool closed) noexcept {
   control_->output_closed.store(closed ? 1 : 0, std::memory_order_relaxed);
@@ -91,8 +89,8 @@ uint64_t RingReader::published() const {
   const uint64_t tail = control_->tail.load(std::memory_order_acquire);
   const uint64_t available = tail - head_;
   if (available > capacity_ || available % kFrameAlign != 0)
-    throw ProtocolViolation("producer tail " + std::to_string(tail) +
-                            " is inconsistent with consumer head " + std::to_string(head_));
+    throw ProtocolViolation("producer tail " + std::to_string(tail) + " is inconsistent with consumer head " +
+                            std::to_string(head_));
   return available;
 }
 
@@ -109,8 +107,8 @@ bool RingReader::try_read(FrameHeader& header, std::string& payload) {
   if (available == 0) return false;
   copy_out(head_, &header, sizeof header);  // a copy: the producer may rewrite the region
   if (header.length > max_payload_)
-    throw ProtocolViolation("frame length " + std::to_string(header.length) +
-                            " exceeds the frame limit " + std::to_string(max_payload_));
+    throw ProtocolViolation("frame length " + std::to_string(header.length) + " exceeds the frame limit " +
+                            std::to_string(max_payload_));
   const uint64_t footprint = frame_footprint(header.length);
   if (footprint > available)
     throw ProtocolViolation("frame of " + std::to_string(footprint) + " bytes runs past the " +

@@ -24,8 +24,8 @@
 namespace sandbox_exec {
 
 struct alignas(64) RingControl {
-  alignas(64) std::atomic<uint64_t> head;            // consumed bytes; written by the consumer
-  alignas(64) std::atomic<uint64_t> tail;            // produced bytes; written by the producer
+  alignas(64) std::atomic<uint64_t> head;              // consumed bytes; written by the consumer
+  alignas(64) std::atomic<uint64_t> tail;              // produced bytes; written by the producer
   alignas(64) std::atomic<uint32_t> consumer_waiting;  // consumer will sleep on its doorbell
   // The consumer drops whatever output comes now (the cell's output cap is reached): a
   // cooperative producer stops sending it. Advisory only: the consumer keeps its own state.

@@ -16,9 +16,7 @@ namespace bip = boost::interprocess;
 // Boost.Interprocess maps any object with get_mapping_handle(); a memfd is such a file.
 struct FdMappable {
   int fd;
-  bip::mapping_handle_t get_mapping_handle() const {
-    return bip::ipcdetail::mapping_handle_from_file_handle(fd);
-  }
+  bip::mapping_handle_t get_mapping_handle() const { return bip::ipcdetail::mapping_handle_from_file_handle(fd); }
 };
 }  // namespace
 
@@ -26,8 +24,8 @@ SharedRegion::SharedRegion(UniqueFd fd, std::size_t size) : fd_(std::move(fd)), 
   try {
     mapping_ = bip::mapped_region(FdMappable{fd_.get()}, bip::read_write, 0, size_);
   } catch (const bip::interprocess_exception& e) {
-    throw SandboxError("shared_region", "mmap(MAP_SHARED, " + std::to_string(size_) + ")",
-                       e.get_native_error(), e.what());
+    throw SandboxError("shared_region", "mmap(MAP_SHARED, " + std::to_string(size_) + ")", e.get_native_error(),
+                       e.what());
   }
 }
 

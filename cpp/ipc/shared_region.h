@@ -25,9 +25,7 @@ class SharedRegion {
   SharedRegion(SharedRegion&&) noexcept = default;
   SharedRegion& operator=(SharedRegion&&) noexcept = default;
 
-  [[nodiscard]] std::byte* data() const noexcept {
-    return static_cast<std::byte*>(mapping_.get_address());
-  }
+  [[nodiscard]] std::byte* data() const noexcept { return static_cast<std::byte*>(mapping_.get_address()); }
   [[nodiscard]] std::size_t size() const noexcept { return size_; }
   [[nodiscard]] int fd() const noexcept { return fd_.get(); }
 

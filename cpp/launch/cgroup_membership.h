@@ -24,8 +24,7 @@ inline constexpr const char* kBackendGroupPrefix = "sandbox_exec-";
 // processes to be released), then each leaf's parent if, and only if, it is a per-backend
 // group and now empty. Never anything above: a delegated directory or the shared parent is
 // never removed. `remove_dir` (rmdir(2) by default) returns 0 or errno; tests pass their own.
-void remove_session_groups(const std::vector<std::string>& leaves,
-                           int (*remove_dir)(const char*) = nullptr) noexcept;
+void remove_session_groups(const std::vector<std::string>& leaves, int (*remove_dir)(const char*) = nullptr) noexcept;
 
 // Moves `pid` into each group (writes cgroup.procs). Returns 0 or errno.
 [[nodiscard]] int join(const std::vector<std::string>& leaves, pid_t pid) noexcept;

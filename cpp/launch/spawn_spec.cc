@@ -20,8 +20,8 @@ uint64_t parse_u64(std::string_view option, std::string_view text) {
   uint64_t value = 0;
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
   if (ec != std::errc() || end != text.data() + text.size())
-    throw ConfigError("launcher: " + std::string(option) + " expects an unsigned integer, got '" +
-                      std::string(text) + "'");
+    throw ConfigError("launcher: " + std::string(option) + " expects an unsigned integer, got '" + std::string(text) +
+                      "'");
   return value;
 }
 }  // namespace
@@ -39,9 +39,8 @@ std::vector<std::string> launcher_argv(const SpawnSpec& spec) {
   // way can only make the sandbox stricter (or fail to start), never turn a layer off.
   if (!iso.namespaces) out.emplace_back("--no-namespaces");
   if (iso.namespaces) {
-    out.insert(out.end(), {"--ids", std::to_string(iso.inside_uid) + ":" + std::to_string(iso.inside_gid) +
-                                        ":" + std::to_string(iso.outside_uid) + ":" +
-                                        std::to_string(iso.outside_gid)});
+    out.insert(out.end(), {"--ids", std::to_string(iso.inside_uid) + ":" + std::to_string(iso.inside_gid) + ":" +
+                                        std::to_string(iso.outside_uid) + ":" + std::to_string(iso.outside_gid)});
     out.insert(out.end(), {"--mountpoint", iso.mountpoint});
     for (const auto& p : iso.readonly) out.insert(out.end(), {"--ro", p});
     for (const auto& [path, target] : iso.symlinks) {
@@ -93,8 +92,10 @@ SpawnSpec parse_launcher_argv(int argc, const char* const* argv) {
       spec.isolation.namespaces = false;
     } else if (arg == "--ids") {
       const std::string_view ids = value(arg);
-      const std::string usage = "launcher: --ids expects INSIDE_UID:INSIDE_GID:OUTSIDE_UID:OUTSIDE_GID "
-                                "(unsigned 32-bit numbers), got '" + std::string(ids) + "'";
+      const std::string usage =
+          "launcher: --ids expects INSIDE_UID:INSIDE_GID:OUTSIDE_UID:OUTSIDE_GID "
+          "(unsigned 32-bit numbers), got '" +
+          std::string(ids) + "'";
       uint32_t parsed[4];
       std::size_t start = 0;
       for (int k = 0; k < 4; ++k) {

@@ -14,40 +14,40 @@
 namespace sandbox_exec {
 
 struct ResourceLimits {
-  std::optional<uint64_t> cpu_seconds;       // RLIMIT_CPU (per interpreter)
-  std::optional<uint64_t> file_bytes;        // RLIMIT_FSIZE
-  std::optional<uint64_t> open_files;        // RLIMIT_NOFILE
-  std::optional<uint64_t> address_space;     // RLIMIT_AS (the fallback memory cap)
-  std::optional<uint64_t> processes;         // RLIMIT_NPROC (counted per user namespace)
-  bool core_dumps = false;                   // RLIMIT_CORE 0 unless true
+  std::optional<uint64_t> cpu_seconds;    // RLIMIT_CPU (per interpreter)
+  std::optional<uint64_t> file_bytes;     // RLIMIT_FSIZE
+  std::optional<uint64_t> open_files;     // RLIMIT_NOFILE
+  std::optional<uint64_t> address_space;  // RLIMIT_AS (the fallback memory cap)
+  std::optional<uint64_t> processes;      // RLIMIT_NPROC (counted per user namespace)
+  bool core_dumps = false;                // RLIMIT_CORE 0 unless true
 };
 
 // The isolation layers (contain.h runs them in order). Each one that is switched on is
 // required: if it cannot be set up, the launch fails and names it. Every protection is on
 // by default; turning one off is an explicit choice (Python: a named Policy field).
 struct Isolation {
-  bool namespaces = true;        // user, pid, mount, ipc, uts, cgroup namespaces + new root
-  bool network = false;          // keep the host network (no network namespace)
-  uint32_t inside_uid = 1000;    // the sandbox's own uid/gid ...
+  bool namespaces = true;      // user, pid, mount, ipc, uts, cgroup namespaces + new root
+  bool network = false;        // keep the host network (no network namespace)
+  uint32_t inside_uid = 1000;  // the sandbox's own uid/gid ...
   uint32_t inside_gid = 1000;
-  uint32_t outside_uid = 65534;  // ... and the host ids they map to (used when the
-  uint32_t outside_gid = 65534;  //     launcher runs as root; otherwise the caller's own)
-  std::string mountpoint;        // an empty host directory where the new root is assembled
+  uint32_t outside_uid = 65534;                               // ... and the host ids they map to (used when the
+  uint32_t outside_gid = 65534;                               //     launcher runs as root; otherwise the caller's own)
+  std::string mountpoint;                                     // an empty host directory where the new root is assembled
   std::vector<std::string> readonly;                          // bound read-only, same path
   std::vector<std::pair<std::string, std::string>> symlinks;  // path -> target, in the root
-  uint64_t tmp_bytes = 256ull << 20;  // size of the private /tmp and of /dev/shm
+  uint64_t tmp_bytes = 256ull << 20;                          // size of the private /tmp and of /dev/shm
   std::string hostname = "sandbox";
-  std::vector<std::string> cgroups;   // directories whose cgroup.procs the sandbox joins
-  bool drop_caps = true;         // drop every capability, no_new_privs
-  bool landlock = true;          // Landlock filesystem rules (required when true)
-  bool seccomp = true;           // the seccomp filter (seccomp.h), installed last
+  std::vector<std::string> cgroups;  // directories whose cgroup.procs the sandbox joins
+  bool drop_caps = true;             // drop every capability, no_new_privs
+  bool landlock = true;              // Landlock filesystem rules (required when true)
+  bool seccomp = true;               // the seccomp filter (seccomp.h), installed last
 };
 
 struct SpawnSpec {
-  std::string launcher;               // path of sandbox_exec_launcher
-  std::vector<std::string> argv;      // the worker's argv; argv[0] is the program to exec
-  std::vector<std::string> env;       // the worker's whole environment, "KEY=value"
-  std::string workdir;                // the worker's current directory (bound read-write)
+  std::string launcher;           // path of sandbox_exec_launcher
+  std::vector<std::string> argv;  // the worker's argv; argv[0] is the program to exec
+  std::vector<std::string> env;   // the worker's whole environment, "KEY=value"
+  std::string workdir;            // the worker's current directory (bound read-write)
   ResourceLimits limits;
   Isolation isolation;
 };

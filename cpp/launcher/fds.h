@@ -10,10 +10,10 @@
 namespace sandbox_exec::fds {
 
 // Closes every descriptor >= `first` (close_range(2), with a /proc-free fallback loop).
-// Returns 0 or errno.
+// Fails as kCloseFds.
 [[nodiscard]] StepFailure close_from(int first) noexcept;
 
-// Points fds 0, 1, 2 at /dev/null unless they are open; returns 0 or errno.
+// Points fds 0, 1, 2 at /dev/null unless they are open; fails as kCloseFds.
 [[nodiscard]] StepFailure ensure_stdio() noexcept;
 
 }  // namespace sandbox_exec::fds

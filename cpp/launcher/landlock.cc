@@ -14,8 +14,8 @@ namespace sandbox_exec::landlock {
 
 namespace {
 // Newer than Debian 12's <linux/landlock.h>: defined here by value (the ABI is stable).
-constexpr uint64_t kAccessTruncate = 1ULL << 14;   // ABI 3
-constexpr uint64_t kAccessIoctlDev = 1ULL << 15;   // ABI 5
+constexpr uint64_t kAccessTruncate = 1ULL << 14;    // ABI 3
+constexpr uint64_t kAccessIoctlDev = 1ULL << 15;    // ABI 5
 constexpr uint64_t kScopeAbstractUnix = 1ULL << 0;  // ABI 6
 constexpr uint64_t kScopeSignal = 1ULL << 1;        // ABI 6
 
@@ -32,13 +32,12 @@ struct PathBeneath {
   int32_t parent_fd;
 } __attribute__((packed));
 
-constexpr uint64_t kRead = LANDLOCK_ACCESS_FS_EXECUTE | LANDLOCK_ACCESS_FS_READ_FILE |
-                           LANDLOCK_ACCESS_FS_READ_DIR;
+constexpr uint64_t kRead = LANDLOCK_ACCESS_FS_EXECUTE | LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_READ_DIR;
 constexpr uint64_t kWriteV1 = LANDLOCK_ACCESS_FS_WRITE_FILE | LANDLOCK_ACCESS_FS_REMOVE_DIR |
                               LANDLOCK_ACCESS_FS_REMOVE_FILE | LANDLOCK_ACCESS_FS_MAKE_CHAR |
-                              LANDLOCK_ACCESS_FS_MAKE_DIR | LANDLOCK_ACCESS_FS_MAKE_REG |
-                              LANDLOCK_ACCESS_FS_MAKE_SOCK | LANDLOCK_ACCESS_FS_MAKE_FIFO |
-                              LANDLOCK_ACCESS_FS_MAKE_BLOCK | LANDLOCK_ACCESS_FS_MAKE_SYM;
+                              LANDLOCK_ACCESS_FS_MAKE_DIR | LANDLOCK_ACCESS_FS_MAKE_REG | LANDLOCK_ACCESS_FS_MAKE_SOCK |
+                              LANDLOCK_ACCESS_FS_MAKE_FIFO | LANDLOCK_ACCESS_FS_MAKE_BLOCK |
+                              LANDLOCK_ACCESS_FS_MAKE_SYM;
 
 int add_rule(int ruleset, const char* path, uint64_t access) noexcept {
   const int fd = ::open(path, O_PATH | O_CLOEXEC);
@@ -76,8 +75,8 @@ int restrict_self_errno(const SpawnSpec& spec) noexcept {
   for (const char* path : writable) {
     if (!err) err = add_rule(ruleset, path, kRead | write | device);
   }
-  if (!err) err = add_rule(ruleset, "/dev", kRead | LANDLOCK_ACCESS_FS_WRITE_FILE | device |
-                                                (abi >= 3 ? kAccessTruncate : 0));
+  if (!err)
+    err = add_rule(ruleset, "/dev", kRead | LANDLOCK_ACCESS_FS_WRITE_FILE | device | (abi >= 3 ? kAccessTruncate : 0));
   if (!err && ::syscall(SYS_landlock_restrict_self, ruleset, 0) != 0) err = errno;
   ::close(ruleset);
   return err;

@@ -15,10 +15,8 @@
 
 namespace sandbox_exec::landlock {
 
-// The highest ABI version the running kernel supports; 0 when Landlock is unavailable.
-
-
-// Restricts the calling thread (and its future children). Returns 0 or errno.
+// Restricts the calling thread (and its future children) with the rules the running kernel's
+// ABI supports (common/kernel.h). Fails as kLandlock.
 [[nodiscard]] StepFailure restrict_self(const SpawnSpec& spec) noexcept;
 
 }  // namespace sandbox_exec::landlock

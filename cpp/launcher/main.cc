@@ -33,10 +33,10 @@
 
 #include "common/process.h"
 #include "launch/cgroup_membership.h"
-#include "launcher/contain.h"
-#include "launcher/fds.h"
 #include "launch/launcher_protocol.h"
 #include "launch/spawn_spec.h"
+#include "launcher/contain.h"
+#include "launcher/fds.h"
 #include "launcher/userns.h"
 
 using namespace sandbox_exec;
@@ -105,10 +105,10 @@ bool await_exec(int exec_read) {
 bool g_lifeline_broke = false;
 
 struct Keeper {
-  pid_t child;          // our direct child: the worker, or the sandbox's init
-  pid_t worker;         // the worker, as seen from here
-  int status_fd;        // namespaces: the sandbox init's report of the worker's wait status
-  bool subreaper;       // no namespaces: clean descendants up ourselves
+  pid_t child;     // our direct child: the worker, or the sandbox's init
+  pid_t worker;    // the worker, as seen from here
+  int status_fd;   // namespaces: the sandbox init's report of the worker's wait status
+  bool subreaper;  // no namespaces: clean descendants up ourselves
 };
 
 int keep(const Keeper& k, int signal_fd) {
@@ -162,14 +162,13 @@ int keep(const Keeper& k, int signal_fd) {
 
 // The channel's descriptors belong to the worker, which has them by now (or never will).
 void close_channel_fds() {
-  for (int fd : {launcher_fd::kRegion, launcher_fd::kRequestBell, launcher_fd::kEventBell,
-                 launcher_fd::kSpaceBell, launcher_fd::kExecReport})
+  for (int fd : {launcher_fd::kRegion, launcher_fd::kRequestBell, launcher_fd::kEventBell, launcher_fd::kSpaceBell,
+                 launcher_fd::kExecReport})
     ::close(fd);
 }
 
 // Without namespaces: the worker is our own child.
-int launch_plain(const SpawnSpec& spec, char** argv, int exec_read, int signal_fd,
-                 const sigset_t& previous) {
+int launch_plain(const SpawnSpec& spec, char** argv, int exec_read, int signal_fd, const sigset_t& previous) {
   if (::prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) {
     report_failure(LaunchStep::kFork, errno);
     return 1;
@@ -299,8 +298,7 @@ long clone_init_as_session(const Isolation& iso, bool was_root) {
 StepFailure release_init(const Isolation& iso, pid_t init, bool was_root, int sync_write) {
   const unsigned outside_uid = was_root ? iso.outside_uid : 0;  // unprivileged: our own
   const unsigned outside_gid = was_root ? iso.outside_gid : 0;  // namespace's 0 = caller
-  if (auto f = userns::write_maps(init, iso.inside_uid, iso.inside_gid, outside_uid, outside_gid); f.failed())
-    return f;
+  if (auto f = userns::write_maps(init, iso.inside_uid, iso.inside_gid, outside_uid, outside_gid); f.failed()) return f;
   if (auto f = step_result(LaunchStep::kCgroupJoin, cgroup::join(iso.cgroups, init)); f.failed()) return f;
   if (::write(sync_write, "!", 1) != 1) return step_result(LaunchStep::kClone, errno);
   ::close(sync_write);
@@ -309,8 +307,8 @@ StepFailure release_init(const Isolation& iso, pid_t init, bool was_root, int sy
 
 // With namespaces: the launcher builds the root, clones the sandbox's init (which forks the
 // worker) and keeps the session.
-int launch_isolated(const SpawnSpec& spec, char** argv, int exec_read, int signal_fd,
-                    const sigset_t& previous, int argc, char** argv_memory) {
+int launch_isolated(const SpawnSpec& spec, char** argv, int exec_read, int signal_fd, const sigset_t& previous,
+                    int argc, char** argv_memory) {
   const bool was_root = ::geteuid() == 0;
   if (auto f = contain::prepare_launcher(spec, was_root); f.failed()) {
     report_failure(f.step, f.error);
@@ -398,8 +396,8 @@ int main(int argc, char** argv) {
   }
   const int exec_read = ::fcntl(exec_pipe[0], F_DUPFD_CLOEXEC, launcher_fd::kFirstFree);
   ::close(exec_pipe[0]);
-  if (exec_read < 0 || (exec_pipe[1] != launcher_fd::kExecReport &&
-                        ::dup3(exec_pipe[1], launcher_fd::kExecReport, O_CLOEXEC) < 0)) {
+  if (exec_read < 0 ||
+      (exec_pipe[1] != launcher_fd::kExecReport && ::dup3(exec_pipe[1], launcher_fd::kExecReport, O_CLOEXEC) < 0)) {
     report_failure(LaunchStep::kFork, errno);
     return 1;
   }

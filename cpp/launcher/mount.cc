@@ -10,12 +10,12 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
-#include <algorithm>
 #include <cstring>
-#include <stdexcept>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 
@@ -32,9 +32,9 @@ struct ProcView {
   const char* target;  // under /proc
 };
 constexpr ProcView kViews[] = {
-    {"meminfo", "meminfo"},  // MemTotal = the session's memory limit
-    {"loadavg", "loadavg"},  // zeros: the host's load and task count are not the cell's
-    {"stat", "stat"},        // the host's CPU times, forks and interrupts, zeroed
+    {"meminfo", "meminfo"},                    // MemTotal = the session's memory limit
+    {"loadavg", "loadavg"},                    // zeros: the host's load and task count are not the cell's
+    {"stat", "stat"},                          // the host's CPU times, forks and interrupts, zeroed
     {"boot_id", "sys/kernel/random/boot_id"},  // a per-session id, not the host's
 };
 // Host-wide facts a cell does not need, as container runtimes mask them (runc's
@@ -97,14 +97,14 @@ std::string meminfo_text(uint64_t total) {
   // as total, free and available, the rest zero.
   const uint64_t kb = total / 1024;
   const std::pair<const char*, uint64_t> fields[] = {
-      {"MemTotal", kb}, {"MemFree", kb}, {"MemAvailable", kb}, {"Buffers", 0}, {"Cached", 0},
-      {"SwapCached", 0}, {"Active", 0}, {"Inactive", 0}, {"Active(anon)", 0}, {"Inactive(anon)", 0},
-      {"Active(file)", 0}, {"Inactive(file)", 0}, {"Unevictable", 0}, {"Mlocked", 0}, {"SwapTotal", 0},
-      {"SwapFree", 0}, {"Dirty", 0}, {"Writeback", 0}, {"AnonPages", 0}, {"Mapped", 0}, {"Shmem", 0},
-      {"KReclaimable", 0}, {"Slab", 0}, {"SReclaimable", 0}, {"SUnreclaim", 0}, {"KernelStack", 0},
-      {"PageTables", 0}, {"NFS_Unstable", 0}, {"Bounce", 0}, {"WritebackTmp", 0}, {"CommitLimit", kb},
-      {"Committed_AS", 0}, {"VmallocTotal", 0}, {"VmallocUsed", 0}, {"VmallocChunk", 0}, {"Percpu", 0},
-      {"AnonHugePages", 0}, {"ShmemHugePages", 0}, {"ShmemPmdMapped", 0}, {"FileHugePages", 0},
+      {"MemTotal", kb},    {"MemFree", kb},       {"MemAvailable", kb},  {"Buffers", 0},        {"Cached", 0},
+      {"SwapCached", 0},   {"Active", 0},         {"Inactive", 0},       {"Active(anon)", 0},   {"Inactive(anon)", 0},
+      {"Active(file)", 0}, {"Inactive(file)", 0}, {"Unevictable", 0},    {"Mlocked", 0},        {"SwapTotal", 0},
+      {"SwapFree", 0},     {"Dirty", 0},          {"Writeback", 0},      {"AnonPages", 0},      {"Mapped", 0},
+      {"Shmem", 0},        {"KReclaimable", 0},   {"Slab", 0},           {"SReclaimable", 0},   {"SUnreclaim", 0},
+      {"KernelStack", 0},  {"PageTables", 0},     {"NFS_Unstable", 0},   {"Bounce", 0},         {"WritebackTmp", 0},
+      {"CommitLimit", kb}, {"Committed_AS", 0},   {"VmallocTotal", 0},   {"VmallocUsed", 0},    {"VmallocChunk", 0},
+      {"Percpu", 0},       {"AnonHugePages", 0},  {"ShmemHugePages", 0}, {"ShmemPmdMapped", 0}, {"FileHugePages", 0},
       {"FilePmdMapped", 0}};
   std::string out;
   char line[96];
@@ -113,8 +113,9 @@ std::string meminfo_text(uint64_t total) {
                   static_cast<unsigned long long>(value));
     out += line;
   }
-  out += "HugePages_Total:       0\nHugePages_Free:        0\nHugePages_Rsvd:        0\n"
-         "HugePages_Surp:        0\nHugepagesize:       2048 kB\nHugetlb:               0 kB\n";
+  out +=
+      "HugePages_Total:       0\nHugePages_Free:        0\nHugePages_Rsvd:        0\n"
+      "HugePages_Surp:        0\nHugepagesize:       2048 kB\nHugetlb:               0 kB\n";
   return out;
 }
 
@@ -126,8 +127,7 @@ std::string stat_text(const std::string& host) {
   std::string line, out;
   while (std::getline(lines, line)) {
     if (line.compare(0, 3, "cpu") == 0) {
-      out += line.substr(0, line.find(' ')) + (line.compare(0, 4, "cpu ") == 0 ? " " : "") +
-             " 0 0 0 0 0 0 0 0 0 0\n";
+      out += line.substr(0, line.find(' ')) + (line.compare(0, 4, "cpu ") == 0 ? " " : "") + " 0 0 0 0 0 0 0 0 0 0\n";
     } else if (line.compare(0, 6, "btime ") == 0) {
       out += line + "\n";
     }
@@ -142,15 +142,13 @@ std::string random_uuid() {
   b[6] = static_cast<unsigned char>((b[6] & 0x0f) | 0x40);  // version 4
   b[8] = static_cast<unsigned char>((b[8] & 0x3f) | 0x80);  // RFC 4122 variant
   char text[40];
-  std::snprintf(text, sizeof text, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x\n", b[0],
-                b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+  std::snprintf(text, sizeof text, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x\n", b[0], b[1],
+                b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
   return text;
 }
 
 // Runs in the launcher before clone(): allocation is fine here (single-threaded, fresh).
-std::string under(const SpawnSpec& spec, const std::string& path) {
-  return spec.isolation.mountpoint + path;
-}
+std::string under(const SpawnSpec& spec, const std::string& path) { return spec.isolation.mountpoint + path; }
 
 int write_text(const std::string& path, std::string_view text) {
   return file_io::write_file(path.c_str(), text, O_CREAT | O_TRUNC);
@@ -190,8 +188,7 @@ Failure bind(const std::string& source, const std::string& target, bool read_onl
   unsigned long flags = MS_BIND | MS_REMOUNT | MS_NOSUID | locked_flags(source.c_str());
   if (read_only) flags |= MS_RDONLY;
   if (!S_ISCHR(st.st_mode)) flags |= MS_NODEV;
-  if (::mount(nullptr, target.c_str(), nullptr, flags, nullptr) != 0)
-    return {LaunchStep::kMountRemountRo, errno};
+  if (::mount(nullptr, target.c_str(), nullptr, flags, nullptr) != 0) return {LaunchStep::kMountRemountRo, errno};
   return {};
 }
 
@@ -202,8 +199,8 @@ Failure write_etc(const SpawnSpec& spec) {
   // Only the sandbox's own users: nothing of the host's accounts or secrets.
   const std::string uid = std::to_string(iso.inside_uid), gid = std::to_string(iso.inside_gid);
   const std::pair<const char*, std::string> files[] = {
-      {"/passwd", "root:x:0:0:root:/root:/usr/sbin/nologin\nsandbox:x:" + uid + ":" + gid +
-                      ":sandbox:" + spec.workdir + ":/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"},
+      {"/passwd", "root:x:0:0:root:/root:/usr/sbin/nologin\nsandbox:x:" + uid + ":" + gid + ":sandbox:" + spec.workdir +
+                      ":/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"},
       {"/group", "root:x:0:\nsandbox:x:" + gid + ":\nnogroup:x:65534:\n"},
       {"/hostname", iso.hostname + "\n"},
       {"/hosts", "127.0.0.1 localhost " + iso.hostname + "\n::1 localhost ip6-localhost\n"},
@@ -235,9 +232,11 @@ Failure make_dev(const SpawnSpec& spec) {
     ::unlink(path.c_str());
     if (Failure f = bind(host, path, false); f.failed()) return {LaunchStep::kMountDev, f.error};
   }
-  const std::pair<const char*, const char*> links[] = {
-      {"/fd", "/proc/self/fd"}, {"/stdin", "/proc/self/fd/0"}, {"/stdout", "/proc/self/fd/1"},
-      {"/stderr", "/proc/self/fd/2"}, {"/ptmx", "pts/ptmx"}};
+  const std::pair<const char*, const char*> links[] = {{"/fd", "/proc/self/fd"},
+                                                       {"/stdin", "/proc/self/fd/0"},
+                                                       {"/stdout", "/proc/self/fd/1"},
+                                                       {"/stderr", "/proc/self/fd/2"},
+                                                       {"/ptmx", "pts/ptmx"}};
   for (const auto& [name, target] : links) {
     if (::symlink(target, (dev + name).c_str()) != 0) return {LaunchStep::kMountDev, errno};
   }
@@ -247,8 +246,7 @@ Failure make_dev(const SpawnSpec& spec) {
   if (::mount("tmpfs", shm.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, opts.c_str()) != 0)
     return {LaunchStep::kMountTmp, errno};
   // /dev itself read-only from now on: the cell may write the device nodes, not add any.
-  if (::mount(nullptr, dev.c_str(), nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC,
-              nullptr) != 0)
+  if (::mount(nullptr, dev.c_str(), nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC, nullptr) != 0)
     return {LaunchStep::kMountRemountRo, errno};
   return {};
 }
@@ -305,7 +303,8 @@ Failure mask_proc(const char* root, int views) noexcept {
   }
   for (const char* name : kMaskedDirs) {
     std::snprintf(target, sizeof target, "%s/proc/%s", root, name);
-    if (::mount("tmpfs", target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,nr_inodes=1,mode=0555") != 0 &&
+    if (::mount("tmpfs", target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                "size=4k,nr_inodes=1,mode=0555") != 0 &&
         errno != ENOENT)
       return {LaunchStep::kMountProc, errno};
   }
@@ -319,8 +318,7 @@ Failure build_root(const SpawnSpec& spec) noexcept {
     const Isolation& iso = spec.isolation;
     const std::string& root = iso.mountpoint;
     // Nothing we mount may propagate back to the host (shared subtrees, mount_namespaces(7)).
-    if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
-      return {LaunchStep::kMountPrivate, errno};
+    if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return {LaunchStep::kMountPrivate, errno};
     if (::mount("tmpfs", root.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "size=4m,mode=0755") != 0)
       return {LaunchStep::kMountRootTmpfs, errno};
     for (const char* dir : {"/proc", "/tmp", "/etc"}) {
@@ -343,8 +341,7 @@ Failure build_root(const SpawnSpec& spec) noexcept {
     if (Failure f = bind(spec.workdir, under(spec, spec.workdir), false); f.failed()) return f;
     if (Failure f = make_dev(spec); f.failed()) return f;
     // The root tmpfs itself read-only: no new files next to /usr or in /etc.
-    if (::mount(nullptr, root.c_str(), nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV,
-                nullptr) != 0)
+    if (::mount(nullptr, root.c_str(), nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, nullptr) != 0)
       return {LaunchStep::kMountRemountRo, errno};
     return {};
   } catch (...) {

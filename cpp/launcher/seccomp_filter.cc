@@ -27,99 +27,156 @@ struct Group {
 };
 
 constexpr int kProgram[] = {
-    SCMP_SYS(execve), SCMP_SYS(execveat), SCMP_SYS(exit), SCMP_SYS(exit_group),
-    SCMP_SYS(arch_prctl), SCMP_SYS(set_tid_address), SCMP_SYS(set_robust_list), SCMP_SYS(rseq),
-    SCMP_SYS(prctl), SCMP_SYS(restart_syscall),
+    SCMP_SYS(execve),          SCMP_SYS(execveat),   SCMP_SYS(exit),
+    SCMP_SYS(exit_group),      SCMP_SYS(arch_prctl), SCMP_SYS(set_tid_address),
+    SCMP_SYS(set_robust_list), SCMP_SYS(rseq),       SCMP_SYS(prctl),
+    SCMP_SYS(restart_syscall),
 };
 constexpr int kMemory[] = {
-    SCMP_SYS(brk), SCMP_SYS(mmap), SCMP_SYS(munmap), SCMP_SYS(mremap), SCMP_SYS(mprotect),
-    SCMP_SYS(madvise), SCMP_SYS(mincore), SCMP_SYS(msync), SCMP_SYS(mlock), SCMP_SYS(mlock2),
-    SCMP_SYS(munlock), SCMP_SYS(mlockall), SCMP_SYS(munlockall), SCMP_SYS(membarrier),
-    SCMP_SYS(memfd_create), SCMP_SYS(pkey_alloc), SCMP_SYS(pkey_free), SCMP_SYS(pkey_mprotect),
-    SCMP_SYS(mbind), SCMP_SYS(get_mempolicy), SCMP_SYS(set_mempolicy),
+    SCMP_SYS(brk),           SCMP_SYS(mmap),          SCMP_SYS(munmap),       SCMP_SYS(mremap),
+    SCMP_SYS(mprotect),      SCMP_SYS(madvise),       SCMP_SYS(mincore),      SCMP_SYS(msync),
+    SCMP_SYS(mlock),         SCMP_SYS(mlock2),        SCMP_SYS(munlock),      SCMP_SYS(mlockall),
+    SCMP_SYS(munlockall),    SCMP_SYS(membarrier),    SCMP_SYS(memfd_create), SCMP_SYS(pkey_alloc),
+    SCMP_SYS(pkey_free),     SCMP_SYS(pkey_mprotect), SCMP_SYS(mbind),        SCMP_SYS(get_mempolicy),
+    SCMP_SYS(set_mempolicy),
 };
 constexpr int kFileIo[] = {
-    SCMP_SYS(read), SCMP_SYS(write), SCMP_SYS(pread64), SCMP_SYS(pwrite64), SCMP_SYS(readv),
-    SCMP_SYS(writev), SCMP_SYS(preadv), SCMP_SYS(pwritev), SCMP_SYS(preadv2), SCMP_SYS(pwritev2),
-    SCMP_SYS(lseek), SCMP_SYS(close), SCMP_SYS(close_range), SCMP_SYS(dup), SCMP_SYS(dup2),
-    SCMP_SYS(dup3), SCMP_SYS(fcntl), SCMP_SYS(flock), SCMP_SYS(fsync), SCMP_SYS(fdatasync),
-    SCMP_SYS(sync), SCMP_SYS(syncfs), SCMP_SYS(sync_file_range), SCMP_SYS(truncate),
-    SCMP_SYS(ftruncate), SCMP_SYS(fallocate), SCMP_SYS(fadvise64), SCMP_SYS(readahead),
-    SCMP_SYS(pipe), SCMP_SYS(pipe2), SCMP_SYS(sendfile), SCMP_SYS(copy_file_range),
-    SCMP_SYS(splice), SCMP_SYS(tee), SCMP_SYS(vmsplice),
+    SCMP_SYS(read),      SCMP_SYS(write),           SCMP_SYS(pread64),         SCMP_SYS(pwrite64), SCMP_SYS(readv),
+    SCMP_SYS(writev),    SCMP_SYS(preadv),          SCMP_SYS(pwritev),         SCMP_SYS(preadv2),  SCMP_SYS(pwritev2),
+    SCMP_SYS(lseek),     SCMP_SYS(close),           SCMP_SYS(close_range),     SCMP_SYS(dup),      SCMP_SYS(dup2),
+    SCMP_SYS(dup3),      SCMP_SYS(fcntl),           SCMP_SYS(flock),           SCMP_SYS(fsync),    SCMP_SYS(fdatasync),
+    SCMP_SYS(sync),      SCMP_SYS(syncfs),          SCMP_SYS(sync_file_range), SCMP_SYS(truncate), SCMP_SYS(ftruncate),
+    SCMP_SYS(fallocate), SCMP_SYS(fadvise64),       SCMP_SYS(readahead),       SCMP_SYS(pipe),     SCMP_SYS(pipe2),
+    SCMP_SYS(sendfile),  SCMP_SYS(copy_file_range), SCMP_SYS(splice),          SCMP_SYS(tee),      SCMP_SYS(vmsplice),
 };
 constexpr int kPaths[] = {
-    SCMP_SYS(open), SCMP_SYS(openat), SCMP_SYS(openat2), SCMP_SYS(creat), SCMP_SYS(stat),
-    SCMP_SYS(fstat), SCMP_SYS(lstat), SCMP_SYS(newfstatat), SCMP_SYS(statx), SCMP_SYS(statfs),
-    SCMP_SYS(fstatfs), SCMP_SYS(access), SCMP_SYS(faccessat), SCMP_SYS(faccessat2),
-    SCMP_SYS(getdents), SCMP_SYS(getdents64), SCMP_SYS(getcwd), SCMP_SYS(chdir), SCMP_SYS(fchdir),
-    SCMP_SYS(rename), SCMP_SYS(renameat), SCMP_SYS(renameat2), SCMP_SYS(mkdir), SCMP_SYS(mkdirat),
-    SCMP_SYS(rmdir), SCMP_SYS(link), SCMP_SYS(linkat), SCMP_SYS(unlink), SCMP_SYS(unlinkat),
-    SCMP_SYS(symlink), SCMP_SYS(symlinkat), SCMP_SYS(readlink), SCMP_SYS(readlinkat),
-    SCMP_SYS(mknod), SCMP_SYS(mknodat), SCMP_SYS(umask),
+    SCMP_SYS(open),       SCMP_SYS(openat),    SCMP_SYS(openat2),    SCMP_SYS(creat),      SCMP_SYS(stat),
+    SCMP_SYS(fstat),      SCMP_SYS(lstat),     SCMP_SYS(newfstatat), SCMP_SYS(statx),      SCMP_SYS(statfs),
+    SCMP_SYS(fstatfs),    SCMP_SYS(access),    SCMP_SYS(faccessat),  SCMP_SYS(faccessat2), SCMP_SYS(getdents),
+    SCMP_SYS(getdents64), SCMP_SYS(getcwd),    SCMP_SYS(chdir),      SCMP_SYS(fchdir),     SCMP_SYS(rename),
+    SCMP_SYS(renameat),   SCMP_SYS(renameat2), SCMP_SYS(mkdir),      SCMP_SYS(mkdirat),    SCMP_SYS(rmdir),
+    SCMP_SYS(link),       SCMP_SYS(linkat),    SCMP_SYS(unlink),     SCMP_SYS(unlinkat),   SCMP_SYS(symlink),
+    SCMP_SYS(symlinkat),  SCMP_SYS(readlink),  SCMP_SYS(readlinkat), SCMP_SYS(mknod),      SCMP_SYS(mknodat),
+    SCMP_SYS(umask),
 };
 constexpr int kFileAttributes[] = {
-    SCMP_SYS(chmod), SCMP_SYS(fchmod), SCMP_SYS(fchmodat), SCMP_SYS(chown), SCMP_SYS(fchown),
-    SCMP_SYS(lchown), SCMP_SYS(fchownat), SCMP_SYS(utime), SCMP_SYS(utimes), SCMP_SYS(futimesat),
-    SCMP_SYS(utimensat), SCMP_SYS(getxattr), SCMP_SYS(lgetxattr), SCMP_SYS(fgetxattr),
-    SCMP_SYS(listxattr), SCMP_SYS(llistxattr), SCMP_SYS(flistxattr), SCMP_SYS(setxattr),
-    SCMP_SYS(lsetxattr), SCMP_SYS(fsetxattr), SCMP_SYS(removexattr), SCMP_SYS(lremovexattr),
-    SCMP_SYS(fremovexattr),
+    SCMP_SYS(chmod),       SCMP_SYS(fchmod),       SCMP_SYS(fchmodat),     SCMP_SYS(chown),     SCMP_SYS(fchown),
+    SCMP_SYS(lchown),      SCMP_SYS(fchownat),     SCMP_SYS(utime),        SCMP_SYS(utimes),    SCMP_SYS(futimesat),
+    SCMP_SYS(utimensat),   SCMP_SYS(getxattr),     SCMP_SYS(lgetxattr),    SCMP_SYS(fgetxattr), SCMP_SYS(listxattr),
+    SCMP_SYS(llistxattr),  SCMP_SYS(flistxattr),   SCMP_SYS(setxattr),     SCMP_SYS(lsetxattr), SCMP_SYS(fsetxattr),
+    SCMP_SYS(removexattr), SCMP_SYS(lremovexattr), SCMP_SYS(fremovexattr),
 };
 constexpr int kEvents[] = {
-    SCMP_SYS(poll), SCMP_SYS(ppoll), SCMP_SYS(select), SCMP_SYS(pselect6), SCMP_SYS(epoll_create),
-    SCMP_SYS(epoll_create1), SCMP_SYS(epoll_ctl), SCMP_SYS(epoll_wait), SCMP_SYS(epoll_pwait),
-    SCMP_SYS(epoll_pwait2), SCMP_SYS(eventfd), SCMP_SYS(eventfd2), SCMP_SYS(signalfd),
-    SCMP_SYS(signalfd4), SCMP_SYS(timerfd_create), SCMP_SYS(timerfd_settime),
-    SCMP_SYS(timerfd_gettime), SCMP_SYS(inotify_init), SCMP_SYS(inotify_init1),
-    SCMP_SYS(inotify_add_watch), SCMP_SYS(inotify_rm_watch),
+    SCMP_SYS(poll),
+    SCMP_SYS(ppoll),
+    SCMP_SYS(select),
+    SCMP_SYS(pselect6),
+    SCMP_SYS(epoll_create),
+    SCMP_SYS(epoll_create1),
+    SCMP_SYS(epoll_ctl),
+    SCMP_SYS(epoll_wait),
+    SCMP_SYS(epoll_pwait),
+    SCMP_SYS(epoll_pwait2),
+    SCMP_SYS(eventfd),
+    SCMP_SYS(eventfd2),
+    SCMP_SYS(signalfd),
+    SCMP_SYS(signalfd4),
+    SCMP_SYS(timerfd_create),
+    SCMP_SYS(timerfd_settime),
+    SCMP_SYS(timerfd_gettime),
+    SCMP_SYS(inotify_init),
+    SCMP_SYS(inotify_init1),
+    SCMP_SYS(inotify_add_watch),
+    SCMP_SYS(inotify_rm_watch),
 };
 constexpr int kTime[] = {
-    SCMP_SYS(clock_gettime), SCMP_SYS(clock_getres), SCMP_SYS(clock_nanosleep),
-    SCMP_SYS(gettimeofday), SCMP_SYS(time), SCMP_SYS(nanosleep), SCMP_SYS(alarm),
-    SCMP_SYS(getitimer), SCMP_SYS(setitimer), SCMP_SYS(timer_create), SCMP_SYS(timer_settime),
-    SCMP_SYS(timer_gettime), SCMP_SYS(timer_getoverrun), SCMP_SYS(timer_delete),
+    SCMP_SYS(clock_gettime),
+    SCMP_SYS(clock_getres),
+    SCMP_SYS(clock_nanosleep),
+    SCMP_SYS(gettimeofday),
+    SCMP_SYS(time),
+    SCMP_SYS(nanosleep),
+    SCMP_SYS(alarm),
+    SCMP_SYS(getitimer),
+    SCMP_SYS(setitimer),
+    SCMP_SYS(timer_create),
+    SCMP_SYS(timer_settime),
+    SCMP_SYS(timer_gettime),
+    SCMP_SYS(timer_getoverrun),
+    SCMP_SYS(timer_delete),
 };
 constexpr int kSignals[] = {
-    SCMP_SYS(rt_sigaction), SCMP_SYS(rt_sigprocmask), SCMP_SYS(rt_sigreturn),
-    SCMP_SYS(rt_sigpending), SCMP_SYS(rt_sigtimedwait), SCMP_SYS(rt_sigsuspend),
-    SCMP_SYS(rt_sigqueueinfo), SCMP_SYS(rt_tgsigqueueinfo), SCMP_SYS(sigaltstack), SCMP_SYS(pause),
-    SCMP_SYS(kill), SCMP_SYS(tkill), SCMP_SYS(tgkill), SCMP_SYS(pidfd_open),
+    SCMP_SYS(rt_sigaction),
+    SCMP_SYS(rt_sigprocmask),
+    SCMP_SYS(rt_sigreturn),
+    SCMP_SYS(rt_sigpending),
+    SCMP_SYS(rt_sigtimedwait),
+    SCMP_SYS(rt_sigsuspend),
+    SCMP_SYS(rt_sigqueueinfo),
+    SCMP_SYS(rt_tgsigqueueinfo),
+    SCMP_SYS(sigaltstack),
+    SCMP_SYS(pause),
+    SCMP_SYS(kill),
+    SCMP_SYS(tkill),
+    SCMP_SYS(tgkill),
+    SCMP_SYS(pidfd_open),
     SCMP_SYS(pidfd_send_signal),
 };
 constexpr int kProcesses[] = {
-    SCMP_SYS(fork), SCMP_SYS(vfork), SCMP_SYS(wait4), SCMP_SYS(waitid), SCMP_SYS(futex),
-    SCMP_SYS(futex_waitv), SCMP_SYS(getpid), SCMP_SYS(getppid), SCMP_SYS(gettid),
-    SCMP_SYS(getpgid), SCMP_SYS(getpgrp), SCMP_SYS(setpgid), SCMP_SYS(getsid), SCMP_SYS(setsid),
-    SCMP_SYS(sched_yield), SCMP_SYS(sched_getaffinity), SCMP_SYS(sched_setaffinity),
-    SCMP_SYS(sched_getparam), SCMP_SYS(sched_setparam), SCMP_SYS(sched_getscheduler),
-    SCMP_SYS(sched_setscheduler), SCMP_SYS(sched_getattr), SCMP_SYS(sched_setattr),
-    SCMP_SYS(sched_get_priority_max), SCMP_SYS(sched_get_priority_min),
-    SCMP_SYS(sched_rr_get_interval), SCMP_SYS(getpriority), SCMP_SYS(setpriority),
-    SCMP_SYS(ioprio_get), SCMP_SYS(ioprio_set), SCMP_SYS(getcpu),
+    SCMP_SYS(fork),
+    SCMP_SYS(vfork),
+    SCMP_SYS(wait4),
+    SCMP_SYS(waitid),
+    SCMP_SYS(futex),
+    SCMP_SYS(futex_waitv),
+    SCMP_SYS(getpid),
+    SCMP_SYS(getppid),
+    SCMP_SYS(gettid),
+    SCMP_SYS(getpgid),
+    SCMP_SYS(getpgrp),
+    SCMP_SYS(setpgid),
+    SCMP_SYS(getsid),
+    SCMP_SYS(setsid),
+    SCMP_SYS(sched_yield),
+    SCMP_SYS(sched_getaffinity),
+    SCMP_SYS(sched_setaffinity),
+    SCMP_SYS(sched_getparam),
+    SCMP_SYS(sched_setparam),
+    SCMP_SYS(sched_getscheduler),
+    SCMP_SYS(sched_setscheduler),
+    SCMP_SYS(sched_getattr),
+    SCMP_SYS(sched_setattr),
+    SCMP_SYS(sched_get_priority_max),
+    SCMP_SYS(sched_get_priority_min),
+    SCMP_SYS(sched_rr_get_interval),
+    SCMP_SYS(getpriority),
+    SCMP_SYS(setpriority),
+    SCMP_SYS(ioprio_get),
+    SCMP_SYS(ioprio_set),
+    SCMP_SYS(getcpu),
 };
 constexpr int kIdentity[] = {
-    SCMP_SYS(getuid), SCMP_SYS(geteuid), SCMP_SYS(getgid), SCMP_SYS(getegid), SCMP_SYS(getresuid),
-    SCMP_SYS(getresgid), SCMP_SYS(getgroups), SCMP_SYS(setuid), SCMP_SYS(setgid),
-    SCMP_SYS(setreuid), SCMP_SYS(setregid), SCMP_SYS(setresuid), SCMP_SYS(setresgid),
-    SCMP_SYS(setgroups), SCMP_SYS(setfsuid), SCMP_SYS(setfsgid), SCMP_SYS(capget),
+    SCMP_SYS(getuid),    SCMP_SYS(geteuid),   SCMP_SYS(getgid),    SCMP_SYS(getegid),   SCMP_SYS(getresuid),
+    SCMP_SYS(getresgid), SCMP_SYS(getgroups), SCMP_SYS(setuid),    SCMP_SYS(setgid),    SCMP_SYS(setreuid),
+    SCMP_SYS(setregid),  SCMP_SYS(setresuid), SCMP_SYS(setresgid), SCMP_SYS(setgroups), SCMP_SYS(setfsuid),
+    SCMP_SYS(setfsgid),  SCMP_SYS(capget),
 };
 constexpr int kSystemInfo[] = {
-    SCMP_SYS(uname), SCMP_SYS(sysinfo), SCMP_SYS(getrusage), SCMP_SYS(times), SCMP_SYS(getrlimit),
-    SCMP_SYS(setrlimit), SCMP_SYS(prlimit64), SCMP_SYS(getrandom),
+    SCMP_SYS(uname),     SCMP_SYS(sysinfo),   SCMP_SYS(getrusage), SCMP_SYS(times),
+    SCMP_SYS(getrlimit), SCMP_SYS(setrlimit), SCMP_SYS(prlimit64), SCMP_SYS(getrandom),
 };
 constexpr int kSockets[] = {
-    SCMP_SYS(bind), SCMP_SYS(connect), SCMP_SYS(listen), SCMP_SYS(accept), SCMP_SYS(accept4),
-    SCMP_SYS(getsockname), SCMP_SYS(getpeername), SCMP_SYS(sendto), SCMP_SYS(recvfrom),
-    SCMP_SYS(sendmsg), SCMP_SYS(recvmsg), SCMP_SYS(sendmmsg), SCMP_SYS(recvmmsg),
-    SCMP_SYS(shutdown), SCMP_SYS(setsockopt), SCMP_SYS(getsockopt),
+    SCMP_SYS(bind),     SCMP_SYS(connect),     SCMP_SYS(listen),      SCMP_SYS(accept),
+    SCMP_SYS(accept4),  SCMP_SYS(getsockname), SCMP_SYS(getpeername), SCMP_SYS(sendto),
+    SCMP_SYS(recvfrom), SCMP_SYS(sendmsg),     SCMP_SYS(recvmsg),     SCMP_SYS(sendmmsg),
+    SCMP_SYS(recvmmsg), SCMP_SYS(shutdown),    SCMP_SYS(setsockopt),  SCMP_SYS(getsockopt),
 };
 constexpr int kIpc[] = {
-    SCMP_SYS(shmget), SCMP_SYS(shmat), SCMP_SYS(shmdt), SCMP_SYS(shmctl), SCMP_SYS(semget),
-    SCMP_SYS(semop), SCMP_SYS(semtimedop), SCMP_SYS(semctl), SCMP_SYS(msgget), SCMP_SYS(msgsnd),
-    SCMP_SYS(msgrcv), SCMP_SYS(msgctl), SCMP_SYS(mq_open), SCMP_SYS(mq_unlink),
-    SCMP_SYS(mq_timedsend), SCMP_SYS(mq_timedreceive), SCMP_SYS(mq_notify),
-    SCMP_SYS(mq_getsetattr),
+    SCMP_SYS(shmget),    SCMP_SYS(shmat),         SCMP_SYS(shmdt),        SCMP_SYS(shmctl),
+    SCMP_SYS(semget),    SCMP_SYS(semop),         SCMP_SYS(semtimedop),   SCMP_SYS(semctl),
+    SCMP_SYS(msgget),    SCMP_SYS(msgsnd),        SCMP_SYS(msgrcv),       SCMP_SYS(msgctl),
+    SCMP_SYS(mq_open),   SCMP_SYS(mq_unlink),     SCMP_SYS(mq_timedsend), SCMP_SYS(mq_timedreceive),
+    SCMP_SYS(mq_notify), SCMP_SYS(mq_getsetattr),
 };
 
 const Group kAllowed[] = {
@@ -210,8 +267,8 @@ const Rule kDenied[] = {
 // ---------------------------------------------------------------------------------------
 
 // clone() flags that create namespaces: a cell may fork and start threads, not new namespaces.
-constexpr uint64_t kNamespaceFlags = CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC |
-                                     CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWTIME;
+constexpr uint64_t kNamespaceFlags = CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER |
+                                     CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWTIME;
 
 // socket()/socketpair() families a notebook uses: local sockets, IP in the cell's own network
 // namespace (only a loopback unless the policy gives it the network). Every other family
@@ -246,9 +303,8 @@ const uint32_t kEperm = SCMP_ACT_ERRNO(EPERM);
 // bit; a subtree holding none of `values` is one MASKED_EQ rule (mask = the bits fixed so far).
 // At most 32 rules per listed value; recursion depth 32; no allocation. The rules are disjoint
 // from each other and from the listed values', so the order libseccomp emits them in is moot.
-int add_all_but(scmp_filter_ctx ctx, uint32_t action, int nr, unsigned arg,
-                std::span<const uint32_t> values, const scmp_arg_cmp* also, uint32_t prefix = 0,
-                unsigned depth = 0) noexcept {
+int add_all_but(scmp_filter_ctx ctx, uint32_t action, int nr, unsigned arg, std::span<const uint32_t> values,
+                const scmp_arg_cmp* also, uint32_t prefix = 0, unsigned depth = 0) noexcept {
   const uint32_t mask = depth == 0 ? 0 : static_cast<uint32_t>(0xffffffffULL << (32 - depth));
   bool holds_a_value = false;
   for (uint32_t v : values) holds_a_value |= (v & mask) == prefix;
@@ -305,8 +361,8 @@ int build(scmp_filter_ctx ctx) noexcept {
   // clone(): flags come first on x86_64 and aarch64. Allowed when no namespace flag is set;
   // one EPERM rule per namespace flag (libseccomp compares with "masked equal" only). The
   // kernel reads the low 32 bits of the flags, where all namespace flags are.
-  if (!rc) rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone), 1,
-                                 SCMP_A0(SCMP_CMP_MASKED_EQ, kNamespaceFlags, 0));
+  if (!rc)
+    rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone), 1, SCMP_A0(SCMP_CMP_MASKED_EQ, kNamespaceFlags, 0));
   for (uint64_t bit = 1; !rc && bit != 0; bit <<= 1) {
     if (kNamespaceFlags & bit)
       rc = seccomp_rule_add(ctx, kEperm, SCMP_SYS(clone), 1, SCMP_A0(SCMP_CMP_MASKED_EQ, bit, bit));

@@ -19,7 +19,7 @@
 
 namespace sandbox_exec::seccomp {
 
-// Loads the filter for the calling thread and its future children. Returns 0 or errno
+// Loads the filter for the calling thread and its future children. Fails as kSeccomp with errno
 // (the negative return of libseccomp, negated).
 [[nodiscard]] StepFailure install() noexcept;
 

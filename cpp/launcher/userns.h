@@ -1,7 +1,8 @@
 // userns: the sandbox's user namespace and its id mapping.
 //
 // The sandbox's uid/gid (1000 by default) map to exactly one host id, never to host root:
-//   * launcher running as root: to an unprivileged host id (65534 by default), written by
+//   * launcher running as root: to the session's own unprivileged host id (the backend draws
+//     one per session: python/sandbox_exec/_host_ids.py), written by
 //     the launcher (it holds CAP_SETUID in the parent namespace);
 //   * launcher running unprivileged: it first enters a user namespace of its own mapping
 //     0 -> its own uid (self_map), so the sandbox's ids map, through it, to the caller's
@@ -17,15 +18,15 @@
 
 namespace sandbox_exec::userns {
 
-// Writes uid_map, setgroups=deny, gid_map of `pid` ("inside outside 1"). Returns 0 or errno.
+// Writes uid_map, setgroups=deny, gid_map of `pid` ("inside outside 1"). Fails as kIdMap.
 [[nodiscard]] StepFailure write_maps(pid_t pid, unsigned inside_uid, unsigned inside_gid, unsigned outside_uid,
-                             unsigned outside_gid) noexcept;
+                                     unsigned outside_gid) noexcept;
 
 // For an unprivileged launcher after unshare(CLONE_NEWUSER): maps 0 to the caller's own ids.
 [[nodiscard]] StepFailure self_map(unsigned outer_uid, unsigned outer_gid) noexcept;
 
 // Switches to the sandbox ids inside the namespace (setresgid, setgroups when allowed,
-// setresuid). Returns 0 or errno.
+// setresuid). Fails as kSetIds.
 [[nodiscard]] StepFailure become(unsigned uid, unsigned gid) noexcept;
 
 }  // namespace sandbox_exec::userns

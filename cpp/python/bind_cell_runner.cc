@@ -39,8 +39,7 @@ EventSink event_sink(py::function sink, StreamText& stdout_text, StreamText& std
 void bind_cell_runner(py::module_& m) {
   py::class_<CellOutcome>(m, "CellOutcome")
       .def_property_readonly("end", [](const CellOutcome& o) { return cell_end_name(o.end); })
-      .def_property_readonly("done_payload",
-                             [](const CellOutcome& o) { return py::bytes(o.done_payload); })
+      .def_property_readonly("done_payload", [](const CellOutcome& o) { return py::bytes(o.done_payload); })
       .def_readonly("reason", &CellOutcome::reason)
       .def_readonly("deadline_hit", &CellOutcome::deadline_hit)
       .def_readonly("disk_hit", &CellOutcome::disk_hit)
@@ -52,12 +51,11 @@ void bind_cell_runner(py::module_& m) {
       .def_readonly("dropped_output_bytes", &CellOutcome::dropped_output_bytes)
       .def_readonly("stale_bytes", &CellOutcome::stale_bytes);
 
-
   py::class_<CellRunner>(m, "CellRunner")
-      .def(py::init([](std::string launcher, std::vector<std::string> argv,
-                       std::vector<std::string> env, std::string workdir, const ResourceLimits& limits,
-                       const Isolation& isolation, std::optional<Cgroups::Limits> cgroup,
-                       uint64_t request_capacity, uint64_t event_capacity, double start_timeout_s) {
+      .def(py::init([](std::string launcher, std::vector<std::string> argv, std::vector<std::string> env,
+                       std::string workdir, const ResourceLimits& limits, const Isolation& isolation,
+                       std::optional<Cgroups::Limits> cgroup, uint64_t request_capacity, uint64_t event_capacity,
+                       double start_timeout_s) {
              SpawnSpec spec;
              spec.launcher = std::move(launcher);
              spec.argv = std::move(argv);
@@ -69,11 +67,9 @@ void bind_cell_runner(py::module_& m) {
              return std::make_unique<CellRunner>(spec, ChannelGeometry{request_capacity, event_capacity},
                                                  start_timeout_s, cgroup);
            }),
-           py::kw_only(), py::arg("launcher"), py::arg("argv"), py::arg("env"), py::arg("workdir"),
-           py::arg("limits"), py::arg("isolation"), py::arg("cgroup"),
-           py::arg("request_capacity") = ChannelGeometry{}.request_capacity,
-           py::arg("event_capacity") = ChannelGeometry{}.event_capacity,
-           py::arg("start_timeout_s") = 30.0,
+           py::kw_only(), py::arg("launcher"), py::arg("argv"), py::arg("env"), py::arg("workdir"), py::arg("limits"),
+           py::arg("isolation"), py::arg("cgroup"), py::arg("request_capacity") = ChannelGeometry{}.request_capacity,
+           py::arg("event_capacity") = ChannelGeometry{}.event_capacity, py::arg("start_timeout_s") = 30.0,
            "Spawns the launcher and the worker; returns once the worker reported ready.")
       .def(
           "check_disk",
@@ -91,11 +87,10 @@ void bind_cell_runner(py::module_& m) {
       .def_property_readonly("launcher_pid", &CellRunner::launcher_pid)
       .def(
           "run_cell",
-          [](CellRunner& r, const py::bytes& request, double timeout_s, double grace_s,
-             uint64_t max_output_bytes, uint64_t max_message_bytes, const py::function& sink,
-             StreamText& stdout_text, StreamText& stderr_text, bool live, std::string workdir,
-             uint64_t workdir_bytes, std::optional<int64_t> execution_count) {
-            const CellLimits limits{timeout_s, grace_s, max_output_bytes, max_message_bytes,
+          [](CellRunner& r, const py::bytes& request, double timeout_s, double grace_s, uint64_t max_output_bytes,
+             uint64_t max_message_bytes, const py::function& sink, StreamText& stdout_text, StreamText& stderr_text,
+             bool live, std::string workdir, uint64_t workdir_bytes, std::optional<int64_t> execution_count) {
+            const CellLimits limits{timeout_s,          grace_s,       max_output_bytes, max_message_bytes,
                                     std::move(workdir), workdir_bytes, execution_count};
             const std::string req(bytes_view(request));
             const EventSink cpp_sink = event_sink(sink, stdout_text, stderr_text, live);
@@ -116,18 +111,16 @@ void bind_cell_runner(py::module_& m) {
             if (pending) throw std::move(*pending);
             return outcome;
           },
-          py::arg("request"), py::arg("timeout_s"), py::arg("grace_s"),
-          py::arg("max_output_bytes"), py::arg("max_message_bytes"), py::arg("sink"),
-          py::arg("stdout_text"), py::arg("stderr_text"), py::arg("live") = true,
-          py::arg("workdir") = "", py::arg("workdir_bytes") = 0,
+          py::arg("request"), py::arg("timeout_s"), py::arg("grace_s"), py::arg("max_output_bytes"),
+          py::arg("max_message_bytes"), py::arg("sink"), py::arg("stdout_text"), py::arg("stderr_text"),
+          py::arg("live") = true, py::arg("workdir") = "", py::arg("workdir_bytes") = 0,
           py::arg("execution_count") = py::none())
       .def(
           "begin_cell",
-          [](CellRunner& r, const py::bytes& request, double timeout_s, double grace_s,
-             uint64_t max_output_bytes, uint64_t max_message_bytes, const py::function& sink,
-             StreamText& stdout_text, StreamText& stderr_text, bool live, std::string workdir,
-             uint64_t workdir_bytes, std::optional<int64_t> execution_count) {
-            CellLimits limits{timeout_s, grace_s, max_output_bytes, max_message_bytes,
+          [](CellRunner& r, const py::bytes& request, double timeout_s, double grace_s, uint64_t max_output_bytes,
+             uint64_t max_message_bytes, const py::function& sink, StreamText& stdout_text, StreamText& stderr_text,
+             bool live, std::string workdir, uint64_t workdir_bytes, std::optional<int64_t> execution_count) {
+            CellLimits limits{timeout_s,          grace_s,       max_output_bytes, max_message_bytes,
                               std::move(workdir), workdir_bytes, execution_count};
             const std::string req(bytes_view(request));
             EventSink cpp_sink = event_sink(sink, stdout_text, stderr_text, live);
@@ -135,18 +128,15 @@ void bind_cell_runner(py::module_& m) {
             return std::make_unique<CellRun>(r, req, std::move(limits), std::move(cpp_sink));
           },
           // The cell keeps its runner and its two texts alive (the sink refers to them).
-          py::keep_alive<0, 1>(), py::keep_alive<0, 8>(), py::keep_alive<0, 9>(),
-          py::arg("request"), py::arg("timeout_s"), py::arg("grace_s"),
-          py::arg("max_output_bytes"), py::arg("max_message_bytes"), py::arg("sink"),
-          py::arg("stdout_text"), py::arg("stderr_text"), py::arg("live") = true,
-          py::arg("workdir") = "", py::arg("workdir_bytes") = 0,
-          py::arg("execution_count") = py::none(),
+          py::keep_alive<0, 1>(), py::keep_alive<0, 8>(), py::keep_alive<0, 9>(), py::arg("request"),
+          py::arg("timeout_s"), py::arg("grace_s"), py::arg("max_output_bytes"), py::arg("max_message_bytes"),
+          py::arg("sink"), py::arg("stdout_text"), py::arg("stderr_text"), py::arg("live") = true,
+          py::arg("workdir") = "", py::arg("workdir_bytes") = 0, py::arg("execution_count") = py::none(),
           "Sends the cell and returns it as a CellRun to step from an event loop.")
       .def("interrupt", &CellRunner::interrupt, py::call_guard<py::gil_scoped_release>())
       .def("terminate", &CellRunner::terminate, py::call_guard<py::gil_scoped_release>())
       .def("alive", &CellRunner::alive, py::call_guard<py::gil_scoped_release>())
       .def("exit_description", &CellRunner::exit_description);
-
 
   // A cell in progress for an event loop: wait until one of wait_fds() is readable or
   // next_timer_ms() passed, then step(0); arm() first (False: step again without waiting).

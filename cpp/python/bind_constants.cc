@@ -31,8 +31,8 @@ void bind_constants(py::module_& m) {
   py::tuple ends(std::size(kCellEndNames));
   for (std::size_t i = 0; i < std::size(kCellEndNames); ++i) ends[i] = py::str(kCellEndNames[i]);
   m.attr("CELL_ENDS") = ends;
-  m.attr("WORKER_FDS") = py::make_tuple(launcher_fd::kRegion, launcher_fd::kRequestBell,
-                                        launcher_fd::kEventBell, launcher_fd::kSpaceBell);
+  m.attr("WORKER_FDS") =
+      py::make_tuple(launcher_fd::kRegion, launcher_fd::kRequestBell, launcher_fd::kEventBell, launcher_fd::kSpaceBell);
 }
 
 }  // namespace sandbox_exec::python

@@ -7,10 +7,8 @@ namespace sandbox_exec::python {
 
 void bind_errors(py::module_& m) {
   // Created once per interpreter; a borrowed pointer kept alive by the module attribute.
-  static PyObject* sandbox_error =
-      PyErr_NewExceptionWithDoc("sandbox_exec._core.SandboxError",
-                                "The sandbox itself could not be provided.", PyExc_RuntimeError,
-                                nullptr);
+  static PyObject* sandbox_error = PyErr_NewExceptionWithDoc(
+      "sandbox_exec._core.SandboxError", "The sandbox itself could not be provided.", PyExc_RuntimeError, nullptr);
   m.attr("SandboxError") = py::handle(sandbox_error);
   py::register_exception_translator([](std::exception_ptr p) {
     try {

@@ -11,20 +11,23 @@
 namespace sandbox_exec::python {
 
 void bind_host(py::module_& m) {
-  m.def("cgroup_support", [] {
-    CgroupSupport c;
-    {
-      py::gil_scoped_release release;
-      c = Cgroups::detect();
-    }
-    py::dict d;
-    d["version"] = c.version;
-    d["memory"] = c.memory;
-    d["pids"] = c.pids;
-    d["cpu"] = c.cpu;
-    d["detail"] = c.detail;
-    return d;
-  }, "What cgroup delegation this process can give sessions.");
+  m.def(
+      "cgroup_support",
+      [] {
+        CgroupSupport c;
+        {
+          py::gil_scoped_release release;
+          c = Cgroups::detect();
+        }
+        py::dict d;
+        d["version"] = c.version;
+        d["memory"] = c.memory;
+        d["pids"] = c.pids;
+        d["cpu"] = c.cpu;
+        d["detail"] = c.detail;
+        return d;
+      },
+      "What cgroup delegation this process can give sessions.");
   py::module_ image = m.def_submodule("workdir_image", "a workdir as a size-capped filesystem (workdir_image.h)");
   image.def("mount", &workdir_image::mount_image, py::arg("image"), py::arg("target"),
             py::call_guard<py::gil_scoped_release>(),
@@ -34,16 +37,19 @@ void bind_host(py::module_& m) {
             "umount2(target, MNT_DETACH | UMOUNT_NOFOLLOW); False when nothing was mounted there.");
   image.def("mounted_image", &workdir_image::mounted_image, py::arg("target"),
             "The image file behind the loop-device filesystem mounted at target, or ''.");
-  m.def("disk_usage", [](const std::string& path) {
-    std::optional<uint64_t> used;
-    {
-      py::gil_scoped_release release;
-      used = disk_usage(path);
-    }
-    return used;
-  }, py::arg("path"),
-        "Bytes allocated under path, walked by descriptor (disk_usage.h); None when it is no directory; "
-        "2**64-1 past a million entries.");
+  m.def(
+      "disk_usage",
+      [](const std::string& path) {
+        std::optional<uint64_t> used;
+        {
+          py::gil_scoped_release release;
+          used = disk_usage(path);
+        }
+        return used;
+      },
+      py::arg("path"),
+      "Bytes allocated under path, walked by descriptor (disk_usage.h); None when it is no directory; "
+      "2**64-1 past a million entries.");
   m.def("landlock_abi", &kernel::landlock_abi, "The kernel's Landlock ABI version (0: unavailable).");
   m.def("set_log_level", &log::set_level, py::arg("level"),
         "Supervisor log level: trace, debug, info, warn, error or off.");

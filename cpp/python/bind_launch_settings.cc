@@ -34,21 +34,18 @@ void bind_launch_settings(py::module_& m) {
       .def_readonly("memory_bytes", &Cgroups::Limits::memory_bytes)
       .def_readonly("max_processes", &Cgroups::Limits::max_processes);
 
-  py::class_<Isolation>(m, "Isolation",
-                        "The isolation layers; every protection defaults to on.")
+  py::class_<Isolation>(m, "Isolation", "The isolation layers; every protection defaults to on.")
       .def(py::init([](bool namespaces, bool network, bool drop_caps, bool landlock, bool seccomp,
                        std::string mountpoint, std::vector<std::string> readonly,
-                       std::vector<std::pair<std::string, std::string>> symlinks,
-                       uint64_t tmp_bytes, uint32_t outside_uid, uint32_t outside_gid,
-                       std::string hostname) {
+                       std::vector<std::pair<std::string, std::string>> symlinks, uint64_t tmp_bytes,
+                       uint32_t outside_uid, uint32_t outside_gid, std::string hostname) {
              Isolation iso;
              iso.namespaces = namespaces;
              iso.network = network;
              iso.drop_caps = drop_caps;
              iso.landlock = landlock;
              iso.seccomp = seccomp;
-             if (namespaces && mountpoint.empty())
-               throw ConfigError("Isolation: namespaces need a mountpoint");
+             if (namespaces && mountpoint.empty()) throw ConfigError("Isolation: namespaces need a mountpoint");
              iso.mountpoint = std::move(mountpoint);
              iso.readonly = std::move(readonly);
              iso.symlinks = std::move(symlinks);
@@ -58,9 +55,9 @@ void bind_launch_settings(py::module_& m) {
              iso.hostname = std::move(hostname);
              return iso;
            }),
-           py::kw_only(), py::arg("namespaces") = true, py::arg("network") = false,
-           py::arg("drop_caps") = true, py::arg("landlock") = true, py::arg("seccomp") = true,
-           py::arg("mountpoint") = std::string(), py::arg("readonly") = std::vector<std::string>(),
+           py::kw_only(), py::arg("namespaces") = true, py::arg("network") = false, py::arg("drop_caps") = true,
+           py::arg("landlock") = true, py::arg("seccomp") = true, py::arg("mountpoint") = std::string(),
+           py::arg("readonly") = std::vector<std::string>(),
            py::arg("symlinks") = std::vector<std::pair<std::string, std::string>>(),
            py::arg("tmp_bytes") = Isolation{}.tmp_bytes, py::arg("outside_uid") = Isolation{}.outside_uid,
            py::arg("outside_gid") = Isolation{}.outside_gid, py::arg("hostname") = Isolation{}.hostname)

@@ -12,8 +12,7 @@ void bind_worker_channel(py::module_& m) {
            "Next request as (type, flags, payload), or None on timeout or a signal.")
       .def("send", &PyWorkerChannel::send, py::arg("type"), py::arg("payload"),
            "Sends one whole message (split into frames as needed), after pending stream text.")
-      .def("watch", &PyWorkerChannel::watch, py::arg("stdout_pipe"), py::arg("stderr_pipe"),
-           py::arg("wake_fd"))
+      .def("watch", &PyWorkerChannel::watch, py::arg("stdout_pipe"), py::arg("stderr_pipe"), py::arg("wake_fd"))
       .def(
           "make_writer",
           [](py::object self, uint16_t type, py::object forward) {

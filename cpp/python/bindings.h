@@ -15,12 +15,12 @@ namespace sandbox_exec::python {
 
 namespace py = pybind11;
 
-void bind_errors(py::module_& m);          // bind_errors.cc
-void bind_constants(py::module_& m);       // bind_constants.cc
-void bind_host(py::module_& m);            // bind_host.cc
-void bind_launch_settings(py::module_& m); // bind_launch_settings.cc
-void bind_cell_runner(py::module_& m);     // bind_cell_runner.cc
-void bind_worker_channel(py::module_& m);  // bind_worker_channel.cc
+void bind_errors(py::module_& m);           // bind_errors.cc
+void bind_constants(py::module_& m);        // bind_constants.cc
+void bind_host(py::module_& m);             // bind_host.cc
+void bind_launch_settings(py::module_& m);  // bind_launch_settings.cc
+void bind_cell_runner(py::module_& m);      // bind_cell_runner.cc
+void bind_worker_channel(py::module_& m);   // bind_worker_channel.cc
 
 // The bytes of a Python bytes object, without a copy (valid while the object lives).
 std::string_view bytes_view(const py::bytes& b);

@@ -186,8 +186,8 @@ class PyWorkerChannel {
     pybind11::object replaced;
     if (utf8 == nullptr) {  // lone surrogates: encode with replacement, as a terminal would
       PyErr_Clear();
-      replaced = pybind11::reinterpret_steal<pybind11::object>(
-          PyUnicode_AsEncodedString(text.ptr(), "utf-8", "replace"));
+      replaced =
+          pybind11::reinterpret_steal<pybind11::object>(PyUnicode_AsEncodedString(text.ptr(), "utf-8", "replace"));
       if (!replaced) throw pybind11::error_already_set();
       char* data = nullptr;
       if (PyBytes_AsStringAndSize(replaced.ptr(), &data, &size) != 0) throw pybind11::error_already_set();

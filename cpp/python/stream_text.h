@@ -49,11 +49,11 @@ class StreamText {
   // The text of [start, end) as a str (a copy), for live on_output events.
   pybind11::str slice(Py_ssize_t start, Py_ssize_t end) const {
     if (!chunked_) {
-      return pybind11::reinterpret_steal<pybind11::str>(
-          PyUnicode_FromKindAndData(PyUnicode_1BYTE_KIND,
-                                    static_cast<const char*>(PyUnicode_DATA(ascii_)) + start, end - start));
+      return pybind11::reinterpret_steal<pybind11::str>(PyUnicode_FromKindAndData(
+          PyUnicode_1BYTE_KIND, static_cast<const char*>(PyUnicode_DATA(ascii_)) + start, end - start));
     }
-    return pybind11::reinterpret_borrow<pybind11::str>(PyList_GET_ITEM(chunks_.ptr(), PyList_GET_SIZE(chunks_.ptr()) - 1));
+    return pybind11::reinterpret_borrow<pybind11::str>(
+        PyList_GET_ITEM(chunks_.ptr(), PyList_GET_SIZE(chunks_.ptr()) - 1));
   }
 
   // The whole text; the object is final afterwards.

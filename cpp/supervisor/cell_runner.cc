@@ -4,12 +4,11 @@
 
 #include <algorithm>
 
+#include "common/sys_error.h"
 #include "supervisor/cell_run.h"
 #include "supervisor/disk_usage.h"
 #include "supervisor/json_guard.h"
-#include "supervisor/json_guard.h"
 #include "supervisor/logging.h"
-#include "common/sys_error.h"
 
 namespace sandbox_exec {
 
@@ -34,8 +33,7 @@ CellRunner::CellRunner(const SpawnSpec& spec, ChannelGeometry geometry, double s
   std::unique_ptr<Cgroups> cgroups;
   if (cgroup_limits) {
     static std::atomic<uint64_t> counter{0};
-    cgroups = std::make_unique<Cgroups>(std::to_string(::getpid()) + "-" + std::to_string(++counter),
-                                        *cgroup_limits);
+    cgroups = std::make_unique<Cgroups>(std::to_string(::getpid()) + "-" + std::to_string(++counter), *cgroup_limits);
   }
   process_ = std::make_unique<WorkerProcess>(spec, *channel_, start_ms, std::move(cgroups));
   if (process_->cgroups()) oom_baseline_ = process_->cgroups()->oom_kills();
@@ -49,12 +47,9 @@ CellRunner::CellRunner(const SpawnSpec& spec, ChannelGeometry geometry, double s
       if (header.type != static_cast<uint16_t>(FrameType::kReady)) {
         terminate();
         throw SandboxError("worker", "startup handshake", 0,
-                           "the worker sent frame type " + std::to_string(header.type) +
-                               " before kReady");
+                           "the worker sent frame type " + std::to_string(header.type) + " before kReady");
       }
-      if (assembler.feed(header, payload.data(), payload.size()) ==
-          MessageAssembler::Result::kIncomplete)
-        continue;
+      if (assembler.feed(header, payload.data(), payload.size()) == MessageAssembler::Result::kIncomplete) continue;
       ready_ = assembler.message();
       // The handshake: a worker that speaks another protocol (a _core of another build in
       // the sandbox's Python) never gets a cell.
@@ -72,14 +67,12 @@ CellRunner::CellRunner(const SpawnSpec& spec, ChannelGeometry geometry, double s
       process_->terminate();
       throw SandboxError("worker", "interpreter start", 0,
                          "the worker " + process_->exit_info().describe() +
-                             " before it was ready (is sandbox_exec importable by " +
-                             spec.argv.front() + "?)");
+                             " before it was ready (is sandbox_exec importable by " + spec.argv.front() + "?)");
     }
     if (Clock::now() >= deadline) {
       terminate();
       throw SandboxError("worker", "interpreter start", ETIMEDOUT,
-                         "the worker was not ready within " + std::to_string(start_timeout_s) +
-                             " s");
+                         "the worker was not ready within " + std::to_string(start_timeout_s) + " s");
     }
   }
 }
@@ -96,7 +89,6 @@ void CellRunner::terminate() noexcept {
   process_->terminate();
   dead_ = true;
 }
-
 
 bool CellRunner::alive() noexcept {
   std::lock_guard lock(lifecycle_);
@@ -126,7 +118,6 @@ CellRunner::DiskCheck CellRunner::measure_disk(const std::string& workdir, uint6
   check.over = check.used && *check.used > limit;
   return check;
 }
-
 
 std::string CellRunner::exit_description() {
   std::lock_guard lock(lifecycle_);

@@ -37,7 +37,7 @@ struct CellLimits {
   double interrupt_grace_s = 2;  // after SIGINT, before the session is killed
   uint64_t max_output_bytes = 64ull << 20;
   uint64_t max_message_bytes = kMaxMessageBytes;  // one display/result message, reassembled
-  std::string workdir;        // watched for disk use when workdir_bytes > 0
+  std::string workdir;                            // watched for disk use when workdir_bytes > 0
   uint64_t workdir_bytes = 0;
   // The request's execution_count: a kCellDone that names another count is stale (sent by a
   // thread a previous cell left running) and is discarded, not taken as this cell's end.
@@ -45,27 +45,25 @@ struct CellLimits {
 };
 
 enum class CellEnd {
-  kDone,        // the worker reported the cell done (done_payload holds its report)
-  kTimeout,     // the deadline passed and the session had to be killed
-  kCrashed,     // the worker died
-  kMemory,      // the worker was killed by the OOM killer of the session's memory cgroup
-  kDisk,        // the cell grew the workdir past its cap and ignored the interrupt
-  kViolation,   // the worker broke the protocol; the session was ended
+  kDone,       // the worker reported the cell done (done_payload holds its report)
+  kTimeout,    // the deadline passed and the session had to be killed
+  kCrashed,    // the worker died
+  kMemory,     // the worker was killed by the OOM killer of the session's memory cgroup
+  kDisk,       // the cell grew the workdir past its cap and ignored the interrupt
+  kViolation,  // the worker broke the protocol; the session was ended
 };
 
 // The names of CellEnd, as Python sees them (CellOutcome.end, _core.CELL_ENDS).
 inline constexpr const char* kCellEndNames[] = {"done", "timeout", "crashed", "memory", "disk", "violation"};
-[[nodiscard]] inline const char* cell_end_name(CellEnd end) noexcept {
-  return kCellEndNames[static_cast<int>(end)];
-}
+[[nodiscard]] inline const char* cell_end_name(CellEnd end) noexcept { return kCellEndNames[static_cast<int>(end)]; }
 static_assert(std::size(kCellEndNames) == static_cast<std::size_t>(CellEnd::kViolation) + 1);
 
 struct CellOutcome {
   CellEnd end = CellEnd::kDone;
   std::string done_payload;
   std::string reason;
-  bool deadline_hit = false;  // SIGINT was sent because of the deadline
-  bool disk_hit = false;      // the workdir was past its cap during or at the end of the cell
+  bool deadline_hit = false;              // SIGINT was sent because of the deadline
+  bool disk_hit = false;                  // the workdir was past its cap during or at the end of the cell
   std::optional<uint64_t> workdir_bytes;  // the workdir's size when the cell ended
   double duration_s = 0;
   std::optional<double> cpu_s;

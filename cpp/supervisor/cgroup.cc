@@ -31,7 +31,7 @@ int write_file(const std::string& path, const std::string& text) {
 
 int make_one_dir(const std::string& path) { return ::mkdir(path.c_str(), 0755) != 0 ? errno : 0; }
 
-constexpr const char* kSharedParent = "sandbox_exec";   // v2, as root: under the mount
+constexpr const char* kSharedParent = "sandbox_exec";  // v2, as root: under the mount
 constexpr const char* kWanted[] = {"memory", "pids", "cpu"};
 
 bool exists(const std::string& path) {
@@ -50,7 +50,8 @@ std::string backend_tag() {
   static std::string tag;
   if (drawn_for != ::getpid()) {
     uint64_t r = 0;
-    if (::getrandom(&r, sizeof r, 0) != static_cast<ssize_t>(sizeof r)) throw SandboxError("cgroup", "getrandom", errno);
+    if (::getrandom(&r, sizeof r, 0) != static_cast<ssize_t>(sizeof r))
+      throw SandboxError("cgroup", "getrandom", errno);
     char text[48];
     std::snprintf(text, sizeof text, "%d-%016llx", static_cast<int>(::getpid()), static_cast<unsigned long long>(r));
     tag = text;
@@ -84,7 +85,8 @@ std::vector<std::string> enable_for_children(const std::string& dir, const std::
   auto wanted = [&](bool cpu) {
     std::string text;
     for (const char* c : kWanted) {
-      if (has(available, c) && (cpu || std::strcmp(c, "cpu") != 0)) text += (text.empty() ? "+" : " +") + std::string(c);
+      if (has(available, c) && (cpu || std::strcmp(c, "cpu") != 0))
+        text += (text.empty() ? "+" : " +") + std::string(c);
     }
     return text;
   };
@@ -122,7 +124,6 @@ std::optional<std::string> v2_mount(const CgroupHost& host) {
   return std::nullopt;
 }
 
-
 }  // namespace
 
 CgroupHost CgroupHost::current() {
@@ -157,14 +158,12 @@ CgroupSupport Cgroups::detect(const CgroupHost& host) {
   return s;
 }
 
-Cgroups::Cgroups(const std::string& name, const Limits& limits, const CgroupHost& host)
-    : remove_dir_(host.remove_dir) {
+Cgroups::Cgroups(const std::string& name, const Limits& limits, const CgroupHost& host) : remove_dir_(host.remove_dir) {
   try {
     if (host.delegated) {
       // Named explicitly: it must work, or the session (and detect) says why.
       if (!exists(*host.delegated + "/cgroup.controllers"))
-        throw SandboxError("cgroup", "SANDBOX_EXEC_CGROUP=" + *host.delegated, ENOENT,
-                           "not a cgroup v2 directory");
+        throw SandboxError("cgroup", "SANDBOX_EXEC_CGROUP=" + *host.delegated, ENOENT, "not a cgroup v2 directory");
       create_v2(*host.delegated, controllers_in(read_file(*host.delegated + "/cgroup.controllers")), name, host);
     } else if (auto mount = v2_mount(host)) {
       std::string base;
@@ -218,15 +217,16 @@ Cgroups::Cgroups(const std::string& name, const Limits& limits, const CgroupHost
   open_counters();
 }
 
-void Cgroups::create_v2(const std::string& base, const std::vector<std::string>& available,
-                        const std::string& name, const CgroupHost& host) {
+void Cgroups::create_v2(const std::string& base, const std::vector<std::string>& available, const std::string& name,
+                        const CgroupHost& host) {
   version_ = "v2";
   const std::string parent = base + "/" + cgroup::kBackendGroupPrefix + host.tag;
   const std::string leaf = parent + "/" + name;
   int err = 0;
   const auto base_enabled = enable_for_children(base, available, err);
-  if (err) throw SandboxError("cgroup", "write " + base + "/cgroup.subtree_control", err,
-                              "a delegated group must hold no process itself (keep them in a child group)");
+  if (err)
+    throw SandboxError("cgroup", "write " + base + "/cgroup.subtree_control", err,
+                       "a delegated group must hold no process itself (keep them in a child group)");
   std::vector<std::string> for_leaf;
   // A launcher removing the per-backend group as its own session ends may race with us
   // creating the next one in it: on ENOENT, create it again.

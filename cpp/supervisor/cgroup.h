@@ -56,10 +56,10 @@ struct CgroupSupport {
 
 // Where the cgroup filesystems are and who is asking: the real host by default.
 struct CgroupHost {
-  std::string root = "/sys/fs/cgroup";  // v1 controllers below it, or the v2 mount itself
-  std::string self_cgroup;              // the text of /proc/self/cgroup
-  std::optional<std::string> delegated; // SANDBOX_EXEC_CGROUP
-  bool privileged = false;              // euid 0
+  std::string root = "/sys/fs/cgroup";   // v1 controllers below it, or the v2 mount itself
+  std::string self_cgroup;               // the text of /proc/self/cgroup
+  std::optional<std::string> delegated;  // SANDBOX_EXEC_CGROUP
+  bool privileged = false;               // euid 0
   // Names the per-backend group: "<pid>-<random hex>", drawn once per process. The pid alone
   // is not unique where containers with their own pid namespaces share one cgroup tree (two
   // backends, both pid 7, would share and remove each other's groups).
@@ -69,7 +69,6 @@ struct CgroupHost {
   int (*remove_dir)(const char* path) = nullptr;
   static CgroupHost current();
 };
-
 
 class Cgroups {
  public:

@@ -31,20 +31,17 @@ namespace sandbox_exec {
 
 // Bytes allocated under `path`; UINT64_MAX when the tree has more than `max_entries`
 // entries; nullopt when `path` cannot be opened as a directory.
-[[nodiscard]] std::optional<uint64_t> disk_usage(const std::string& path,
-                                                 std::size_t max_entries = 1000000) noexcept;
+[[nodiscard]] std::optional<uint64_t> disk_usage(const std::string& path, std::size_t max_entries = 1000000) noexcept;
 
 // The session's processes: every pid listed in cgroup.procs of `cgroup_dirs` (and of any
 // group below them) when there are any, else `root_pid` and all its descendants.
-[[nodiscard]] std::vector<pid_t> session_pids(const std::vector<std::string>& cgroup_dirs,
-                                              pid_t root_pid) noexcept;
+[[nodiscard]] std::vector<pid_t> session_pids(const std::vector<std::string>& cgroup_dirs, pid_t root_pid) noexcept;
 
 // Bytes of regular files on `device` that `pids` hold open after they were unlinked.
 // Processes it may not inspect are skipped.
 [[nodiscard]] uint64_t deleted_open_bytes(const std::vector<pid_t>& pids, dev_t device) noexcept;
 
 // The workdir's total: the walk plus the unlinked-but-open files of `pids`.
-[[nodiscard]] std::optional<uint64_t> workdir_usage(const std::string& path,
-                                                    const std::vector<pid_t>& pids) noexcept;
+[[nodiscard]] std::optional<uint64_t> workdir_usage(const std::string& path, const std::vector<pid_t>& pids) noexcept;
 
 }  // namespace sandbox_exec

@@ -37,10 +37,14 @@ uint64_t string(const std::string& utf8) {
   }
   if (chars == 0 || (chars == 1 && kind <= 1)) return 0;  // cached by CPython
   switch (kind) {
-    case 0: return round16(49 + chars);
-    case 1: return round16(73 + chars);
-    case 2: return round16(74 + 2 * chars);
-    default: return round16(76 + 4 * chars);
+    case 0:
+      return round16(49 + chars);
+    case 1:
+      return round16(73 + chars);
+    case 2:
+      return round16(74 + 2 * chars);
+    default:
+      return round16(76 + 4 * chars);
   }
 }
 }  // namespace footprint
@@ -69,9 +73,7 @@ class ShapeCounter {
     return close(footprint::kDictBase + (n ? std::max(footprint::kDictMinEntries, footprint::kDictPerEntry * n) : 0));
   }
   bool start_array(std::size_t) { return open(false); }
-  bool end_array() {
-    return close(footprint::kListBase + footprint::kListPerItem * items_.back());
-  }
+  bool end_array() { return close(footprint::kListBase + footprint::kListPerItem * items_.back()); }
   bool parse_error(std::size_t position, const std::string&, const json::exception& e) {
     // nlohmann's message names the byte offset and the token; keep it short.
     std::string what = e.what();
@@ -90,9 +92,8 @@ class ShapeCounter {
   bool add(uint64_t cost) {
     total_ += cost;
     if (total_ <= max_footprint_) return true;
-    return fail("it would take more than " + std::to_string(max_footprint_) +
-                " bytes as Python objects (at most " + std::to_string(JsonShape::kFootprintPerByte) +
-                " times its size)");
+    return fail("it would take more than " + std::to_string(max_footprint_) + " bytes as Python objects (at most " +
+                std::to_string(JsonShape::kFootprintPerByte) + " times its size)");
   }
   bool open(bool is_object) {
     if (items_.empty() && (!is_object || seen_top_)) return fail("a message must be a JSON object");
@@ -171,8 +172,7 @@ CellDoneReport parse_cell_done(std::string_view text, uint64_t budget) {
     // ever shown to the user (Result.truncated_bytes), so taken as said, within 2^53.
     if (const auto d = done.find("dropped_output_bytes"); d != done.end() && d->is_number_unsigned())
       report.dropped = std::min<uint64_t>(d->get<uint64_t>(), uint64_t{1} << 53);
-    if (status == done.end() || !status->is_string() ||
-        (*status != "ok" && *status != "error")) {
+    if (status == done.end() || !status->is_string() || (*status != "ok" && *status != "error")) {
       rejected("its status is not \"ok\" or \"error\"");
     } else {
       rebuilt = json{{"status", *status}};
@@ -182,9 +182,8 @@ CellDoneReport parse_cell_done(std::string_view text, uint64_t budget) {
         const auto ename = error->is_object() ? error->find("ename") : error->end();
         const auto evalue = error->is_object() ? error->find("evalue") : error->end();
         const auto tb = error->is_object() ? error->find("traceback") : error->end();
-        bool valid = error->is_object() && ename != error->end() && ename->is_string() &&
-                     evalue != error->end() && evalue->is_string() && tb != error->end() &&
-                     tb->is_array();
+        bool valid = error->is_object() && ename != error->end() && ename->is_string() && evalue != error->end() &&
+                     evalue->is_string() && tb != error->end() && tb->is_array();
         if (valid) {
           for (const auto& line : *tb) valid = valid && line.is_string();
         }
@@ -204,9 +203,9 @@ CellDoneReport parse_cell_done(std::string_view text, uint64_t budget) {
     json& error = rebuilt["error"];
     const std::string ename = utf8_cut(error["ename"].get<std::string>(), 256);
     const std::string evalue = utf8_cut(error["evalue"].get<std::string>(), 1024);
-    error = error_object(ename, evalue,
-                         json::array({ename + ": " + evalue,
-                                      "[sandbox_exec: traceback dropped: the cell's output limit was reached]"}));
+    error = error_object(
+        ename, evalue,
+        json::array({ename + ": " + evalue, "[sandbox_exec: traceback dropped: the cell's output limit was reached]"}));
     report.json = rebuilt.dump();
   }
   return report;

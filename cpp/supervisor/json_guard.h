@@ -44,10 +44,10 @@ struct JsonVerdict {
 
 // The end-of-cell report, checked and rebuilt by the supervisor.
 struct CellDoneReport {
-  bool ok = false;                    // the cell's status: "ok" (true) or "error"
-  std::optional<int64_t> count;       // its execution_count, if it gave a valid one
-  uint64_t dropped = 0;               // output the worker did not send (the cap), as it says
-  std::string json;                   // the report as the backend gets it (always valid JSON)
+  bool ok = false;               // the cell's status: "ok" (true) or "error"
+  std::optional<int64_t> count;  // its execution_count, if it gave a valid one
+  uint64_t dropped = 0;          // output the worker did not send (the cap), as it says
+  std::string json;              // the report as the backend gets it (always valid JSON)
 };
 
 // Parses a worker's kCellDone payload. A payload that fails check_message_json() or lacks

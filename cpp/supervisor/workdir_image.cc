@@ -65,8 +65,8 @@ std::string mount_image(const std::string& image, const std::string& target) {
     // free it when the filesystem is unmounted. discard: deleted files give their blocks
     // back to the sparse image (the host's disk); noinit_itable: no background thread
     // zeroes the unused inode tables (they would stop being sparse).
-    if (::mount(device.c_str(), target.c_str(), "ext4", MS_NOSUID | MS_NODEV | MS_NOATIME,
-                "discard,noinit_itable") != 0) {
+    if (::mount(device.c_str(), target.c_str(), "ext4", MS_NOSUID | MS_NODEV | MS_NOATIME, "discard,noinit_itable") !=
+        0) {
       const int saved = errno;
       (void)::ioctl(loop.get(), LOOP_CLR_FD, 0);
       throw_sys(kLayer, "mount(" + device + ", " + target + ", ext4, nosuid|nodev)", saved);
@@ -81,7 +81,8 @@ bool unmount(const std::string& target) noexcept {
 }
 
 std::string mounted_image(const std::string& target) {
-  struct stat st {}, parent {};
+  struct stat st {
+  }, parent{};
   if (::lstat(target.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return {};
   if (::stat((target + "/..").c_str(), &parent) != 0 || parent.st_dev == st.st_dev) return {};
   const std::string sys = "/sys/dev/block/" + std::to_string(major(st.st_dev)) + ":" +

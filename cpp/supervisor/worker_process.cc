@@ -14,9 +14,9 @@
 #include <vector>
 
 #include "common/numbers.h"
+#include "common/sys_error.h"
 #include "launch/launcher_protocol.h"
 #include "supervisor/logging.h"
-#include "common/sys_error.h"
 
 namespace sandbox_exec {
 
@@ -62,8 +62,8 @@ bool read_report(int fd, int pidfd, LauncherReport& r, std::chrono::milliseconds
     }
     if (n == 0) return false;  // launcher gone, no more records
     if (errno != EAGAIN && errno != EINTR) return false;
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) return false;
     pollfd p[2] = {{fd, POLLIN, 0}, {pidfd, POLLIN, 0}};
     ::poll(p, 2, static_cast<int>(left.count()));
@@ -89,8 +89,8 @@ std::string ExitInfo::describe() const {
   const int st = *wait_status;
   char text[128];
   if (WIFSIGNALED(st)) {
-    std::snprintf(text, sizeof text, "killed by signal %d (SIG%s)%s", WTERMSIG(st),
-                  signal_name(WTERMSIG(st)), WCOREDUMP(st) ? ", core dumped" : "");
+    std::snprintf(text, sizeof text, "killed by signal %d (SIG%s)%s", WTERMSIG(st), signal_name(WTERMSIG(st)),
+                  WCOREDUMP(st) ? ", core dumped" : "");
   } else if (WIFEXITED(st)) {
     std::snprintf(text, sizeof text, "exited with status %d", WEXITSTATUS(st));
   } else {
@@ -99,20 +99,18 @@ std::string ExitInfo::describe() const {
   return text;
 }
 
-WorkerProcess::WorkerProcess(SpawnSpec spec, SupervisorChannel& channel,
-                             std::chrono::milliseconds start_timeout, std::unique_ptr<Cgroups> cgroups)
+WorkerProcess::WorkerProcess(SpawnSpec spec, SupervisorChannel& channel, std::chrono::milliseconds start_timeout,
+                             std::unique_ptr<Cgroups> cgroups)
     : cgroups_(std::move(cgroups)) {
   if (cgroups_) spec.isolation.cgroups = cgroups_->dirs();
   auto [report_read, report_write] = make_pipe(O_NONBLOCK);
   auto [lifeline_read, lifeline_write] = make_pipe(0);
   // The lifeline is never written, only closed: its EOF tells the launcher to end the session.
   const WorkerFds w = channel.worker_fds();
-  UniqueFd sources[] = {high_dup(report_write.get()), high_dup(lifeline_read.get()),
-                        high_dup(w.region),           high_dup(w.request_bell),
-                        high_dup(w.event_bell),       high_dup(w.space_bell)};
-  const int targets[] = {launcher_fd::kReport,      launcher_fd::kLifeline,
-                         launcher_fd::kRegion,      launcher_fd::kRequestBell,
-                         launcher_fd::kEventBell,   launcher_fd::kSpaceBell};
+  UniqueFd sources[] = {high_dup(report_write.get()), high_dup(lifeline_read.get()), high_dup(w.region),
+                        high_dup(w.request_bell),     high_dup(w.event_bell),        high_dup(w.space_bell)};
+  const int targets[] = {launcher_fd::kReport,      launcher_fd::kLifeline,  launcher_fd::kRegion,
+                         launcher_fd::kRequestBell, launcher_fd::kEventBell, launcher_fd::kSpaceBell};
 
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
@@ -137,8 +135,7 @@ WorkerProcess::WorkerProcess(SpawnSpec spec, SupervisorChannel& channel,
   auto c_argv = c_strings(argv);
   auto c_env = c_strings(env);
   pid_t pid = -1;
-  const int rc = ::posix_spawn(&pid, spec.launcher.c_str(), &actions, &attr, c_argv.data(),
-                               c_env.data());
+  const int rc = ::posix_spawn(&pid, spec.launcher.c_str(), &actions, &attr, c_argv.data(), c_env.data());
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   if (rc != 0) throw SandboxError("spawn", "posix_spawn(" + spec.launcher + ")", rc);

@@ -20,10 +20,10 @@
 #include <optional>
 #include <string>
 
-#include "supervisor/cgroup.h"
+#include "common/unique_fd.h"
 #include "ipc/channel.h"
 #include "launch/spawn_spec.h"
-#include "common/unique_fd.h"
+#include "supervisor/cgroup.h"
 
 namespace sandbox_exec {
 

@@ -90,8 +90,7 @@ class RegionView {
 
 // Both ends of one channel in this process.
 struct Ends {
-  explicit Ends(ChannelGeometry g = {4096, 8192})
-      : supervisor(g), worker(dup_all(supervisor.worker_fds())) {}
+  explicit Ends(ChannelGeometry g = {4096, 8192}) : supervisor(g), worker(dup_all(supervisor.worker_fds())) {}
   SupervisorChannel supervisor;
   WorkerChannel worker;
 };
@@ -129,8 +128,7 @@ TEST(ChannelGeometry, RegionHeaderLayoutAndSeals) {
   EXPECT_EQ(v.events()->tail.load(), 0u);
   // The size is sealed: a hostile worker cannot shrink the region under the supervisor.
   const int seals = ::fcntl(f.region, F_GET_SEALS);
-  EXPECT_EQ(seals & (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL),
-            F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+  EXPECT_EQ(seals & (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL), F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
   const int rc = ::ftruncate(f.region, 4096);
   const int err = errno;
   EXPECT_NE(rc, 0);
@@ -165,8 +163,7 @@ TEST(ChannelGeometry, ReleaseWorkerEndsClosesOnlyTheWorkersBells) {
 
 TEST(Channel, RequestReachesTheWorker) {
   Ends e;
-  ASSERT_TRUE(
-      e.supervisor.send(FrameType::kExecute, R"({"code":"1+1"})", in(milliseconds(1000)), -1));
+  ASSERT_TRUE(e.supervisor.send(FrameType::kExecute, R"({"code":"1+1"})", in(milliseconds(1000)), -1));
   FrameHeader h{};
   std::string payload;
   ASSERT_TRUE(e.worker.receive(h, payload, 1000));
@@ -306,9 +303,7 @@ TEST(Channel, SendGivesUpAtTheDeadlineWhenTheWorkerDoesNotDrain) {
   int never[2];
   ASSERT_EQ(::pipe2(never, O_CLOEXEC), 0);
   const auto start = Clock::now();
-  const bool sent =
-      e.supervisor.send(FrameType::kExecute, std::string(10000, 'x'), in(milliseconds(100)),
-                        never[0]);
+  const bool sent = e.supervisor.send(FrameType::kExecute, std::string(10000, 'x'), in(milliseconds(100)), never[0]);
   const auto took = Clock::now() - start;
   ::close(never[0]);
   ::close(never[1]);
@@ -323,9 +318,7 @@ TEST(Channel, SendGivesUpWhenThePeerExits) {
   ASSERT_EQ(::pipe2(peer, O_CLOEXEC), 0);
   ASSERT_EQ(::write(peer[1], "x", 1), 1);  // "the worker is gone"
   const auto start = Clock::now();
-  const bool sent =
-      e.supervisor.send(FrameType::kExecute, std::string(10000, 'x'), in(milliseconds(5000)),
-                        peer[0]);
+  const bool sent = e.supervisor.send(FrameType::kExecute, std::string(10000, 'x'), in(milliseconds(5000)), peer[0]);
   const auto took = Clock::now() - start;
   ::close(peer[0]);
   ::close(peer[1]);
@@ -393,8 +386,7 @@ TEST(ChannelWait, PeerExitedWhenThePeerFdBecomesReadable) {
   EXPECT_EQ(e.supervisor.next_frame(h, payload, 20, peer[0]), SupervisorChannel::Wait::kTimeout);
   ASSERT_EQ(::write(peer[1], "x", 1), 1);
   const auto start = Clock::now();
-  EXPECT_EQ(e.supervisor.next_frame(h, payload, 5000, peer[0]),
-            SupervisorChannel::Wait::kPeerExited);
+  EXPECT_EQ(e.supervisor.next_frame(h, payload, 5000, peer[0]), SupervisorChannel::Wait::kPeerExited);
   EXPECT_LT(Clock::now() - start, milliseconds(1000));
   ::close(peer[0]);
   ::close(peer[1]);
@@ -410,8 +402,7 @@ TEST(ChannelWait, PublishedFramesComeBeforePeerExited) {
   std::string payload;
   ASSERT_EQ(e.supervisor.next_frame(h, payload, 1000, peer[0]), SupervisorChannel::Wait::kFrame);
   EXPECT_EQ(payload, "last words");
-  EXPECT_EQ(e.supervisor.next_frame(h, payload, 1000, peer[0]),
-            SupervisorChannel::Wait::kPeerExited);
+  EXPECT_EQ(e.supervisor.next_frame(h, payload, 1000, peer[0]), SupervisorChannel::Wait::kPeerExited);
   ::close(peer[0]);
   ::close(peer[1]);
 }
@@ -576,8 +567,7 @@ TEST_F(WorkerSignals, ReceiveReturnsFalseWhenASignalInterruptsTheWait) {
 // ---- the worker's attach checks -----------------------------------------------------------
 
 RegionHeader good_header(uint64_t req = 4096, uint64_t ev = 4096) {
-  return RegionHeader{kRegionMagic, kProtocolVersion, sizeof(RegionHeader), req, ev,
-                      kDataOffset,  kDataOffset + req};
+  return RegionHeader{kRegionMagic, kProtocolVersion, sizeof(RegionHeader), req, ev, kDataOffset, kDataOffset + req};
 }
 
 // A memfd of `size` bytes starting with `h`, as a hostile or confused supervisor might pass.
@@ -760,8 +750,7 @@ TEST(HostileWorker, CapacitiesRewrittenAfterCreationAreIgnoredByTheSupervisor) {
   EXPECT_THROW((void)e.supervisor.poll_frame(h, payload), ProtocolViolation);
 
   // A worker attaching now sees an inconsistent header and refuses it.
-  EXPECT_THROW(WorkerChannel w(region_only(dup_fd(e.supervisor.worker_fds().region))),
-               SandboxError);
+  EXPECT_THROW(WorkerChannel w(region_only(dup_fd(e.supervisor.worker_fds().region))), SandboxError);
 }
 
 TEST(HostileWorker, CorruptEventTailMakesNextFrameThrow) {
@@ -828,8 +817,7 @@ TEST(HostileWorker, CorruptRequestHeadMakesSendThrow) {
   Ends e;
   RegionView v(e.supervisor.worker_fds().region);
   v.requests()->head.store(4096);  // ahead of the supervisor's tail (0)
-  EXPECT_THROW((void)e.supervisor.send(FrameType::kExecute, "{}", in(milliseconds(1000)), -1),
-               ProtocolViolation);
+  EXPECT_THROW((void)e.supervisor.send(FrameType::kExecute, "{}", in(milliseconds(1000)), -1), ProtocolViolation);
   EXPECT_EQ(v.requests()->tail.load(), 0u);
 }
 
@@ -842,7 +830,7 @@ TEST(HostileWorker, ClosedEventDoorbellDoesNotMakeTheSupervisorSpin) {
   {
     WorkerChannel w(dup_all(s.worker_fds()));
     s.release_worker_ends();  // as after the spawn: only the worker holds its ends
-  }  // the worker's descriptors close here, the event bell's write end among them
+  }                           // the worker's descriptors close here, the event bell's write end among them
   FrameHeader h{};
   std::string payload;
   const auto start = Clock::now();

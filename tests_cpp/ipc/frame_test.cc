@@ -15,10 +15,8 @@ constexpr uint16_t kStdout = static_cast<uint16_t>(FrameType::kStdout);
 constexpr uint16_t kMessage = static_cast<uint16_t>(FrameType::kMessage);
 constexpr uint16_t kCellDone = static_cast<uint16_t>(FrameType::kCellDone);
 
-MessageAssembler::Result feed(MessageAssembler& a, uint16_t type, bool more,
-                              const std::string& payload) {
-  const FrameHeader h{static_cast<uint32_t>(payload.size()), type,
-                      static_cast<uint16_t>(more ? kFlagMore : 0)};
+MessageAssembler::Result feed(MessageAssembler& a, uint16_t type, bool more, const std::string& payload) {
+  const FrameHeader h{static_cast<uint32_t>(payload.size()), type, static_cast<uint16_t>(more ? kFlagMore : 0)};
   return a.feed(h, payload.data(), payload.size());
 }
 
@@ -42,8 +40,8 @@ TEST(FrameFootprint, HeaderPlusPayloadRoundedUpToEight) {
 TEST(FrameTypes, RequestEventAndStreamPredicates) {
   EXPECT_TRUE(is_request_type(static_cast<uint16_t>(FrameType::kExecute)));
   EXPECT_TRUE(is_request_type(static_cast<uint16_t>(FrameType::kShutdown)));
-  for (auto t : {FrameType::kReady, FrameType::kStdout, FrameType::kStderr, FrameType::kMessage,
-                 FrameType::kCellDone}) {
+  for (auto t :
+       {FrameType::kReady, FrameType::kStdout, FrameType::kStderr, FrameType::kMessage, FrameType::kCellDone}) {
     const auto v = static_cast<uint16_t>(t);
     EXPECT_FALSE(is_request_type(v)) << v;
     EXPECT_TRUE(is_event_type(v)) << v;

@@ -65,8 +65,7 @@ std::span<const std::byte> bytes_of(const std::string& s) {
 // A payload whose every byte depends on (seed, index), so misplaced bytes are detected.
 std::string pattern(uint64_t seed, std::size_t size) {
   std::string s(size, '\0');
-  for (std::size_t i = 0; i < size; ++i)
-    s[i] = static_cast<char>((seed * 131 + i * 7 + (i >> 8)) & 0xFF);
+  for (std::size_t i = 0; i < size; ++i) s[i] = static_cast<char>((seed * 131 + i * 7 + (i >> 8)) & 0xFF);
   return s;
 }
 
@@ -92,8 +91,7 @@ TEST(RingGeometry, MaxFramePayloadIsAQuarterMinusHeaderCappedAtOneMiB) {
 
 TEST(RingGeometry, RejectsCapacitiesThatAreNotPowersOfTwoOfAtLeast64) {
   TestRing ring(256);
-  for (uint64_t bad : {uint64_t{0}, uint64_t{8}, uint64_t{32}, uint64_t{96}, uint64_t{100},
-                       uint64_t{255}}) {
+  for (uint64_t bad : {uint64_t{0}, uint64_t{8}, uint64_t{32}, uint64_t{96}, uint64_t{100}, uint64_t{255}}) {
     EXPECT_THROW(RingWriter(ring.control(), ring.data(), bad), ProtocolViolation) << bad;
     EXPECT_THROW(RingReader(ring.control(), ring.data(), bad), ProtocolViolation) << bad;
   }
@@ -185,8 +183,7 @@ TEST(Ring, MaxPayloadFramesExactlyFillTheRing) {
   const uint32_t max = w.max_payload();
   ASSERT_EQ(frame_footprint(max) * 4, 4096u);
   for (int round = 0; round < 3; ++round) {  // also after the counters wrapped the data area
-    for (int i = 0; i < 4; ++i)
-      ASSERT_TRUE(w.try_write(17, 0, bytes_of(pattern(round * 4 + i, max))));
+    for (int i = 0; i < 4; ++i) ASSERT_TRUE(w.try_write(17, 0, bytes_of(pattern(round * 4 + i, max))));
     EXPECT_EQ(w.free_bytes(), 0u);
     EXPECT_EQ(ring.control()->tail.load() - ring.control()->head.load(), 4096u);
     EXPECT_FALSE(w.try_write(17, 0, {}));
@@ -213,8 +210,7 @@ TEST(Ring, SingleFrameFillingTheRingExactly) {
   ASSERT_TRUE(r.try_read(h, payload));
   // Now at offset 16: 16 + 8 + 16 + 16 + 8 = 64.
   const std::vector<std::size_t> sizes = {8, 0, 5, 8, 0};
-  for (std::size_t i = 0; i < sizes.size(); ++i)
-    ASSERT_TRUE(w.try_write(2, 0, bytes_of(pattern(i, sizes[i])))) << i;
+  for (std::size_t i = 0; i < sizes.size(); ++i) ASSERT_TRUE(w.try_write(2, 0, bytes_of(pattern(i, sizes[i])))) << i;
   EXPECT_EQ(w.free_bytes(), 0u);
   EXPECT_FALSE(w.try_write(2, 0, {}));
   for (std::size_t i = 0; i < sizes.size(); ++i) {
@@ -263,8 +259,7 @@ TEST(Ring, LargeRingCapsFramesAtOneMiB) {
   ASSERT_EQ(w.max_payload(), 1u << 20);
   const std::string big = pattern(7, 1u << 20);
   ASSERT_TRUE(w.try_write(19, 0, bytes_of(big)));
-  EXPECT_THROW((void)w.try_write(19, 0, bytes_of(std::string((1u << 20) + 1, 'z'))),
-               std::length_error);
+  EXPECT_THROW((void)w.try_write(19, 0, bytes_of(std::string((1u << 20) + 1, 'z'))), std::length_error);
   FrameHeader h{};
   std::string payload;
   ASSERT_TRUE(r.try_read(h, payload));
@@ -279,9 +274,7 @@ TEST(Ring, WrapAroundWithVaryingSizes) {
   uint64_t next_write = 0, next_read = 0;
   FrameHeader h{};
   std::string payload;
-  auto size_of = [&](uint64_t seq) {
-    return static_cast<std::size_t>(splitmix64(seq) % (max + 1));
-  };
+  auto size_of = [&](uint64_t seq) { return static_cast<std::size_t>(splitmix64(seq) % (max + 1)); };
   // Keep the ring partly full (bursts of 0-3 writes, one read per round) so frames land at
   // every offset and the ring is sometimes full.
   for (uint64_t round = 0; next_read < 5000; ++round) {
@@ -542,8 +535,8 @@ struct StressFrames {
 };
 
 // The producer's side of the stress test, run in the forked child. Returns an exit code.
-int produce(RingControl* control, std::byte* data, uint64_t capacity, uint64_t frames,
-            DoorbellPair& data_bell, DoorbellPair& space_bell) {
+int produce(RingControl* control, std::byte* data, uint64_t capacity, uint64_t frames, DoorbellPair& data_bell,
+            DoorbellPair& space_bell) {
   try {
     RingWriter w(control, data, capacity);
     const StressFrames gen(w.max_payload());
@@ -607,10 +600,10 @@ TEST(RingTwoProcesses, ProducerConsumerStressKeepsOrderAndContent) {
     }
     if (r.producer_waiting()) space_bell.sender.ring();
     gen.build(seq, expected);
-    if (h.length != expected.size() || h.type != StressFrames::type(seq) ||
-        h.flags != StressFrames::flags(seq) || payload != expected) {
-      ADD_FAILURE() << "frame " << seq << " differs: length " << h.length << " (expected "
-                    << expected.size() << "), type " << h.type << ", flags " << h.flags;
+    if (h.length != expected.size() || h.type != StressFrames::type(seq) || h.flags != StressFrames::flags(seq) ||
+        payload != expected) {
+      ADD_FAILURE() << "frame " << seq << " differs: length " << h.length << " (expected " << expected.size()
+                    << "), type " << h.type << ", flags " << h.flags;
       ok = false;
     }
     ++seq;

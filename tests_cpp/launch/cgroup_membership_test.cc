@@ -40,10 +40,10 @@ class Membership : public ::testing::Test {
 TEST(BackendGroupName, OnlyOurPatternMatches) {
   EXPECT_TRUE(cgroup::is_backend_group("sandbox_exec-4242"));
   EXPECT_TRUE(cgroup::is_backend_group("sandbox_exec-4242-00c0ffee"));
-  EXPECT_FALSE(cgroup::is_backend_group("sandbox_exec"));         // the shared parent
+  EXPECT_FALSE(cgroup::is_backend_group("sandbox_exec"));  // the shared parent
   EXPECT_FALSE(cgroup::is_backend_group("sandbox_exec-"));
-  EXPECT_FALSE(cgroup::is_backend_group("sandbox_exec-abc"));     // no pid
-  EXPECT_FALSE(cgroup::is_backend_group("sandbox_exec-42-"));     // no hex after the dash
+  EXPECT_FALSE(cgroup::is_backend_group("sandbox_exec-abc"));  // no pid
+  EXPECT_FALSE(cgroup::is_backend_group("sandbox_exec-42-"));  // no hex after the dash
   EXPECT_FALSE(cgroup::is_backend_group("sandbox_exec-42-xyz"));
   EXPECT_FALSE(cgroup::is_backend_group("sandbox_exec-42-ab/c"));
   EXPECT_FALSE(cgroup::is_backend_group("user.slice"));

@@ -87,11 +87,18 @@ TEST(LauncherArgv, MinimalSpecShape) {
   spec.workdir = "/tmp/session";
   spec.argv = {"/usr/bin/python3", "-I", "-m", "sandbox_exec._worker"};
   spec.env = {"A=1"};  // travels as envp, never in argv
-  const std::vector<std::string> expected = {"/opt/sandbox_exec_launcher", "--workdir",
-                                             "/tmp/session", "--no-namespaces",
-                                             "--keep-caps", "--no-landlock", "--no-seccomp",
-                                             "--", "/usr/bin/python3", "-I",
-                                             "-m", "sandbox_exec._worker"};
+  const std::vector<std::string> expected = {"/opt/sandbox_exec_launcher",
+                                             "--workdir",
+                                             "/tmp/session",
+                                             "--no-namespaces",
+                                             "--keep-caps",
+                                             "--no-landlock",
+                                             "--no-seccomp",
+                                             "--",
+                                             "/usr/bin/python3",
+                                             "-I",
+                                             "-m",
+                                             "sandbox_exec._worker"};
   EXPECT_EQ(launcher_argv(spec), expected);
 }
 
@@ -107,10 +114,26 @@ TEST(LauncherArgv, AllLimitsShape) {
   spec.limits.address_space = 1ull << 33;
   spec.limits.processes = 32;
   spec.limits.core_dumps = true;
-  const std::vector<std::string> expected = {
-      "L", "--workdir", "W", "--cpu-seconds", "5", "--file-bytes", "1024", "--open-files", "64",
-      "--address-space", "8589934592", "--processes", "32", "--core-dumps", "--no-namespaces",
-      "--keep-caps", "--no-landlock", "--no-seccomp", "--", "prog"};
+  const std::vector<std::string> expected = {"L",
+                                             "--workdir",
+                                             "W",
+                                             "--cpu-seconds",
+                                             "5",
+                                             "--file-bytes",
+                                             "1024",
+                                             "--open-files",
+                                             "64",
+                                             "--address-space",
+                                             "8589934592",
+                                             "--processes",
+                                             "32",
+                                             "--core-dumps",
+                                             "--no-namespaces",
+                                             "--keep-caps",
+                                             "--no-landlock",
+                                             "--no-seccomp",
+                                             "--",
+                                             "prog"};
   EXPECT_EQ(launcher_argv(spec), expected);
 }
 
@@ -154,9 +177,8 @@ TEST(LauncherArgv, RoundTripEachLimitAlone) {
     spec.launcher = "l";
     spec.workdir = "/";
     spec.argv = {"w"};
-    std::optional<uint64_t>* fields[] = {&spec.limits.cpu_seconds, &spec.limits.file_bytes,
-                                         &spec.limits.open_files, &spec.limits.address_space,
-                                         &spec.limits.processes};
+    std::optional<uint64_t>* fields[] = {&spec.limits.cpu_seconds, &spec.limits.file_bytes, &spec.limits.open_files,
+                                         &spec.limits.address_space, &spec.limits.processes};
     *fields[which] = 1000 + which;
     const SpawnSpec back = parse(launcher_argv(spec));
     SCOPED_TRACE(which);
@@ -229,8 +251,7 @@ TEST(LauncherArgv, SymlinkPathContainingEqualsIsNotSilentlyChanged) {
 
 TEST(ParseLauncherArgv, IdsNeedFourColonSeparatedNumbers) {
   for (const char* bad : {"", "1:2:3", "1:2:3:4:5", "a:b:c:d", "1:2:3:4x", "1:2:3:4 ", "1;2;3;4"}) {
-    EXPECT_NE(config_error({"l", "--workdir", "/", "--ids", bad, "--", "w"}).find("--ids expects"),
-              std::string::npos)
+    EXPECT_NE(config_error({"l", "--workdir", "/", "--ids", bad, "--", "w"}).find("--ids expects"), std::string::npos)
         << "'" << bad << "'";
   }
   const SpawnSpec ok = parse({"l", "--workdir", "/", "--ids", "0:0:4294967295:7", "--mountpoint", "/m", "--", "w"});
@@ -244,9 +265,8 @@ TEST(ParseLauncherArgv, IdsAreStrictUnsigned32BitNumbers) {
   // no value outside 32 bits. 4294967296 must not wrap around to uid 0 (root in the
   // sandbox's user namespace), nor -1 become 4294967295 ((uid_t)-1, "no change" to
   // setresuid).
-  for (const char* bad : {"4294967296:1000:65534:65534", "1000:1000:4294967296:65534",
-                          "-1:1000:65534:65534", "1000:-1000:65534:65534",
-                          "+1000:1000:65534:65534", " 1000:1000:65534:65534",
+  for (const char* bad : {"4294967296:1000:65534:65534", "1000:1000:4294967296:65534", "-1:1000:65534:65534",
+                          "1000:-1000:65534:65534", "+1000:1000:65534:65534", " 1000:1000:65534:65534",
                           "1000: 1000:65534:65534", "99999999999999999999:1000:65534:65534"}) {
     const std::string msg = config_error({"l", "--workdir", "/", "--ids", bad, "--", "w"});
     EXPECT_NE(msg.find("--ids"), std::string::npos) << "'" << bad << "' was accepted: " << msg;
@@ -255,8 +275,7 @@ TEST(ParseLauncherArgv, IdsAreStrictUnsigned32BitNumbers) {
 
 TEST(ParseLauncherArgv, MalformedSymlinks) {
   for (const char* bad : {"no-equals", "=target", "/path=", "="}) {
-    EXPECT_NE(config_error({"l", "--workdir", "/", "--symlink", bad, "--", "w"})
-                  .find("--symlink expects PATH=TARGET"),
+    EXPECT_NE(config_error({"l", "--workdir", "/", "--symlink", bad, "--", "w"}).find("--symlink expects PATH=TARGET"),
               std::string::npos)
         << "'" << bad << "'";
   }
@@ -276,37 +295,28 @@ TEST(ParseLauncherArgv, PathsMustBeAbsolute) {
 }
 
 TEST(ParseLauncherArgv, NamespacesNeedAMountpoint) {
-  EXPECT_NE(config_error({"l", "--workdir", "/", "--", "w"})
-                .find("--namespaces needs --mountpoint"),
+  EXPECT_NE(config_error({"l", "--workdir", "/", "--", "w"}).find("--namespaces needs --mountpoint"),
             std::string::npos);
-  const SpawnSpec ok =
-      parse({"l", "--workdir", "/", "--mountpoint", "/m", "--", "w"});
+  const SpawnSpec ok = parse({"l", "--workdir", "/", "--mountpoint", "/m", "--", "w"});
   EXPECT_TRUE(ok.isolation.namespaces);
   EXPECT_EQ(ok.isolation.mountpoint, "/m");
 }
 
 TEST(ParseLauncherArgv, BadNumbers) {
-  for (const char* bad : {"", "-1", "+1", "1x", "x1", " 1", "1 ", "0x10", "1.5",
-                          "18446744073709551616", "99999999999999999999999"}) {
-    const std::string msg =
-        config_error({"l", "--workdir", "/", "--cpu-seconds", bad, "--", "w"});
-    EXPECT_NE(msg.find("--cpu-seconds expects an unsigned integer"), std::string::npos)
-        << "'" << bad << "': " << msg;
+  for (const char* bad :
+       {"", "-1", "+1", "1x", "x1", " 1", "1 ", "0x10", "1.5", "18446744073709551616", "99999999999999999999999"}) {
+    const std::string msg = config_error({"l", "--workdir", "/", "--cpu-seconds", bad, "--", "w"});
+    EXPECT_NE(msg.find("--cpu-seconds expects an unsigned integer"), std::string::npos) << "'" << bad << "': " << msg;
   }
-  EXPECT_NE(config_error({"l", "--workdir", "/", "--file-bytes", "k", "--", "w"})
-                .find("--file-bytes"),
+  EXPECT_NE(config_error({"l", "--workdir", "/", "--file-bytes", "k", "--", "w"}).find("--file-bytes"),
             std::string::npos);
-  EXPECT_NE(config_error({"l", "--workdir", "/", "--open-files", "-5", "--", "w"})
-                .find("--open-files"),
+  EXPECT_NE(config_error({"l", "--workdir", "/", "--open-files", "-5", "--", "w"}).find("--open-files"),
             std::string::npos);
-  EXPECT_NE(config_error({"l", "--workdir", "/", "--address-space", "1e9", "--", "w"})
-                .find("--address-space"),
+  EXPECT_NE(config_error({"l", "--workdir", "/", "--address-space", "1e9", "--", "w"}).find("--address-space"),
             std::string::npos);
-  EXPECT_NE(config_error({"l", "--workdir", "/", "--processes", "many", "--", "w"})
-                .find("--processes"),
+  EXPECT_NE(config_error({"l", "--workdir", "/", "--processes", "many", "--", "w"}).find("--processes"),
             std::string::npos);
-  EXPECT_NE(config_error({"l", "--workdir", "/", "--tmp-bytes", "-1", "--", "w"})
-                .find("--tmp-bytes"),
+  EXPECT_NE(config_error({"l", "--workdir", "/", "--tmp-bytes", "-1", "--", "w"}).find("--tmp-bytes"),
             std::string::npos);
   // The largest value parses.
   const SpawnSpec ok =
@@ -315,35 +325,29 @@ TEST(ParseLauncherArgv, BadNumbers) {
 }
 
 TEST(ParseLauncherArgv, UnknownOptions) {
-  EXPECT_NE(config_error({"l", "--workdir", "/", "--verbose", "--", "w"})
-                .find("unknown option '--verbose'"),
+  EXPECT_NE(config_error({"l", "--workdir", "/", "--verbose", "--", "w"}).find("unknown option '--verbose'"),
             std::string::npos);
-  EXPECT_NE(config_error({"l", "--workdir", "/", "python", "--", "w"})
-                .find("unknown option 'python'"),
+  EXPECT_NE(config_error({"l", "--workdir", "/", "python", "--", "w"}).find("unknown option 'python'"),
             std::string::npos);
-  EXPECT_NE(config_error({"l", "--workdir=/", "--", "w"}).find("unknown option"),
-            std::string::npos);
+  EXPECT_NE(config_error({"l", "--workdir=/", "--", "w"}).find("unknown option"), std::string::npos);
   EXPECT_NE(config_error({"l", "-w", "/", "--", "w"}).find("unknown option"), std::string::npos);
 }
 
 TEST(ParseLauncherArgv, OptionMissingItsValue) {
   EXPECT_NE(config_error({"l", "--workdir"}).find("--workdir needs a value"), std::string::npos);
-  EXPECT_NE(config_error({"l", "--workdir", "/", "--cpu-seconds"})
-                .find("--cpu-seconds needs a value"),
+  EXPECT_NE(config_error({"l", "--workdir", "/", "--cpu-seconds"}).find("--cpu-seconds needs a value"),
             std::string::npos);
 }
 
 TEST(ParseLauncherArgv, MissingWorkerCommand) {
   EXPECT_NE(config_error({"l", "--workdir", "/"}).find("no worker command"), std::string::npos);
-  EXPECT_NE(config_error({"l", "--workdir", "/", "--"}).find("no worker command"),
-            std::string::npos);
+  EXPECT_NE(config_error({"l", "--workdir", "/", "--"}).find("no worker command"), std::string::npos);
   EXPECT_NE(config_error({"l"}).find("no worker command"), std::string::npos);
 }
 
 TEST(ParseLauncherArgv, MissingWorkdir) {
   EXPECT_NE(config_error({"l", "--", "w"}).find("--workdir is required"), std::string::npos);
-  EXPECT_NE(config_error({"l", "--workdir", "", "--", "w"}).find("--workdir is required"),
-            std::string::npos);
+  EXPECT_NE(config_error({"l", "--workdir", "", "--", "w"}).find("--workdir is required"), std::string::npos);
 }
 
 TEST(ParseLauncherArgv, ConfigErrorIsAnInvalidArgument) {
@@ -377,4 +381,3 @@ TEST(LauncherArgv, EveryProtectionIsOnUnlessItsOptOutIsNamed) {
 
 }  // namespace
 }  // namespace sandbox_exec
-

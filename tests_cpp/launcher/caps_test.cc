@@ -102,8 +102,7 @@ TEST(Caps, DropAllLeavesNoCapabilityAndSetsNoNewPrivs) {
     __user_cap_data_struct again[_LINUX_CAPABILITY_U32S_3] = {};
     again[0].effective = again[0].permitted = CAP_TO_MASK(CAP_SYS_ADMIN);
     out.put_errno("capset_again", ::syscall(SYS_capset, &header, again));
-    out.put_errno("ambient_again",
-                  ::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_NET_BIND_SERVICE, 0, 0));
+    out.put_errno("ambient_again", ::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_NET_BIND_SERVICE, 0, 0));
     // Nor is anything that needs one allowed any more: a chroot.
     out.put_errno("chroot", ::chroot("/"));
     return 0;
@@ -155,8 +154,7 @@ Exec exec_setuid(const char* program, bool contained) {
       ::_exit(code);
     };
     if (::prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0) fail(2);
-    if (::setgroups(0, nullptr) != 0 || ::setresgid(65534, 65534, 65534) != 0 ||
-        ::setresuid(65534, 65534, 65534) != 0)
+    if (::setgroups(0, nullptr) != 0 || ::setresgid(65534, 65534, 65534) != 0 || ::setresuid(65534, 65534, 65534) != 0)
       fail(3);
     // KEEPCAPS kept the permitted set; the effective one is empty after setresuid.
     __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
@@ -220,8 +218,7 @@ TEST(Caps, SetuidRootBinaryCannotRegainRoot) {
   const Exec control = exec_setuid(program, false);
   ASSERT_EQ(control.drop_step, 0) << "setup failed";
   if (control.uid_line.rfind("65534\t0\t0\t0", 0) != 0) {
-    GTEST_SKIP() << program << " does not run as root even without drop_all() (a nosuid mount?): "
-                 << control.uid_line;
+    GTEST_SKIP() << program << " does not run as root even without drop_all() (a nosuid mount?): " << control.uid_line;
   }
   const Exec contained = exec_setuid(program, true);
   ASSERT_EQ(contained.drop_step, static_cast<int>(LaunchStep::kNone)) << "drop_all() failed";

@@ -183,8 +183,7 @@ Result run(F body, int report_fd = -1) {
     if (end == std::string::npos) end = text.size();
     const std::string_view line(text.data() + start, end - start);
     const auto eq = line.find('=');
-    if (eq != std::string_view::npos)
-      result.values[std::string(line.substr(0, eq))] = unescape(line.substr(eq + 1));
+    if (eq != std::string_view::npos) result.values[std::string(line.substr(0, eq))] = unescape(line.substr(eq + 1));
     start = end + 1;
   }
   // SANDBOX_EXEC_TEST_DUMP=1: every child's report on stderr, to see what a passing test saw.

@@ -211,9 +211,9 @@ int launch_like_main(const SpawnSpec& spec, const probe::Report& out, F worker_b
   int sync[2];
   if (::pipe2(sync, O_CLOEXEC) != 0) return 2;
   if (::chdir(spec.isolation.mountpoint.c_str()) != 0) return 3;
-  const long init = ::syscall(SYS_clone, CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS |
-                                             CLONE_NEWNET | SIGCHLD,
-                              nullptr, nullptr, nullptr, nullptr);
+  const long init = ::syscall(
+      SYS_clone, CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET | SIGCHLD,
+      nullptr, nullptr, nullptr, nullptr);
   if (init < 0) {
     out.put("setup", errno);
     return 4;
@@ -331,8 +331,8 @@ TEST(Contain, EnterSandboxFailureStopsBeforeLoopback) {
   Tree t;
   SpawnSpec spec = namespaced_spec(t);
   spec.isolation.hostname = std::string(100, 'h');  // over HOST_NAME_MAX: sethostname EINVAL
-  const auto r = probe::run([&](const probe::Report& out) { return launch_like_main(spec, out, [](auto&) {}); },
-                            kReportFd);
+  const auto r =
+      probe::run([&](const probe::Report& out) { return launch_like_main(spec, out, [](auto&) {}); }, kReportFd);
   ASSERT_TRUE(r.exited()) << r.dump();
   ASSERT_EQ(r.step("prepare"), LaunchStep::kNone) << r.dump();
   EXPECT_EQ(r.step("enter"), LaunchStep::kHostname) << r.dump();
@@ -345,8 +345,8 @@ TEST(Contain, PrepareLauncherFailureNamesTheMountStep) {
   Tree t;
   SpawnSpec spec = namespaced_spec(t);
   spec.isolation.mountpoint = t.base / "no_such_root";
-  const auto r = probe::run([&](const probe::Report& out) { return launch_like_main(spec, out, [](auto&) {}); },
-                            kReportFd);
+  const auto r =
+      probe::run([&](const probe::Report& out) { return launch_like_main(spec, out, [](auto&) {}); }, kReportFd);
   ASSERT_TRUE(r.exited()) << r.dump();
   EXPECT_EQ(r.step("prepare"), LaunchStep::kMountRootTmpfs) << r.dump();
   EXPECT_EQ(r.err("prepare"), ENOENT);

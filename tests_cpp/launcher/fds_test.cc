@@ -110,7 +110,8 @@ TEST(Fds, CloseFromKeepsStdioAndTheLauncherDescriptors) {
 
 // fstat of `fd` as "null" (the /dev/null character device), "fifo", "closed" or "other".
 std::string kind_of(int fd) {
-  struct stat st {}, null_st {};
+  struct stat st {
+  }, null_st{};
   if (::fstat(fd, &st) != 0) return "closed";
   if (S_ISFIFO(st.st_mode)) return "fifo";
   if (::stat("/dev/null", &null_st) == 0 && S_ISCHR(st.st_mode) && st.st_rdev == null_st.st_rdev) {

@@ -102,9 +102,9 @@ TEST(Landlock, WritesOnlyInTheWorkdirTmpAndDevShm) {
     return 0;
   });
   ASSERT_TRUE(control.exited()) << control.dump();
-  for (const char* key : {"list_root", "create_outside", "write_outside", "mkdir_outside", "unlink_outside",
-                          "truncate_outside", "symlink_outside", "create_work", "mkdir_work", "rmdir_work",
-                          "unlink_work", "create_tmp", "write_dev_null"}) {
+  for (const char* key :
+       {"list_root", "create_outside", "write_outside", "mkdir_outside", "unlink_outside", "truncate_outside",
+        "symlink_outside", "create_work", "mkdir_work", "rmdir_work", "unlink_work", "create_tmp", "write_dev_null"}) {
     EXPECT_EQ(control.num(key), 0) << key << "\n" << control.dump();
   }
   // The control truncated the file; give it its content back.

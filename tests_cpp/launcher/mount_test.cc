@@ -34,7 +34,7 @@ namespace {
 using sandbox_exec::LaunchStep;
 using sandbox_exec::SpawnSpec;
 
-constexpr uint64_t kTmpBytes = 32ull << 20;      // 32 MiB: nr_inodes = 32 MiB / 16 KiB = 2048
+constexpr uint64_t kTmpBytes = 32ull << 20;       // 32 MiB: nr_inodes = 32 MiB / 16 KiB = 2048
 constexpr uint64_t kAddressSpace = 512ull << 20;  // the session memory /proc/meminfo shows
 
 // A mount namespace of our own, where we may mount: as root a plain one, otherwise inside a
@@ -170,7 +170,8 @@ TEST(Mount, BuildRootAssemblesTheSandboxTree) {
     out.put("dev_list", list_dir(root + "/dev"));
     std::string nodes;
     for (const char* node : {"null", "zero", "full", "random", "urandom"}) {
-      struct stat mine {}, host {};
+      struct stat mine {
+      }, host{};
       const bool same = ::lstat((root + "/dev/" + node).c_str(), &mine) == 0 &&
                         ::stat((std::string("/dev/") + node).c_str(), &host) == 0 && S_ISCHR(mine.st_mode) &&
                         mine.st_rdev == host.st_rdev && (mine.st_mode & 0666) == 0666;
@@ -195,7 +196,8 @@ TEST(Mount, BuildRootAssemblesTheSandboxTree) {
     // The inode cap: empty files until the tmpfs says no.
     int files = 0, err = 0;
     for (; files < 5000; ++files) {
-      const int fd = ::open((root + "/dev/shm/f" + std::to_string(files)).c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+      const int fd =
+          ::open((root + "/dev/shm/f" + std::to_string(files)).c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
       if (fd < 0) {
         err = errno;
         break;
@@ -231,9 +233,8 @@ TEST(Mount, BuildRootAssemblesTheSandboxTree) {
   EXPECT_EQ(r.str("bin_link"), "ok");
 
   EXPECT_EQ(r.str("etc_list"), "group hostname hosts nsswitch.conf passwd resolv.conf");
-  EXPECT_EQ(r.str("passwd"),
-            "root:x:0:0:root:/root:/usr/sbin/nologin\nsandbox:x:1000:1000:sandbox:" + d.work +
-                ":/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n");
+  EXPECT_EQ(r.str("passwd"), "root:x:0:0:root:/root:/usr/sbin/nologin\nsandbox:x:1000:1000:sandbox:" + d.work +
+                                 ":/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n");
   EXPECT_EQ(r.str("group"), "root:x:0:\nsandbox:x:1000:\nnogroup:x:65534:\n");
   EXPECT_EQ(r.str("hostname"), "mount-test\n");
   EXPECT_NE(r.str("hosts").find("127.0.0.1 localhost mount-test"), std::string::npos) << r.str("hosts");
@@ -307,7 +308,8 @@ TEST(Mount, EnterRootShowsOnlyTheSandbox) {
       char cwd[256] = {};
       out.put("cwd", ::getcwd(cwd, sizeof cwd) != nullptr ? cwd : "<none>");
       out.put("root_list", list_dir("/"));
-      struct stat root {}, parent {};
+      struct stat root {
+      }, parent{};
       out.put("dotdot_is_root", ::stat("/", &root) == 0 && ::stat("/..", &parent) == 0 &&
                                     root.st_ino == parent.st_ino && root.st_dev == parent.st_dev);
       char link[256] = {};

@@ -60,8 +60,10 @@ int loopback_round_trip() {
     if (conn < 0) {
       err = errno;
     } else {
-      if (::write(client, "!", 1) != 1 || ::read(conn, &byte, 1) != 1) err = errno ? errno : EIO;
-      else if (byte != '!') err = EBADMSG;
+      if (::write(client, "!", 1) != 1 || ::read(conn, &byte, 1) != 1)
+        err = errno ? errno : EIO;
+      else if (byte != '!')
+        err = EBADMSG;
       ::close(conn);
     }
   }

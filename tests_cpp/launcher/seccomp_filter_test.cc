@@ -33,8 +33,10 @@ constexpr int kSetupFailed = 200;
 // errno of a raw syscall, 0 when it succeeded (a returned descriptor is closed).
 template <class T>
 long word(T value) {
-  if constexpr (std::is_pointer_v<T>) return reinterpret_cast<long>(value);
-  else return static_cast<long>(value);
+  if constexpr (std::is_pointer_v<T>)
+    return reinterpret_cast<long>(value);
+  else
+    return static_cast<long>(value);
 }
 
 template <class... Args>
@@ -99,7 +101,8 @@ TEST(SeccompFilter, EverydaySyscallsWork) {
             0);
   EXPECT_EQ(errno_of([] {
               pthread_t thread;
-              if (int rc = ::pthread_create(&thread, nullptr, [](void*) -> void* { return nullptr; }, nullptr))
+              if (int rc = ::pthread_create(
+                      &thread, nullptr, [](void*) -> void* { return nullptr; }, nullptr))
                 return rc;
               return ::pthread_join(thread, nullptr);
             }),
@@ -123,8 +126,8 @@ TEST(SeccompFilter, AllowedSocketFamilies) {
 }
 
 TEST(SeccompFilter, RefusedSocketFamilies) {
-  for (long family : std::initializer_list<long>{AF_VSOCK, AF_PACKET, AF_ALG, AF_KEY, AF_BLUETOOTH, AF_TIPC, AF_RDS, AF_CAN,
-                      AF_XDP, AF_NFC, 45L /* AF_MCTP */, 63L, 0x7fffffffL}) {
+  for (long family : std::initializer_list<long>{AF_VSOCK, AF_PACKET, AF_ALG, AF_KEY, AF_BLUETOOTH, AF_TIPC, AF_RDS,
+                                                 AF_CAN, AF_XDP, AF_NFC, 45L /* AF_MCTP */, 63L, 0x7fffffffL}) {
     SCOPED_TRACE(family);
     EXPECT_EQ(errno_of([family] { return raw(SYS_socket, family, SOCK_STREAM, 0); }), EPERM);
     EXPECT_EQ(errno_of([family] { return raw(SYS_socket, family, SOCK_DGRAM | SOCK_CLOEXEC, 0); }), EPERM);
@@ -134,15 +137,13 @@ TEST(SeccompFilter, RefusedSocketFamilies) {
               }),
               EPERM);
     // Garbage in the high bits does not smuggle a family past the check.
-    EXPECT_EQ(errno_of([family] { return raw(SYS_socket, (0xdeadUL << 32) | family, SOCK_STREAM, 0); }),
-              EPERM);
+    EXPECT_EQ(errno_of([family] { return raw(SYS_socket, (0xdeadUL << 32) | family, SOCK_STREAM, 0); }), EPERM);
   }
-  for (long protocol : std::initializer_list<long>{NETLINK_AUDIT, NETLINK_KOBJECT_UEVENT, NETLINK_NETFILTER, NETLINK_XFRM,
-                        NETLINK_SOCK_DIAG, NETLINK_GENERIC}) {
+  for (long protocol : std::initializer_list<long>{NETLINK_AUDIT, NETLINK_KOBJECT_UEVENT, NETLINK_NETFILTER,
+                                                   NETLINK_XFRM, NETLINK_SOCK_DIAG, NETLINK_GENERIC}) {
     SCOPED_TRACE(protocol);
     EXPECT_EQ(errno_of([protocol] { return raw(SYS_socket, AF_NETLINK, SOCK_RAW, protocol); }), EPERM);
-    EXPECT_EQ(errno_of([protocol] { return raw(SYS_socket, AF_NETLINK, SOCK_RAW, (1UL << 32) | protocol); }),
-              EPERM);
+    EXPECT_EQ(errno_of([protocol] { return raw(SYS_socket, AF_NETLINK, SOCK_RAW, (1UL << 32) | protocol); }), EPERM);
   }
 }
 
@@ -177,8 +178,8 @@ TEST(SeccompFilter, DeniedOnPurposeIsEperm) {
 }
 
 TEST(SeccompFilter, CloneNamespaceFlagsRefused) {
-  for (long flag : std::initializer_list<long>{CLONE_NEWUSER, CLONE_NEWNS, CLONE_NEWNET, CLONE_NEWPID, CLONE_NEWIPC, CLONE_NEWUTS,
-                    CLONE_NEWCGROUP, CLONE_NEWTIME}) {
+  for (long flag : std::initializer_list<long>{CLONE_NEWUSER, CLONE_NEWNS, CLONE_NEWNET, CLONE_NEWPID, CLONE_NEWIPC,
+                                               CLONE_NEWUTS, CLONE_NEWCGROUP, CLONE_NEWTIME}) {
     SCOPED_TRACE(flag);
     // SIGCHLD|flag: if the filter let it through, a child would appear; it must not.
     EXPECT_EQ(errno_of([flag] {
@@ -223,7 +224,7 @@ TEST(SeccompFilter, ProgramFitsTheKernelLimit) {
   const long instructions = bytes / 8;  // struct sock_filter is 8 bytes
   RecordProperty("bpf_instructions", static_cast<int>(instructions));
   std::printf("seccomp program: %ld instructions\n", instructions);
-  EXPECT_GT(instructions, 300);   // an allow list of ~250 syscalls, not an empty program
+  EXPECT_GT(instructions, 300);  // an allow list of ~250 syscalls, not an empty program
   EXPECT_LT(instructions, 4096);
 }
 

@@ -169,8 +169,8 @@ TEST(Userns, BecomeUnmappedIdFailsAsSetIds) {
   EXPECT_EQ(r.str("ids_after_gid"), ids_before(1000, 1000));
   EXPECT_EQ(r.step("uid"), LaunchStep::kSetIds);
   EXPECT_EQ(r.err("uid"), EINVAL);
-  EXPECT_EQ(r.str("ids_after_uid"), ids_before(1000, 1000).substr(0, ids_before(1000, 1000).find(" / ")) +
-                                        " / 1000 1000 1000");
+  EXPECT_EQ(r.str("ids_after_uid"),
+            ids_before(1000, 1000).substr(0, ids_before(1000, 1000).find(" / ")) + " / 1000 1000 1000");
 }
 
 TEST(Userns, WriteMapsFailureNamesIdMap) {

@@ -15,8 +15,8 @@
 #include <time.h>
 
 #include <chrono>
-#include <ostream>
 #include <cstdlib>
+#include <ostream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -34,11 +34,16 @@ namespace sandbox_exec {
 
 // Readable CellEnd values in failure messages.
 void PrintTo(CellEnd end, std::ostream* os) {
-  if (end == CellEnd::kDone) *os << "kDone";
-  else if (end == CellEnd::kTimeout) *os << "kTimeout";
-  else if (end == CellEnd::kCrashed) *os << "kCrashed";
-  else if (end == CellEnd::kViolation) *os << "kViolation";
-  else *os << "CellEnd(" << static_cast<int>(end) << ")";
+  if (end == CellEnd::kDone)
+    *os << "kDone";
+  else if (end == CellEnd::kTimeout)
+    *os << "kTimeout";
+  else if (end == CellEnd::kCrashed)
+    *os << "kCrashed";
+  else if (end == CellEnd::kViolation)
+    *os << "kViolation";
+  else
+    *os << "CellEnd(" << static_cast<int>(end) << ")";
 }
 
 namespace {
@@ -87,9 +92,7 @@ CellLimits generous() {
   return l;
 }
 
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
 // Is `pid` gone (or a zombie nobody will see again)? kill(pid, 0) fails with ESRCH.
 bool process_gone(pid_t pid) {
@@ -107,15 +110,13 @@ TEST(CellRunner, ReadyHandshakeAndEchoCells) {
   EXPECT_GT(runner.worker_pid(), 0);
   EXPECT_GT(runner.launcher_pid(), 0);
   EXPECT_NE(runner.worker_pid(), runner.launcher_pid());
-  EXPECT_EQ(runner.ready_payload(),
-            R"({"protocol":)" + std::to_string(kProtocolVersion) + R"(,"pid":)" + std::to_string(runner.worker_pid()) +
-                R"(,"python":"fake"})");
+  EXPECT_EQ(runner.ready_payload(), R"({"protocol":)" + std::to_string(kProtocolVersion) + R"(,"pid":)" +
+                                        std::to_string(runner.worker_pid()) + R"(,"python":"fake"})");
   EXPECT_TRUE(runner.alive());
 
   for (int i = 0; i < 3; ++i) {
     Collected c;
-    const std::string request =
-        R"j({"code":"print()","execution_count":)j" + std::to_string(i) + "}";
+    const std::string request = R"j({"code":"print()","execution_count":)j" + std::to_string(i) + "}";
     const CellOutcome out = runner.run_cell(request, generous(), c.sink());
     EXPECT_EQ(out.end, CellEnd::kDone) << out.reason;
     EXPECT_EQ(out.done_payload, R"({"status":"ok"})");
@@ -175,8 +176,7 @@ TEST(CellRunner, OutputAndMessageCapsDropAndCountWithoutSplittingUtf8) {
     ASSERT_EQ(static_cast<unsigned char>(text[i]), 0xC3u) << i;
     ASSERT_EQ(static_cast<unsigned char>(text[i + 1]), 0xA9u) << i;
   }
-  for (const auto& e : c.events)
-    EXPECT_NE(e.payload.size(), 100000u) << "oversized message delivered";
+  for (const auto& e : c.events) EXPECT_NE(e.payload.size(), 100000u) << "oversized message delivered";
   // 9999 of output, then the end-of-cell report (15 bytes + 256), charged past the cap: the
   // report always ends the cell, cut to what is left when it is large.
   EXPECT_EQ(out.output_bytes, 9999u + 15u + kEventOverheadBytes);
@@ -384,12 +384,11 @@ TEST(CellRunner, WorkerClosingItsEventDoorbellDoesNotMakeTheSupervisorSpin) {
   ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
   const CellOutcome out = runner.run_cell("{}", limits, c.sink());
   ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
-  const double cpu = static_cast<double>(t1.tv_sec - t0.tv_sec) +
-                     static_cast<double>(t1.tv_nsec - t0.tv_nsec) / 1e9;
+  const double cpu = static_cast<double>(t1.tv_sec - t0.tv_sec) + static_cast<double>(t1.tv_nsec - t0.tv_nsec) / 1e9;
   EXPECT_EQ(out.end, CellEnd::kTimeout) << out.reason;
   EXPECT_GE(out.duration_s, 0.5);
-  EXPECT_LT(cpu, 0.25 * out.duration_s)
-      << "run_cell used " << cpu << " s of CPU in " << out.duration_s << " s of waiting";
+  EXPECT_LT(cpu, 0.25 * out.duration_s) << "run_cell used " << cpu << " s of CPU in " << out.duration_s
+                                        << " s of waiting";
 }
 
 // ---- start failures -----------------------------------------------------------------------

@@ -171,7 +171,7 @@ TEST_F(CgroupTree, ADelegatedDirectoryIsUsedAndNeverRemoved) {
   v2_host();
   file("/deleg/cgroup.controllers", "memory pids cpu\n");
   file("/deleg/cgroup.subtree_control", "");
-  dir("/deleg/supervisor");             // where the backend itself lives (DelegateSubgroup=)
+  dir("/deleg/supervisor");              // where the backend itself lives (DelegateSubgroup=)
   dir("/deleg/sandbox_exec-999/other");  // another backend's session: not ours
   auto h = host(false);
   h.delegated = root_ + "/deleg";

@@ -55,8 +55,8 @@ auto no_signal = [] {};
 void corrupt_event_ring() {
   struct stat st {};
   if (::fstat(launcher_fd::kRegion, &st) != 0) ::_exit(20);
-  void* p = ::mmap(nullptr, static_cast<std::size_t>(st.st_size), PROT_READ | PROT_WRITE,
-                   MAP_SHARED, launcher_fd::kRegion, 0);
+  void* p = ::mmap(nullptr, static_cast<std::size_t>(st.st_size), PROT_READ | PROT_WRITE, MAP_SHARED,
+                   launcher_fd::kRegion, 0);
   if (p == MAP_FAILED) ::_exit(21);
   auto* events = reinterpret_cast<RingControl*>(static_cast<std::byte*>(p) + 512);
   events->tail.store(12345, std::memory_order_release);
@@ -106,8 +106,7 @@ void run_cell(WorkerChannel& channel, const std::string& mode, const std::string
     ::close(launcher_fd::kEventBell);
     sleep_forever();
   } else if (mode == "big-done") {
-    channel.send(FrameType::kCellDone,
-                 R"({"status":"error","error":{"evalue":")" + std::string(100000, 'e') + R"("}})",
+    channel.send(FrameType::kCellDone, R"({"status":"error","error":{"evalue":")" + std::string(100000, 'e') + R"("}})",
                  no_signal);
   } else {
     std::fprintf(stderr, "fake_worker: unknown mode %s\n", mode.c_str());
@@ -127,8 +126,8 @@ int main(int argc, char** argv) {
     ::sigaction(SIGINT, &sa, nullptr);
   }
 
-  WorkerChannel channel(WorkerFds{launcher_fd::kRegion, launcher_fd::kRequestBell,
-                                  launcher_fd::kEventBell, launcher_fd::kSpaceBell});
+  WorkerChannel channel(
+      WorkerFds{launcher_fd::kRegion, launcher_fd::kRequestBell, launcher_fd::kEventBell, launcher_fd::kSpaceBell});
   if (mode == "never-ready") sleep_forever();
   if (mode == "stdout-before-ready") {
     channel.send(FrameType::kStdout, "hello", no_signal);
@@ -136,21 +135,18 @@ int main(int argc, char** argv) {
   }
   // "old-protocol": a worker of another build (its protocol version is not ours).
   const uint32_t protocol = mode == "old-protocol" ? kProtocolVersion + 1 : kProtocolVersion;
-  channel.send(FrameType::kReady,
-               R"({"protocol":)" + std::to_string(protocol) + R"(,"pid":)" + std::to_string(::getpid()) +
-                   R"(,"python":"fake"})",
-               no_signal);
+  channel.send(
+      FrameType::kReady,
+      R"({"protocol":)" + std::to_string(protocol) + R"(,"pid":)" + std::to_string(::getpid()) + R"(,"python":"fake"})",
+      no_signal);
 
   MessageAssembler assembler(1 << 24);
   FrameHeader header{};
   std::string payload;
   for (;;) {
     if (!channel.receive(header, payload, -1)) continue;  // EINTR or a spurious wake
-    if (assembler.feed(header, payload.data(), payload.size()) !=
-        MessageAssembler::Result::kComplete)
-      continue;
+    if (assembler.feed(header, payload.data(), payload.size()) != MessageAssembler::Result::kComplete) continue;
     if (header.type == static_cast<uint16_t>(FrameType::kShutdown)) ::_exit(0);
-    if (header.type == static_cast<uint16_t>(FrameType::kExecute))
-      run_cell(channel, mode, assembler.message());
+    if (header.type == static_cast<uint16_t>(FrameType::kExecute)) run_cell(channel, mode, assembler.message());
   }
 }

@@ -17,7 +17,8 @@ std::string repeat(const std::string& s, std::size_t n) {
 }
 
 TEST(JsonGuard, AcceptsOrdinaryMessages) {
-  EXPECT_TRUE(check_message_json(R"({"output_type":"display_data","data":{"text/plain":"é \ud83d\ude00"},"metadata":{}})").ok);
+  EXPECT_TRUE(
+      check_message_json(R"({"output_type":"display_data","data":{"text/plain":"é \ud83d\ude00"},"metadata":{}})").ok);
   EXPECT_TRUE(check_message_json(R"({"a":[1,2.5,-3e10,true,false,null,"x"]})").ok);
   EXPECT_TRUE(check_message_json("{\"a\": [" + repeat("0.125,", 100000) + "0]}").ok);
 }
@@ -33,13 +34,13 @@ TEST(JsonGuard, RejectsWhatStrictConsumersRefuse) {
 }
 
 TEST(JsonGuard, OnlyAnObjectAtTheTop) {
-  for (const char* bad : {"[]", "1", "\"s\"", "null", "{}{}"})
-    EXPECT_FALSE(check_message_json(bad).ok) << bad;
+  for (const char* bad : {"[]", "1", "\"s\"", "null", "{}{}"}) EXPECT_FALSE(check_message_json(bad).ok) << bad;
   EXPECT_NE(check_message_json("[1]").reason.find("must be a JSON object"), std::string::npos);
 }
 
 TEST(JsonGuard, BoundsDepthWithoutRecursion) {
-  const std::string ok = "{\"a\":" + repeat("[", JsonShape::kMaxDepth - 1) + repeat("]", JsonShape::kMaxDepth - 1) + "}";
+  const std::string ok =
+      "{\"a\":" + repeat("[", JsonShape::kMaxDepth - 1) + repeat("]", JsonShape::kMaxDepth - 1) + "}";
   EXPECT_TRUE(check_message_json(ok).ok);
   const std::string deep = "{\"a\":" + repeat("[", JsonShape::kMaxDepth) + repeat("]", JsonShape::kMaxDepth) + "}";
   EXPECT_NE(check_message_json(deep).reason.find("nested deeper"), std::string::npos);
@@ -47,25 +48,23 @@ TEST(JsonGuard, BoundsDepthWithoutRecursion) {
   EXPECT_FALSE(check_message_json("{\"a\":" + repeat("[", 1000000) + repeat("]", 1000000) + "}").ok);
 }
 
-std::string list_of(const std::string& item, std::size_t n) {
-  return "{\"a\":[" + repeat(item + ",", n) + item + "]}";
-}
+std::string list_of(const std::string& item, std::size_t n) { return "{\"a\":[" + repeat(item + ",", n) + item + "]}"; }
 
 TEST(JsonGuard, BoundsTheEstimatedPythonFootprint) {
   // Shapes whose Python objects are many times their text (measured with tracemalloc:
   // empty lists 22x, empty dicts 24x, one-character non-Latin-1 strings 17x): refused.
-  for (const std::string& item : {std::string("[]"), std::string("{}"), std::string("\"\u0100\""),
-                                  std::string("\"\xc4\x80\"")}) {
+  for (const std::string& item :
+       {std::string("[]"), std::string("{}"), std::string("\"\u0100\""), std::string("\"\xc4\x80\"")}) {
     const JsonVerdict v = check_message_json(list_of(item, 200000));
     EXPECT_FALSE(v.ok) << item;
     EXPECT_NE(v.reason.find("as Python objects"), std::string::npos) << v.reason;
   }
   // Ordinary outputs: numbers (plotly arrays), short ASCII strings, small lists, records,
   // long text (one str, even with an astral character: 4 bytes per character).
-  for (const std::string& item : {std::string("0.125"), std::string("12345"), std::string("\"ab\""),
-                                  std::string("[0.5,0.25,0.125]"), std::string("{\"a\":1.5,\"b\":\"xy\"}"),
-                                  std::string("{\"name\":\"abc\",\"value\":12345,\"flag\":true}"),
-                                  std::string("\"") + std::string(100000, 'x') + "\xf0\x9f\x98\x80\""})
+  for (const std::string& item :
+       {std::string("0.125"), std::string("12345"), std::string("\"ab\""), std::string("[0.5,0.25,0.125]"),
+        std::string("{\"a\":1.5,\"b\":\"xy\"}"), std::string("{\"name\":\"abc\",\"value\":12345,\"flag\":true}"),
+        std::string("\"") + std::string(100000, 'x') + "\xf0\x9f\x98\x80\""})
     EXPECT_TRUE(check_message_json(list_of(item, 200000 / (item.size() / 8 + 1))).ok) << item.substr(0, 40);
   // Cached values cost nothing: small ints, true/false/null, "" and one Latin-1 character.
   EXPECT_TRUE(check_message_json(list_of("1", 500000)).ok);
