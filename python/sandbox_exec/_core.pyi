@@ -2,6 +2,7 @@
 
 from typing import Any, Callable
 
+__version__: str
 PROTOCOL_VERSION: int
 DROPPED_OUTPUT_EVENT: int
 REJECTED_OUTPUT_EVENT: int
