@@ -4,7 +4,7 @@
 #
 #   Debian packages: a C++ compiler, Boost (Interprocess), spdlog, GoogleTest, libseccomp,
 #                    nlohmann-json (the supervisor's check of the worker's JSON)
-#   .venv:           sandbox_exec (editable) with the test and benchmark extras
+#   .venv:           sandbox_exec (editable) with the test and benchmark extras, and build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,7 +31,8 @@ if [ ! -x .venv/bin/python ]; then
   .venv/bin/python -m pip install -q --upgrade pip
 fi
 # Build dependencies are installed up front so the editable build can run without build
-# isolation (faster rebuilds, same compiler flags every time).
-.venv/bin/python -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" cmake ninja
+# isolation (faster rebuilds, same compiler flags every time); build makes the sdist and
+# the wheel (python -m build, scripts/wheel_smoke.sh).
+.venv/bin/python -m pip install -q "scikit-build-core>=0.11" "pybind11>=2.12" cmake ninja build
 echo "setup: building sandbox_exec into .venv" >&2
 .venv/bin/python -m pip install -q --no-build-isolation -e ".[test,bench]"
