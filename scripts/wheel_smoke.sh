@@ -44,14 +44,15 @@ ls "$work"/whl/*.dist-info/licenses/LICENSE >/dev/null 2>&1 || finding "wheel la
 # -- 3. the binaries -------------------------------------------------------------------------
 core=$(ls "$work"/whl/sandbox_exec/_core*.so)
 launcher=$work/whl/sandbox_exec/sandbox_exec_launcher
-exports=$(nm -D --defined-only "$core" | awk '{print $NF}' | sort -u | tr '\n' ' ')
-[ "$exports" = "PyInit__core " ] || finding "_core exports more than PyInit__core: $(echo "$exports" | cut -c1-300)"
+exports=$(nm -D --defined-only "$core" | awk '{print $NF}' | sort -u | paste -sd' ')
+[ "$exports" = "PyInit__core" ] \
+  || finding "_core exports $(echo $exports | wc -w) symbols, not PyInit__core alone: $(echo "$exports" | cut -c1-200)..."
 # The C and C++ runtimes: present on every glibc system that runs a C++ program.
 runtime='^(libc\.so\.6|libm\.so\.6|libstdc\+\+\.so\.6|libgcc_s\.so\.1|ld-linux[-a-z0-9_.]*\.so\.[0-9]+)$'
 declare -A needed
 for bin in "$core" "$launcher"; do
   name=$(basename "$bin")
-  needed[$name]=$(readelf -d "$bin" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | tr '\n' ' ')
+  needed[$name]=$(readelf -d "$bin" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | paste -sd' ')
   extra=$(printf '%s\n' ${needed[$name]} | grep -vE "$runtime" || true)
   [ -z "$extra" ] || finding "$name needs more than the C/C++ runtime: $(echo $extra)"
   if readelf -d "$bin" | grep -E '\((RPATH|RUNPATH)\)' >/dev/null; then
@@ -110,7 +111,7 @@ EOF
 # spdlog/fmt header-only, so nothing may load them). Mounts made in a private namespace only.
 hide=$(for f in /usr/lib/*/libseccomp.so* /usr/lib/*/libfmt.so* /usr/lib/*/libspdlog* \
                 /usr/local/lib/libseccomp.so* /usr/local/lib/libfmt.so* /usr/local/lib/libspdlog*; do
-         if [ -e "$f" ]; then realpath "$f"; fi; done | sort -u | tr '\n' ' ')
+         if [ -e "$f" ]; then realpath "$f"; fi; done | sort -u | paste -sd' ')
 cat >"$work/hidden.sh" <<'EOF'
 set -eu
 mount -t tmpfs -o ro,size=4k none /usr/include
@@ -126,16 +127,16 @@ if (cd "$work/run" && env -u PYTHONPATH -u PYTHONHOME HIDE="$hide" VENV_PY="$wor
   smoke="ok"
 else
   smoke="FAILED"
-  finding "smoke test in the fresh venv (-dev files hidden) failed: $(tail -15 "$work/smoke.log")"
+  finding "smoke test in the fresh venv (-dev files hidden) failed: $(tail -1 "$work/smoke.log")"
 fi
 
 echo "== wheel_smoke summary"
 echo "sdist:     $(basename "$sdist") ($(wc -l <"$work/sdist.list") entries)"
 echo "wheel:     $(basename "$wheel") (built from the sdist)"
-echo "_core:     exports: ${exports% }; NEEDED: ${needed[$(basename "$core")]}"
+echo "_core:     exports $(echo $exports | wc -w): $(echo "$exports" | cut -c1-100); NEEDED: ${needed[$(basename "$core")]}"
 echo "launcher:  NEEDED: ${needed[sandbox_exec_launcher]}"
 echo "hidden:    /usr/include and $(echo $hide | wc -w) shared libraries: $hide"
-echo "smoke:     $smoke, fresh venv at $work/venv, run from $work/run"
+echo "smoke:     $smoke (a fresh venv and a run directory under $work, removed on exit)"
 sed 's/^/           /' "$work/smoke.log"
 if ((${#findings[@]})); then
   echo "wheel_smoke: ${#findings[@]} finding(s):"
