@@ -5,8 +5,8 @@
 #   Debian packages: a C++ compiler, Boost (Interprocess), spdlog, GoogleTest, libseccomp,
 #                    nlohmann-json (the supervisor's check of the worker's JSON)
 #                    clang-format, clang-tidy (the C++ gates of scripts/lint_cpp.sh)
-#   .venv:           sandbox_exec (editable) with the test extra (pytest, ruff, mypy, ...)
-#                    and the benchmark extra
+#   .venv:           sandbox_exec (editable) with the test extra (pytest, ruff, mypy, ...),
+#                    the benchmark extra, and build (python -m build: scripts/wheel_smoke.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,7 +34,8 @@ if [ ! -x .venv/bin/python ]; then
   .venv/bin/python -m pip install -q --upgrade pip
 fi
 # Build dependencies are installed up front so the editable build can run without build
-# isolation (faster rebuilds, same compiler flags every time).
-.venv/bin/python -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" cmake ninja
+# isolation (faster rebuilds, same compiler flags every time); build makes the sdist and
+# the wheel (python -m build, scripts/wheel_smoke.sh).
+.venv/bin/python -m pip install -q "scikit-build-core>=0.11" "pybind11>=2.12" cmake ninja build
 echo "setup: building sandbox_exec into .venv" >&2
 .venv/bin/python -m pip install -q --no-build-isolation -e ".[test,bench]"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Every test: sets up what is missing, runs the gates (ruff, mypy; clang-format, clang-tidy), then the C++
-# suite (GoogleTest via ctest, plain and under AddressSanitizer+UBSan) and the Python suite
-# (pytest, ladders A, B and C).
+# Every test: sets up what is missing, runs the gates (ruff, mypy; clang-format, clang-tidy),
+# the C++ suite (GoogleTest via ctest, plain and under AddressSanitizer+UBSan), the Python
+# suite (pytest, ladders A, B and C) and the wheel smoke test (scripts/wheel_smoke.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -22,3 +22,4 @@ echo "== Python tests" >&2
 basetemp=$(mktemp -d /tmp/sandbox_exec-pytest-XXXXXX)
 trap 'rm -rf "$basetemp" 2>/dev/null || true' EXIT
 .venv/bin/python -m pytest tests_py -q -p no:cacheprovider --basetemp="$basetemp"
+bash scripts/wheel_smoke.sh   # the wheel, built from the sdist, installed and run away from this checkout

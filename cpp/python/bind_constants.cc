@@ -7,9 +7,15 @@
 #include "launch/spawn_spec.h"
 #include "supervisor/cell_runner.h"
 
+// CMakeLists.txt defines it from python/sandbox_exec/_version.py, the package's one version.
+#ifndef SANDBOX_EXEC_VERSION
+#error "SANDBOX_EXEC_VERSION is not defined: build _core through CMakeLists.txt"
+#endif
+
 namespace sandbox_exec::python {
 
 void bind_constants(py::module_& m) {
+  m.attr("__version__") = SANDBOX_EXEC_VERSION;
   m.attr("PROTOCOL_VERSION") = kProtocolVersion;
   py::module_ frame = m.def_submodule("frame", "frame type numbers (frame.h)");
   frame.attr("EXECUTE") = static_cast<int>(FrameType::kExecute);

@@ -9,6 +9,7 @@ See the API contract (docs/api.md in the project) and docs/ for the architecture
 
 from typing import TYPE_CHECKING, Any
 
+from ._version import __version__
 from .errors import PolicyError, PreludeError, SandboxError, SessionClosedError
 from .policy import Policy
 from .result import (
@@ -43,8 +44,6 @@ def __getattr__(name: str) -> Any:
         return getattr(sandbox, name)
     raise AttributeError(f"module 'sandbox_exec' has no attribute {name!r}")
 
-
-__version__ = "0.1.0"
 
 __all__ = [
     "STATUSES",

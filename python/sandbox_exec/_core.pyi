@@ -3,6 +3,7 @@
 from collections.abc import Callable
 from typing import Any
 
+__version__: str
 PROTOCOL_VERSION: int
 DROPPED_OUTPUT_EVENT: int
 REJECTED_OUTPUT_EVENT: int
