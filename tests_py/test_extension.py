@@ -15,7 +15,6 @@ import re
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
@@ -23,11 +22,11 @@ import sandbox_exec
 from sandbox_exec import _core
 from sandbox_exec.sandbox import launcher_path
 
-pytestmark = pytest.mark.c
-
 # libc, libm, libstdc++, libgcc_s and the dynamic loader: on every glibc system that runs C++.
-RUNTIME = re.compile(r"(libc\.so\.6|libm\.so\.6|libstdc\+\+\.so\.6|libgcc_s\.so\.1"
-                     r"|ld-linux[-a-z0-9_.]*\.so\.\d+)")
+RUNTIME = re.compile(
+    r"(libc\.so\.6|libm\.so\.6|libstdc\+\+\.so\.6|libgcc_s\.so\.1"
+    r"|ld-linux[-a-z0-9_.]*\.so\.\d+)"
+)
 
 
 def dynamic_exports(path: str) -> list[str]:
@@ -122,14 +121,16 @@ CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.c
 @pytest.mark.jupyter
 @pytest.mark.parametrize("order", ["sessions-first", "jupyter-first"])
 def test_sessions_and_a_jupyter_client_and_pandas_share_one_process(order, tmp_path):
     root, runtime_dir = tmp_path / "sessions", tmp_path / "jupyter-runtime"
     root.mkdir()
     runtime_dir.mkdir()
-    proc = subprocess.run([sys.executable, "-c", CHILD, order, str(root), str(runtime_dir)],
-                          capture_output=True, text=True, timeout=400)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, order, str(root), str(runtime_dir)], capture_output=True, text=True, timeout=400
+    )
     # A negative return code is the signal that killed it (-11: the segfault this guards against).
     assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
     assert proc.stdout.rstrip().endswith("child done"), proc.stdout

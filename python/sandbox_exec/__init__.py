@@ -9,7 +9,7 @@ See the API contract (docs/api.md in the project) and docs/ for the architecture
 
 from typing import TYPE_CHECKING, Any
 
-from ._version import __version__
+from ._version import __version__ as __version__
 from .errors import PolicyError, PreludeError, SandboxError, SessionClosedError
 from .policy import Policy
 from .result import (
