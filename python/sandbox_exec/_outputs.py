@@ -1,7 +1,7 @@
 """Backend side: turning the worker's events into nbformat v4 outputs.
 
 Everything here reads hostile input. Before any of it reaches Python, the supervisor
-checked each message in C++ without the GIL (cpp/json_guard.h: strict JSON, no NaN or lone
+checked each message in C++ without the GIL (cpp/supervisor/json_guard.h: strict JSON, no NaN or lone
 surrogates, bounded depth and containers per byte) and charged it to the cell's output
 cap; what failed arrives as a REJECTED event. What passed is parsed with the json module
 (never pickle, never eval) and checked against the shapes below; a message of the wrong
@@ -167,7 +167,7 @@ def parse_message(payload: bytes) -> MessageEvent:
 
 
 def parse_cell_done(payload: bytes) -> CellDone:
-    """The end-of-cell report, as the supervisor rebuilt it (cpp/json_guard.h): a status,
+    """The end-of-cell report, as the supervisor rebuilt it (cpp/supervisor/json_guard.h): a status,
     and an error of strings when the status is "error"."""
     m = parse_json(payload)
     status = m.get("status")
@@ -234,7 +234,7 @@ class OutputCollector:
         self.outputs: list[Output] = []
         self.display_ids: dict[int, str] = {}
         self.display_updates: list[DisplayUpdate] = []
-        # Each stream's whole text, built in place by the core (cpp/stream_text.h); stream
+        # Each stream's whole text, built in place by the core (cpp/python/stream_text.h); stream
         # outputs refer to it by [start, end) character offsets until finish().
         self.texts = {"stdout": _core.StreamText(), "stderr": _core.StreamText()}
         self.callback_error: BaseException | None = None

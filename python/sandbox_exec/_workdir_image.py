@@ -9,7 +9,7 @@ space is about ``disk_bytes`` (the image is sized for the filesystem's own overh
 checked after mounting), so every write past the cap fails with ENOSPC inside the cell,
 however fast, and whatever holds the blocks: fallocate, files unlinked but held open,
 descriptors in flight in a UNIX socket, processes left running. The ioctls and mounts are
-C++ (cpp/workdir_image.cc); this module sizes, formats and decides.
+C++ (cpp/supervisor/workdir_image.cc); this module sizes, formats and decides.
 
 Where this cannot be done (not root, no /dev/loop-control, no mkfs.ext4, or a workdir that
 already holds files outside an image), ``WorkdirImage.mount`` raises

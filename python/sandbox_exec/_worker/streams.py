@@ -22,7 +22,7 @@ Send = Callable[[str, str], None]
 
 class CellStream(io.TextIOBase):
     """sys.stdout / sys.stderr inside the sandbox: text goes to the channel's C++ stream
-    buffer (see cpp/py_worker_channel.h), one frame per 64 KiB or 20 ms."""
+    buffer (see cpp/python/py_worker_channel.h), one frame per 64 KiB or 20 ms."""
 
     def __init__(
         self, name: str, frame_type: int, channel: _core.WorkerChannel, fd: int, forward_fd_output: Callable[[], None]
