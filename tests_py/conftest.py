@@ -93,3 +93,17 @@ __all__ = ["CORPUS", "FIND_CHANNEL", "REPO", "allocated_bytes", "os", "pid_alive
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     ladder.require_one_ladder_marker(items)
+
+
+def setpriv_command(uid: int, python: str | Path) -> list[str]:
+    """The command line that runs ``python`` as an unprivileged backend with host id ``uid``:
+    its own ids, no supplementary groups, no capability (inheritable or bounding)."""
+    return [
+        "setpriv",
+        f"--reuid={uid}",
+        f"--regid={uid}",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+        str(python),
+    ]

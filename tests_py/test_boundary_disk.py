@@ -39,7 +39,7 @@ from pathlib import Path
 import pytest
 
 import sandbox_exec
-from conftest import allocated_bytes
+from conftest import allocated_bytes, setpriv_command
 from sandbox_exec import Policy, _workdir_image
 
 MiB = 1 << 20
@@ -503,13 +503,7 @@ def test_watchdog_of_an_unprivileged_backend(tmp_path):
             os.chown(root, UID, UID)
             python = _package_copy(base)
             cmd = [
-                "setpriv",
-                f"--reuid={UID}",
-                f"--regid={UID}",
-                "--clear-groups",
-                "--inh-caps=-all",
-                "--bounding-set=-all",
-                str(python),
+                *setpriv_command(UID, python),
                 "-c",
             ]
         else:

@@ -38,6 +38,7 @@ import textwrap
 import pytest
 
 import sandbox_exec
+from conftest import setpriv_command
 from sandbox_exec import Policy
 from sandbox_exec.sandbox import cgroup_support
 
@@ -344,13 +345,7 @@ def test_the_same_masks_hold_for_an_unprivileged_backend():
         if os.geteuid() == 0:
             os.chown(root, UID, UID)
             cmd = [
-                "setpriv",
-                f"--reuid={UID}",
-                f"--regid={UID}",
-                "--clear-groups",
-                "--inh-caps=-all",
-                "--bounding-set=-all",
-                str(_package_copy(base)),
+                *setpriv_command(UID, _package_copy(base)),
             ]
         cp = subprocess.run(
             [*cmd, "-c", UNPRIVILEGED, str(root), UNPRIVILEGED_CELL],

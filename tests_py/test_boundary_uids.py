@@ -35,7 +35,7 @@ from pathlib import Path
 import pytest
 
 import sandbox_exec
-from conftest import pid_alive, wait_until
+from conftest import pid_alive, setpriv_command, wait_until
 from sandbox_exec import Policy, PolicyError, SandboxError, _host_ids, _safe_fs
 
 ROOT = os.geteuid() == 0
@@ -417,13 +417,7 @@ def test_unprivileged_backend_shares_its_uid_and_says_so():
             os.chown(base / "sessions", UID, UID)
             python = _package_copy(base)
             cmd = [
-                "setpriv",
-                f"--reuid={UID}",
-                f"--regid={UID}",
-                "--clear-groups",
-                "--inh-caps=-all",
-                "--bounding-set=-all",
-                str(python),
+                *setpriv_command(UID, python),
                 "-c",
                 UNPRIVILEGED_BACKEND,
                 *args,

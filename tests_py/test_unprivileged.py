@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 import sandbox_exec
+from conftest import setpriv_command
 from sandbox_exec import _core
 
 pytestmark = pytest.mark.c
@@ -90,13 +91,7 @@ def unprivileged_run():
             os.chown(root, UID, UID)
             python = _package_copy(base)
             cmd = [
-                "setpriv",
-                f"--reuid={UID}",
-                f"--regid={UID}",
-                "--clear-groups",
-                "--inh-caps=-all",
-                "--bounding-set=-all",
-                str(python),
+                *setpriv_command(UID, python),
                 "-c",
                 BACKEND,
                 str(root),

@@ -4,6 +4,7 @@
 // depth), while no step(0) blocks and the caller sleeps on wait_fds()/next_timer_ms()
 // between steps instead of spinning.
 #include "supervisor/cell_run.h"
+#include "fake_worker_spec.h"
 
 #include <gtest/gtest.h>
 #include <poll.h>
@@ -12,31 +13,13 @@
 #include <string>
 #include <vector>
 
-#ifndef SANDBOX_EXEC_FAKE_WORKER
-#error "SANDBOX_EXEC_FAKE_WORKER must name the fake worker program"
-#endif
-#ifndef SANDBOX_EXEC_LAUNCHER
-#error "SANDBOX_EXEC_LAUNCHER must name sandbox_exec_launcher"
-#endif
-
 namespace sandbox_exec {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr ChannelGeometry kGeometry{4096, 16384};
 
-SpawnSpec spec_for(const std::string& mode) {
-  SpawnSpec spec;
-  spec.launcher = SANDBOX_EXEC_LAUNCHER;
-  spec.argv = {SANDBOX_EXEC_FAKE_WORKER, mode};
-  spec.env = {"PATH=/usr/bin:/bin"};
-  spec.workdir = "/";
-  spec.isolation.namespaces = false;
-  spec.isolation.drop_caps = false;
-  spec.isolation.landlock = false;
-  spec.isolation.seccomp = false;
-  return spec;
-}
+SpawnSpec spec_for(const std::string& mode) { return test_support::fake_worker_spec(mode); }
 
 struct Stepped {
   CellOutcome outcome;

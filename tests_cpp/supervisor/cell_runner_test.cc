@@ -8,6 +8,7 @@
 // workdir (SandboxError naming the workdir layer, chdir and ENOENT), a missing worker
 // program or launcher, a worker that exits or talks before kReady, a start timeout.
 #include "supervisor/cell_runner.h"
+#include "fake_worker_spec.h"
 
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -22,13 +23,6 @@
 #include <vector>
 
 #include "common/sys_error.h"
-
-#ifndef SANDBOX_EXEC_FAKE_WORKER
-#error "SANDBOX_EXEC_FAKE_WORKER must name the fake worker program"
-#endif
-#ifndef SANDBOX_EXEC_LAUNCHER
-#error "SANDBOX_EXEC_LAUNCHER must name sandbox_exec_launcher"
-#endif
 
 namespace sandbox_exec {
 
@@ -55,19 +49,7 @@ constexpr uint16_t kStdout = static_cast<uint16_t>(FrameType::kStdout);
 constexpr uint16_t kStderr = static_cast<uint16_t>(FrameType::kStderr);
 constexpr uint16_t kMessage = static_cast<uint16_t>(FrameType::kMessage);
 
-SpawnSpec spec_for(const std::string& mode) {
-  SpawnSpec spec;
-  spec.launcher = SANDBOX_EXEC_LAUNCHER;
-  spec.argv = {SANDBOX_EXEC_FAKE_WORKER, mode};
-  spec.env = {"PATH=/usr/bin:/bin"};
-  spec.workdir = "/";
-  // The fake worker runs without isolation: every layer named off.
-  spec.isolation.namespaces = false;
-  spec.isolation.drop_caps = false;
-  spec.isolation.landlock = false;
-  spec.isolation.seccomp = false;
-  return spec;
-}
+SpawnSpec spec_for(const std::string& mode) { return test_support::fake_worker_spec(mode); }
 
 struct Collected {
   std::vector<Event> events;
