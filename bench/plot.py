@@ -33,6 +33,7 @@ COLORS = {
     "pipe_cross": "#7a7a7a",
     "exec": "#4c78a8",
     "sandbox": "#f58518",
+    "sandbox_async": "#e45756",
     "run_once": "#ffbf79",
     "jupyter": "#54a24b",
 }
@@ -43,6 +44,7 @@ SHORT = {
         "pipe_cross": "pipe, pinned\n2 CPUs",
         "exec": "in-process\nexec()",
         "sandbox": "sandbox_exec\nsession.run",
+        "sandbox_async": "sandbox_exec\nawait run_async",
         "jupyter": "Jupyter kernel\n(ipykernel)",
     },
     "session_start": {

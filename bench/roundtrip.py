@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import asyncio
 import builtins
 import contextlib
 import datetime as _dt
@@ -71,7 +72,7 @@ CELL = "1+1"
 EXPECTED = "2"
 TARGET_P50_US = 100.0  # the project's target: p50 round trip of `1+1` through sandbox_exec
 
-ROUNDTRIP_METHODS = ("pipe", "pipe_same", "pipe_cross", "exec", "sandbox", "jupyter")
+ROUNDTRIP_METHODS = ("pipe", "pipe_same", "pipe_cross", "exec", "sandbox", "sandbox_async", "jupyter")
 START_METHODS = ("sandbox", "run_once", "jupyter")
 ISOLATION_METHODS = ("roundtrip", "start")
 SECTIONS = ("roundtrip", "start", "isolation")
@@ -103,6 +104,7 @@ LABELS = {
     "roundtrip.pipe_cross": "pipe ping-pong, pinned: 2 CPUs",
     "roundtrip.exec": "in-process exec()",
     "roundtrip.sandbox": "sandbox_exec session.run",
+    "roundtrip.sandbox_async": "sandbox_exec await session.run_async",
     "roundtrip.jupyter": "Jupyter kernel (ipykernel)",
     "start.sandbox": "sandbox_exec box.session + run",
     "start.run_once": "sandbox_exec.run (fresh each call)",
@@ -339,6 +341,32 @@ class SandboxSession:
             self.box = None
 
 
+class SandboxAsyncSession(SandboxSession):
+    """The same warm session, driven by ``await session.run_async`` on an event loop (which
+    waits on the session's descriptors: no thread per cell)."""
+
+    def __init__(self) -> None:
+        super().__init__("sandbox_async")
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def setup(self) -> None:
+        super().setup()
+        self.loop = asyncio.new_event_loop()
+
+    def one(self) -> bool:
+        assert self.loop is not None
+        r = self.loop.run_until_complete(self.session.run_async(CELL))
+        self.worker_durations_ns.append(int(r.duration_s * 1e9))
+        out = r.outputs
+        return r.status == "ok" and len(out) == 1 and out[0]["data"].get("text/plain") == EXPECTED
+
+    def teardown(self) -> None:
+        if self.loop is not None:
+            self.loop.close()
+            self.loop = None
+        super().teardown()
+
+
 class JupyterKernel:
     """An ipykernel driven by jupyter_client's blocking client."""
 
@@ -512,6 +540,7 @@ def bench_roundtrip(
         "pipe_cross": lambda: PipePingPong("pipe_cross", (cpus[0], cpus[1])),
         "exec": InProcessExec,
         "sandbox": SandboxSession,
+        "sandbox_async": SandboxAsyncSession,
         "jupyter": JupyterKernel,
     }
     # The pipes first: fork before the harness has any threads (zmq, sandbox_exec).

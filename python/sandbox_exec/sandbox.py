@@ -743,7 +743,7 @@ class Session:
         the loop waits on the session's doorbell and its worker's pidfd (add_reader) and on
         the cell's next deadline (call_later), and steps the cell in between. on_output is
         called on the loop's thread. Starting the interpreter (the first cell, or after a
-        restart) and the disk check before a cell run in a short-lived thread. Cancelling
+        restart) and measuring a workdir that was past its cap run in a short-lived thread. Cancelling
         interrupts the cell; the session stays usable."""
         import asyncio
 
@@ -751,7 +751,11 @@ class Session:
         await self._acquire_cell_async()
         task: asyncio.Task[Result] | None = None
         try:
-            refusal, restart_reason = await asyncio.to_thread(self._before_cell)
+            # A running interpreter and a workdir within its cap: the checks are a few system
+            # calls, done here. A start (or a disk measurement) takes a short-lived thread.
+            runner = self._runner
+            quick = self._disk_over is None and runner is not None and runner.alive()
+            refusal, restart_reason = self._before_cell() if quick else await asyncio.to_thread(self._before_cell)
             if refusal is not None:
                 return refusal
             self._count += 1
