@@ -61,83 +61,68 @@ std::vector<std::string> launcher_argv(const SpawnSpec& spec) {
   return out;
 }
 
-SpawnSpec parse_launcher_argv(int argc, const char* const* argv) {
-  SpawnSpec spec;
-  if (argc > 0) spec.launcher = argv[0];
-  int i = 1;
-  auto value = [&](std::string_view option) -> std::string_view {
-    if (i + 1 >= argc) throw ConfigError("launcher: " + std::string(option) + " needs a value");
-    return argv[++i];
-  };
-  for (; i < argc; ++i) {
-    const std::string_view arg = argv[i];
-    if (arg == "--") {
-      ++i;
-      break;
-    } else if (arg == "--workdir") {
-      spec.workdir = value(arg);
-    } else if (arg == "--cpu-seconds") {
-      spec.limits.cpu_seconds = parse_u64(arg, value(arg));
-    } else if (arg == "--file-bytes") {
-      spec.limits.file_bytes = parse_u64(arg, value(arg));
-    } else if (arg == "--open-files") {
-      spec.limits.open_files = parse_u64(arg, value(arg));
-    } else if (arg == "--address-space") {
-      spec.limits.address_space = parse_u64(arg, value(arg));
-    } else if (arg == "--processes") {
-      spec.limits.processes = parse_u64(arg, value(arg));
-    } else if (arg == "--core-dumps") {
-      spec.limits.core_dumps = true;
-    } else if (arg == "--no-namespaces") {
-      spec.isolation.namespaces = false;
-    } else if (arg == "--ids") {
-      const std::string_view ids = value(arg);
-      const std::string usage =
-          "launcher: --ids expects INSIDE_UID:INSIDE_GID:OUTSIDE_UID:OUTSIDE_GID "
-          "(unsigned 32-bit numbers), got '" +
-          std::string(ids) + "'";
-      uint32_t parsed[4];
-      std::size_t start = 0;
-      for (int k = 0; k < 4; ++k) {
-        const std::size_t end = k < 3 ? ids.find(':', start) : ids.size();
-        if (end == std::string_view::npos || end == start) throw ConfigError(usage);
-        const auto [ptr, ec] = std::from_chars(ids.data() + start, ids.data() + end, parsed[k]);
-        if (ec != std::errc() || ptr != ids.data() + end) throw ConfigError(usage);
-        start = end + 1;
-      }
-      spec.isolation.inside_uid = parsed[0];
-      spec.isolation.inside_gid = parsed[1];
-      spec.isolation.outside_uid = parsed[2];
-      spec.isolation.outside_gid = parsed[3];
-    } else if (arg == "--mountpoint") {
-      spec.isolation.mountpoint = value(arg);
-    } else if (arg == "--ro") {
-      spec.isolation.readonly.emplace_back(value(arg));
-    } else if (arg == "--symlink") {
-      const std::string link(value(arg));
-      const auto eq = link.find('=');
-      if (eq == std::string::npos || eq == 0 || eq + 1 == link.size())
-        throw ConfigError("launcher: --symlink expects PATH=TARGET");
-      spec.isolation.symlinks.emplace_back(link.substr(0, eq), link.substr(eq + 1));
-    } else if (arg == "--tmp-bytes") {
-      spec.isolation.tmp_bytes = parse_u64(arg, value(arg));
-    } else if (arg == "--hostname") {
-      spec.isolation.hostname = value(arg);
-    } else if (arg == "--host-network") {
-      spec.isolation.network = true;
-    } else if (arg == "--cgroup") {
-      spec.isolation.cgroups.emplace_back(value(arg));
-    } else if (arg == "--keep-caps") {
-      spec.isolation.drop_caps = false;
-    } else if (arg == "--no-landlock") {
-      spec.isolation.landlock = false;
-    } else if (arg == "--no-seccomp") {
-      spec.isolation.seccomp = false;
-    } else {
-      throw ConfigError("launcher: unknown option '" + std::string(arg) + "'");
-    }
+namespace {
+
+// INSIDE_UID:INSIDE_GID:OUTSIDE_UID:OUTSIDE_GID, each an unsigned 32-bit number.
+void parse_ids(std::string_view ids, Isolation& iso) {
+  const std::string usage =
+      "launcher: --ids expects INSIDE_UID:INSIDE_GID:OUTSIDE_UID:OUTSIDE_GID (unsigned 32-bit numbers), got '" +
+      std::string(ids) + "'";
+  uint32_t parsed[4];
+  std::size_t start = 0;
+  for (int k = 0; k < 4; ++k) {
+    const std::size_t end = k < 3 ? ids.find(':', start) : ids.size();
+    if (end == std::string_view::npos || end == start) throw ConfigError(usage);
+    const auto [ptr, ec] = std::from_chars(ids.data() + start, ids.data() + end, parsed[k]);
+    if (ec != std::errc() || ptr != ids.data() + end) throw ConfigError(usage);
+    start = end + 1;
   }
-  for (; i < argc; ++i) spec.argv.emplace_back(argv[i]);
+  iso.inside_uid = parsed[0];
+  iso.inside_gid = parsed[1];
+  iso.outside_uid = parsed[2];
+  iso.outside_gid = parsed[3];
+}
+
+// PATH=TARGET, both non-empty.
+std::pair<std::string, std::string> parse_symlink(std::string_view link) {
+  const auto eq = link.find('=');
+  if (eq == std::string_view::npos || eq == 0 || eq + 1 == link.size())
+    throw ConfigError("launcher: --symlink expects PATH=TARGET");
+  return {std::string(link.substr(0, eq)), std::string(link.substr(eq + 1))};
+}
+
+// One launcher option: its name, whether a value follows it, and what it sets.
+struct Option {
+  std::string_view name;
+  bool takes_value;
+  void (*apply)(SpawnSpec& spec, std::string_view option, std::string_view value);
+};
+
+// The inverse of launcher_argv() above, option by option.
+constexpr Option kOptions[] = {
+    {"--workdir", true, [](SpawnSpec& s, auto, auto v) { s.workdir = v; }},
+    {"--cpu-seconds", true, [](SpawnSpec& s, auto o, auto v) { s.limits.cpu_seconds = parse_u64(o, v); }},
+    {"--file-bytes", true, [](SpawnSpec& s, auto o, auto v) { s.limits.file_bytes = parse_u64(o, v); }},
+    {"--open-files", true, [](SpawnSpec& s, auto o, auto v) { s.limits.open_files = parse_u64(o, v); }},
+    {"--address-space", true, [](SpawnSpec& s, auto o, auto v) { s.limits.address_space = parse_u64(o, v); }},
+    {"--processes", true, [](SpawnSpec& s, auto o, auto v) { s.limits.processes = parse_u64(o, v); }},
+    {"--core-dumps", false, [](SpawnSpec& s, auto, auto) { s.limits.core_dumps = true; }},
+    {"--no-namespaces", false, [](SpawnSpec& s, auto, auto) { s.isolation.namespaces = false; }},
+    {"--ids", true, [](SpawnSpec& s, auto, auto v) { parse_ids(v, s.isolation); }},
+    {"--mountpoint", true, [](SpawnSpec& s, auto, auto v) { s.isolation.mountpoint = v; }},
+    {"--ro", true, [](SpawnSpec& s, auto, auto v) { s.isolation.readonly.emplace_back(v); }},
+    {"--symlink", true, [](SpawnSpec& s, auto, auto v) { s.isolation.symlinks.push_back(parse_symlink(v)); }},
+    {"--tmp-bytes", true, [](SpawnSpec& s, auto o, auto v) { s.isolation.tmp_bytes = parse_u64(o, v); }},
+    {"--hostname", true, [](SpawnSpec& s, auto, auto v) { s.isolation.hostname = v; }},
+    {"--host-network", false, [](SpawnSpec& s, auto, auto) { s.isolation.network = true; }},
+    {"--cgroup", true, [](SpawnSpec& s, auto, auto v) { s.isolation.cgroups.emplace_back(v); }},
+    {"--keep-caps", false, [](SpawnSpec& s, auto, auto) { s.isolation.drop_caps = false; }},
+    {"--no-landlock", false, [](SpawnSpec& s, auto, auto) { s.isolation.landlock = false; }},
+    {"--no-seccomp", false, [](SpawnSpec& s, auto, auto) { s.isolation.seccomp = false; }},
+};
+
+// What every launch needs, whatever the options said.
+void check_complete(const SpawnSpec& spec) {
   if (spec.argv.empty()) throw ConfigError("launcher: no worker command after '--'");
   if (spec.workdir.empty()) throw ConfigError("launcher: --workdir is required");
   if (spec.isolation.namespaces && spec.isolation.mountpoint.empty())
@@ -145,6 +130,33 @@ SpawnSpec parse_launcher_argv(int argc, const char* const* argv) {
   for (const auto& p : spec.isolation.readonly)
     if (p.empty() || p[0] != '/') throw ConfigError("launcher: --ro paths must be absolute: " + p);
   if (spec.workdir[0] != '/') throw ConfigError("launcher: --workdir must be absolute");
+}
+
+}  // namespace
+
+SpawnSpec parse_launcher_argv(int argc, const char* const* argv) {
+  SpawnSpec spec;
+  if (argc > 0) spec.launcher = argv[0];
+  int i = 1;
+  for (; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (arg == "--") {
+      ++i;
+      break;
+    }
+    const Option* option = nullptr;
+    for (const Option& o : kOptions)
+      if (o.name == arg) option = &o;
+    if (option == nullptr) throw ConfigError("launcher: unknown option '" + std::string(arg) + "'");
+    std::string_view value;
+    if (option->takes_value) {
+      if (i + 1 >= argc) throw ConfigError("launcher: " + std::string(arg) + " needs a value");
+      value = argv[++i];
+    }
+    option->apply(spec, arg, value);
+  }
+  for (; i < argc; ++i) spec.argv.emplace_back(argv[i]);
+  check_complete(spec);
   return spec;
 }
 
