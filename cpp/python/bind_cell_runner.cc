@@ -34,9 +34,67 @@ EventSink event_sink(py::function sink, StreamText& stdout_text, StreamText& std
     return (*owned)(events).cast<bool>();
   };
 }
-}  // namespace
+// The cell as Python hands it to run_cell() and begin_cell() (the same arguments).
+struct PyCell {
+  std::string request;
+  CellLimits limits;
+  EventSink sink;
+};
 
-void bind_cell_runner(py::module_& m) {
+PyCell py_cell(const py::bytes& request, double timeout_s, double grace_s, uint64_t max_output_bytes,
+               uint64_t max_message_bytes, const py::function& sink, StreamText& stdout_text, StreamText& stderr_text,
+               bool live, std::string workdir, uint64_t workdir_bytes, std::optional<int64_t> execution_count) {
+  return {std::string(bytes_view(request)),
+          CellLimits{timeout_s, grace_s, max_output_bytes, max_message_bytes, std::move(workdir), workdir_bytes,
+                     execution_count},
+          event_sink(sink, stdout_text, stderr_text, live)};
+}
+
+// A cell run to its end on the calling thread, the GIL released while it waits. A signal for
+// the backend (Ctrl-C) interrupts the cell; the KeyboardInterrupt is raised in the caller
+// once the cell has returned.
+CellOutcome run_cell(CellRunner& runner, const PyCell& cell) {
+  std::optional<py::error_already_set> pending;
+  const Tick tick = [&pending]() -> bool {
+    py::gil_scoped_acquire acquire;
+    if (pending || PyErr_CheckSignals() == 0) return false;
+    pending.emplace();  // takes the raised exception out of the interpreter
+    return true;
+  };
+  CellOutcome outcome;
+  {
+    py::gil_scoped_release release;
+    outcome = runner.run_cell(cell.request, cell.limits, cell.sink, tick);
+  }
+  if (pending) throw std::move(*pending);
+  return outcome;
+}
+
+// A cell sent, returned as a CellRun for an event loop to step.
+std::unique_ptr<CellRun> begin_cell(CellRunner& runner, PyCell cell) {
+  py::gil_scoped_release release;
+  return std::make_unique<CellRun>(runner, cell.request, std::move(cell.limits), std::move(cell.sink));
+}
+
+// Defines `name` as `action(runner, the cell's arguments as a PyCell)`: one parameter list
+// for both methods.
+template <typename Action, typename... Extra>
+void def_cell_method(py::class_<CellRunner>& cls, const char* name, Action action, const Extra&... extra) {
+  cls.def(
+      name,
+      [action](CellRunner& r, const py::bytes& request, double timeout_s, double grace_s, uint64_t max_output_bytes,
+               uint64_t max_message_bytes, const py::function& sink, StreamText& stdout_text, StreamText& stderr_text,
+               bool live, std::string workdir, uint64_t workdir_bytes, std::optional<int64_t> execution_count) {
+        return action(r, py_cell(request, timeout_s, grace_s, max_output_bytes, max_message_bytes, sink, stdout_text,
+                                 stderr_text, live, std::move(workdir), workdir_bytes, execution_count));
+      },
+      extra..., py::arg("request"), py::arg("timeout_s"), py::arg("grace_s"), py::arg("max_output_bytes"),
+      py::arg("max_message_bytes"), py::arg("sink"), py::arg("stdout_text"), py::arg("stderr_text"),
+      py::arg("live") = true, py::arg("workdir") = "", py::arg("workdir_bytes") = 0,
+      py::arg("execution_count") = py::none());
+}
+
+void bind_cell_outcome(py::module_& m) {
   py::class_<CellOutcome>(m, "CellOutcome")
       .def_property_readonly("end", [](const CellOutcome& o) { return cell_end_name(o.end); })
       .def_property_readonly("done_payload", [](const CellOutcome& o) { return py::bytes(o.done_payload); })
@@ -50,27 +108,29 @@ void bind_cell_runner(py::module_& m) {
       .def_readonly("output_bytes", &CellOutcome::output_bytes)
       .def_readonly("dropped_output_bytes", &CellOutcome::dropped_output_bytes)
       .def_readonly("stale_bytes", &CellOutcome::stale_bytes);
+}
 
-  py::class_<CellRunner>(m, "CellRunner")
-      .def(py::init([](std::string launcher, std::vector<std::string> argv, std::vector<std::string> env,
-                       std::string workdir, const ResourceLimits& limits, const Isolation& isolation,
-                       std::optional<Cgroups::Limits> cgroup, uint64_t request_capacity, uint64_t event_capacity,
-                       double start_timeout_s) {
-             SpawnSpec spec;
-             spec.launcher = std::move(launcher);
-             spec.argv = std::move(argv);
-             spec.env = std::move(env);
-             spec.workdir = std::move(workdir);
-             spec.limits = limits;
-             spec.isolation = isolation;
-             py::gil_scoped_release release;
-             return std::make_unique<CellRunner>(spec, ChannelGeometry{request_capacity, event_capacity},
-                                                 start_timeout_s, cgroup);
-           }),
-           py::kw_only(), py::arg("launcher"), py::arg("argv"), py::arg("env"), py::arg("workdir"), py::arg("limits"),
-           py::arg("isolation"), py::arg("cgroup"), py::arg("request_capacity") = ChannelGeometry{}.request_capacity,
-           py::arg("event_capacity") = ChannelGeometry{}.event_capacity, py::arg("start_timeout_s") = 30.0,
-           "Spawns the launcher and the worker; returns once the worker reported ready.")
+void bind_runner(py::module_& m) {
+  py::class_<CellRunner> cls(m, "CellRunner");
+  cls.def(py::init([](std::string launcher, std::vector<std::string> argv, std::vector<std::string> env,
+                      std::string workdir, const ResourceLimits& limits, const Isolation& isolation,
+                      std::optional<Cgroups::Limits> cgroup, uint64_t request_capacity, uint64_t event_capacity,
+                      double start_timeout_s) {
+            SpawnSpec spec;
+            spec.launcher = std::move(launcher);
+            spec.argv = std::move(argv);
+            spec.env = std::move(env);
+            spec.workdir = std::move(workdir);
+            spec.limits = limits;
+            spec.isolation = isolation;
+            py::gil_scoped_release release;
+            return std::make_unique<CellRunner>(spec, ChannelGeometry{request_capacity, event_capacity},
+                                                start_timeout_s, cgroup);
+          }),
+          py::kw_only(), py::arg("launcher"), py::arg("argv"), py::arg("env"), py::arg("workdir"), py::arg("limits"),
+          py::arg("isolation"), py::arg("cgroup"), py::arg("request_capacity") = ChannelGeometry{}.request_capacity,
+          py::arg("event_capacity") = ChannelGeometry{}.event_capacity, py::arg("start_timeout_s") = 30.0,
+          "Spawns the launcher and the worker; returns once the worker reported ready.")
       .def(
           "check_disk",
           [](CellRunner& r, const std::string& workdir, uint64_t limit) {
@@ -85,59 +145,17 @@ void bind_cell_runner(py::module_& m) {
           "(bytes used or None, grew past the limit): the workdir plus unlinked-but-open files.")
       .def_property_readonly("worker_pid", &CellRunner::worker_pid)
       .def_property_readonly("launcher_pid", &CellRunner::launcher_pid)
-      .def(
-          "run_cell",
-          [](CellRunner& r, const py::bytes& request, double timeout_s, double grace_s, uint64_t max_output_bytes,
-             uint64_t max_message_bytes, const py::function& sink, StreamText& stdout_text, StreamText& stderr_text,
-             bool live, std::string workdir, uint64_t workdir_bytes, std::optional<int64_t> execution_count) {
-            const CellLimits limits{timeout_s,          grace_s,       max_output_bytes, max_message_bytes,
-                                    std::move(workdir), workdir_bytes, execution_count};
-            const std::string req(bytes_view(request));
-            const EventSink cpp_sink = event_sink(sink, stdout_text, stderr_text, live);
-            // A signal for the backend (Ctrl-C) interrupts the cell; the KeyboardInterrupt is
-            // raised in the caller once the cell has returned.
-            std::optional<py::error_already_set> pending;
-            Tick tick = [&pending]() -> bool {
-              py::gil_scoped_acquire acquire;
-              if (pending || PyErr_CheckSignals() == 0) return false;
-              pending.emplace();  // takes the raised exception out of the interpreter
-              return true;
-            };
-            CellOutcome outcome;
-            {
-              py::gil_scoped_release release;
-              outcome = r.run_cell(req, limits, cpp_sink, tick);
-            }
-            if (pending) throw std::move(*pending);
-            return outcome;
-          },
-          py::arg("request"), py::arg("timeout_s"), py::arg("grace_s"), py::arg("max_output_bytes"),
-          py::arg("max_message_bytes"), py::arg("sink"), py::arg("stdout_text"), py::arg("stderr_text"),
-          py::arg("live") = true, py::arg("workdir") = "", py::arg("workdir_bytes") = 0,
-          py::arg("execution_count") = py::none())
-      .def(
-          "begin_cell",
-          [](CellRunner& r, const py::bytes& request, double timeout_s, double grace_s, uint64_t max_output_bytes,
-             uint64_t max_message_bytes, const py::function& sink, StreamText& stdout_text, StreamText& stderr_text,
-             bool live, std::string workdir, uint64_t workdir_bytes, std::optional<int64_t> execution_count) {
-            CellLimits limits{timeout_s,          grace_s,       max_output_bytes, max_message_bytes,
-                              std::move(workdir), workdir_bytes, execution_count};
-            const std::string req(bytes_view(request));
-            EventSink cpp_sink = event_sink(sink, stdout_text, stderr_text, live);
-            py::gil_scoped_release release;
-            return std::make_unique<CellRun>(r, req, std::move(limits), std::move(cpp_sink));
-          },
-          // The cell keeps its runner and its two texts alive (the sink refers to them).
-          py::keep_alive<0, 1>(), py::keep_alive<0, 8>(), py::keep_alive<0, 9>(), py::arg("request"),
-          py::arg("timeout_s"), py::arg("grace_s"), py::arg("max_output_bytes"), py::arg("max_message_bytes"),
-          py::arg("sink"), py::arg("stdout_text"), py::arg("stderr_text"), py::arg("live") = true,
-          py::arg("workdir") = "", py::arg("workdir_bytes") = 0, py::arg("execution_count") = py::none(),
-          "Sends the cell and returns it as a CellRun to step from an event loop.")
       .def("interrupt", &CellRunner::interrupt, py::call_guard<py::gil_scoped_release>())
       .def("terminate", &CellRunner::terminate, py::call_guard<py::gil_scoped_release>())
       .def("alive", &CellRunner::alive, py::call_guard<py::gil_scoped_release>())
       .def("exit_description", &CellRunner::exit_description);
+  def_cell_method(cls, "run_cell", &run_cell);
+  // The cell keeps its runner and its two texts alive (the sink refers to them).
+  def_cell_method(cls, "begin_cell", &begin_cell, py::keep_alive<0, 1>(), py::keep_alive<0, 8>(),
+                  py::keep_alive<0, 9>(), "Sends the cell and returns it as a CellRun to step from an event loop.");
+}
 
+void bind_cell_run(py::module_& m) {
   // A cell in progress for an event loop: wait until one of wait_fds() is readable or
   // next_timer_ms() passed, then step(0); arm() first (False: step again without waiting).
   py::class_<CellRun>(m, "CellRun")
@@ -147,7 +165,9 @@ void bind_cell_runner(py::module_& m) {
       .def("wait_fds", &CellRun::wait_fds)
       .def("next_timer_ms", &CellRun::next_timer_ms)
       .def_property_readonly("finished", &CellRun::finished);
+}
 
+void bind_stream_text(py::module_& m) {
   py::class_<StreamText>(m, "StreamText")
       .def(py::init<>())
       .def("append", &StreamText::append_str, py::arg("text"),
@@ -155,6 +175,15 @@ void bind_cell_runner(py::module_& m) {
       .def("value", &StreamText::value, "The whole text; final afterwards.")
       .def_property_readonly("has_cr", &StreamText::has_cr)
       .def("__len__", &StreamText::length);
+}
+
+}  // namespace
+
+void bind_cell_runner(py::module_& m) {
+  bind_cell_outcome(m);
+  bind_runner(m);
+  bind_cell_run(m);
+  bind_stream_text(m);
 }
 
 }  // namespace sandbox_exec::python
