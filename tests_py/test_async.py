@@ -152,3 +152,31 @@ def test_sync_run_from_the_loops_thread_while_a_cell_runs_is_refused(session):
         return message
 
     assert "running on this thread" in asyncio.run(main())
+
+
+def test_a_flooding_cell_does_not_starve_the_event_loop(new_session):
+    s = new_session(sandbox_exec.Policy(max_output_bytes=256 << 20))
+
+    async def main() -> tuple[sandbox_exec.Result, float, int]:
+        gaps: list[float] = []
+
+        async def ticker() -> None:
+            last = time.monotonic()
+            while True:
+                await asyncio.sleep(0.002)
+                now = time.monotonic()
+                gaps.append(now - last)
+                last = now
+
+        t = asyncio.ensure_future(ticker())
+        await asyncio.sleep(0.01)
+        # 100 MiB of output: read by the loop a step (at most 1 MiB) at a time.
+        r = await s.run_async("import sys\nfor _ in range(1600):\n    sys.stdout.write('x' * 65536)\n")
+        t.cancel()
+        return r, max(gaps), len(gaps)
+
+    r, worst_gap, ticks = asyncio.run(main())
+    assert r.status == "ok" and len(r.stdout) == 1600 * 65536
+    # A loop held for the whole flood would tick about once, its one gap as long as the cell.
+    assert ticks >= 3, (ticks, r.duration_s)
+    assert worst_gap < r.duration_s / 2, (worst_gap, r.duration_s)

@@ -800,8 +800,12 @@ class Session:
             outcome = running.step(0)
             if outcome is not None:
                 return self._cell_result(cell, outcome, timeout, restart_reason)
-            if running.arm():  # else there is more to read already
+            if running.arm():
                 await _readable_or_due(loop, running.wait_fds(), running.next_timer_ms())
+            else:
+                # More is there already (a flood): read on after the loop's other work, so a
+                # busy cell costs the loop one step (at most 1 MiB) at a time, never all of it.
+                await asyncio.sleep(0)
 
     def _execute(
         self, code: str, count: int, timeout: float | None, on_output: OnOutput | None, restart_reason: str | None
