@@ -170,13 +170,18 @@ def test_a_flooding_cell_does_not_starve_the_event_loop(new_session):
 
         t = asyncio.ensure_future(ticker())
         await asyncio.sleep(0.01)
-        # 100 MiB of output: read by the loop a step (at most 1 MiB) at a time.
-        r = await s.run_async("import sys\nfor _ in range(1600):\n    sys.stdout.write('x' * 65536)\n")
+        # 50 MiB of output to a listener slower than the cell (0.5 ms per event): the ring
+        # is never empty, so the loop must give way between steps (each at most 1 MiB).
+        r = await s.run_async(
+            "import sys\nfor _ in range(800):\n    sys.stdout.write('x' * 65536)\n",
+            on_output=lambda event: time.sleep(0.0005),
+        )
+        await asyncio.sleep(0.02)  # the ticker records the gap that spans the cell, if any
         t.cancel()
         return r, max(gaps), len(gaps)
 
     r, worst_gap, ticks = asyncio.run(main())
-    assert r.status == "ok" and len(r.stdout) == 1600 * 65536
+    assert r.status == "ok" and len(r.stdout) == 800 * 65536
     # A loop held for the whole flood would tick about once, its one gap as long as the cell.
     assert ticks >= 3, (ticks, r.duration_s)
     assert worst_gap < r.duration_s / 2, (worst_gap, r.duration_s)
