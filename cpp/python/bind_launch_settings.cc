@@ -11,7 +11,7 @@ namespace sandbox_exec::python {
 void bind_launch_settings(py::module_& m) {
   // The launch settings cross from Python as typed objects, never as a string-keyed dict:
   // a misspelled name is a TypeError, and every protection is on unless the caller names it
-  // off (a dict with a missing key used to mean "layer off").
+  // off (with a dict, a missing key would silently mean "layer off").
   py::class_<ResourceLimits>(m, "ResourceLimits", "The worker's rlimits (None: not set).")
       .def(py::init([](std::optional<uint64_t> cpu_seconds, std::optional<uint64_t> file_bytes,
                        std::optional<uint64_t> open_files, std::optional<uint64_t> address_space,

@@ -1,8 +1,8 @@
 // StreamText: one stream's text of one cell, built in place (pybind11; supervisor side).
 //
-// A 100 MB print flood used to become 1,600 Python strings and then one more 100 MB string
-// joining them: two passes over fresh memory, and on this kind of machine the page faults
-// of fresh memory cost as much as the copying. Here ASCII text (the usual case) is copied
+// Why not a list of strings joined at the end: a 100 MB print flood would become 1,600
+// Python strings and then one more 100 MB string joining them, two passes over fresh
+// memory, whose page faults cost as much as the copying. Here ASCII text (the usual case) is copied
 // once, from the frame into a single str that grows in place (PyUnicode_Resize reallocs,
 // which moves large blocks by remapping, not copying); each frame's text is only described
 // to Python by its character offsets. The first non-ASCII frame switches to a list of
