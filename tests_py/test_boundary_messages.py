@@ -21,6 +21,7 @@ boundary", classes 2, 3, 7, 11, 14 and 15).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import resource
 import threading
@@ -319,6 +320,57 @@ def test_doorbell_spam_does_not_cost_the_backend_a_cpu(session):
     assert r.status == "ok"
     assert int(r.outputs[0]["data"]["text/plain"]) > 10_000  # control: the cell did ring, a lot
     assert per_s < 0.25, per_s  # was ~0.99 CPU-seconds per second
+
+
+# Threads that keep the supervisor's doorbell pipe full (64 KiB writes, never a frame).
+DOORBELL_FLOOD_FOR_2S = (
+    "import os, threading, time\n"
+    "written = [0]\n"
+    "def spam():\n"
+    "    block, end = b'!' * 65536, time.monotonic() + 2\n"
+    "    while time.monotonic() < end:\n"
+    "        try:\n            written[0] += os.write(7, block)\n"
+    "        except BlockingIOError:\n            pass\n"
+    "threads = [threading.Thread(target=spam) for _ in range(3)]\n"
+    "[t.start() for t in threads]\n[t.join() for t in threads]\n"
+    "written[0]"
+)
+
+
+@pytest.mark.c
+def test_a_full_doorbell_pipe_neither_holds_the_backend_nor_its_event_loop(session):
+    session.run("1")
+    # run(): the supervisor drains at most one pipe's worth per wake, then pauses.
+    per_s, r = _backend_cpu_per_second(session, DOORBELL_FLOOD_FOR_2S)
+    assert r.status == "ok"
+    assert int(r.outputs[-1]["data"]["text/plain"]) > 10 * MiB  # control: the pipe was kept full
+    assert per_s < 0.25, per_s  # unbounded draining held a CPU (~0.9 CPU-s/s)
+
+    # run_async(): the loop stops trusting the bell and polls on a timer; other work runs.
+    async def main() -> tuple[object, float, float]:
+        gaps: list[float] = []
+
+        async def ticker() -> None:
+            last = time.monotonic()
+            while True:
+                await asyncio.sleep(0.01)
+                now = time.monotonic()
+                gaps.append(now - last)
+                last = now
+
+        tick = asyncio.ensure_future(ticker())
+        usage0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+        r = await session.run_async(DOORBELL_FLOOD_FOR_2S)
+        usage1, wall = resource.getrusage(resource.RUSAGE_SELF), time.monotonic() - t0
+        await asyncio.sleep(0.05)  # the ticker records the gap that spans the cell, if any
+        tick.cancel()
+        cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
+        return r, max(gaps), cpu / wall
+
+    r, worst_gap, per_s = asyncio.run(main())
+    assert r.status == "ok" and int(r.outputs[-1]["data"]["text/plain"]) > 10 * MiB
+    assert worst_gap < 0.25, worst_gap  # was about 1 s with the loop held in the drain
+    assert per_s < 0.35, per_s
 
 
 # ---- typed settings across the Python/C++ boundary ------------------------------------------

@@ -143,8 +143,10 @@ SupervisorChannel::Wait SupervisorChannel::next_frame(FrameHeader& header, std::
     }
     if (found()) return Wait::kFrame;
     if (wake == DoorbellReceiver::Wake::kOther) return Wait::kPeerExited;
+    // Rung, yet nothing sent: counted before a zero timeout returns too, so a caller that
+    // steps without waiting (an event loop) sees the spam and stops trusting the bell.
+    if (wake == DoorbellReceiver::Wake::kRung) ++spurious_wakes_;
     if (wake == DoorbellReceiver::Wake::kTimeout || left == 0) return Wait::kTimeout;
-    if (wake == DoorbellReceiver::Wake::kRung) ++spurious_wakes_;  // rung, yet nothing sent
   }
 }
 

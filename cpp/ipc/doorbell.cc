@@ -32,8 +32,11 @@ DoorbellReceiver::Wake DoorbellReceiver::wait(int timeout_ms, int other_fd) cons
 }
 
 void DoorbellReceiver::drain() const noexcept {
-  char buffer[256];
-  while (::read(fd_.get(), buffer, sizeof buffer) == static_cast<ssize_t>(sizeof buffer)) {
+  // At most one pipe's worth (64 KiB): a writer that keeps the pipe full must not hold the
+  // reader here; what it writes meanwhile reads as one more (spurious) wake.
+  char buffer[4096];
+  for (int i = 0; i < 16; ++i) {
+    if (::read(fd_.get(), buffer, sizeof buffer) != static_cast<ssize_t>(sizeof buffer)) return;
   }
 }
 

@@ -41,7 +41,7 @@ class DoorbellReceiver {
   // Waits until rung, until `other_fd` (if >= 0) is readable, or `timeout_ms` passes
   // (-1: no timeout). kInterrupted when a signal arrived (EINTR) so the caller can handle it.
   [[nodiscard]] Wake wait(int timeout_ms, int other_fd = -1) const;
-  // Empties the pipe so the next wait sleeps until the next ring.
+  // Empties the pipe (at most 64 KiB of it) so the next wait sleeps until the next ring.
   void drain() const noexcept;
   [[nodiscard]] int fd() const noexcept { return fd_.get(); }
   [[nodiscard]] UniqueFd take() noexcept { return std::move(fd_); }
