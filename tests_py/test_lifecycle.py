@@ -362,3 +362,65 @@ def test_a_dead_backend_leaves_no_sandbox_process(tmp_path):
             time.sleep(0.05)
         while os.path.ismount(workdir):
             subprocess.run(["umount", "-l", str(workdir)], check=False)
+
+
+FORKING_BACKEND = r"""
+import json, os, sys
+import sandbox_exec
+from sandbox_exec import SandboxError
+
+box = sandbox_exec.Sandbox(root=sys.argv[1])
+s = box.session("nb")
+s.run("x = 1")
+default = sandbox_exec.run("y = 1", session="nb-default")
+pid = os.fork()
+if pid == 0:
+    # The child: the inherited objects are refused, its own default Sandbox works, and its
+    # normal exit (atexit, collection of everything it inherited) ends none of the parent's.
+    out = {}
+    try:
+        s.run("1")
+    except SandboxError as e:
+        out["inherited"] = str(e)
+    try:
+        box.session("other")
+    except SandboxError as e:
+        out["inherited_box"] = str(e)
+    out["own_default"] = sandbox_exec.run("'child'", session="c").outputs[-1]["data"]["text/plain"]
+    print(json.dumps(out), flush=True)
+    sys.exit(0)
+os.waitpid(pid, 0)
+after = s.run("x += 1\nx")
+after_default = sandbox_exec.run("y", session="nb-default")
+try:
+    sandbox_exec.Sandbox(root=sys.argv[1]).session("nb")
+    second = "opened"
+except SandboxError as e:
+    second = str(e)
+print(json.dumps({
+    "x": after.outputs[-1]["data"]["text/plain"], "restarted": after.session_restarted,
+    "y": after_default.outputs[-1]["data"]["text/plain"] if after_default.outputs else after_default.status,
+    "second": second,
+}), flush=True)
+box.close()
+"""
+
+
+def test_a_forked_backend_neither_uses_nor_ends_the_parents_sessions(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    cp = subprocess.run(
+        [sys.executable, "-c", FORKING_BACKEND, str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert cp.returncode == 0, cp.stderr
+    child, parent = (json.loads(line) for line in cp.stdout.splitlines())
+    assert "belongs to process" in child["inherited"] and "belongs to process" in child["inherited_box"]
+    assert child["own_default"] == "'child'"
+    # The parent's sessions lived on through the child's exit, state and lock included.
+    assert parent["x"] == "2" and parent["restarted"] is False
+    assert parent["y"] == "1"
+    assert "in use by another live session" in parent["second"]
+    # Nothing closed twice at exit (the workdir lock's descriptor).
+    assert "Exception ignored" not in cp.stderr, cp.stderr

@@ -313,6 +313,13 @@ uint64_t keyed_text(const std::string& text, const std::string& key) {
 }
 }  // namespace
 
+void Cgroups::forget() noexcept {
+  peak_fd_.reset();
+  cpu_fd_.reset();
+  oom_fd_.reset();
+  dirs_.clear();
+}
+
 void Cgroups::remove() noexcept {
   peak_fd_.reset();
   cpu_fd_.reset();

@@ -99,6 +99,9 @@ class Cgroups {
   [[nodiscard]] std::optional<double> cpu_seconds() const noexcept;
   // Removes the groups (they must be empty: call after the session's processes are gone).
   void remove() noexcept;
+  // Lets go of the groups without removing them (a forked copy of the backend: they are
+  // the parent's).
+  void forget() noexcept;
 
  private:
   void create_v1(const std::string& name, const CgroupHost& host);

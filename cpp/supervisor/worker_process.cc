@@ -177,11 +177,17 @@ WorkerProcess::WorkerProcess(SpawnSpec spec, SupervisorChannel& channel, std::ch
 WorkerProcess::~WorkerProcess() { terminate(); }
 
 void WorkerProcess::interrupt() const noexcept {
-  if (!exited_) pidfd_send_signal(pidfd_.get(), SIGINT);
+  if (!exited_ && owned_here()) pidfd_send_signal(pidfd_.get(), SIGINT);
 }
 
 void WorkerProcess::terminate(std::chrono::milliseconds grace) noexcept {
   if (exited_ || !pidfd_) return;
+  if (!owned_here()) {  // a forked copy: the session is the parent's, leave it alone
+    exited_ = true;
+    lifeline_.reset();  // only our copy: the parent's lifeline still holds the launcher
+    if (cgroups_) cgroups_->forget();
+    return;
+  }
   lifeline_.reset();
   pidfd_send_signal(pidfd_.get(), SIGTERM);
   pollfd p{pidfd_.get(), POLLIN, 0};
@@ -199,6 +205,7 @@ void WorkerProcess::terminate(std::chrono::milliseconds grace) noexcept {
 
 bool WorkerProcess::reap() noexcept {
   if (exited_) return true;
+  if (!owned_here()) return true;  // not ours to reap: dead to a forked copy
   int status;
   const pid_t r = ::waitpid(launcher_pid_, &status, WNOHANG);
   if (r == launcher_pid_ || (r < 0 && errno == ECHILD)) {

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <sys/types.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <memory>
@@ -79,6 +80,11 @@ class WorkerProcess {
   UniqueFd report_;    // read end; the launcher writes LauncherReport records
   UniqueFd lifeline_;  // write end; closing it tells the launcher to end the session
   bool exited_ = false;
+  // The process that spawned the session. A forked copy of the backend (a pre-fork server,
+  // a daemonizing helper) inherits this object but not the session: it never signals,
+  // reaps or cleans up the parent's processes and cgroups.
+  pid_t owner_ = ::getpid();
+  [[nodiscard]] bool owned_here() const noexcept { return ::getpid() == owner_; }
   ExitInfo exit_info_;
   // /proc/<worker>/{stat,status,clear_refs}, opened once: a cell's usage is then a few
   // pread()s instead of open/parse/close, and the descriptors keep naming this very process

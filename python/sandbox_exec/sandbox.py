@@ -19,6 +19,7 @@ import re
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from pathlib import Path
 from types import TracebackType
@@ -152,8 +153,11 @@ class _WorkdirLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, note.encode("utf-8", "backslashreplace"), 0)
         self._fd: int | None = fd
-        # A Session dropped without close() still lets go of its lock when collected.
+        self._owner_pid = os.getpid()
+        # A Session dropped without close() still lets go of its lock when collected; at
+        # interpreter exit the Sandbox's close (or the process's end) does.
         self._finalizer = weakref.finalize(self, os.close, fd)
+        self._finalizer.atexit = False
 
     def _acquire(self, fcntl: Any, workdir: Path) -> int:
         for _ in range(10):
@@ -192,13 +196,15 @@ class _WorkdirLock:
 
     def release(self) -> None:
         fd, self._fd = self._fd, None
-        if fd is None:
-            return
-        self._finalizer.detach()
-        try:
-            os.unlink(self.path)  # while locked: nobody holds a lock on this inode next
-        except OSError:
-            pass
+        if fd is None or self._finalizer.detach() is None:
+            return  # released already, or the finalizer closed it
+        if os.getpid() == self._owner_pid:
+            try:
+                os.unlink(self.path)  # while locked: nobody holds a lock on this inode next
+            except OSError:
+                pass
+        # In a forked copy of the backend this closes only the copy's descriptor: the lock
+        # (held by the open file, which the parent still has open) stays the parent's.
         os.close(fd)
 
 
@@ -322,6 +328,7 @@ class Session:
         self.policy = policy
         self.prelude = prelude
         self._workdir = workdir
+        self._owner_pid = os.getpid()  # a forked copy of the backend must not use or end it
         self._lock = threading.RLock()  # one cell at a time
         # Set while a cell runs, under _lock: the lock is reentrant, and an event loop's
         # thread that holds it for one run_async() must not start a second cell.
@@ -583,6 +590,16 @@ class Session:
         if runner is not None:
             runner.terminate()
 
+    def _kill_running(self, why: str) -> None:
+        """Ends the interpreter now, whether or not a cell runs (it ends as crashed, saying
+        ``why``); the next cell starts a fresh one and reports ``why`` as the restart's reason."""
+        with self._runner_lock:
+            runner = self._runner
+            if runner is None or not runner.alive():
+                return
+            self._end_reason = why
+            runner.terminate()
+
     def _ensure_started(self) -> str | None:
         """Starts the interpreter if it is not running; when that was a restart, says why
         the previous one ended."""
@@ -675,7 +692,11 @@ class Session:
         )
 
     def restart(self) -> None:
-        """A fresh interpreter, same name and workdir; the namespace is gone."""
+        """A fresh interpreter, same name and workdir; the namespace is gone. A running cell
+        is ended first (status "crashed", reason: the restart), not waited for."""
+        self._check_owner()
+        if self._cell_running:
+            self._kill_running("the session was restarted (Session.restart()) while the cell ran")
         with self._lock:
             if self._closed:
                 raise SessionClosedError(f"session {self.name!r} is closed")
@@ -693,7 +714,18 @@ class Session:
         disk_bytes is a filesystem limit its image is unmounted (its files are then seen
         through the next session of this name, also in a new Sandbox on the same root).
         ``remove_workdir=True`` deletes the workdir (and its image) as well."""
+        if os.getpid() != self._owner_pid:
+            # A forked copy of the backend: the interpreter, the image, the host id and the
+            # lock are the parent's. Drop this copy's references, end nothing.
+            self._closed = True
+            with self._runner_lock:
+                self._runner = None
+            if self._workdir_lock is not None:
+                self._workdir_lock.release()
+            return
         self._closed = True
+        if self._cell_running:
+            self._end_reason = "the session was closed while the cell ran"
         self._stop()
         with self._lock:  # wait for a running cell to see the end
             self._stop()  # a start that raced with close() left no interpreter
@@ -714,6 +746,7 @@ class Session:
     def run(self, code: str, *, timeout: float | None = None, on_output: OnOutput | None = None) -> Result:
         """Runs one cell. Never raises for what the cell does; see Result.status."""
         _check_run_args(code, timeout)
+        self._check_owner()
         with self._lock:
             if self._cell_running:
                 raise RuntimeError(f"a cell of session {self.name!r} is running on this thread (run_async)")
@@ -728,9 +761,19 @@ class Session:
             finally:
                 self._cell_running = False
 
+    def _check_owner(self) -> None:
+        """A forked copy of the backend inherits the Session object, not the session: its
+        interpreter, rings and workdir stay the parent's."""
+        if os.getpid() != self._owner_pid:
+            raise SandboxError(
+                f"session {self.name!r} belongs to process {self._owner_pid}; a forked process cannot use it: "
+                "open a Sandbox of its own"
+            )
+
     def _before_cell(self) -> tuple[Result | None, str | None]:
         """Under the lock, before a cell: a refusal (its workdir is over its disk cap), else
         the interpreter started (and why it was restarted, if it was)."""
+        self._check_owner()
         if self._closed:
             raise SessionClosedError(f"session {self.name!r} is closed")
         refusal = self._disk_refusal()
@@ -748,6 +791,7 @@ class Session:
         import asyncio
 
         _check_run_args(code, timeout)
+        self._check_owner()
         await self._acquire_cell_async()
         task: asyncio.Task[Result] | None = None
         try:
@@ -770,7 +814,12 @@ class Session:
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
-            self.interrupt()  # the task runs on to the cell's end, then frees the session
+            # The task runs on to the cell's end, then frees the session: an interrupt now,
+            # and the interpreter killed if the cell ignores it for the grace period.
+            self.interrupt()
+            grace = self.policy.interrupt_grace_s
+            why = f"the cell was cancelled and ignored the interrupt for {grace:g} s; the session was killed"
+            asyncio.get_running_loop().call_later(grace, lambda: None if task.done() else self._kill_running(why))
             raise
 
     async def _acquire_cell_async(self) -> None:
@@ -796,16 +845,39 @@ class Session:
         import asyncio
 
         loop = asyncio.get_running_loop()
-        while True:
-            outcome = running.step(0)
-            if outcome is not None:
-                return self._cell_result(cell, outcome, timeout, restart_reason)
-            if running.arm():
-                await _readable_or_due(loop, running.wait_fds(), running.next_timer_ms())
-            else:
-                # More is there already (a flood): read on after the loop's other work, so a
-                # busy cell costs the loop one step (at most 1 MiB) at a time, never all of it.
-                await asyncio.sleep(0)
+        try:
+            while True:
+                outcome = running.step(0)
+                if outcome is not None:
+                    break
+                if running.arm():
+                    await _readable_or_due(loop, running.wait_fds(), running.next_timer_ms())
+                else:
+                    # More is there already (a flood): read on after the loop's other work, so
+                    # a busy cell costs the loop one step (at most 1 MiB) at a time.
+                    await asyncio.sleep(0)
+        except BaseException:
+            # Cancelled (the loop shuts down, or someone cancelled this task) or failed: the
+            # session is freed when this returns, so the cell ends first, here.
+            self._finish_abandoned(running)
+            raise
+        return self._cell_result(cell, outcome, timeout, restart_reason)
+
+    def _finish_abandoned(self, running: _core.CellRun) -> None:
+        """Ends a cell nobody will step any more before its session is freed (its outputs
+        would otherwise reach the next cell): an interrupt, the grace period for the cell to
+        end, then the interpreter killed. Blocks the caller at most about that long."""
+        grace = self.policy.interrupt_grace_s
+        self.interrupt()
+        deadline = time.monotonic() + grace
+        while not running.finished and time.monotonic() < deadline:
+            running.step(max(1, int((deadline - time.monotonic()) * 1000)))
+        if running.finished:
+            return
+        self._kill_running(f"the cell was abandoned (its event loop stopped) and ignored the interrupt for {grace:g} s")
+        for _ in range(100):  # the worker's exit reaches the cell within a step or two
+            if running.step(100) is not None:
+                return
 
     def _execute(
         self, code: str, count: int, timeout: float | None, on_output: OnOutput | None, restart_reason: str | None
@@ -940,6 +1012,8 @@ class Session:
             return self._done_status(done, outcome, timeout, disk_hit, disk_bytes, reason)
         if outcome.end == "violation" and collector.violation:
             reason = f"protocol violation: {collector.violation}"
+        if outcome.end == "crashed" and self._end_reason is not None:
+            reason = self._end_reason  # the backend ended it: restart(), close(), a cancelled cell
         return _END_STATUS.get(outcome.end, "crashed"), None, reason
 
     def _done_status(
@@ -1006,6 +1080,7 @@ class Sandbox:
             )
         id_range = _host_ids.resolve_range(host_id_range) if host_id_range is not None else None
         self.policy = policy or Policy()
+        self._owner_pid = os.getpid()
         self._own_root = root is None
         self.root = Path(tempfile.mkdtemp(prefix="sandbox_exec-")) if root is None else Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -1032,6 +1107,11 @@ class Sandbox:
     def closed(self) -> bool:
         return self._table.closed
 
+    @property
+    def owned_here(self) -> bool:
+        """False in a forked copy of the backend: its sessions are the parent's."""
+        return os.getpid() == self._owner_pid
+
     def __enter__(self) -> Sandbox:
         return self
 
@@ -1055,6 +1135,11 @@ class Sandbox:
         """Gets the named session, creating and starting it if needed."""
         if not isinstance(name, str) or not name:
             raise ValueError("a session name must be a non-empty string")
+        if not self.owned_here:
+            raise SandboxError(
+                f"this Sandbox belongs to process {self._owner_pid}; a forked process cannot use it: "
+                "open a Sandbox of its own"
+            )
         table = self._table
         with table.lock:
             if table.closed:
@@ -1107,8 +1192,8 @@ class Sandbox:
             sessions = list(self._table.by_name.values())
         self._stop_watch.set()
         for s in sessions:
-            s.close()
-        if self._own_root:
+            s.close()  # in a forked copy of the backend: lets go without ending anything
+        if self._own_root and os.getpid() == self._owner_pid:
             _remove_tree(self.root)
 
 
@@ -1119,8 +1204,8 @@ _default_lock = threading.Lock()
 def _default_sandbox() -> Sandbox:
     global _default
     with _default_lock:
-        if _default is None or _default.closed:
-            _default = Sandbox()
+        if _default is None or _default.closed or not _default.owned_here:
+            _default = Sandbox()  # a forked process gets its own, never its parent's
             atexit.register(_default.close)
         return _default
 
