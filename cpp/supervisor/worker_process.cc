@@ -154,10 +154,13 @@ WorkerProcess::WorkerProcess(SpawnSpec spec, SupervisorChannel& channel, std::ch
 
   LauncherReport r{};
   if (!read_report(report_.get(), pidfd_.get(), r, start_timeout)) {
+    // Asked before terminate(), which always ends (and reaps) the launcher.
+    pollfd p{pidfd_.get(), POLLIN, 0};
+    const bool launcher_exited = ::poll(&p, 1, 0) == 1;
     terminate();
     throw SandboxError("spawn", "launcher start (" + spec.launcher + ")", 0,
-                       exited_ ? "the launcher exited without reporting: " + exit_info_.describe()
-                               : "no start report within the start timeout");
+                       launcher_exited ? "the launcher exited without reporting: " + exit_info_.describe()
+                                       : "no start report within the start timeout");
   }
   if (r.kind == LauncherReport::kSetupFailed) {
     terminate();
