@@ -327,3 +327,44 @@ def test_disk_limit_covers_workdir_and_tmp(sandbox):
         assert r.status == "error" and "No space left on device" in r.error["evalue"]
     finally:
         s.close()
+
+
+@pytest.mark.a
+def test_equal_policies_hash_equal_whatever_number_type():
+    same = {Policy(timeout_s=60), Policy(timeout_s=60.0), Policy()}
+    assert len(same) == 1
+    assert hash(Policy(interrupt_grace_s=2)) == hash(Policy(interrupt_grace_s=2.0))
+    assert Policy(cpu_s=10).cpu_s == 10.0 and isinstance(Policy(cpu_s=10).cpu_s, float)
+
+
+@pytest.mark.a
+def test_a_bool_is_not_a_number_of_seconds():
+    for name in ("timeout_s", "cpu_s", "interrupt_grace_s", "start_timeout_s"):
+        with pytest.raises(PolicyError):
+            Policy(**{name: True})
+
+
+@pytest.mark.a
+def test_readonly_paths_from_a_generator_are_kept_and_checked():
+    assert Policy(readonly_paths=(p for p in ["/opt/data"])).readonly_paths == ("/opt/data",)
+    with pytest.raises(PolicyError):
+        Policy(readonly_paths=(p for p in ["relative"]))
+
+
+@pytest.mark.a
+def test_a_result_refuses_an_unknown_status():
+    from sandbox_exec import Result
+
+    with pytest.raises(ValueError):
+        Result(status="bogus")  # type: ignore[arg-type]
+
+
+@pytest.mark.b
+def test_what_a_listener_does_to_its_event_does_not_change_the_result(session):
+    def vandal(event):
+        if "data" in event:
+            event["data"]["text/plain"] = "changed"
+            event["data"]["extra"] = "added"
+
+    r = session.run("'kept'", on_output=vandal)
+    assert r.outputs[-1]["data"] == {"text/plain": "'kept'"}

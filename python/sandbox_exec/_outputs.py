@@ -12,6 +12,7 @@ stores them) and hands each event, as it comes, to ``on_output``.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable
 from typing import Any, Literal, TypedDict
@@ -291,7 +292,9 @@ class OutputCollector:
         if self.on_output is None or self.callback_error is not None:
             return
         try:
-            self.on_output(event)
+            # A copy: the event's nested data is the stored output's too, and what a listener
+            # does to its event must not change the Result. Strings are shared (immutable).
+            self.on_output(copy.deepcopy(event))
         except BaseException as e:  # the caller's bug: remembered, re-raised after the cell
             self.callback_error = e
 

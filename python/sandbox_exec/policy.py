@@ -102,14 +102,21 @@ class Policy:
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     def __post_init__(self) -> None:
-        for name in ("timeout_s", "cpu_s"):
+        for name, optional in (
+            ("timeout_s", True),
+            ("cpu_s", True),
+            ("interrupt_grace_s", False),
+            ("start_timeout_s", False),
+        ):
             value = getattr(self, name)
-            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise PolicyError(f"Policy.{name} must be a positive number of seconds or None, got {value!r}")
-        for name in ("interrupt_grace_s", "start_timeout_s"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise PolicyError(f"Policy.{name} must be a positive number of seconds, got {value!r}")
+            if value is None and optional:
+                continue
+            if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                what = "a positive number of seconds" + (" or None" if optional else "")
+                raise PolicyError(f"Policy.{name} must be {what}, got {value!r}")
+            # Seconds as float: Policy(timeout_s=60) and Policy(timeout_s=60.0) are one policy,
+            # equal and with one hash.
+            object.__setattr__(self, name, float(value))
         for name in ("memory_bytes", "max_processes", "max_file_bytes", "disk_bytes", "max_open_files"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
@@ -139,11 +146,11 @@ class Policy:
                 raise PolicyError(f"Policy.{name} must be a non-root id or None, got {value!r}")
         if self.host_uid is None and self.host_gid is not None:
             raise PolicyError("Policy.host_gid needs host_uid: a fixed gid with per-session uids would be shared")
-        if isinstance(self.readonly_paths, str) or not all(
-            isinstance(p, str) and p.startswith("/") for p in self.readonly_paths
-        ):
+        if isinstance(self.readonly_paths, str):
             raise PolicyError("Policy.readonly_paths must be absolute paths")
-        object.__setattr__(self, "readonly_paths", tuple(self.readonly_paths))
+        object.__setattr__(self, "readonly_paths", tuple(self.readonly_paths))  # once: a generator too
+        if not all(isinstance(p, str) and p.startswith("/") for p in self.readonly_paths):
+            raise PolicyError("Policy.readonly_paths must be absolute paths")
         if not all(
             isinstance(k, str) and isinstance(v, str) and "=" not in k and "\0" not in k + v
             for k, v in dict(self.env).items()

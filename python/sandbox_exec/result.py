@@ -130,6 +130,10 @@ class Result:
     #: Why the previous interpreter had ended, when ``session_restarted``.
     restart_reason: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"Result.status must be one of {', '.join(STATUSES)}, got {self.status!r}")
+
     @property
     def ok(self) -> bool:
         return self.status == "ok"
