@@ -185,3 +185,62 @@ def test_a_flooding_cell_does_not_starve_the_event_loop(new_session):
     # A loop held for the whole flood would tick about once, its one gap as long as the cell.
     assert ticks >= 3, (ticks, r.duration_s)
     assert worst_gap < r.duration_s / 2, (worst_gap, r.duration_s)
+
+
+STUBBORN = (
+    "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+    "for i in range(40):\n    print('OLD', i, flush=True)\n    time.sleep(0.05)\n'OLDRESULT'"
+)
+
+
+def test_a_cell_abandoned_with_its_event_loop_never_reaches_the_next_cell(new_session):
+    s = new_session(sandbox_exec.Policy(interrupt_grace_s=0.3))
+    s.run("x = 1")
+
+    async def abandon() -> str:
+        try:
+            await asyncio.wait_for(s.run_async(STUBBORN), 0.3)
+        except asyncio.TimeoutError:
+            return "timed out"
+        return "ended"
+
+    # asyncio.run shuts its loop down with the cell still running (and ignoring SIGINT).
+    assert asyncio.run(abandon()) == "timed out"
+    nxt = asyncio.run(s.run_async("print('second')\n'second'"))
+    assert nxt.status == "ok", nxt
+    assert nxt.stdout == "second\n" and "OLD" not in repr(nxt.outputs), nxt.outputs
+    assert nxt.outputs[-1]["data"]["text/plain"] == "'second'"
+    # The abandoned cell ignored its interrupt, so the interpreter was ended and says why.
+    assert nxt.session_restarted and "abandoned" in (nxt.restart_reason or ""), nxt.restart_reason
+
+
+def test_a_cancelled_cell_that_ignores_the_interrupt_is_ended_after_the_grace(new_session):
+    s = new_session(sandbox_exec.Policy(interrupt_grace_s=0.3, timeout_s=None))
+
+    async def main() -> tuple[sandbox_exec.Result, float]:
+        cell = asyncio.ensure_future(s.run_async(STUBBORN.replace("range(40)", "range(10**6)")))
+        await asyncio.sleep(0.3)
+        cell.cancel()
+        t0 = time.monotonic()
+        nxt = await asyncio.wait_for(s.run_async("'next'"), 20)
+        return nxt, time.monotonic() - t0
+
+    nxt, waited = asyncio.run(main())
+    assert nxt.status == "ok" and nxt.outputs[-1]["data"]["text/plain"] == "'next'"
+    assert nxt.session_restarted and "cancelled" in (nxt.restart_reason or ""), nxt.restart_reason
+    assert waited < 10  # the grace, a restart; not the cell's whole (endless) run
+
+
+def test_restart_does_not_wait_for_a_cell_that_ignores_interrupts(new_session):
+    s = new_session(sandbox_exec.Policy(timeout_s=None))
+    results: list[sandbox_exec.Result] = []
+    runner = threading.Thread(target=lambda: results.append(s.run(STUBBORN.replace("range(40)", "range(10**6)"))))
+    runner.start()
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    s.restart()
+    assert time.monotonic() - t0 < 10
+    runner.join(10)
+    assert results and results[0].status == "crashed"
+    assert "restarted" in (results[0].reason or ""), results[0].reason
+    assert s.run("'fresh'").outputs[-1]["data"]["text/plain"] == "'fresh'"
