@@ -107,3 +107,17 @@ def setpriv_command(uid: int, python: str | Path) -> list[str]:
         "--bounding-set=-all",
         str(python),
     ]
+
+
+async def record_loop_gaps(gaps: list[float], period_s: float) -> None:
+    """Runs on an event loop until cancelled, appending the time between its wake-ups: a
+    gap much longer than ``period_s`` is a time the loop was held by something else."""
+    import asyncio
+    import time
+
+    last = time.monotonic()
+    while True:
+        await asyncio.sleep(period_s)
+        now = time.monotonic()
+        gaps.append(now - last)
+        last = now

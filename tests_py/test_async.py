@@ -15,6 +15,7 @@ import uuid
 import pytest
 
 import sandbox_exec
+from conftest import record_loop_gaps
 
 pytestmark = pytest.mark.b
 
@@ -159,16 +160,7 @@ def test_a_flooding_cell_does_not_starve_the_event_loop(new_session):
 
     async def main() -> tuple[sandbox_exec.Result, float, int]:
         gaps: list[float] = []
-
-        async def ticker() -> None:
-            last = time.monotonic()
-            while True:
-                await asyncio.sleep(0.002)
-                now = time.monotonic()
-                gaps.append(now - last)
-                last = now
-
-        t = asyncio.ensure_future(ticker())
+        t = asyncio.ensure_future(record_loop_gaps(gaps, 0.002))
         await asyncio.sleep(0.01)
         # 50 MiB of output to a listener slower than the cell (0.5 ms per event): the ring
         # is never empty, so the loop must give way between steps (each at most 1 MiB).

@@ -31,7 +31,7 @@ import tracemalloc
 import pytest
 
 import sandbox_exec
-from conftest import FIND_CHANNEL
+from conftest import FIND_CHANNEL, record_loop_gaps
 from sandbox_exec import _core
 
 MiB = 1 << 20
@@ -349,16 +349,7 @@ def test_a_full_doorbell_pipe_neither_holds_the_backend_nor_its_event_loop(sessi
     # run_async(): the loop stops trusting the bell and polls on a timer; other work runs.
     async def main() -> tuple[object, float, float]:
         gaps: list[float] = []
-
-        async def ticker() -> None:
-            last = time.monotonic()
-            while True:
-                await asyncio.sleep(0.01)
-                now = time.monotonic()
-                gaps.append(now - last)
-                last = now
-
-        tick = asyncio.ensure_future(ticker())
+        tick = asyncio.ensure_future(record_loop_gaps(gaps, 0.01))
         usage0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
         r = await session.run_async(DOORBELL_FLOOD_FOR_2S)
         usage1, wall = resource.getrusage(resource.RUSAGE_SELF), time.monotonic() - t0
