@@ -35,3 +35,9 @@ def test_the_worker_announces_the_protocol_it_speaks(session):
     # here: the real worker's own _core is the backend's.
     r = session.run("from sandbox_exec import _core\n_core.PROTOCOL_VERSION")
     assert r.outputs[-1]["data"]["text/plain"] == str(_core.PROTOCOL_VERSION)
+
+
+def test_a_misspelled_log_level_is_refused_not_silencing():
+    with pytest.raises(ValueError, match="log level"):
+        _core.set_log_level("DEBUG")
+    _core.set_log_level("warn")
