@@ -236,3 +236,6 @@ def test_restart_does_not_wait_for_a_cell_that_ignores_interrupts(new_session):
     assert results and results[0].status == "crashed"
     assert "restarted" in (results[0].reason or ""), results[0].reason
     assert s.run("'fresh'").outputs[-1]["data"]["text/plain"] == "'fresh'"
+    # The restart's reason belongs to the cell it ended, not to a later crash.
+    crashed = s.run("import os\nos.abort()")
+    assert crashed.status == "crashed" and "SIGABRT" in (crashed.reason or ""), crashed.reason

@@ -700,6 +700,9 @@ class Session:
         with self._lock:
             if self._closed:
                 raise SessionClosedError(f"session {self.name!r} is closed")
+            # The cell this restart ended has read its reason by now (it held the lock): the
+            # fresh interpreter starts with none.
+            self._end_reason = None
             self._stop()
             self._start()
 
