@@ -289,7 +289,10 @@ CellOutcome CellRun::on_done() {
 
 std::optional<CellOutcome> CellRun::step(int max_wait_ms) {
   if (result_) return result_;
-  runner_.channel_->disarm_wait();  // an event loop's arm(), if any, is over
+  if (armed_) {  // an event loop's arm() is over (run_cell never arms: no syscall for it)
+    armed_ = false;
+    runner_.channel_->disarm_wait();
+  }
   try {
     result_ = [&]() -> std::optional<CellOutcome> {
       SupervisorChannel& channel = *runner_.channel_;
@@ -344,7 +347,8 @@ std::pair<int, int> CellRun::wait_fds() const noexcept {
 bool CellRun::arm() {
   if (result_ || !batch_.empty()) return false;
   if (Clock::now() < paused_until_) return true;  // the timer ends the pause
-  return runner_.channel_->arm_wait();
+  armed_ = runner_.channel_->arm_wait();
+  return armed_;
 }
 
 int CellRun::next_timer_ms() const {

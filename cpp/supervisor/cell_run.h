@@ -80,6 +80,7 @@ class CellRun {
   bool output_closed_ = false;
   uint64_t drained_since_pause_ = 0;
   Clock::time_point paused_until_{};
+  bool armed_ = false;  // arm() announced a sleep: the next step withdraws it
   bool watching_disk_;
   Clock::time_point next_disk_check_;
   FrameHeader header_{};
