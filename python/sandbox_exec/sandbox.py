@@ -829,13 +829,17 @@ class Session:
         """The session's lock for a cell, taken on the loop's thread without blocking it."""
         import asyncio
 
+        # The lock may be held by another thread (run()), so it cannot be awaited: look again
+        # after a pause that grows to 50 ms while the session stays busy with a long cell.
+        pause = 0.001
         while True:
             if self._lock.acquire(blocking=False):
                 if not self._cell_running:
                     self._cell_running = True
                     return
                 self._lock.release()  # this thread's own earlier run_async() holds it
-            await asyncio.sleep(0.002)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
     def _release_cell(self) -> None:
         self._cell_running = False
