@@ -29,12 +29,12 @@ def test_the_sandbox_hostname_is_the_cores(session):
     assert r.outputs[-1]["data"]["text/plain"] == repr(_core.SANDBOX_HOSTNAME)
 
 
-def test_the_worker_announces_the_protocol_it_speaks(session):
-    # The supervisor refuses a worker of another version at the handshake
-    # (tests_cpp/supervisor/cell_runner_test.cc, WorkerOfAnotherProtocolVersionIsRefused);
-    # here: the real worker's own _core is the backend's.
-    r = session.run("from sandbox_exec import _core\n_core.PROTOCOL_VERSION")
-    assert r.outputs[-1]["data"]["text/plain"] == str(_core.PROTOCOL_VERSION)
+def test_the_sandboxs_core_speaks_the_backends_protocol(session):
+    # The handshake itself (a worker of another version refused) is shown in C++:
+    # tests_cpp/supervisor/cell_runner_test.cc, WorkerOfAnotherProtocolVersionIsRefused. Here:
+    # the worker's Python imports the same _core build as the backend, inside the sandbox.
+    r = session.run("from sandbox_exec import _core\n(_core.PROTOCOL_VERSION, _core.__version__)")
+    assert r.outputs[-1]["data"]["text/plain"] == repr((_core.PROTOCOL_VERSION, _core.__version__))
 
 
 def test_a_misspelled_log_level_is_refused_not_silencing():
