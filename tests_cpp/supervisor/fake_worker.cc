@@ -15,6 +15,7 @@
 //   default-sigint  sleeps forever with SIGINT's default action (dies of it)
 //   big-output      a 7-byte kMessage, a 100000-byte kMessage (many frames), then four
 //                   3000-byte kStdout frames of two-byte UTF-8 characters, then kCellDone
+//                   counting what it did not send (the cap closed the output)
 //   close-bell      closes its end of the event doorbell (fd 7), then sleeps forever
 //   big-done        a kCellDone of 100000 bytes (as the Python worker sends when the cell
 //                   raised an exception with a huge message: the report carries evalue)
@@ -101,7 +102,11 @@ void run_cell(WorkerChannel& channel, const std::string& mode, const std::string
     std::string text;
     for (int i = 0; i < 1500; ++i) text += "\xc3\xa9";  // U+00E9, two bytes
     for (int i = 0; i < 4; ++i) channel.send(FrameType::kStdout, text, no_signal);
-    channel.send(FrameType::kCellDone, R"({"status":"ok"})", no_signal);
+    // As the Python worker does: output not sent once the supervisor closed it is counted in
+    // the report (whether the fourth frame is drained and dropped there or never sent here
+    // depends on who runs first; the total is the same).
+    channel.send(FrameType::kCellDone,
+                 R"({"status":"ok","dropped_output_bytes":)" + std::to_string(channel.take_dropped()) + "}", no_signal);
   } else if (mode == "close-bell") {
     ::close(launcher_fd::kEventBell);
     sleep_forever();
