@@ -5,6 +5,7 @@
 #include "python/stream_text.h"
 #include "supervisor/cell_run.h"
 #include "supervisor/cell_runner.h"
+#include "supervisor/zygote_link.h"
 
 namespace sandbox_exec::python {
 
@@ -110,12 +111,20 @@ void bind_cell_outcome(py::module_& m) {
       .def_readonly("stale_bytes", &CellOutcome::stale_bytes);
 }
 
+void bind_zygote_link(py::module_& m) {
+  py::class_<ZygoteLink, std::shared_ptr<ZygoteLink>>(m, "ZygoteLink")
+      .def(py::init<int>(), py::arg("control"),
+           "The supervisor's end of a zygote's control socket (a duplicate of `control` is kept).")
+      .def("close", &ZygoteLink::close, py::call_guard<py::gil_scoped_release>(),
+           "Closes the link: the zygote exits; sessions it forked go on.");
+}
+
 void bind_runner(py::module_& m) {
   py::class_<CellRunner> cls(m, "CellRunner");
   cls.def(py::init([](std::string launcher, std::vector<std::string> argv, std::vector<std::string> env,
                       std::string workdir, const ResourceLimits& limits, const Isolation& isolation,
                       std::optional<Cgroups::Limits> cgroup, uint64_t request_capacity, uint64_t event_capacity,
-                      double start_timeout_s) {
+                      double start_timeout_s, std::shared_ptr<ZygoteLink> zygote) {
             SpawnSpec spec;
             spec.launcher = std::move(launcher);
             spec.argv = std::move(argv);
@@ -125,12 +134,13 @@ void bind_runner(py::module_& m) {
             spec.isolation = isolation;
             py::gil_scoped_release release;
             return std::make_unique<CellRunner>(spec, ChannelGeometry{request_capacity, event_capacity},
-                                                start_timeout_s, cgroup);
+                                                start_timeout_s, cgroup, zygote.get());
           }),
           py::kw_only(), py::arg("launcher"), py::arg("argv"), py::arg("env"), py::arg("workdir"), py::arg("limits"),
           py::arg("isolation"), py::arg("cgroup"), py::arg("request_capacity") = ChannelGeometry{}.request_capacity,
           py::arg("event_capacity") = ChannelGeometry{}.event_capacity, py::arg("start_timeout_s") = 30.0,
-          "Spawns the launcher and the worker; returns once the worker reported ready.")
+          py::arg("zygote") = nullptr,
+          "Spawns the launcher and the worker (or has `zygote` fork them); returns once the worker reported ready.")
       .def(
           "check_disk",
           [](CellRunner& r, const std::string& workdir, uint64_t limit) {
@@ -181,6 +191,7 @@ void bind_stream_text(py::module_& m) {
 
 void bind_cell_runner(py::module_& m) {
   bind_cell_outcome(m);
+  bind_zygote_link(m);
   bind_runner(m);
   bind_cell_run(m);
   bind_stream_text(m);

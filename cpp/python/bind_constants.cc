@@ -39,6 +39,8 @@ void bind_constants(py::module_& m) {
   m.attr("CELL_ENDS") = ends;
   m.attr("WORKER_FDS") =
       py::make_tuple(launcher_fd::kRegion, launcher_fd::kRequestBell, launcher_fd::kEventBell, launcher_fd::kSpaceBell);
+  // A session's worker keeps nothing at or above this (a zygote checks its own against it).
+  m.attr("FIRST_FREE_FD") = launcher_fd::kFirstFree;
 }
 
 }  // namespace sandbox_exec::python

@@ -27,7 +27,7 @@ int ms_until(Clock::time_point deadline) {
 }  // namespace
 
 CellRunner::CellRunner(const SpawnSpec& spec, ChannelGeometry geometry, double start_timeout_s,
-                       std::optional<Cgroups::Limits> cgroup_limits)
+                       std::optional<Cgroups::Limits> cgroup_limits, ZygoteLink* zygote)
     : channel_(std::make_unique<SupervisorChannel>(geometry)) {
   const auto start_ms = std::chrono::milliseconds(static_cast<long long>(start_timeout_s * 1000));
   std::unique_ptr<Cgroups> cgroups;
@@ -35,7 +35,7 @@ CellRunner::CellRunner(const SpawnSpec& spec, ChannelGeometry geometry, double s
     static std::atomic<uint64_t> counter{0};
     cgroups = std::make_unique<Cgroups>(std::to_string(::getpid()) + "-" + std::to_string(++counter), *cgroup_limits);
   }
-  process_ = std::make_unique<WorkerProcess>(spec, *channel_, start_ms, std::move(cgroups));
+  process_ = std::make_unique<WorkerProcess>(spec, *channel_, start_ms, std::move(cgroups), zygote);
   if (process_->cgroups()) oom_baseline_ = process_->cgroups()->oom_kills();
   FrameHeader header{};
   const auto deadline = after(Clock::now(), start_timeout_s);

@@ -105,8 +105,9 @@ class CellRunner {
  public:
   // `cgroup_limits`: when set, the session gets its own cgroups with these limits (the
   // caller checked Cgroups::detect()); SandboxError if they cannot be created.
+  // `zygote`: when set, the session's keeper is forked by that zygote (a warm start).
   CellRunner(const SpawnSpec& spec, ChannelGeometry geometry, double start_timeout_s,
-             std::optional<Cgroups::Limits> cgroup_limits = std::nullopt);
+             std::optional<Cgroups::Limits> cgroup_limits = std::nullopt, ZygoteLink* zygote = nullptr);
   ~CellRunner();
 
   // The worker's kReady payload.

@@ -77,38 +77,10 @@ bool read_report(int fd, int pidfd, LauncherReport& r, std::chrono::milliseconds
   return true;
 }
 
-const char* signal_name(int sig) {
-  const char* abbrev = ::sigabbrev_np(sig);
-  return abbrev ? abbrev : "?";
-}
-
-}  // namespace
-
-std::string ExitInfo::describe() const {
-  if (!wait_status) return "ended without an exit status (its launcher was killed)";
-  const int st = *wait_status;
-  char text[128];
-  if (WIFSIGNALED(st)) {
-    std::snprintf(text, sizeof text, "killed by signal %d (SIG%s)%s", WTERMSIG(st), signal_name(WTERMSIG(st)),
-                  WCOREDUMP(st) ? ", core dumped" : "");
-  } else if (WIFEXITED(st)) {
-    std::snprintf(text, sizeof text, "exited with status %d", WEXITSTATUS(st));
-  } else {
-    std::snprintf(text, sizeof text, "ended with wait status %d", st);
-  }
-  return text;
-}
-
-WorkerProcess::WorkerProcess(SpawnSpec spec, SupervisorChannel& channel, std::chrono::milliseconds start_timeout,
-                             std::unique_ptr<Cgroups> cgroups)
-    : cgroups_(std::move(cgroups)) {
-  if (cgroups_) spec.isolation.cgroups = cgroups_->dirs();
-  auto [report_read, report_write] = make_pipe(O_NONBLOCK);
-  auto [lifeline_read, lifeline_write] = make_pipe(0);
-  // The lifeline is never written, only closed: its EOF tells the launcher to end the session.
-  const WorkerFds w = channel.worker_fds();
-  UniqueFd sources[] = {high_dup(report_write.get()), high_dup(lifeline_read.get()), high_dup(w.region),
-                        high_dup(w.request_bell),     high_dup(w.event_bell),        high_dup(w.space_bell)};
+// posix_spawn()s the launcher program with its descriptors at 3..8; returns its pid.
+pid_t spawn_launcher_program(const SpawnSpec& spec, int report_write, int lifeline_read, const WorkerFds& w) {
+  UniqueFd sources[] = {high_dup(report_write),   high_dup(lifeline_read), high_dup(w.region),
+                        high_dup(w.request_bell), high_dup(w.event_bell),  high_dup(w.space_bell)};
   const int targets[] = {launcher_fd::kReport,      launcher_fd::kLifeline,  launcher_fd::kRegion,
                          launcher_fd::kRequestBell, launcher_fd::kEventBell, launcher_fd::kSpaceBell};
 
@@ -139,17 +111,59 @@ WorkerProcess::WorkerProcess(SpawnSpec spec, SupervisorChannel& channel, std::ch
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   if (rc != 0) throw SandboxError("spawn", "posix_spawn(" + spec.launcher + ")", rc);
-  launcher_pid_ = pid;
-  pidfd_ = UniqueFd(pidfd_open(pid));
-  if (!pidfd_) {
-    const int err = errno;
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, nullptr, 0);
-    throw_sys("spawn", "pidfd_open(launcher)", err);
+  return pid;
+}
+
+const char* signal_name(int sig) {
+  const char* abbrev = ::sigabbrev_np(sig);
+  return abbrev ? abbrev : "?";
+}
+
+}  // namespace
+
+std::string ExitInfo::describe() const {
+  if (!wait_status) return "ended without an exit status (its launcher was killed)";
+  const int st = *wait_status;
+  char text[128];
+  if (WIFSIGNALED(st)) {
+    std::snprintf(text, sizeof text, "killed by signal %d (SIG%s)%s", WTERMSIG(st), signal_name(WTERMSIG(st)),
+                  WCOREDUMP(st) ? ", core dumped" : "");
+  } else if (WIFEXITED(st)) {
+    std::snprintf(text, sizeof text, "exited with status %d", WEXITSTATUS(st));
+  } else {
+    std::snprintf(text, sizeof text, "ended with wait status %d", st);
+  }
+  return text;
+}
+
+WorkerProcess::WorkerProcess(SpawnSpec spec, SupervisorChannel& channel, std::chrono::milliseconds start_timeout,
+                             std::unique_ptr<Cgroups> cgroups, ZygoteLink* zygote)
+    : cgroups_(std::move(cgroups)) {
+  if (cgroups_) spec.isolation.cgroups = cgroups_->dirs();
+  auto [report_read, report_write] = make_pipe(O_NONBLOCK);
+  auto [lifeline_read, lifeline_write] = make_pipe(0);
+  // The lifeline is never written, only closed: its EOF tells the launcher to end the session.
+  const WorkerFds w = channel.worker_fds();
+  if (zygote != nullptr) {
+    const int fds[] = {report_write.get(), lifeline_read.get(), w.region, w.request_bell, w.event_bell, w.space_bell};
+    auto forked = zygote->fork(spec, fds);
+    launcher_pid_ = forked.pid;
+    pidfd_ = std::move(forked.pidfd);
+    our_child_ = false;
+  } else {
+    const pid_t pid = spawn_launcher_program(spec, report_write.get(), lifeline_read.get(), w);
+    launcher_pid_ = pid;
+    pidfd_ = UniqueFd(pidfd_open(pid));
+    if (!pidfd_) {
+      const int err = errno;
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+      throw_sys("spawn", "pidfd_open(launcher)", err);
+    }
   }
   report_ = std::move(report_read);
   lifeline_ = std::move(lifeline_write);
-  // Our copies of the launcher's ends close with `sources` and report_write/lifeline_read.
+  // Our copies of the launcher's ends close with report_write/lifeline_read.
   channel.release_worker_ends();
 
   LauncherReport r{};
@@ -198,20 +212,36 @@ void WorkerProcess::terminate(std::chrono::milliseconds grace) noexcept {
     log::warn("launcher {} ignored SIGTERM for {} ms; killing it", launcher_pid_, grace.count());
     pidfd_send_signal(pidfd_.get(), SIGKILL);
   }
-  int status;
-  while (::waitpid(launcher_pid_, &status, 0) < 0 && errno == EINTR) {
-  }
+  await_exit();
   exited_ = true;
   read_reports();
   if (cgroups_) cgroups_->remove();
 }
 
+void WorkerProcess::await_exit() noexcept {
+  if (our_child_) {
+    while (::waitpid(launcher_pid_, nullptr, 0) < 0 && errno == EINTR) {
+    }
+    return;
+  }
+  // A zygote's child: readable once it has exited (the zygote reaps it).
+  pollfd p{pidfd_.get(), POLLIN, 0};
+  while (::poll(&p, 1, -1) < 0 && errno == EINTR) {
+  }
+}
+
 bool WorkerProcess::reap() noexcept {
   if (exited_) return true;
   if (!owned_here()) return true;  // not ours to reap: dead to a forked copy
-  int status;
-  const pid_t r = ::waitpid(launcher_pid_, &status, WNOHANG);
-  if (r == launcher_pid_ || (r < 0 && errno == ECHILD)) {
+  bool ended;
+  if (our_child_) {
+    const pid_t r = ::waitpid(launcher_pid_, nullptr, WNOHANG);
+    ended = r == launcher_pid_ || (r < 0 && errno == ECHILD);
+  } else {
+    pollfd p{pidfd_.get(), POLLIN, 0};
+    ended = ::poll(&p, 1, 0) == 1;
+  }
+  if (ended) {
     exited_ = true;
     read_reports();
     if (cgroups_) cgroups_->remove();

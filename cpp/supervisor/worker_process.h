@@ -2,7 +2,9 @@
 //
 // It posix_spawn()s the launcher (never fork() of the multi-threaded backend: glibc's
 // posix_spawn uses CLONE_VFORK and runs no user-space code in the child but the file
-// actions), hands it the channel's descriptors at fixed numbers, waits for the launcher's
+// actions) -- or, for a warm session, asks a zygote (zygote_link.h) to fork the session's
+// keeper, which runs the launcher's very steps --, hands it the channel's descriptors at
+// fixed numbers, waits for the launcher's
 // kStarted report (or turns kSetupFailed into a SandboxError naming the step and errno), and
 // then watches the launcher through a pidfd: pollable next to the ring's doorbell and immune
 // to pid reuse when signalling.
@@ -25,6 +27,7 @@
 #include "ipc/channel.h"
 #include "launch/spawn_spec.h"
 #include "supervisor/cgroup.h"
+#include "supervisor/zygote_link.h"
 
 namespace sandbox_exec {
 
@@ -45,8 +48,9 @@ struct Usage {
 class WorkerProcess {
  public:
   // `cgroups`, when given, are created before the spawn and joined by the sandbox's init.
+  // `zygote`, when given, forks the keeper (a warm start) instead of the launcher program.
   WorkerProcess(SpawnSpec spec, SupervisorChannel& channel, std::chrono::milliseconds start_timeout,
-                std::unique_ptr<Cgroups> cgroups = nullptr);
+                std::unique_ptr<Cgroups> cgroups = nullptr, ZygoteLink* zygote = nullptr);
   ~WorkerProcess();
   WorkerProcess(const WorkerProcess&) = delete;
   WorkerProcess& operator=(const WorkerProcess&) = delete;
@@ -72,7 +76,11 @@ class WorkerProcess {
  private:
   void read_reports() noexcept;
   void open_stats() noexcept;
+  // Blocks until the launcher (keeper) has exited: waitpid() for our child, the pidfd for
+  // a zygote's (which the zygote reaps).
+  void await_exit() noexcept;
   pid_t launcher_pid_ = -1;
+  bool our_child_ = true;  // false: forked by a zygote
   pid_t worker_pid_ = -1;
   pid_t worker_parent_ = -1;  // the launcher, or the sandbox's init when namespaced
   std::unique_ptr<Cgroups> cgroups_;

@@ -9,6 +9,7 @@ DROPPED_OUTPUT_EVENT: int
 REJECTED_OUTPUT_EVENT: int
 STALE_EVENT: int
 WORKER_FDS: tuple[int, int, int, int]
+FIRST_FREE_FD: int
 
 MAX_MESSAGE_BYTES: int
 REQUEST_RING_BYTES: int
@@ -158,6 +159,10 @@ class CellRun:
     @property
     def finished(self) -> bool: ...
 
+class ZygoteLink:
+    def __init__(self, control: int) -> None: ...
+    def close(self) -> None: ...
+
 class CellRunner:
     def __init__(
         self,
@@ -172,6 +177,7 @@ class CellRunner:
         request_capacity: int = ...,
         event_capacity: int = ...,
         start_timeout_s: float = ...,
+        zygote: ZygoteLink | None = ...,
     ) -> None: ...
     @property
     def worker_pid(self) -> int: ...

@@ -52,6 +52,21 @@ def _probe_session(policy: Policy, code: str = "1 + 1") -> tuple[bool, str]:
             return False, str(e)
 
 
+def _probe_warm_start() -> tuple[bool, str]:
+    """Whether sessions can be forked from a zygote here (else every start is cold)."""
+    with tempfile.TemporaryDirectory(prefix="sandbox_exec-doctor-") as root:
+        try:
+            with Sandbox(root=root) as box:
+                s = box.session("doctor-warm", prelude="import json")
+                start = s.enforcement["start"]
+                r = s.run("json.dumps(1)", timeout=30)
+                if r.status != "ok":
+                    return False, f"{start}; its first cell ended {r.status}: {r.reason or r.error}"
+                return start.startswith("warm"), start
+        except SandboxError as e:
+            return False, str(e)
+
+
 def _probe_host_ids() -> tuple[bool, str]:
     """Whether each session gets its own host uid (per-user kernel counters per session)."""
     if os.geteuid() != 0:
@@ -197,6 +212,7 @@ def checks() -> list[Check]:
     add("seccomp filter", lambda: _probe_session(bare.replace(seccomp=True)))
     add("landlock rules", lambda: _probe_session(bare.replace(landlock=True)))
     add("workdir disk cap", _probe_workdir_disk)
+    add("warm start (zygote)", _probe_warm_start)
     add(
         "default policy (all layers)",
         lambda: _probe_session(

@@ -29,6 +29,7 @@ from . import _core, _host_ids, _safe_fs
 from ._outputs import CellDone, MalformedMessage, OnOutput, OutputCollector, parse_cell_done
 from ._workdir_image import ImageUnavailable, WorkdirImage, full_threshold
 from ._workdir_image import usage as image_usage
+from ._zygotes import ZygoteTable, ZygoteUnavailable
 from .errors import PolicyError, PreludeError, SandboxError, SessionClosedError
 from .policy import Policy
 from .result import ErrorInfo, Result, Status
@@ -279,8 +280,9 @@ class _SessionTable:
     """What a Sandbox shares with its sessions: its root, the host id range, and the table
     of its live sessions (under ``lock``). Sessions use this, never the Sandbox itself."""
 
-    def __init__(self, root: Path, id_range: _host_ids.IdRange | None) -> None:
+    def __init__(self, root: Path, id_range: _host_ids.IdRange | None, zygotes: ZygoteTable | None) -> None:
         self.root = root
+        self.zygotes = zygotes  # None: every session starts cold (Sandbox(warm=False))
         self.lock = threading.Lock()
         self.closed = False
         self.by_name: dict[str, Session] = {}
@@ -350,6 +352,9 @@ class Session:
         # watchdog: the workdir's bytes while it is past disk_bytes (cells are refused), kept
         # per Session so that a restart cannot take an over-full workdir as its new normal
         self._disk_over: int | None = None
+        # How the current interpreter started: "warm: ..." (forked from a zygote) or
+        # "cold: <why not warm>"; Session.enforcement["start"].
+        self._start_note = ""
 
     # --- properties ---------------------------------------------------------------------
     @property
@@ -419,20 +424,24 @@ class Session:
         try:
             p = self.policy
             limits, isolation, cgroup = self._spawn_args()
-            runner = _core.CellRunner(
-                launcher=launcher_path(),
-                argv=[sys.executable, "-I", "-m", "sandbox_exec._worker"],
-                env=_worker_env(p, str(self._workdir)),
-                workdir=str(self._workdir),
-                limits=limits,
-                isolation=isolation,
-                cgroup=cgroup,
-                start_timeout_s=p.start_timeout_s,
-            )
+            spawn: dict[str, Any] = {
+                "launcher": launcher_path(),
+                "argv": [sys.executable, "-I", "-m", "sandbox_exec._worker"],
+                "env": _worker_env(p, str(self._workdir)),
+                "workdir": str(self._workdir),
+                "limits": limits,
+                "isolation": isolation,
+                "cgroup": cgroup,
+                "start_timeout_s": p.start_timeout_s,
+            }
+            runner = self._start_warm(spawn)
+            warm = runner is not None
+            if runner is None:
+                runner = _core.CellRunner(**spawn)
             with self._runner_lock:
                 self._runner = runner
             self._count = 0
-            if self.prelude:
+            if self.prelude and not warm:  # a zygote ran it already, in the namespace it forked
                 result = self._execute(self.prelude, 0, self.policy.timeout_s, None, None)
                 if result.status != "ok":
                     self._stop()
@@ -444,6 +453,39 @@ class Session:
             if mounted_here:  # the Session is not handed out: nothing keeps the mount
                 self._release_disk()
             raise
+
+    def _start_warm(self, spawn: dict[str, Any]) -> _core.CellRunner | None:
+        """The session's interpreter forked from the zygote of its shape (prelude, env), or
+        None with the reason in _start_note: then a cold start follows. A zygote that fails
+        a fork is replaced once; a failing isolation step fails the start as a cold one would
+        (it is the same step in the same order)."""
+        zygotes = self._table.zygotes
+        if zygotes is None:
+            self._start_note = "cold: warm starts are off (Sandbox(warm=False))"
+            return None
+        timeout = self.policy.start_timeout_s + (self.policy.timeout_s or 600.0)
+        failure = ""
+        for _ in range(2):
+            try:
+                zygote = zygotes.get(self.prelude or "", spawn["env"], timeout)
+            except ZygoteUnavailable as e:
+                self._start_note = f"cold: no zygote: {e}"
+                return None
+            except PreludeError as e:
+                raise PreludeError(f"session {self.name!r}: {e}") from None
+            try:
+                runner = _core.CellRunner(**spawn, zygote=zygote.link)
+            except SandboxError as e:
+                if getattr(e, "layer", None) != "zygote":
+                    raise
+                failure = str(e)
+                zygotes.discard(zygote)
+                continue
+            zygote.forks += 1
+            self._start_note = f"warm: forked from zygote {zygote.pid} (prelude and modules shared copy-on-write)"
+            return runner
+        self._start_note = f"cold: the zygote failed to fork twice: {failure}"
+        return None
 
     def _prepare_disk(self) -> bool:
         """Makes disk_bytes a filesystem limit on the workdir where the host allows it: a
@@ -577,12 +619,14 @@ class Session:
             if host_id is not None
             else None
         )
-        return self.policy.enforcement(
+        out = self.policy.enforcement(
             cgroup_support(),
             host_ids=self.policy.host_ids(os.geteuid(), allocated),
             workdir_image=self._disk_mode == "image",
             workdir_note=self._disk_note,
         )
+        out["start"] = self._start_note or "not started"
+        return out
 
     def _stop(self) -> None:
         with self._runner_lock:
@@ -1073,11 +1117,18 @@ class Sandbox:
         *,
         root: str | os.PathLike[str] | None = None,
         host_id_range: tuple[int, int] | None = None,
+        warm: bool = True,
     ) -> None:
         """`host_id_range` (first, count): the host ids a root backend gives its sessions, one
         each while they live (default: /etc/subuid and /etc/subgid of the user sandbox_exec,
         else 2,000,000,000 + 65536; see _host_ids). An unprivileged backend cannot map other
-        ids: it refuses an explicit range."""
+        ids: it refuses an explicit range.
+
+        `warm`: sessions are forked from a zygote per (prelude, environment) that has the
+        prelude loaded (see _zygotes), each contained exactly as a cold one; False starts
+        every interpreter fresh (``Session.enforcement["start"]`` says which happened)."""
+        if not isinstance(warm, bool):
+            raise TypeError("warm must be True or False")
         if policy is not None and not isinstance(policy, Policy):
             raise TypeError("policy must be a sandbox_exec.Policy")
         if host_id_range is not None and os.geteuid() != 0:
@@ -1091,7 +1142,7 @@ class Sandbox:
         self._own_root = root is None
         self.root = Path(tempfile.mkdtemp(prefix="sandbox_exec-")) if root is None else Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self._table = _SessionTable(self.root, id_range)
+        self._table = _SessionTable(self.root, id_range, ZygoteTable(self.root) if warm else None)
         self._stop_watch = threading.Event()
         self._watchdog = threading.Thread(target=self._watch, name="sandbox_exec-disk-watchdog", daemon=True)
         self._watchdog.start()
@@ -1200,6 +1251,8 @@ class Sandbox:
         self._stop_watch.set()
         for s in sessions:
             s.close()  # in a forked copy of the backend: lets go without ending anything
+        if self._table.zygotes is not None and self.owned_here:
+            self._table.zygotes.close()
         if self._own_root and os.getpid() == self._owner_pid:
             _remove_tree(self.root)
 

@@ -24,28 +24,43 @@ def _no_input(prompt: object = "") -> str:
 
 
 class Worker:
-    def __init__(self) -> None:
-        self.channel = Channel()
+    channel: Channel
+    streams: _core.WorkerChannel
+    fd_capture: FdCapture
+
+    def __init__(self, *, attach: bool = True) -> None:
+        """`attach=False`: the interpreter-wide setup only, without the channel (a zygote
+        sets up, runs its prelude, and attaches in each forked session: attach())."""
+        self._attached = False
         self.user_code = UserCodeGuard()
-        self.streams = self.channel.raw  # the C++ stream buffer
         self.publisher = Publisher(self._send_message)
         self.executor = Executor(self._send_message)
-        self.fd_capture = FdCapture(self.channel.send_stream, self.streams)
-        sys.stdout = CellStream("stdout", FRAME.STDOUT, self.streams, 1, self._forward_fd_output)
-        sys.stderr = CellStream("stderr", FRAME.STDERR, self.streams, 2, self._forward_fd_output)
-        sys.stdin = open(os.devnull)  # noqa: SIM115 - lives as long as the worker
         builtins.input = _no_input
         # What a Jupyter kernel's cells find as builtins.
         setattr(builtins, "display", self.publisher.display)
         setattr(builtins, "get_ipython", shell.get_ipython)
         ipython_bridge.install(self.publisher)
         signal.signal(signal.SIGINT, self._on_sigint)
+        if attach:
+            self.attach()
+
+    def attach(self) -> None:
+        """Attaches to the session's rings (descriptors 5..8) and routes stdout/stderr there."""
+        self.channel = Channel()
+        sys.stdin = open(os.devnull)  # noqa: SIM115 - lives as long as the worker
+        self.streams = self.channel.raw  # the C++ stream buffer
+        self.fd_capture = FdCapture(self.channel.send_stream, self.streams)
+        sys.stdout = CellStream("stdout", FRAME.STDOUT, self.streams, 1, self._forward_fd_output)
+        sys.stderr = CellStream("stderr", FRAME.STDERR, self.streams, 2, self._forward_fd_output)
+        self._attached = True
 
     def _forward_fd_output(self) -> None:
         self.streams.flush()
         self.fd_capture.sync()
 
     def _send_message(self, message: dict[str, Any]) -> None:
+        if not self._attached:  # a zygote's prelude: its outputs go nowhere, as a cold one's
+            return
         # Output a subprocess or C code wrote to fds 1/2 before this display goes out first,
         # as does pending Python-level text (the C++ send does that).
         if self.streams.fd_output_pending():

@@ -1,0 +1,197 @@
+"""A zygote: an interpreter that has run a session prelude and forks warm sessions.
+
+Started by the backend (sandbox_exec._zygotes) as ``python -I -m sandbox_exec._worker.zygote
+<control fd> <prelude fd>``: its control socket (moved to descriptor 3) and a
+pipe with the prelude (moved to 4, read to its end). It
+
+1. sets up the worker's interpreter-wide state (the same Worker a cold session builds) and
+   runs the prelude in the namespace its sessions will have, exactly as a cold session runs
+   it as its first cell: imports, helpers, seeds; never a user's cell;
+2. settles: collects garbage and freezes what is left (``gc.freeze()``: the collector then
+   never touches, so never dirties, the pages every session shares copy-on-write); forks
+   once, which makes the thread pools that import started (OpenBLAS's, joined by its own
+   fork handler) stop; and checks that it is single-threaded -- a zygote with a thread
+   would fork children holding that thread's locks, so it refuses to serve instead;
+3. reports ``{"status": "ok"}`` (or the prelude's error, or the threads left) on the socket,
+   then serves fork requests (``_zygote.serve``) until the backend closes the socket.
+
+In a forked session, ``serve`` returns inside the sandbox, every isolation layer applied
+(cpp/launcher/session_keeper.h), and the code below turns the zygote's copy into the
+session's worker: its environment, fresh random state, its rings.
+
+What forked siblings share, by construction: the address-space layout (ASLR is decided at
+exec; siblings and the zygote have the same library and heap addresses, so an address
+leaked by one session tells where things are in another, though no session can reach
+another's memory) and str/bytes hash randomization (the zygote's hash secret: dict and set
+iteration orders agree between sessions of one zygote). Random streams do not: ``random``
+and numpy's global generator are reseeded from the kernel in every session.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import gc
+import json
+import os
+import sys
+import traceback
+
+from .. import _core, _zygote
+from .main import Worker
+
+CONTROL_FD = 3
+PRELUDE_FD = 4
+FIRST_FREE_FD = _core.FIRST_FREE_FD  # the session's descriptors are 3..8, 9 the keeper's
+#: The largest report the zygote sends (the backend reads at most this much).
+MAX_REPORT_BYTES = 64 * 1024
+
+
+def _read_prelude() -> str:
+    chunks = []
+    while chunk := os.read(PRELUDE_FD, 1 << 16):
+        chunks.append(chunk)
+    os.close(PRELUDE_FD)
+    return b"".join(chunks).decode("utf-8")
+
+
+def _report(message: dict[str, object]) -> None:
+    data = json.dumps(message).encode()
+    if len(data) > MAX_REPORT_BYTES:
+        message = {"status": message.get("status", "error"), "reason": "report too large (truncated)"}
+        data = json.dumps(message).encode()
+    os.write(CONTROL_FD, data)
+
+
+def _reserve_session_fds() -> None:
+    """Keeps 4..9 taken (by /dev/null) so nothing the zygote opens lands where a forked
+    session's descriptors go: those numbers are overwritten in the session."""
+    for fd in range(PRELUDE_FD, FIRST_FREE_FD):
+        null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+
+
+def _open_fds() -> list[str]:
+    """Descriptors at or above FIRST_FREE_FD, as "fd -> target": a session closes them all
+    (only its own reach it), so a Python object the prelude kept on one would later close
+    or use whatever the session opens at that number."""
+    out = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd >= FIRST_FREE_FD:
+            try:
+                out.append(f"{fd} -> {os.readlink(f'/proc/self/fd/{fd}')}")
+            except OSError:
+                pass  # the listing's own descriptor, closed by now
+    return out
+
+
+def _settle() -> int:
+    """Stops the thread pools import started; returns the threads left (1 when settled)."""
+    gc.collect()
+    gc.freeze()
+    pid = os.fork()  # runs the libraries' fork handlers; the child has nothing to do
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return _zygote.thread_count()
+
+
+def _thread_names() -> list[str]:
+    names = []
+    for tid in sorted(os.listdir("/proc/self/task")):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                names.append(f.read().strip())
+        except OSError:
+            pass
+    return names
+
+
+def _become_session(worker: Worker, env: list[str]) -> None:
+    """In a forked session's worker: its own environment and random state, then its rings."""
+    os.environ.clear()
+    for item in env:
+        key, sep, value = item.partition("=")
+        if sep:
+            os.environ[key] = value
+    import random
+
+    random.seed()  # also reseeded by CPython's at-fork hook in the keeper; said here
+    # numpy's legacy global generator (np.random.rand() and friends), if the prelude loaded
+    # it: numpy.random is imported lazily, and one imported later seeds itself afresh.
+    numpy_random = sys.modules.get("numpy.random")
+    if numpy_random is not None:
+        numpy_random.seed()
+    worker.attach()
+
+
+def _place_fds(control: int, prelude: int) -> None:
+    """The control socket at CONTROL_FD and the prelude pipe at PRELUDE_FD, whatever numbers
+    they came at (moved above both first, so neither overwrites the other)."""
+    moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100) for fd in (control, prelude)]
+    for fd in {control, prelude}:
+        os.close(fd)
+    os.dup2(moved[0], CONTROL_FD, inheritable=False)
+    os.dup2(moved[1], PRELUDE_FD, inheritable=False)
+    for fd in moved:
+        os.close(fd)
+
+
+def main() -> None:
+    # No death signal: it fires when the *thread* that started us exits, and a backend may
+    # start zygotes from any thread. The backend's death closes the control socket, and
+    # serve() returns on that EOF.
+    control, prelude_fd = (int(a) for a in sys.argv[1:3])
+    _place_fds(control, prelude_fd)
+    prelude = _read_prelude()
+    _reserve_session_fds()
+    try:
+        worker = Worker(attach=False)
+    except BaseException as exc:
+        _report({"status": "error", "reason": f"the worker could not be set up: {exc!r}"})
+        os._exit(70)
+    if prelude:
+        error = worker.executor.run_cell(prelude, 0, worker.user_code)
+        if error is not None:
+            _report({"status": "error", "error": error})
+            os._exit(0)
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None:
+        pyplot.close("all")  # a figure the prelude opened is not every session's output
+    threads = _settle()
+    left_open = _open_fds()
+    if left_open:
+        _report(
+            {
+                "status": "unsafe",
+                "reason": "the prelude left descriptors open, which every session would close under it: "
+                + ", ".join(left_open),
+            }
+        )
+        os._exit(0)
+    if threads != 1:
+        _report(
+            {
+                "status": "unsafe",
+                "reason": f"the prelude left {threads} threads running ({', '.join(_thread_names())}); "
+                "forking would copy their locks held",
+            }
+        )
+        os._exit(0)
+    _report({"status": "ok", "pid": os.getpid()})
+    try:
+        env = _zygote.serve(CONTROL_FD)
+    except BaseException:
+        traceback.print_exc()
+        os._exit(71)
+    if env is None:
+        os._exit(0)  # the backend closed the zygote
+    _become_session(worker, env)
+    worker.serve()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

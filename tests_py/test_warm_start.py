@@ -1,0 +1,244 @@
+"""Warm starts: sessions forked from a zygote that has the prelude loaded.
+
+What must hold for a forked session, beyond what every session test checks (they run on
+forked sessions too: warm is the default): siblings of one zygote cannot see, signal or
+reach each other; they get different random streams; nothing of the zygote (descriptor,
+thread) is visible in them; a session's crash leaves the zygote and its siblings running;
+a dead zygote is replaced; a zygote that cannot serve safely is refused and the session
+starts cold, saying why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import uuid
+
+import pytest
+
+import sandbox_exec
+from conftest import pid_alive, wait_until
+
+pytestmark = pytest.mark.c
+
+PRELUDE = "import numpy as np\nimport time as _time\nPRELUDE_RAN_AT = _time.time_ns()\n"
+
+
+def _value(result: sandbox_exec.Result):
+    assert result.status == "ok", (result.status, result.reason, result.error)
+    return json.loads(result.stdout)
+
+
+def _name() -> str:
+    return f"w-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory: pytest.TempPathFactory):
+    with sandbox_exec.Sandbox(root=tmp_path_factory.mktemp("warm")) as b:
+        yield b
+
+
+@pytest.fixture
+def pair(box: sandbox_exec.Sandbox):
+    a, b = box.session(_name(), prelude=PRELUDE), box.session(_name(), prelude=PRELUDE)
+    yield a, b
+    a.close()
+    b.close()
+
+
+def _zygote_pid(session: sandbox_exec.Session) -> int:
+    start = session.enforcement["start"]
+    assert start.startswith("warm: forked from zygote "), start
+    return int(start.split()[4])
+
+
+def test_sessions_of_one_prelude_are_forked_from_one_zygote_that_ran_it_once(pair) -> None:
+    a, b = pair
+    assert _zygote_pid(a) == _zygote_pid(b)
+    # The prelude ran in the zygote, before either session existed: both see its one result.
+    ran = [_value(s.run("import json; print(json.dumps(PRELUDE_RAN_AT))")) for s in (a, b)]
+    assert ran[0] == ran[1]
+    assert a.run("np.arange(4).sum()").outputs[0]["data"]["text/plain"] == "np.int64(6)"
+    assert a.execution_count == 2  # two cells: the prelude is not one of the session's
+
+
+SIBLING_FACTS = """
+import json, os
+def ns(kind):
+    return os.stat(f"/proc/self/ns/{kind}").st_ino
+print(json.dumps({
+    "pid": os.getpid(),
+    "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
+    "ns": {k: ns(k) for k in ("pid", "net", "ipc", "uts", "mnt", "user")},
+    "cwd": os.getcwd(),
+}))
+"""
+
+
+def test_siblings_cannot_see_signal_or_reach_each_other(pair) -> None:
+    a, b = pair
+    fa, fb = _value(a.run(SIBLING_FACTS)), _value(b.run(SIBLING_FACTS))
+    for kind in ("pid", "net", "ipc", "uts", "mnt", "user"):
+        assert fa["ns"][kind] != fb["ns"][kind], f"siblings share a {kind} namespace"
+    # Each sees only its own pid namespace: init (1) and its worker, nothing of the other's.
+    assert fa["pids"] == fb["pids"] == sorted({1, fa["pid"]})
+    # Its own workdir only: the sibling's is not in its view.
+    probe = "import os, json; print(json.dumps(os.path.exists({!r})))"
+    assert _value(a.run(probe.format(str(b.workdir)))) is False
+    assert _value(b.run(probe.format(str(a.workdir)))) is False
+    # Signalling the sibling's worker by its host pid reaches nothing in this namespace.
+    r = a.run(
+        f"import os\ntry:\n    os.kill({b.worker_pid}, 0)\n    print('reached')\nexcept OSError as e:\n    print(e.errno)"
+    )
+    assert r.stdout.strip() != "reached"
+    assert b.run("1+1").status == "ok"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="distinct host uids need a root backend (unprivileged: one uid)")
+def test_siblings_run_as_distinct_host_uids(pair) -> None:
+    a, b = pair
+
+    def host_uid(s: sandbox_exec.Session) -> int:
+        with open(f"/proc/{s.worker_pid}/status") as f:
+            return int(next(line for line in f if line.startswith("Uid:")).split()[1])
+
+    assert host_uid(a) != host_uid(b)
+    assert 0 not in (host_uid(a), host_uid(b))
+
+
+def test_siblings_get_different_random_streams(pair) -> None:
+    a, b = pair
+    code = "import json, random; print(json.dumps([random.random(), float(np.random.rand())]))"
+    va, vb = _value(a.run(code)), _value(b.run(code))
+    assert va[0] != vb[0], "random's stream is shared with a sibling"
+    assert va[1] != vb[1], "numpy's global stream is shared with a sibling"
+
+
+def test_numpy_random_loaded_by_the_prelude_is_reseeded(box: sandbox_exec.Session) -> None:
+    prelude = "import numpy as np\nnp.random.seed(1234)\n"  # the prelude fixes the zygote's state
+    sessions = [box.session(_name(), prelude=prelude) for _ in range(2)]
+    try:
+        drawn = [_value(s.run("import json; print(json.dumps(float(np.random.rand())))")) for s in sessions]
+        assert drawn[0] != drawn[1]
+    finally:
+        for s in sessions:
+            s.close()
+
+
+FDS_AND_THREADS = """
+import json, os
+fds = {}
+for fd in os.listdir("/proc/self/fd"):
+    try:
+        fds[fd] = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        pass
+names = sorted(open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task"))
+print(json.dumps({"fds": fds, "threads": names}))
+"""
+
+
+def test_no_descriptor_or_thread_of_the_zygote_is_visible(pair, tmp_path) -> None:
+    a, _ = pair
+    facts = _value(a.run(FDS_AND_THREADS))
+    # Exactly what a cold session has: stdio, the four channel descriptors, its stdin and
+    # the listing's own descriptor.
+    with sandbox_exec.Sandbox(root=tmp_path, warm=False) as cold_box:
+        cold = cold_box.session("cold")
+        assert cold.enforcement["start"].startswith("cold:")
+        cold_facts = _value(cold.run(FDS_AND_THREADS))
+    assert sorted(facts["fds"]) == sorted(cold_facts["fds"])
+    for fd in ("5", "6", "7", "8"):  # the channel: a memfd and the doorbell pipes
+        assert "socket" not in facts["fds"][fd]
+    assert not any("socket" in target for target in facts["fds"].values()), facts["fds"]
+    assert facts["threads"] == cold_facts["threads"], "a thread of the zygote came along"
+
+
+def test_a_session_killed_leaves_the_zygote_and_its_siblings_running(box: sandbox_exec.Sandbox, pair) -> None:
+    a, b = pair
+    zygote = _zygote_pid(a)
+    r = a.run("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
+    assert r.status == "crashed"
+    assert pid_alive(zygote)
+    assert b.run("1+1").status == "ok"
+    c = box.session(_name(), prelude=PRELUDE)
+    try:
+        assert _zygote_pid(c) == zygote
+    finally:
+        c.close()
+    # The crashed one restarts warm, from the same zygote, its prelude's names back.
+    assert a.run("PRELUDE_RAN_AT > 0").status == "ok"
+    assert _zygote_pid(a) == zygote
+
+
+def test_restart_is_warm_and_gives_a_fresh_namespace_with_the_prelude(pair) -> None:
+    a, _ = pair
+    a.run("mine = 1")
+    old_worker = a.worker_pid
+    a.restart()
+    assert a.worker_pid != old_worker
+    _zygote_pid(a)
+    r = a.run("'mine' in globals(), 'np' in globals()")
+    assert r.outputs[0]["data"]["text/plain"] == "(False, True)"
+
+
+def test_a_dead_zygote_is_replaced_and_its_sessions_go_on(tmp_path) -> None:
+    with sandbox_exec.Sandbox(root=tmp_path) as b:
+        first = b.session("first", prelude=PRELUDE)
+        zygote = _zygote_pid(first)
+        os.kill(zygote, signal.SIGKILL)
+        assert wait_until(lambda: not pid_alive(zygote))
+        assert first.run("1+1").status == "ok"  # its session lives on: the keeper is its own
+        second = b.session("second", prelude=PRELUDE)
+        assert _zygote_pid(second) not in (zygote,)
+        assert second.run("PRELUDE_RAN_AT > 0").outputs[0]["data"]["text/plain"] == "True"
+
+
+def test_the_zygote_exits_when_the_sandbox_closes(tmp_path) -> None:
+    with sandbox_exec.Sandbox(root=tmp_path) as b:
+        zygote = _zygote_pid(b.session("s", prelude="x = 1"))
+    assert wait_until(lambda: not pid_alive(zygote))
+
+
+@pytest.mark.parametrize(
+    ("prelude", "why"),
+    [
+        (
+            "import threading, time\nthreading.Thread(target=time.sleep, args=(600,), daemon=True).start()\n",
+            "threads running",
+        ),
+        ("kept = open('/dev/null')\n", "descriptors open"),
+    ],
+    ids=["thread", "descriptor"],
+)
+def test_a_prelude_unsafe_to_fork_starts_cold_and_says_why(box: sandbox_exec.Sandbox, prelude: str, why: str) -> None:
+    s = box.session(_name(), prelude=prelude)
+    try:
+        start = s.enforcement["start"]
+        assert start.startswith("cold: no zygote: ") and why in start, start
+        assert s.run("1+1").status == "ok"  # the prelude ran cold, in the session itself
+    finally:
+        s.close()
+
+
+def test_warm_false_starts_cold_and_says_so(tmp_path) -> None:
+    with sandbox_exec.Sandbox(root=tmp_path, warm=False) as b:
+        s = b.session("s", prelude="y = 2")
+        assert s.enforcement["start"] == "cold: warm starts are off (Sandbox(warm=False))"
+        assert s.run("y").outputs[0]["data"]["text/plain"] == "2"
+
+
+def test_a_failing_prelude_fails_the_start_as_a_cold_one_does(box: sandbox_exec.Sandbox) -> None:
+    with pytest.raises(sandbox_exec.PreludeError, match="ZeroDivisionError"):
+        box.session(_name(), prelude="1/0")
+
+
+def test_the_zygote_holds_no_session_descriptor(pair) -> None:
+    a, b = pair
+    zygote = _zygote_pid(a)
+    targets = {os.readlink(f"/proc/{zygote}/fd/{fd}") for fd in os.listdir(f"/proc/{zygote}/fd")}
+    # Its stdio, the placeholders at 4..9 (/dev/null) and its control socket; no ring memfd,
+    # no doorbell pipe, no lifeline.
+    assert not any(t.startswith(("pipe:", "/memfd:")) for t in targets), targets
