@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test: sets up what is missing, runs the gates (ruff, mypy; clang-format, clang-tidy),
 # the C++ suite (GoogleTest via ctest, plain and under AddressSanitizer+UBSan), the Python
-# suite (pytest, ladders A, B and C) and the wheel smoke test (scripts/wheel_smoke.sh).
+# suite (pytest, ladders A, B and C, on warm sessions; the isolation suites once more on cold
+# ones) and the wheel smoke test (scripts/wheel_smoke.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -21,5 +22,8 @@ echo "== Python tests" >&2
 # recurses and would stop on a deep tree a failed run left there.
 basetemp=$(mktemp -d /tmp/sandbox_exec-pytest-XXXXXX)
 trap 'rm -rf "$basetemp" 2>/dev/null || true' EXIT
-.venv/bin/python -m pytest tests_py -q -p no:cacheprovider --basetemp="$basetemp"
+.venv/bin/python -m pytest tests_py -q -p no:cacheprovider --basetemp="$basetemp/warm"
+echo "== Python isolation tests again, every session started cold (the path without a zygote)" >&2
+.venv/bin/python -m pytest tests_py/test_adversarial.py tests_py/test_layers.py tests_py/test_lifecycle.py \
+  tests_py/test_boundary_uids.py -q -p no:cacheprovider --basetemp="$basetemp/cold" --cold
 bash scripts/wheel_smoke.sh   # the wheel, built from the sdist, installed and run away from this checkout

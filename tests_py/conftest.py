@@ -91,6 +91,23 @@ def wait_until(predicate, timeout: float = 5.0, interval: float = 0.01) -> bool:
 __all__ = ["CORPUS", "FIND_CHANNEL", "REPO", "allocated_bytes", "os", "pid_alive", "wait_until"]
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--cold",
+        action="store_true",
+        help="start every session cold (Sandbox(warm=False) by default): the path a host that "
+        "cannot fork from a zygote takes; scripts/test.sh runs the isolation suites this way too",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--cold"):
+        # The default of Sandbox(warm=...) for this run; tests that name warm= keep theirs.
+        defaults = sandbox_exec.Sandbox.__init__.__kwdefaults__
+        assert defaults is not None and "warm" in defaults
+        defaults["warm"] = False
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     ladder.require_one_ladder_marker(items)
 

@@ -242,3 +242,54 @@ def test_the_zygote_holds_no_session_descriptor(pair) -> None:
     # Its stdio, the placeholders at 4..9 (/dev/null) and its control socket; no ring memfd,
     # no doorbell pipe, no lifeline.
     assert not any(t.startswith(("pipe:", "/memfd:")) for t in targets), targets
+
+
+# --- the pool ----------------------------------------------------------------------------
+
+
+def test_the_pool_serves_new_notebooks_started_and_never_exceeds_its_cap(tmp_path) -> None:
+    with sandbox_exec.Sandbox(root=tmp_path, pool_size=2) as b:
+        b.session("first", prelude=PRELUDE)  # the shape is now one to keep ready
+        assert wait_until(lambda: b.pool_idle() == 2, timeout=60)
+        seen = []
+        served = []
+        for i in range(5):
+            s = b.session(f"nb-{i}", prelude=PRELUDE)
+            served.append(s)
+            seen.append(b.pool_idle())
+            assert s.run("PRELUDE_RAN_AT > 0").outputs[0]["data"]["text/plain"] == "True"
+        assert "served from the pool" in served[0].enforcement["start"]
+        assert served[0].workdir.name.startswith(".pool-")
+        # Refilled in the background, never above the cap, whatever the timing.
+        assert wait_until(lambda: b.pool_idle() == 2, timeout=60)
+        for _ in range(50):
+            seen.append(b.pool_idle())
+        assert max(seen) <= 2, seen
+        slots = [p for p in tmp_path.iterdir() if p.name.startswith(".pool-")]
+        assert len(slots) <= 2 + len([s for s in served if s.workdir.name.startswith(".pool-")])
+    # Closing the Sandbox ends the idle ones and leaves no empty slot directory behind.
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".pool-") and not any(p.iterdir())]
+
+
+def test_a_pooled_sessions_files_move_to_its_name_when_it_closes(tmp_path) -> None:
+    with sandbox_exec.Sandbox(root=tmp_path, pool_size=1) as b:
+        b.session("seed")
+        assert wait_until(lambda: b.pool_idle() == 1, timeout=60)
+        s = b.session("notebook")
+        assert "served from the pool" in s.enforcement["start"]
+        slot = s.workdir
+        assert s.run("import os\nopen('kept.txt', 'w').write('mine')\nos.getcwd()").outputs[0]["data"][
+            "text/plain"
+        ] == repr(str(slot))
+        s.close()
+        assert not slot.exists()
+        again = b.session("notebook")  # its files are there: not a new notebook, not pooled
+        assert "served from the pool" not in again.enforcement["start"]
+        assert again.workdir == tmp_path / "notebook"
+        assert again.run("open('kept.txt').read()").outputs[0]["data"]["text/plain"] == "'mine'"
+
+
+def test_pool_size_is_checked(tmp_path) -> None:
+    for bad in (-1, True, 1.5):
+        with pytest.raises((ValueError, TypeError)):
+            sandbox_exec.Sandbox(root=tmp_path, pool_size=bad)  # type: ignore[arg-type]

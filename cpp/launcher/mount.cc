@@ -1,6 +1,7 @@
 #include "launcher/mount.h"
 
 #include "common/file_io.h"
+#include "common/numbers.h"
 
 #include <fcntl.h>
 #include <sys/mount.h>
@@ -18,6 +19,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace sandbox_exec::mount {
 
@@ -311,6 +313,47 @@ Failure mask_proc(const char* root, int views) noexcept {
   return {};
 }
 
+// mountinfo's escapes (\040 for a space, \011, \012, \134) undone.
+std::string unescape_mountinfo(std::string_view field) {
+  const auto oct = [](char c) { return c >= '0' && c <= '7'; };
+  std::string out;
+  for (std::size_t i = 0; i < field.size(); ++i) {
+    if (field[i] == '\\' && i + 3 < field.size() && oct(field[i + 1]) && oct(field[i + 2]) && oct(field[i + 3])) {
+      out += static_cast<char>((field[i + 1] - '0') * 64 + (field[i + 2] - '0') * 8 + (field[i + 3] - '0'));
+      i += 3;
+    } else {
+      out += field[i];
+    }
+  }
+  return out;
+}
+
+// The keeper's copy of the host's mount table holds every filesystem mounted when it
+// unshared, other sessions' workdir images (loop devices) among them: a copy keeps a loop
+// device busy after its session unmounted it, so that session's next start would wait for
+// it. The keeper needs none of them: those outside its new root go (detached lazily).
+void drop_foreign_loop_mounts(const std::string& root) {
+  const std::string info = file_io::read_file("/proc/self/mountinfo");
+  std::vector<std::string> targets;
+  std::size_t start = 0;
+  while (start < info.size()) {
+    std::size_t end = info.find('\n', start);
+    if (end == std::string::npos) end = info.size();
+    const std::string_view line(info.data() + start, end - start);
+    start = end + 1;
+    const std::size_t dash = line.find(" - ");
+    if (dash == std::string_view::npos) continue;
+    const auto before = numbers::words(line.substr(0, dash));
+    const auto after = numbers::words(line.substr(dash + 3));
+    if (before.size() < 5 || after.size() < 2 || after[1].rfind("/dev/loop", 0) != 0) continue;
+    std::string target = unescape_mountinfo(before[4]);
+    if (target == root || target.rfind(root + "/", 0) == 0) continue;
+    targets.push_back(std::move(target));
+  }
+  std::sort(targets.begin(), targets.end(), [](const auto& a, const auto& b) { return a.size() > b.size(); });
+  for (const auto& t : targets) (void)::umount2(t.c_str(), MNT_DETACH);
+}
+
 }  // namespace
 
 Failure build_root(const SpawnSpec& spec) noexcept {
@@ -343,6 +386,7 @@ Failure build_root(const SpawnSpec& spec) noexcept {
     // The root tmpfs itself read-only: no new files next to /usr or in /etc.
     if (::mount(nullptr, root.c_str(), nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, nullptr) != 0)
       return {LaunchStep::kMountRemountRo, errno};
+    drop_foreign_loop_mounts(root);
     return {};
   } catch (...) {
     return {LaunchStep::kMountRootTmpfs, ENOMEM};

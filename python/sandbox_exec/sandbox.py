@@ -27,6 +27,7 @@ from typing import Any
 
 from . import _core, _host_ids, _safe_fs
 from ._outputs import CellDone, MalformedMessage, OnOutput, OutputCollector, parse_cell_done
+from ._pool import SessionPool
 from ._workdir_image import ImageUnavailable, WorkdirImage, full_threshold
 from ._workdir_image import usage as image_usage
 from ._zygotes import ZygoteTable, ZygoteUnavailable
@@ -355,6 +356,36 @@ class Session:
         # How the current interpreter started: "warm: ..." (forked from a zygote) or
         # "cold: <why not warm>"; Session.enforcement["start"].
         self._start_note = ""
+        # A pooled session adopted by a name (_adopt): the lock of that name's workdir, and
+        # where its files move when it closes.
+        self._name_lock: _WorkdirLock | None = None
+        self._home: Path | None = None
+
+    def _adopt(self, name: str, lock: _WorkdirLock, home: Path) -> None:
+        """Serves `name` from now on (a pooled session, started in a slot directory)."""
+        self.name = name
+        self._name_lock = lock
+        self._home = home
+        self._start_note += "; served from the pool (started ahead, in its slot directory)"
+
+    def _move_home(self) -> None:
+        """A pooled session's files move to its name's own directory (and image) at close,
+        where the next session of that name finds them; left in the slot if taken."""
+        home = self._home
+        if home is None or os.path.lexists(home):
+            return
+        image = self._image.path if self._image is not None else None
+        home_image = home.parent / ".images" / (home.name + ".img")
+        if image is not None and image.exists():
+            if os.path.lexists(home_image):
+                return
+            os.rename(image, home_image)
+        try:
+            os.rename(self._workdir, home)
+        except OSError:
+            if image is not None and home_image.exists():
+                os.rename(home_image, image)  # both or neither
+            raise
 
     # --- properties ---------------------------------------------------------------------
     @property
@@ -767,8 +798,9 @@ class Session:
             self._closed = True
             with self._runner_lock:
                 self._runner = None
-            if self._workdir_lock is not None:
-                self._workdir_lock.release()
+            for lock in (self._workdir_lock, self._name_lock):
+                if lock is not None:
+                    lock.release()
             return
         self._closed = True
         if self._cell_running:
@@ -785,9 +817,13 @@ class Session:
             if self._image is not None:
                 self._image.discard()  # unmounted above: the files go with the image
             _remove_tree(self._workdir)  # before the lock goes: nobody else is in it yet
-        lock, self._workdir_lock = self._workdir_lock, None
-        if lock is not None:
-            lock.release()
+        else:
+            self._move_home()  # a pooled session's files, to its name's directory
+        for attr in ("_workdir_lock", "_name_lock"):
+            lock = getattr(self, attr)
+            setattr(self, attr, None)
+            if lock is not None:
+                lock.release()
 
     # --- running --------------------------------------------------------------------------
     def run(self, code: str, *, timeout: float | None = None, on_output: OnOutput | None = None) -> Result:
@@ -1118,6 +1154,7 @@ class Sandbox:
         root: str | os.PathLike[str] | None = None,
         host_id_range: tuple[int, int] | None = None,
         warm: bool = True,
+        pool_size: int = 0,
     ) -> None:
         """`host_id_range` (first, count): the host ids a root backend gives its sessions, one
         each while they live (default: /etc/subuid and /etc/subgid of the user sandbox_exec,
@@ -1126,9 +1163,14 @@ class Sandbox:
 
         `warm`: sessions are forked from a zygote per (prelude, environment) that has the
         prelude loaded (see _zygotes), each contained exactly as a cold one; False starts
-        every interpreter fresh (``Session.enforcement["start"]`` says which happened)."""
+        every interpreter fresh (``Session.enforcement["start"]`` says which happened).
+
+        `pool_size`: keep up to this many sessions of each shape (prelude and policy) already
+        asked for started and idle, so a new notebook's session starts at once (see _pool)."""
         if not isinstance(warm, bool):
             raise TypeError("warm must be True or False")
+        if not isinstance(pool_size, int) or isinstance(pool_size, bool) or pool_size < 0:
+            raise ValueError(f"pool_size must be an integer >= 0, got {pool_size!r}")
         if policy is not None and not isinstance(policy, Policy):
             raise TypeError("policy must be a sandbox_exec.Policy")
         if host_id_range is not None and os.geteuid() != 0:
@@ -1146,6 +1188,42 @@ class Sandbox:
         self._stop_watch = threading.Event()
         self._watchdog = threading.Thread(target=self._watch, name="sandbox_exec-disk-watchdog", daemon=True)
         self._watchdog.start()
+        self._pool = SessionPool(pool_size, self._start_slot) if pool_size else None
+
+    def _start_slot(self, slot: str, prelude: str | None, policy: Policy) -> Session:
+        """A started session in a new pool slot directory (the pool's refill thread)."""
+        lock = _WorkdirLock(self.root, slot, slot)
+        s = Session(self._table, slot, policy, prelude, self.root / slot, lock)
+        try:
+            s.start()
+        except BaseException:
+            s.close(remove_workdir=True)
+            raise
+        return s
+
+    def _from_pool(self, name: str, policy: Policy, prelude: str | None) -> Session | None:
+        """An idle pooled session adopted as `name`, when `name` is a new notebook (no
+        workdir yet, no image) and the pool has one of its shape; else None."""
+        if self._pool is None:
+            return None
+        dir_name = _dir_name(name)
+        home = self.root / dir_name
+        if os.path.lexists(home) or os.path.lexists(self.root / ".images" / (dir_name + ".img")):
+            return None
+        s = self._pool.take(prelude, policy)
+        if s is None:
+            return None
+        try:
+            lock = _WorkdirLock(self.root, dir_name, name)
+        except BaseException:
+            s.close(remove_workdir=True)
+            raise
+        s._adopt(name, lock, home)
+        return s
+
+    def pool_idle(self) -> int:
+        """Idle pooled sessions, all shapes together (0 without a pool)."""
+        return self._pool.idle_total() if self._pool is not None else 0
 
     def _watch(self) -> None:
         """Measures idle sessions' workdirs. A round every 0.2 s at most, and never more
@@ -1209,11 +1287,15 @@ class Sandbox:
                         f"session {name!r} exists with another policy or prelude; close it first to change them"
                     )
             else:
-                dir_name = _dir_name(name)
-                # Refuses (SandboxError) a workdir that another live session holds.
-                lock = _WorkdirLock(self.root, dir_name, name)
-                s = Session(table, name, policy or self.policy, prelude, self.root / dir_name, lock)
+                s = self._from_pool(name, policy or self.policy, prelude)
+                if s is None:
+                    dir_name = _dir_name(name)
+                    # Refuses (SandboxError) a workdir that another live session holds.
+                    lock = _WorkdirLock(self.root, dir_name, name)
+                    s = Session(table, name, policy or self.policy, prelude, self.root / dir_name, lock)
                 table.by_name[name] = s
+        if self._pool is not None:
+            self._pool.want(prelude, policy or self.policy)
         try:
             s.start()
         except BaseException:
@@ -1249,8 +1331,11 @@ class Sandbox:
             self._table.closed = True
             sessions = list(self._table.by_name.values())
         self._stop_watch.set()
+        idle = self._pool.close() if self._pool is not None else []
         for s in sessions:
             s.close()  # in a forked copy of the backend: lets go without ending anything
+        for s in idle:
+            s.close(remove_workdir=self.owned_here)  # an idle slot holds nobody's files
         if self._table.zygotes is not None and self.owned_here:
             self._table.zygotes.close()
         if self._own_root and os.getpid() == self._owner_pid:
