@@ -293,3 +293,49 @@ def test_pool_size_is_checked(tmp_path) -> None:
     for bad in (-1, True, 1.5):
         with pytest.raises((ValueError, TypeError)):
             sandbox_exec.Sandbox(root=tmp_path, pool_size=bad)  # type: ignore[arg-type]
+
+
+# Looks for a text in the cell's own readable memory. The text is given in two halves and
+# only ever matched piecewise, so the scan never builds the whole text itself.
+SCAN_OWN_MEMORY = """
+import ctypes, json
+head, tail = {head!r}.encode(), {tail!r}.encode()
+found = []
+with open("/proc/self/maps") as maps:
+    regions = [line.split() for line in maps]
+for parts in regions:
+    lo, hi = (int(x, 16) for x in parts[0].split("-"))
+    name = parts[5] if len(parts) > 5 else "anonymous"
+    # Readable memory only (a guard page would fault), not the kernel's [vvar]/[vsyscall].
+    if not parts[1].startswith("r") or hi - lo > 1 << 28 or name.startswith("[v"):
+        continue
+    data = ctypes.string_at(lo, hi - lo)
+    at = data.find(head)
+    while at >= 0:
+        if data.startswith(tail, at + len(head)):
+            found.append(name)
+            break
+        at = data.find(head, at + 1)
+print(json.dumps(found))
+"""
+
+
+def _scan(session: sandbox_exec.Session, text: str) -> list[str]:
+    half = len(text) // 2
+    return _value(session.run(SCAN_OWN_MEMORY.format(head=text[:half], tail=text[half:])))
+
+
+def test_a_session_finds_nothing_of_an_earlier_siblings_start_in_its_memory(box: sandbox_exec.Sandbox) -> None:
+    # The zygote's memory is every later session's: it must keep nothing of one session's
+    # request (its name, workdir, host id), not even in freed heap.
+    secret = f"private-notebook-{uuid.uuid4().hex}"
+    first = box.session(secret, prelude=PRELUDE)
+    later = box.session(_name(), prelude=PRELUDE)
+    try:
+        assert _zygote_pid(first) == _zygote_pid(later)
+        assert _scan(later, secret) == []
+        # The scan itself works: the later session finds its own name in its memory.
+        assert _scan(later, later.name) != []
+    finally:
+        first.close()
+        later.close()

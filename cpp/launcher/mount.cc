@@ -4,6 +4,7 @@
 #include "common/numbers.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -313,45 +314,70 @@ Failure mask_proc(const char* root, int views) noexcept {
   return {};
 }
 
-// mountinfo's escapes (\040 for a space, \011, \012, \134) undone.
-std::string unescape_mountinfo(std::string_view field) {
+// Undoes mountinfo's escapes (\040 for a space, \011, \012, \134) in place, NUL-terminates
+// the field, and returns its start. The field must be followed by a separator byte.
+char* unescape_in_place(char* field, std::size_t size) {
   const auto oct = [](char c) { return c >= '0' && c <= '7'; };
-  std::string out;
-  for (std::size_t i = 0; i < field.size(); ++i) {
-    if (field[i] == '\\' && i + 3 < field.size() && oct(field[i + 1]) && oct(field[i + 2]) && oct(field[i + 3])) {
-      out += static_cast<char>((field[i + 1] - '0') * 64 + (field[i + 2] - '0') * 8 + (field[i + 3] - '0'));
+  std::size_t out = 0;
+  for (std::size_t i = 0; i < size; ++i) {
+    if (field[i] == '\\' && i + 3 < size && oct(field[i + 1]) && oct(field[i + 2]) && oct(field[i + 3])) {
+      field[out++] = static_cast<char>((field[i + 1] - '0') * 64 + (field[i + 2] - '0') * 8 + (field[i + 3] - '0'));
       i += 3;
     } else {
-      out += field[i];
+      field[out++] = field[i];
     }
   }
-  return out;
+  field[out] = '\0';
+  return field;
 }
 
 // The keeper's copy of the host's mount table holds every filesystem mounted when it
 // unshared, other sessions' workdir images (loop devices) among them: a copy keeps a loop
 // device busy after its session unmounted it, so that session's next start would wait for
 // it. The keeper needs none of them: those outside its new root go (detached lazily).
+//
+// The table names other sessions' workdirs. A warm session's worker is a fork of this
+// process, with its memory: so the table is read into a private mapping, used in place
+// and unmapped, never copied into the heap, where a freed copy would outlive this call.
 void drop_foreign_loop_mounts(const std::string& root) {
-  const std::string info = file_io::read_file("/proc/self/mountinfo");
-  std::vector<std::string> targets;
-  std::size_t start = 0;
-  while (start < info.size()) {
-    std::size_t end = info.find('\n', start);
-    if (end == std::string::npos) end = info.size();
-    const std::string_view line(info.data() + start, end - start);
-    start = end + 1;
-    const std::size_t dash = line.find(" - ");
-    if (dash == std::string_view::npos) continue;
-    const auto before = numbers::words(line.substr(0, dash));
-    const auto after = numbers::words(line.substr(dash + 3));
-    if (before.size() < 5 || after.size() < 2 || after[1].rfind("/dev/loop", 0) != 0) continue;
-    std::string target = unescape_mountinfo(before[4]);
-    if (target == root || target.rfind(root + "/", 0) == 0) continue;
-    targets.push_back(std::move(target));
+  constexpr std::size_t kMax = 4u << 20;  // a larger table is left alone (this is only tidying)
+  void* map = ::mmap(nullptr, kMax, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (map == MAP_FAILED) return;
+  char* text = static_cast<char*>(map);
+  std::size_t size = 0;
+  const int fd = ::open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    for (ssize_t n; size < kMax - 1 && (n = ::read(fd, text + size, kMax - 1 - size)) != 0;) {
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) break;
+      size += static_cast<std::size_t>(n);
+    }
+    ::close(fd);
   }
-  std::sort(targets.begin(), targets.end(), [](const auto& a, const auto& b) { return a.size() > b.size(); });
-  for (const auto& t : targets) (void)::umount2(t.c_str(), MNT_DETACH);
+  std::vector<const char*> targets;  // pointers into the mapping only
+  if (size < kMax - 1) {
+    text[size] = '\n';
+    for (char* line = text; line < text + size;) {
+      char* end = static_cast<char*>(std::memchr(line, '\n', static_cast<std::size_t>(text + size + 1 - line)));
+      const std::string_view view(line, static_cast<std::size_t>(end - line));
+      const std::size_t dash = view.find(" - ");
+      if (dash != std::string_view::npos) {
+        const auto before = numbers::words(view.substr(0, dash));
+        const auto after = numbers::words(view.substr(dash + 3));
+        if (before.size() >= 5 && after.size() >= 2 && after[1].rfind("/dev/loop", 0) == 0) {
+          char* target = unescape_in_place(const_cast<char*>(before[4].data()), before[4].size());
+          const std::string_view t(target);
+          if (t != root && !(t.size() > root.size() && t.compare(0, root.size(), root) == 0 && t[root.size()] == '/'))
+            targets.push_back(target);
+        }
+      }
+      line = end + 1;
+    }
+  }
+  std::sort(targets.begin(), targets.end(),
+            [](const char* a, const char* b) { return std::strlen(a) > std::strlen(b); });
+  for (const char* t : targets) (void)::umount2(t, MNT_DETACH);
+  ::munmap(map, kMax);
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 
 #include "common/sys_error.h"
 #include "common/unique_fd.h"
+#include "launch/launcher_protocol.h"
 #include "launch/zygote_protocol.h"
 #include "launcher/session_keeper.h"
 
@@ -82,18 +83,19 @@ Served serve(int control, const ForkHooks& hooks) {
       continue;
     }
     if (n < 0) throw SandboxError("zygote", "recvmsg(control socket)", static_cast<int>(-n));
-    SpawnSpec spec;
-    try {
-      spec = zp::decode_fork_request(std::string_view(buffer.data(), static_cast<std::size_t>(n)));
-    } catch (const ConfigError&) {
-      reply(control, EINVAL, 0, -1);
-      continue;
-    }
-    if (fds.size() != zp::kForkFdCount) {
+    // The zygote itself never decodes a request: every later session is a copy of its
+    // memory, so nothing of one session (its workdir, host id, cgroups, environment) may
+    // stay in it, not even in freed heap. It checks the header and the descriptors, forks,
+    // and zeroes the bytes; the child decodes its own copy.
+    zp::ForkRequestHeader header{};
+    if (static_cast<std::size_t>(n) >= sizeof header) std::memcpy(&header, buffer.data(), sizeof header);
+    if (header.magic != zp::kMagic || header.version != zp::kVersion || fds.size() != zp::kForkFdCount) {
+      ::explicit_bzero(buffer.data(), static_cast<std::size_t>(n));
       reply(control, EINVAL, 0, -1);
       continue;
     }
     if (thread_count() != 1) {  // something started a thread since the zygote settled
+      ::explicit_bzero(buffer.data(), static_cast<std::size_t>(n));
       reply(control, EDEADLK, 0, -1);
       continue;
     }
@@ -108,10 +110,20 @@ Served serve(int control, const ForkHooks& hooks) {
       // Default dispositions for what the keeper waits on (the zygote may have set its own).
       ::signal(SIGCHLD, SIG_DFL);
       if (!place_descriptors(fds)) ::_exit(126);  // the supervisor sees no report: "exited"
+      SpawnSpec spec;
+      try {
+        spec = zp::decode_fork_request(std::string_view(buffer.data(), static_cast<std::size_t>(n)));
+      } catch (const ConfigError&) {
+        const LauncherReport r{LauncherReport::kSetupFailed, static_cast<int32_t>(LaunchStep::kParseArgs), 0, EINVAL,
+                               0};
+        [[maybe_unused]] ssize_t written = ::write(launcher_fd::kReport, &r, sizeof r);
+        ::_exit(2);
+      }
       const auto out = session_keeper::run(spec, session_keeper::WorkerStart::kReturn, 0, nullptr);
       if (!out.is_worker) ::_exit(out.exit_code);
       return {true, std::move(spec)};
     }
+    ::explicit_bzero(buffer.data(), static_cast<std::size_t>(n));
     const int fork_error = pid < 0 ? errno : 0;
     if (hooks.after_in_parent) hooks.after_in_parent();
     fds.clear();  // the session's descriptors are the keeper's now
