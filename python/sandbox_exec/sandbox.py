@@ -511,6 +511,7 @@ class Session:
             _core.CgroupLimits(
                 memory_bytes=p.memory_bytes if memory_cgroup else None,
                 max_processes=p.max_processes if pids_cgroup else None,
+                cpus=None,
             )
             if (memory_cgroup or pids_cgroup or cg.get("cpu"))
             else None
