@@ -400,6 +400,13 @@ class Session:
     # --- lifecycle -----------------------------------------------------------------------
     def _start(self) -> None:
         problems = self.policy.unenforceable()
+        cg = cgroup_support()
+        if self.policy.cpus is not None and not cg.get("cpu_limit"):
+            problems.append(
+                "cpus needs the cgroup cpu controller (cgroup v2 cpu.max or v1 cpu.cfs_quota_us), which this "
+                f"host does not delegate to sessions ({cg.get('detail') or 'no cgroups'}); a CPU share has no "
+                "rlimit fallback"
+            )
         if problems:
             raise PolicyError("the policy asks for protections this build cannot enforce: " + "; ".join(problems))
         try:
@@ -498,6 +505,7 @@ class Session:
         cg = cgroup_support()
         memory_cgroup = p.memory_bytes is not None and cg.get("memory")
         pids_cgroup = p.max_processes is not None and cg.get("pids")
+        cpu_cgroup = p.cpus is not None and cg.get("cpu_limit")  # else _start refused the policy
         limits = _core.ResourceLimits(
             cpu_seconds=None if p.cpu_s is None else max(1, math.ceil(p.cpu_s)),
             file_bytes=p.max_file_bytes,
@@ -511,9 +519,9 @@ class Session:
             _core.CgroupLimits(
                 memory_bytes=p.memory_bytes if memory_cgroup else None,
                 max_processes=p.max_processes if pids_cgroup else None,
-                cpus=None,
+                cpus=p.cpus if cpu_cgroup else None,
             )
-            if (memory_cgroup or pids_cgroup or cg.get("cpu"))
+            if (memory_cgroup or pids_cgroup or cpu_cgroup or cg.get("cpu"))
             else None
         )
         # Every layer is named, on or off: _core.Isolation has no "missing means off".
