@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import operator
 import os
 import pickle
@@ -372,6 +373,40 @@ def test_cpus_caps_the_cpu_time_of_the_sessions_processes_together(sandbox):
         s.close()
     if group is not None:
         assert not os.path.exists(group)  # the session's cpu group went with it
+
+
+@pytest.mark.b
+def test_thread_pools_match_the_cpu_share_unless_env_names_them(new_session):
+    read = "import os, json\nprint(json.dumps({k: os.environ.get(k) for k in NAMES}))"
+    names = [
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "VECLIB_MAXIMUM_THREADS",
+        "NUMEXPR_NUM_THREADS",
+        "NUMEXPR_MAX_THREADS",
+    ]
+    cell = f"NAMES = {names!r}\n{read}"
+
+    def pools(policy: Policy) -> dict[str, str]:
+        r = new_session(policy).run(cell)
+        assert r.status == "ok", r
+        return json.loads(r.stdout)
+
+    usable = str(len(os.sched_getaffinity(0)))  # the backend's CPUs, which the session inherits
+    assert pools(Policy()) == dict.fromkeys(names, usable)
+    from sandbox_exec.sandbox import cgroup_support
+
+    if not cgroup_support().get("cpu_limit"):
+        pytest.skip("no cgroup cpu controller delegated on this host: cpus is refused")
+    assert pools(Policy(cpus=0.5)) == dict.fromkeys(names, "1")
+    assert pools(Policy(cpus=0.01)) == dict.fromkeys(names, "1")
+    # ceil(cpus), at most the CPUs there are
+    assert pools(Policy(cpus=1.2)) == dict.fromkeys(names, str(min(2, int(usable))))
+    assert pools(Policy(cpus=1000)) == dict.fromkeys(names, usable)
+    # A value the policy names wins; the others keep the default.
+    got = pools(Policy(cpus=0.5, env={"OMP_NUM_THREADS": "7", "MKL_NUM_THREADS": ""}))
+    assert got == {**dict.fromkeys(names, "1"), "OMP_NUM_THREADS": "7", "MKL_NUM_THREADS": ""}
 
 
 @pytest.mark.b

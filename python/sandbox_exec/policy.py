@@ -34,7 +34,10 @@ class Policy:
     #: period on the session's cgroup (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``); past it the
     #: kernel holds the session's threads until the next period. Needs the cgroup cpu
     #: controller: with ``cpus`` set, a host that does not delegate one refuses the session
-    #: at start (PolicyError; there is no rlimit for a CPU share). ``None``: no cap.
+    #: at start (PolicyError; there is no rlimit for a CPU share). ``None``: no cap. Also
+    #: the default size of the thread pools of BLAS, OpenMP and numexpr in the session
+    #: (``OMP_NUM_THREADS`` and the rest: ``ceil(cpus)``, else the CPUs the backend may run
+    #: on, at most those; a name ``env`` sets wins).
     cpus: float | None = None
     #: Memory of the session's processes together: the session's memory cgroup where the
     #: host delegates one (the OOM killer ends the session, status "memory"), else the

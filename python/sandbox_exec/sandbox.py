@@ -208,7 +208,31 @@ class _WorkdirLock:
         os.close(fd)
 
 
+# The thread-pool sizes a session's numeric libraries read at import (OpenMP, OpenBLAS, MKL,
+# Accelerate, BLIS, numexpr). Unset, each starts one thread per host CPU: N busy sessions
+# on N CPUs then run N*N threads, and a small numpy cell waits for all of them.
+_THREAD_POOL_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "NUMEXPR_MAX_THREADS",
+)
+
+
+def _thread_pool_size(policy: Policy) -> int:
+    """The session's default thread-pool size: its CPU share rounded up (``cpus``), else
+    the CPUs the backend may run on (which the session inherits), never more than those."""
+    usable = len(os.sched_getaffinity(0))
+    if policy.cpus is None:
+        return usable
+    return max(1, min(math.ceil(policy.cpus), usable))
+
+
 def _worker_env(policy: Policy, workdir: str) -> list[str]:
+    threads = str(_thread_pool_size(policy))
     env = {
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]),
         "HOME": workdir,
@@ -223,6 +247,7 @@ def _worker_env(policy: Policy, workdir: str) -> list[str]:
         "TMPDIR": "/tmp",
         "PAGER": "cat",
         "TERM": "dumb",
+        **dict.fromkeys(_THREAD_POOL_VARS, threads),
     }
     if policy.figure_dpi:
         env["SANDBOX_EXEC_FIGURE_DPI"] = str(policy.figure_dpi)
