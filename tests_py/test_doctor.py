@@ -1,6 +1,6 @@
 """Ladder B: `python -m sandbox_exec doctor` says, for this host, what the threat model says
-it says: the session's own host ids, the mechanism behind the workdir's disk cap, and how to
-get cgroups where there are none."""
+it says: the session's own host ids, the mechanism behind the workdir's disk cap, how to
+get cgroups where there are none, and whether a CPU share (Policy.cpus) can be enforced."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def report() -> dict[str, tuple[str, str]]:
     cp = subprocess.run([sys.executable, "-m", "sandbox_exec", "doctor"], capture_output=True, text=True, timeout=300)
     lines: dict[str, tuple[str, str]] = {}
     for line in cp.stdout.splitlines():
-        for layer in ("host ids", "workdir disk cap", "cgroup memory", "cgroup setup"):
+        for layer in ("host ids", "workdir disk cap", "cgroup memory", "cgroup cpu", "cgroup setup"):
             if line.startswith(layer + " "):
                 status, _, detail = line[len(layer) :].strip().partition(" ")
                 lines[layer] = (status, detail.strip())
@@ -51,3 +51,11 @@ def test_doctor_says_how_to_get_cgroups_where_there_are_none(report):
         assert report["cgroup memory"][0] == "ok", report
     else:
         assert "cgroup setup" in report and "SANDBOX_EXEC_CGROUP" in report["cgroup setup"][1] + str(report), report
+
+
+def test_doctor_says_whether_a_cpu_share_can_be_enforced(report):
+    status, detail = report["cgroup cpu"]
+    if cgroup_support().get("cpu_limit"):
+        assert status == "ok", report
+    else:
+        assert status != "ok" and "cpus set is refused" in detail, report

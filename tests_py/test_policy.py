@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import operator
+import os
 import pickle
 from collections.abc import Mapping, MutableMapping, MutableSequence, Sequence
+from pathlib import Path
 
 import pytest
 
@@ -45,6 +48,13 @@ def test_defaults_are_documented_values():
         ("interrupt_grace_s", 0),
         ("env", {"A=B": "x"}),
         ("env", {"A": 1}),
+        ("cpus", 0),
+        ("cpus", -1),
+        ("cpus", float("nan")),
+        ("cpus", float("inf")),
+        ("cpus", "2"),
+        ("cpus", True),
+        ("cpus", 0.005),
     ],
 )
 def test_bad_values_are_rejected_with_the_field_named(field, value):
@@ -186,6 +196,33 @@ def test_enforcement_report_names_each_mechanism():
     assert report["memory_bytes"] == "cgroup v1 memory controller (whole session)"
     assert report["max_processes"].endswith("cgroup v1 pids controller")
     assert report["network"] == "host network (opt-out)"
+    assert report["cpus"] == "not limited"
+
+
+@pytest.mark.a
+def test_cpus_is_a_number_of_cpus_and_the_report_names_its_knob():
+    assert Policy().cpus is None
+    assert Policy(cpus=2) == Policy(cpus=2.0) and isinstance(Policy(cpus=2).cpus, float)
+    assert Policy(cpus=0.01).cpus == 0.01
+    v1 = {"version": "v1", "memory": True, "pids": True, "cpu": True, "cpu_limit": True}
+    assert Policy(cpus=0.5).enforcement(v1)["cpus"] == "cgroup v1 cpu.cfs_quota_us"
+    assert Policy(cpus=0.5).enforcement({**v1, "version": "v2"})["cpus"] == "cgroup v2 cpu.max"
+    assert Policy().enforcement(v1)["cpus"] == "not limited"
+    assert "no cgroup cpu controller" in Policy(cpus=0.5).enforcement({**v1, "cpu_limit": False})["cpus"]
+
+
+@pytest.mark.a
+def test_cpus_without_a_cpu_controller_fails_closed(tmp_path, monkeypatch):
+    from sandbox_exec import sandbox as sandbox_module
+
+    no_cpu = {"version": "v1", "memory": True, "pids": True, "cpu": True, "cpu_limit": False, "detail": "here"}
+    monkeypatch.setattr(sandbox_module, "cgroup_support", lambda: no_cpu)
+    with sandbox_exec.Sandbox(Policy(cpus=1), root=tmp_path) as box:
+        with pytest.raises(PolicyError, match=r"cpus needs the cgroup cpu controller .*\(here\)"):
+            box.session("refused")
+        assert box.sessions() == []  # nothing was started
+        # Without cpus the same host starts sessions: the refusal is the CPU share's alone.
+        assert box.session("fine", policy=Policy()).run("1").status == "ok"
 
 
 @pytest.mark.a
@@ -288,6 +325,88 @@ def test_cpu_limit_ends_a_spinning_interpreter(sandbox):
         assert r.duration_s < 10
     finally:
         s.close()
+
+
+# Two processes spinning for 1.5 s: unlimited, they would take two CPUs (one each).
+SPIN_TWO = """
+import subprocess, sys
+code = "import time\\nt = time.monotonic()\\nwhile time.monotonic() - t < 1.5: pass"
+procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(2)]
+print([p.wait() for p in procs])
+"""
+
+
+def _cgroup_v1_dir(pid: int, controller: str) -> str | None:
+    """The v1 group of `pid` in the hierarchy holding `controller` (None: no such hierarchy)."""
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controller in controllers.split(","):
+            return f"/sys/fs/cgroup/{controller}{path}"
+    return None
+
+
+@pytest.mark.b
+def test_cpus_caps_the_cpu_time_of_the_sessions_processes_together(sandbox):
+    from sandbox_exec.sandbox import cgroup_support
+
+    if not cgroup_support().get("cpu_limit"):
+        pytest.skip("no cgroup cpu controller delegated on this host")
+    s = sandbox.session("cpus", policy=Policy(cpus=0.5))
+    try:
+        assert s.enforcement["cpus"] == f"cgroup {cgroup_support()['version']} " + (
+            "cpu.max" if cgroup_support()["version"] == "v2" else "cpu.cfs_quota_us"
+        )
+        group = _cgroup_v1_dir(s.worker_pid, "cpu") if cgroup_support()["version"] == "v1" else None
+        if group is not None:
+            # The knobs the kernel enforces (a loaded machine could not fake these).
+            assert Path(group, "cpu.cfs_period_us").read_text().strip() == "100000"
+            assert Path(group, "cpu.cfs_quota_us").read_text().strip() == "50000"
+        r = s.run(SPIN_TWO)
+        assert r.status == "ok" and r.stdout.strip() == "[0, 0]", (r.status, r.stdout, r.stderr)
+        share = r.cpu_s / r.duration_s
+        # Half a CPU for both processes together; a loose band: the machine is shared.
+        assert 0.2 < share < 0.75, f"{r.cpu_s:.2f} CPU-s in {r.duration_s:.2f} s: {share:.2f} CPUs"
+        if group is not None:
+            stat = dict(line.split() for line in Path(group, "cpu.stat").read_text().splitlines())
+            assert int(stat["nr_throttled"]) > 0, stat  # the quota is what held it
+    finally:
+        s.close()
+    if group is not None:
+        assert not os.path.exists(group)  # the session's cpu group went with it
+
+
+@pytest.mark.b
+def test_thread_pools_match_the_cpu_share_unless_env_names_them(new_session):
+    read = "import os, json\nprint(json.dumps({k: os.environ.get(k) for k in NAMES}))"
+    names = [
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "VECLIB_MAXIMUM_THREADS",
+        "NUMEXPR_NUM_THREADS",
+        "NUMEXPR_MAX_THREADS",
+    ]
+    cell = f"NAMES = {names!r}\n{read}"
+
+    def pools(policy: Policy) -> dict[str, str]:
+        r = new_session(policy).run(cell)
+        assert r.status == "ok", r
+        return json.loads(r.stdout)
+
+    usable = str(len(os.sched_getaffinity(0)))  # the backend's CPUs, which the session inherits
+    assert pools(Policy()) == dict.fromkeys(names, usable)
+    from sandbox_exec.sandbox import cgroup_support
+
+    if not cgroup_support().get("cpu_limit"):
+        pytest.skip("no cgroup cpu controller delegated on this host: cpus is refused")
+    assert pools(Policy(cpus=0.5)) == dict.fromkeys(names, "1")
+    assert pools(Policy(cpus=0.01)) == dict.fromkeys(names, "1")
+    # ceil(cpus), at most the CPUs there are
+    assert pools(Policy(cpus=1.2)) == dict.fromkeys(names, str(min(2, int(usable))))
+    assert pools(Policy(cpus=1000)) == dict.fromkeys(names, usable)
+    # A value the policy names wins; the others keep the default.
+    got = pools(Policy(cpus=0.5, env={"OMP_NUM_THREADS": "7", "MKL_NUM_THREADS": ""}))
+    assert got == {**dict.fromkeys(names, "1"), "OMP_NUM_THREADS": "7", "MKL_NUM_THREADS": ""}
 
 
 @pytest.mark.b

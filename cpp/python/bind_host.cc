@@ -24,6 +24,7 @@ void bind_host(py::module_& m) {
         d["memory"] = c.memory;
         d["pids"] = c.pids;
         d["cpu"] = c.cpu;
+        d["cpu_limit"] = c.cpu_limit;
         d["detail"] = c.detail;
         return d;
       },

@@ -1,6 +1,7 @@
 // The launch settings as typed objects: ResourceLimits, CgroupLimits, Isolation.
 #include "python/bindings.h"
 
+#include <cmath>
 #include <optional>
 #include "common/sys_error.h"
 #include "launch/spawn_spec.h"
@@ -27,12 +28,16 @@ void bind_launch_settings(py::module_& m) {
       .def_readonly("processes", &ResourceLimits::processes);
 
   py::class_<Cgroups::Limits>(m, "CgroupLimits", "The session's cgroup limits (None: not set).")
-      .def(py::init([](std::optional<uint64_t> memory_bytes, std::optional<uint64_t> max_processes) {
-             return Cgroups::Limits{memory_bytes, max_processes};
+      .def(py::init([](std::optional<uint64_t> memory_bytes, std::optional<uint64_t> max_processes,
+                       std::optional<double> cpus) {
+             if (cpus && !(std::isfinite(*cpus) && *cpus > 0))
+               throw ConfigError("CgroupLimits: cpus must be a positive finite number");
+             return Cgroups::Limits{memory_bytes, max_processes, cpus};
            }),
-           py::kw_only(), py::arg("memory_bytes"), py::arg("max_processes"))
+           py::kw_only(), py::arg("memory_bytes"), py::arg("max_processes"), py::arg("cpus"))
       .def_readonly("memory_bytes", &Cgroups::Limits::memory_bytes)
-      .def_readonly("max_processes", &Cgroups::Limits::max_processes);
+      .def_readonly("max_processes", &Cgroups::Limits::max_processes)
+      .def_readonly("cpus", &Cgroups::Limits::cpus);
 
   py::class_<Isolation>(m, "Isolation", "The isolation layers; every protection defaults to on.")
       .def(py::init([](bool namespaces, bool network, bool drop_caps, bool landlock, bool seccomp,

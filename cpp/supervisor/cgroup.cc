@@ -5,12 +5,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
+#include <utility>
 
 #include "common/file_io.h"
 #include "common/sys_error.h"
@@ -92,8 +95,9 @@ std::vector<std::string> enable_for_children(const std::string& dir, const std::
   };
   const std::string all = wanted(true), essential = wanted(false);
   err = all.empty() ? 0 : write_file(dir + "/cgroup.subtree_control", all);
-  // cpu is only for accounting (cpu.stat is there without it), and enabling it can be
-  // refused where memory and pids are not (real-time processes in a child group: EINVAL).
+  // cpu is needed only for a quota (cpu.max; cpu.stat is there without it), and enabling it
+  // can be refused where memory and pids are not (real-time processes in a child group:
+  // EINVAL): then the groups go without it, and a session that asks for a quota is refused.
   if (err && all != essential && !essential.empty()) err = write_file(dir + "/cgroup.subtree_control", essential);
   return controllers_in(read_file(dir + "/cgroup.subtree_control"));
 }
@@ -138,11 +142,12 @@ CgroupHost CgroupHost::current() {
 CgroupSupport Cgroups::detect(const CgroupHost& host) {
   CgroupSupport s;
   try {
-    Cgroups probe("probe", Limits{}, host);
+    Cgroups probe(Probe{}, host);
     s.version = probe.version_;
     s.memory = !probe.memory_.empty();
     s.pids = !probe.pids_.empty();
     s.cpu = !probe.cpu_.empty();
+    s.cpu_limit = !probe.cpu_limit_.empty();
     if (probe.version_ == "v1") {
       s.detail = "v1 controllers under " + host.root + "/<controller>";
     } else if (probe.version_ == "v2") {
@@ -158,7 +163,23 @@ CgroupSupport Cgroups::detect(const CgroupHost& host) {
   return s;
 }
 
+uint64_t Cgroups::cpu_quota_us(double cpus) noexcept {
+  constexpr double kMinUs = 1000, kMaxUs = static_cast<double>(uint64_t{1} << 40);
+  const double us = cpus * static_cast<double>(kCpuPeriodUs);
+  // NaN and anything below the minimum: the minimum (Policy refuses both before here).
+  if (!(us >= kMinUs)) return static_cast<uint64_t>(kMinUs);
+  return static_cast<uint64_t>(std::llround(std::min(us, kMaxUs)));
+}
+
 Cgroups::Cgroups(const std::string& name, const Limits& limits, const CgroupHost& host) : remove_dir_(host.remove_dir) {
+  create(name, limits, host, false);
+}
+
+Cgroups::Cgroups(Probe /*unused*/, const CgroupHost& host) : remove_dir_(host.remove_dir) {
+  create("probe", Limits{}, host, true);
+}
+
+void Cgroups::create(const std::string& name, const Limits& limits, const CgroupHost& host, bool probe) {
   try {
     if (host.delegated) {
       // Named explicitly: it must work, or the session (and detect) says why.
@@ -190,7 +211,7 @@ Cgroups::Cgroups(const std::string& name, const Limits& limits, const CgroupHost
       }
       create_v2(base, available, name, host);
     } else {
-      create_v1(name, host);
+      create_v1(name, host, probe || limits.cpus.has_value());
     }
     if (limits.memory_bytes) {
       if (memory_.empty()) throw SandboxError("cgroup", "mkdir(memory cgroup)", EACCES, "no memory controller");
@@ -208,6 +229,21 @@ Cgroups::Cgroups(const std::string& name, const Limits& limits, const CgroupHost
       if (pids_.empty()) throw SandboxError("cgroup", "mkdir(pids cgroup)", EACCES, "no pids controller");
       if (int err = write_file(pids_ + "/pids.max", std::to_string(*limits.max_processes)))
         throw SandboxError("cgroup", "write " + pids_ + "/pids.max", err);
+    }
+    if (limits.cpus) {
+      if (cpu_limit_.empty()) throw SandboxError("cgroup", "mkdir(cpu cgroup)", EACCES, "no cpu controller");
+      const std::string quota = std::to_string(cpu_quota_us(*limits.cpus)), period = std::to_string(kCpuPeriodUs);
+      if (version_ == "v2") {
+        if (int err = write_file(cpu_limit_ + "/cpu.max", quota + " " + period))
+          throw SandboxError("cgroup", "write " + cpu_limit_ + "/cpu.max", err);
+      } else {
+        // The period first: the quota is checked against it. EINVAL on the quota where the
+        // backend's own group has a smaller one (v1 refuses a child more than its parent).
+        for (const auto& [knob, value] : {std::pair{"/cpu.cfs_period_us", period}, {"/cpu.cfs_quota_us", quota}}) {
+          if (int err = write_file(cpu_limit_ + knob, value))
+            throw SandboxError("cgroup", "write " + cpu_limit_ + knob, err);
+        }
+      }
     }
   } catch (...) {
     remove();
@@ -244,8 +280,10 @@ void Cgroups::create_v2(const std::string& base, const std::vector<std::string>&
   dirs_.push_back(leaf);
   if (has(for_leaf, "memory")) memory_ = leaf;
   if (has(for_leaf, "pids")) pids_ = leaf;
-  // cpu.stat (usage_usec) is in every v2 group, with the cpu controller or without.
+  // cpu.stat (usage_usec) is in every v2 group, with the cpu controller or without;
+  // cpu.max only with it.
   cpu_ = leaf;
+  if (has(for_leaf, "cpu")) cpu_limit_ = leaf;
 }
 
 void Cgroups::drop_backend_group(const std::string& parent) const noexcept {
@@ -253,31 +291,49 @@ void Cgroups::drop_backend_group(const std::string& parent) const noexcept {
   (void)(remove_dir_ ? remove_dir_ : &cgroup::remove_dir_now)(parent.c_str());
 }
 
-void Cgroups::create_v1(const std::string& name, const CgroupHost& host) {
+void Cgroups::create_v1(const std::string& name, const CgroupHost& host, bool want_cpu) {
   version_ = "v1";
-  for (const char* controller : {"memory", "pids", "cpuacct"}) {
+  // The hierarchies made so far, by where their mount really is: cpu and cpuacct are often
+  // one hierarchy (cpu,cpuacct, with cpu and cpuacct as links to it), whose group is made once.
+  std::vector<std::pair<std::string, std::string>> made;  // (real mount, leaf)
+  for (const char* controller : {"memory", "pids", "cpuacct", "cpu"}) {
+    if (!want_cpu && std::strcmp(controller, "cpu") == 0) continue;
     const std::string mount = host.root + "/" + controller;
     if (!exists(mount + "/cgroup.procs")) continue;
     auto own = own_path(host.self_cgroup, controller);
     if (!own) continue;
     const std::string parent = mount + (*own == "/" ? "" : *own) + "/" + cgroup::kBackendGroupPrefix + host.tag;
-    const std::string leaf = parent + "/" + name;
-    int e = 0;
-    for (int attempt = 0; attempt < 4; ++attempt) {  // ENOENT: see create_v2
-      if (int p = make_one_dir(parent); p && p != EEXIST) {
-        e = p;
-        break;
+    std::string leaf = parent + "/" + name;
+    char* real = ::realpath(mount.c_str(), nullptr);
+    const std::string real_mount = real != nullptr ? real : mount;
+    std::free(real);  // NOLINT(cppcoreguidelines-no-malloc): realpath's allocation
+    bool shared = false;
+    for (const auto& [m, l] : made) {
+      if (m == real_mount) {
+        leaf = l;
+        shared = true;
       }
-      e = make_one_dir(leaf);
-      if (e != ENOENT) break;
     }
-    if (e != 0) drop_backend_group(parent);
-    if (e == EEXIST) throw SandboxError("cgroup", "mkdir(" + leaf + ")", e, "a group of that name exists: not ours");
-    if (e != 0) continue;  // not delegated to us: try the next controller
-    dirs_.push_back(leaf);
+    if (!shared) {
+      int e = 0;
+      for (int attempt = 0; attempt < 4; ++attempt) {  // ENOENT: see create_v2
+        if (int p = make_one_dir(parent); p && p != EEXIST) {
+          e = p;
+          break;
+        }
+        e = make_one_dir(leaf);
+        if (e != ENOENT) break;
+      }
+      if (e != 0) drop_backend_group(parent);
+      if (e == EEXIST) throw SandboxError("cgroup", "mkdir(" + leaf + ")", e, "a group of that name exists: not ours");
+      if (e != 0) continue;  // not delegated to us: try the next controller
+      dirs_.push_back(leaf);
+      made.emplace_back(real_mount, leaf);
+    }
     if (std::strcmp(controller, "memory") == 0) memory_ = leaf;
     if (std::strcmp(controller, "pids") == 0) pids_ = leaf;
     if (std::strcmp(controller, "cpuacct") == 0) cpu_ = leaf;
+    if (std::strcmp(controller, "cpu") == 0) cpu_limit_ = leaf;
   }
 }
 

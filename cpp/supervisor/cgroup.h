@@ -6,7 +6,11 @@
 //           session when it is exceeded; oom_kills() tells the supervisor it was that);
 //           tmpfs pages (/tmp, /dev/shm) are charged to it as well
 //   pids    max_processes: processes and threads together (fork and thread bombs stop here)
-//   cpu     usage, for the per-cell CPU figure
+//   cpu     cpus: a CPU-time quota for all the session's processes together (v2 cpu.max,
+//           v1 cpu.cfs_quota_us over cpu.cfs_period_us; the kernel throttles the group once
+//           it used its quota in a period); usage (v2 cpu.stat, v1 cpuacct), for the per-cell
+//           CPU figure. v1's cpu group is created only when a quota is asked for (or probed):
+//           without one it would only cost a directory.
 //
 // Layout (every directory below marked "ours" is created here and removed here; nothing
 // else is ever removed):
@@ -49,9 +53,10 @@ namespace sandbox_exec {
 struct CgroupSupport {
   bool memory = false;
   bool pids = false;
-  bool cpu = false;
-  std::string version;  // "v1", "v2" or "" when none is usable
-  std::string detail;   // why not, or where
+  bool cpu = false;        // CPU usage of the session (v2 cpu.stat, v1 cpuacct)
+  bool cpu_limit = false;  // a CPU quota (the cpu controller: v2 cpu.max, v1 cpu.cfs_quota_us)
+  std::string version;     // "v1", "v2" or "" when none is usable
+  std::string detail;      // why not, or where
 };
 
 // Where the cgroup filesystems are and who is asking: the real host by default.
@@ -75,7 +80,14 @@ class Cgroups {
   struct Limits {
     std::optional<uint64_t> memory_bytes;
     std::optional<uint64_t> max_processes;
+    std::optional<double> cpus;  // CPUs' worth of time (0.5: half of one), as docker's --cpus
   };
+
+  // The CFS period a quota is set over (the kernel's default), and the quota for `cpus`:
+  // round(cpus * period) microseconds, at least the kernel's minimum of 1 ms, at most 2^40
+  // (about 11 million CPUs: no limit at all in practice; keeps the number in range).
+  static constexpr uint64_t kCpuPeriodUs = 100000;
+  [[nodiscard]] static uint64_t cpu_quota_us(double cpus) noexcept;
 
   // What this process can delegate to sessions (probes by creating and removing a group).
   static CgroupSupport detect(const CgroupHost& host = CgroupHost::current());
@@ -93,6 +105,8 @@ class Cgroups {
   [[nodiscard]] const std::string& memory_dir() const noexcept { return memory_; }
   [[nodiscard]] const std::string& pids_dir() const noexcept { return pids_; }
   [[nodiscard]] const std::string& cpu_dir() const noexcept { return cpu_; }
+  // The group whose cpu controller takes the quota ("" without one).
+  [[nodiscard]] const std::string& cpu_limit_dir() const noexcept { return cpu_limit_; }
   [[nodiscard]] uint64_t oom_kills() const noexcept;
   [[nodiscard]] std::optional<uint64_t> peak_memory() const noexcept;
   void reset_peak_memory() const noexcept;
@@ -104,14 +118,18 @@ class Cgroups {
   void forget() noexcept;
 
  private:
-  void create_v1(const std::string& name, const CgroupHost& host);
+  struct Probe {};
+  // detect()'s probe: every controller that could be given, the v1 cpu group included.
+  Cgroups(Probe /*unused*/, const CgroupHost& host);
+  void create(const std::string& name, const Limits& limits, const CgroupHost& host, bool probe);
+  void create_v1(const std::string& name, const CgroupHost& host, bool want_cpu);
   void create_v2(const std::string& base, const std::vector<std::string>& available, const std::string& name,
                  const CgroupHost& host);
   void drop_backend_group(const std::string& parent) const noexcept;
   void open_counters() noexcept;
   int (*remove_dir_)(const char*) = nullptr;
   std::string version_;
-  std::string memory_, pids_, cpu_;  // directories (v2: all the same)
+  std::string memory_, pids_, cpu_, cpu_limit_;  // directories (v2: all the same)
   std::vector<std::string> dirs_;
   // The per-cell counters, opened once: a cell's figures are then a few pread()s, not
   // open/parse/close by path (measured: that cost about 30 us per cell).

@@ -200,6 +200,13 @@ def checks() -> list[Check]:
             cg["detail"] if cg["pids"] else f"{cg['detail']}; max_processes relies on RLIMIT_NPROC per user namespace",
         ),
     )
+    add(
+        "cgroup cpu",
+        lambda: (
+            bool(cg["cpu_limit"]),
+            cg["detail"] if cg["cpu_limit"] else f"{cg['detail']}; a policy with cpus set is refused (no fallback)",
+        ),
+    )
     if not (cg["memory"] and cg["pids"]):
         add("cgroup setup", lambda: (False, cgroup_advice(uid)))
     # One layer at a time on top of a bare session, so a failure names its layer.

@@ -29,6 +29,16 @@ class Policy:
     #: CPU seconds per interpreter (RLIMIT_CPU on the worker: SIGXCPU, then the session
     #: ends as "crashed"). Per cell, CPU is also bounded by ``timeout_s``.
     cpu_s: float | None = 3600.0
+    #: CPUs' worth of time the session's processes together may use, as docker's ``--cpus``
+    #: (0.5: half of one CPU; 2: two): a CFS quota of ``round(cpus * 100 ms)`` per 100 ms
+    #: period on the session's cgroup (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``); past it the
+    #: kernel holds the session's threads until the next period. Needs the cgroup cpu
+    #: controller: with ``cpus`` set, a host that does not delegate one refuses the session
+    #: at start (PolicyError; there is no rlimit for a CPU share). ``None``: no cap. Also
+    #: the default size of the thread pools of BLAS, OpenMP and numexpr in the session
+    #: (``OMP_NUM_THREADS`` and the rest: ``ceil(cpus)``, else the CPUs the backend may run
+    #: on, at most those; a name ``env`` sets wins).
+    cpus: float | None = None
     #: Memory of the session's processes together: the session's memory cgroup where the
     #: host delegates one (the OOM killer ends the session, status "memory"), else the
     #: worker's address space (RLIMIT_AS: MemoryError, status "memory").
@@ -117,6 +127,14 @@ class Policy:
             # Seconds as float: Policy(timeout_s=60) and Policy(timeout_s=60.0) are one policy,
             # equal and with one hash.
             object.__setattr__(self, name, float(value))
+        if self.cpus is not None:
+            if isinstance(self.cpus, bool) or not (
+                isinstance(self.cpus, (int, float)) and math.isfinite(self.cpus) and self.cpus > 0
+            ):
+                raise PolicyError(f"Policy.cpus must be a positive number of CPUs or None, got {self.cpus!r}")
+            if self.cpus < 0.01:
+                raise PolicyError("Policy.cpus must be at least 0.01: the kernel's smallest quota (1 ms per 100 ms)")
+            object.__setattr__(self, "cpus", float(self.cpus))  # one policy for 2 and 2.0, as seconds
         for name in ("memory_bytes", "max_processes", "max_file_bytes", "disk_bytes", "max_open_files"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
@@ -235,9 +253,17 @@ class Policy:
         )
         memory_cgroup = bool(cg.get("memory")) and self.memory_bytes is not None
         pids_cgroup = bool(cg.get("pids")) and self.max_processes is not None
+        cpu_knob = "cpu.max" if cg.get("version") == "v2" else "cpu.cfs_quota_us"
         return {
             "timeout_s": "supervisor deadline (SIGINT, then kill)" if self.timeout_s else "none",
             "cpu_s": "RLIMIT_CPU (per interpreter)" if self.cpu_s else "none",
+            "cpus": (
+                "not limited"
+                if self.cpus is None
+                else f"cgroup {cg.get('version')} {cpu_knob}"
+                if cg.get("cpu_limit")
+                else "none: no cgroup cpu controller here (a session with cpus set is refused)"
+            ),
             "memory_bytes": (
                 f"cgroup {cg.get('version')} memory controller (whole session)"
                 if memory_cgroup

@@ -210,7 +210,31 @@ class _WorkdirLock:
         os.close(fd)
 
 
+# The thread-pool sizes a session's numeric libraries read at import (OpenMP, OpenBLAS, MKL,
+# Accelerate, BLIS, numexpr). Unset, each starts one thread per host CPU: N busy sessions
+# on N CPUs then run N*N threads, and a small numpy cell waits for all of them.
+_THREAD_POOL_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "NUMEXPR_MAX_THREADS",
+)
+
+
+def _thread_pool_size(policy: Policy) -> int:
+    """The session's default thread-pool size: its CPU share rounded up (``cpus``), else
+    the CPUs the backend may run on (which the session inherits), never more than those."""
+    usable = len(os.sched_getaffinity(0))
+    if policy.cpus is None:
+        return usable
+    return max(1, min(math.ceil(policy.cpus), usable))
+
+
 def _worker_env(policy: Policy, workdir: str) -> list[str]:
+    threads = str(_thread_pool_size(policy))
     env = {
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]),
         "HOME": workdir,
@@ -225,6 +249,7 @@ def _worker_env(policy: Policy, workdir: str) -> list[str]:
         "TMPDIR": "/tmp",
         "PAGER": "cat",
         "TERM": "dumb",
+        **dict.fromkeys(_THREAD_POOL_VARS, threads),
     }
     if policy.figure_dpi:
         env["SANDBOX_EXEC_FIGURE_DPI"] = str(policy.figure_dpi)
@@ -436,6 +461,13 @@ class Session:
     # --- lifecycle -----------------------------------------------------------------------
     def _start(self) -> None:
         problems = self.policy.unenforceable()
+        cg = cgroup_support()
+        if self.policy.cpus is not None and not cg.get("cpu_limit"):
+            problems.append(
+                "cpus needs the cgroup cpu controller (cgroup v2 cpu.max or v1 cpu.cfs_quota_us), which this "
+                f"host does not delegate to sessions ({cg.get('detail') or 'no cgroups'}); a CPU share has no "
+                "rlimit fallback"
+            )
         if problems:
             raise PolicyError("the policy asks for protections this build cannot enforce: " + "; ".join(problems))
         try:
@@ -571,6 +603,7 @@ class Session:
         cg = cgroup_support()
         memory_cgroup = p.memory_bytes is not None and cg.get("memory")
         pids_cgroup = p.max_processes is not None and cg.get("pids")
+        cpu_cgroup = p.cpus is not None and cg.get("cpu_limit")  # else _start refused the policy
         limits = _core.ResourceLimits(
             cpu_seconds=None if p.cpu_s is None else max(1, math.ceil(p.cpu_s)),
             file_bytes=p.max_file_bytes,
@@ -584,8 +617,9 @@ class Session:
             _core.CgroupLimits(
                 memory_bytes=p.memory_bytes if memory_cgroup else None,
                 max_processes=p.max_processes if pids_cgroup else None,
+                cpus=p.cpus if cpu_cgroup else None,
             )
-            if (memory_cgroup or pids_cgroup or cg.get("cpu"))
+            if (memory_cgroup or pids_cgroup or cpu_cgroup or cg.get("cpu"))
             else None
         )
         # Every layer is named, on or off: _core.Isolation has no "missing means off".

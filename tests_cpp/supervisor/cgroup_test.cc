@@ -3,7 +3,8 @@
 // the per-backend subtree and its controller-enabling writes (no-internal-processes rule),
 // the v1 layout per controller, a delegated directory (SANDBOX_EXEC_CGROUP) that is never
 // removed, a cleanup that removes only the groups it created (also when the launcher and the
-// supervisor both run it), and a failed creation that leaves nothing behind.
+// supervisor both run it), a failed creation that leaves nothing behind, and the CPU quota
+// (v2 cpu.max; v1 cpu.cfs_period_us and cpu.cfs_quota_us, cpu and cpuacct apart or co-mounted).
 //
 // The stand-in differs from cgroupfs in two ways the code allows for: knob files are plain
 // files (written with O_CREAT|O_TRUNC, so they hold exactly what was written), and rmdir of
@@ -271,6 +272,102 @@ TEST_F(CgroupTree, UnprivilegedUsesTheParentOfItsOwnGroupWhereItMayWrite) {
   Cgroups cg("s1", {std::nullopt, 16}, host(false));
   EXPECT_EQ(cg.dirs(), std::vector<std::string>{root_ + "/user.slice/sandbox_exec-4242-00c0ffee/s1"});
   EXPECT_FALSE(exists("/sandbox_exec"));
+}
+
+TEST(CgroupCpuQuota, IsCpusTimesTheHundredMillisecondPeriodWithinTheKernelsBounds) {
+  EXPECT_EQ(Cgroups::kCpuPeriodUs, 100000U);
+  EXPECT_EQ(Cgroups::cpu_quota_us(0.5), 50000U);
+  EXPECT_EQ(Cgroups::cpu_quota_us(1), 100000U);
+  EXPECT_EQ(Cgroups::cpu_quota_us(2.5), 250000U);
+  EXPECT_EQ(Cgroups::cpu_quota_us(0.123456), 12346U);  // rounded to the microsecond
+  EXPECT_EQ(Cgroups::cpu_quota_us(0.001), 1000U);      // the kernel's 1 ms minimum
+  EXPECT_EQ(Cgroups::cpu_quota_us(0.0001), 1000U);
+  EXPECT_EQ(Cgroups::cpu_quota_us(1e300), uint64_t{1} << 40);  // no overflow
+}
+
+TEST_F(CgroupTree, V2CpusIsWrittenToCpuMax) {
+  v2_host();
+  const std::string leaf = "/sandbox_exec/sandbox_exec-4242-00c0ffee/s1";
+  Cgroups::Limits limits;
+  limits.cpus = 0.5;
+  Cgroups cg("s1", limits, host(true));
+  EXPECT_EQ(cg.cpu_limit_dir(), root_ + leaf);
+  EXPECT_EQ(read(leaf + "/cpu.max"), "50000 100000");
+  EXPECT_FALSE(exists(leaf + "/memory.max"));  // only what was asked for
+}
+
+TEST_F(CgroupTree, V2WithoutTheCpuControllerRefusesCpusAndLeavesNothing) {
+  v2_host("memory pids");
+  EXPECT_FALSE(Cgroups::detect(host(true)).cpu_limit);
+  EXPECT_TRUE(Cgroups::detect(host(true)).cpu);  // usage (cpu.stat) still
+  const auto before = dirs();
+  Cgroups::Limits limits;
+  limits.cpus = 1.5;
+  try {
+    Cgroups cg("s1", limits, host(true));
+    ADD_FAILURE() << "a quota without a cpu controller was accepted";
+  } catch (const SandboxError& e) {
+    EXPECT_NE(std::string(e.what()).find("no cpu controller"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(dirs(), before);
+}
+
+TEST_F(CgroupTree, V1CpusIsACfsQuotaInTheCpuHierarchyMadeOnlyWhenAsked) {
+  // This machine's layout: cpu and cpuacct as separate hierarchies.
+  file("/unified/cgroup.controllers", "\n");
+  for (const char* c : {"memory", "pids", "cpuacct", "cpu"}) file(std::string("/") + c + "/cgroup.procs", "");
+  const std::string self = "8:pids:/\n4:memory:/\n2:cpuacct:/\n1:cpu:/\n0::/\n";
+  const std::string cpu_leaf = "/cpu/sandbox_exec-4242-00c0ffee/s1";
+  const auto before = dirs();
+  {
+    Cgroups plain("s1", {uint64_t{1} << 30, 32}, host(true, self));
+    EXPECT_EQ(plain.dirs().size(), 3U);  // memory, pids, cpuacct: no cpu group without a quota
+    EXPECT_EQ(plain.cpu_limit_dir(), "");
+    EXPECT_FALSE(exists("/cpu/sandbox_exec-4242-00c0ffee"));
+  }
+  EXPECT_TRUE(Cgroups::detect(host(true, self)).cpu_limit);  // the probe makes one
+  EXPECT_EQ(dirs(), before);
+  {
+    Cgroups::Limits limits{uint64_t{1} << 30, 32, 0.5};
+    Cgroups cg("s1", limits, host(true, self));
+    ASSERT_EQ(cg.dirs().size(), 4U);
+    EXPECT_EQ(cg.dirs().back(), root_ + cpu_leaf);  // the session's init joins it too
+    EXPECT_EQ(cg.cpu_limit_dir(), root_ + cpu_leaf);
+    EXPECT_EQ(cg.cpu_dir(), root_ + "/cpuacct/sandbox_exec-4242-00c0ffee/s1");
+    EXPECT_EQ(read(cpu_leaf + "/cpu.cfs_period_us"), "100000");
+    EXPECT_EQ(read(cpu_leaf + "/cpu.cfs_quota_us"), "50000");
+  }
+  EXPECT_EQ(dirs(), before);
+}
+
+TEST_F(CgroupTree, V1CoMountedCpuAndCpuacctShareOneGroup) {
+  // The common v1 layout: one cpu,cpuacct hierarchy, cpu and cpuacct links to it.
+  file("/cpu,cpuacct/cgroup.procs", "");
+  file("/memory/cgroup.procs", "");
+  ASSERT_EQ(::symlink("cpu,cpuacct", (root_ + "/cpu").c_str()), 0);
+  ASSERT_EQ(::symlink("cpu,cpuacct", (root_ + "/cpuacct").c_str()), 0);
+  const std::string self = "4:memory:/\n2:cpu,cpuacct:/\n0::/\n";
+  const auto before = dirs();
+  {
+    Cgroups::Limits limits;
+    limits.cpus = 2;
+    Cgroups cg("s1", limits, host(true, self));
+    EXPECT_EQ(cg.dirs().size(), 2U);  // memory, and the one cpu,cpuacct group
+    EXPECT_EQ(cg.cpu_dir(), cg.cpu_limit_dir());
+    EXPECT_EQ(read("/cpu,cpuacct/sandbox_exec-4242-00c0ffee/s1/cpu.cfs_quota_us"), "200000");
+  }
+  EXPECT_EQ(dirs(), before);
+}
+
+TEST_F(CgroupTree, V1WithoutACpuHierarchyRefusesCpusAndLeavesNothing) {
+  for (const char* c : {"memory", "pids", "cpuacct"}) file(std::string("/") + c + "/cgroup.procs", "");
+  const std::string self = "8:pids:/\n4:memory:/\n2:cpuacct:/\n";
+  EXPECT_FALSE(Cgroups::detect(host(true, self)).cpu_limit);
+  const auto before = dirs();
+  Cgroups::Limits limits;
+  limits.cpus = 1;
+  EXPECT_THROW(Cgroups("s1", limits, host(true, self)), SandboxError);
+  EXPECT_EQ(dirs(), before);
 }
 
 }  // namespace
