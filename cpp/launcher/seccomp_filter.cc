@@ -1,16 +1,22 @@
 #include "launcher/seccomp_filter.h"
 
+#include <linux/filter.h>
 #include <linux/netlink.h>
 #include <linux/sched.h>
+#include <linux/seccomp.h>
 #include <sched.h>
 #include <seccomp.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/personality.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdint>
 #include <span>
+#include <vector>
 
 namespace sandbox_exec::seccomp {
 
@@ -383,9 +389,43 @@ int build(scmp_filter_ctx ctx) noexcept {
   return rc;
 }
 
+// The program prepare() built (empty: none), inherited across fork by what it forks.
+std::vector<sock_filter>& prepared() {
+  static std::vector<sock_filter> program;
+  return program;
+}
+
 }  // namespace
 
+int prepare() noexcept {
+  const int fd = static_cast<int>(::syscall(SYS_memfd_create, "seccomp-bpf", MFD_CLOEXEC));
+  if (fd < 0) return errno;
+  int err = export_bpf(fd);
+  const off_t size = err ? 0 : ::lseek(fd, 0, SEEK_END);
+  if (!err && (size <= 0 || size % static_cast<off_t>(sizeof(sock_filter)) != 0)) err = EINVAL;
+  if (!err) {
+    try {
+      std::vector<sock_filter> program(static_cast<std::size_t>(size) / sizeof(sock_filter));
+      if (::pread(fd, program.data(), static_cast<std::size_t>(size), 0) != size) {
+        err = EIO;
+      } else {
+        prepared() = std::move(program);
+      }
+    } catch (...) {
+      err = ENOMEM;
+    }
+  }
+  ::close(fd);
+  return err;
+}
+
 StepFailure install() noexcept {
+  if (!prepared().empty()) {
+    // The same program libseccomp would load, with the same flags (none: no TSYNC, no LOG).
+    sock_fprog prog{static_cast<unsigned short>(prepared().size()), prepared().data()};
+    const long rc = ::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog);
+    return step_result(LaunchStep::kSeccomp, rc == 0 ? 0 : errno);
+  }
   scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ERRNO(ENOSYS));
   if (ctx == nullptr) return step_result(LaunchStep::kSeccomp, ENOMEM);
   int rc = build(ctx);

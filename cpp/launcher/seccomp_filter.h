@@ -19,9 +19,15 @@
 
 namespace sandbox_exec::seccomp {
 
-// Loads the filter for the calling thread and its future children. Fails as kSeccomp with errno
-// (the negative return of libseccomp, negated).
+// Loads the filter for the calling thread and its future children: the program prepare()
+// built, if it ran in this process (or an ancestor it was forked from), else built now.
+// Fails as kSeccomp with errno (the negative return of libseccomp, negated).
 [[nodiscard]] StepFailure install() noexcept;
+
+// Builds the filter's BPF program once, ahead of install(): a zygote does it before it forks
+// sessions, which then load the same program without compiling it again (a few ms each).
+// Returns 0 or errno.
+[[nodiscard]] int prepare() noexcept;
 
 // Writes the same filter, as the BPF program the kernel would get, to `fd` instead of loading
 // it (for tests and measurement: its size must stay under the kernel's 4096 instructions).

@@ -3,9 +3,12 @@
 #include <Python.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+#include <cstring>
 #include <optional>
+#include <string>
 
 #include "common/sys_error.h"
+#include "launcher/seccomp_filter.h"
 #include "zygote/fork_server.h"
 
 namespace py = pybind11;
@@ -34,4 +37,10 @@ PYBIND11_MODULE(_zygote, m) {
         "Serves fork requests until the supervisor closes the socket (returns None); in a forked "
         "session's worker, returns its environment as a list of KEY=value strings.");
   m.def("thread_count", &fork_server::thread_count, "The threads of this process (/proc/self/task).");
+  m.def(
+      "prepare_seccomp",
+      [] {
+        if (const int err = seccomp::prepare()) throw std::runtime_error(std::string("seccomp: ") + std::strerror(err));
+      },
+      "Builds the seccomp filter once, so each forked session loads it without compiling it.");
 }

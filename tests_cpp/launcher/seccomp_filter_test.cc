@@ -237,4 +237,22 @@ TEST(SeccompFilter, OtherAbiKillsTheProcess) {
 }
 #endif
 
+TEST(SeccompFilter, APreparedProgramIsTheSameFilter) {
+  // What a zygote does: build once, then each forked session loads the prepared program.
+  const int status = run_child(
+      [] {
+        if (sandbox_exec::seccomp::prepare() != 0) return 90;
+        if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return 91;
+        if (sandbox_exec::seccomp::install().failed()) return 92;
+        if (raw(1000) != ENOSYS) return 93;                                 // unlisted
+        if (raw(SYS_ptrace, 0, 0, 0, 0) != EPERM) return 94;                // denied on purpose
+        if (raw(SYS_socket, AF_VSOCK, SOCK_STREAM, 0) != EPERM) return 95;  // by argument
+        if (raw(SYS_getpid) != 0) return 96;                                // allowed
+        return 0;
+      },
+      /*filtered=*/false);
+  ASSERT_TRUE(WIFEXITED(status)) << status;
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
 }  // namespace

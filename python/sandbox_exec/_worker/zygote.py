@@ -160,6 +160,10 @@ def main() -> None:
     pyplot = sys.modules.get("matplotlib.pyplot")
     if pyplot is not None:
         pyplot.close("all")  # a figure the prelude opened is not every session's output
+    try:
+        _zygote.prepare_seccomp()  # every session loads the same program: built once, here
+    except RuntimeError:
+        pass  # each session's keeper builds it then, as a cold launcher does
     threads = _settle()
     left_open = _open_fds()
     if left_open:
