@@ -1,6 +1,7 @@
 """Ladder B: `python -m sandbox_exec doctor` says, for this host, what the threat model says
 it says: the session's own host ids, the mechanism behind the workdir's disk cap, how to
-get cgroups where there are none, and whether a CPU share (Policy.cpus) can be enforced."""
+get cgroups where there are none, whether a CPU share (Policy.cpus) can be enforced, and
+whether sessions start warm (forked from a zygote) here."""
 
 from __future__ import annotations
 
@@ -21,7 +22,14 @@ def report() -> dict[str, tuple[str, str]]:
     cp = subprocess.run([sys.executable, "-m", "sandbox_exec", "doctor"], capture_output=True, text=True, timeout=300)
     lines: dict[str, tuple[str, str]] = {}
     for line in cp.stdout.splitlines():
-        for layer in ("host ids", "workdir disk cap", "cgroup memory", "cgroup cpu", "cgroup setup"):
+        for layer in (
+            "host ids",
+            "workdir disk cap",
+            "cgroup memory",
+            "cgroup cpu",
+            "cgroup setup",
+            "warm start (zygote)",
+        ):
             if line.startswith(layer + " "):
                 status, _, detail = line[len(layer) :].strip().partition(" ")
                 lines[layer] = (status, detail.strip())
@@ -59,3 +67,10 @@ def test_doctor_says_whether_a_cpu_share_can_be_enforced(report):
         assert status == "ok", report
     else:
         assert status != "ok" and "cpus set is refused" in detail, report
+
+
+def test_doctor_says_whether_sessions_start_warm(report):
+    status, detail = report["warm start (zygote)"]
+    # This host can fork sessions from a zygote: doctor started one and a session from it.
+    assert status == "ok", detail
+    assert detail.startswith("warm: forked from zygote "), detail
