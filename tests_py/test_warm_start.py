@@ -117,7 +117,8 @@ def test_siblings_get_different_random_streams(pair) -> None:
 
 
 def test_numpy_random_loaded_by_the_prelude_is_reseeded(box: sandbox_exec.Session) -> None:
-    prelude = "import numpy as np\nnp.random.seed(1234)\n"  # the prelude fixes the zygote's state
+    # The prelude draws from numpy's global generator (so the zygote has a state), unseeded.
+    prelude = "import numpy as np\nnp.random.rand()\n"
     sessions = [box.session(_name(), prelude=prelude) for _ in range(2)]
     try:
         drawn = [_value(s.run("import json; print(json.dumps(float(np.random.rand())))")) for s in sessions]
@@ -339,3 +340,25 @@ def test_a_session_finds_nothing_of_an_earlier_siblings_start_in_its_memory(box:
     finally:
         first.close()
         later.close()
+
+
+def test_a_prelude_sees_its_seeds_environment_and_tempdir_kept_as_a_cold_one_does(tmp_path) -> None:
+    prelude = (
+        "import os, random, tempfile\nimport numpy as np\n"
+        "random.seed(42)\nnp.random.seed(0)\nos.environ['FROM_PRELUDE'] = 'yes'\ntempfile.gettempdir()\n"
+    )
+    probe = (
+        "import json, os, random, tempfile\n"
+        "fd, path = tempfile.mkstemp()\nos.close(fd)\n"
+        "print(json.dumps([random.random(), float(np.random.rand()), os.environ.get('FROM_PRELUDE'), "
+        "os.path.dirname(path)]))"
+    )
+    seen = {}
+    for warm in (True, False):
+        with sandbox_exec.Sandbox(root=tmp_path / str(warm), warm=warm) as b:
+            s = b.session("s", prelude=prelude)
+            assert s.enforcement["start"].startswith("warm" if warm else "cold"), s.enforcement["start"]
+            seen[warm] = _value(s.run(probe))
+    # The seeded streams are the seed's (as in every cold session), the prelude's variable is
+    # set, and temporary files go to the session's /tmp, not the zygote's scratch directory.
+    assert seen[True] == seen[False] == [0.6394267984578837, 0.5488135039273248, "yes", "/tmp"]

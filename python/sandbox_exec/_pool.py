@@ -85,6 +85,18 @@ class SessionPool:
         self._wake.set()
         return None
 
+    def put_back(self, session: Session) -> None:
+        """Returns an idle session take() gave out and that was not used (its name could not
+        be locked); closed instead when the shape is gone or full."""
+        with self._lock:
+            shape = self._find(session.prelude, session.policy)
+            keep = shape is not None and not self._closed and len(shape.ready) < self.size
+            if keep and shape is not None:
+                shape.ready.append(session)
+        if not keep:
+            # Not under any lock of the Sandbox's: closing takes the session table's lock.
+            threading.Thread(target=session.close, kwargs={"remove_workdir": True}, daemon=True).start()
+
     def idle(self) -> dict[str, int]:
         """Idle sessions per shape (the prelude's first line names it), for tests and doctor."""
         with self._lock:
@@ -106,6 +118,10 @@ class SessionPool:
             self._shapes.clear()
         self._wake.set()
         return idle
+
+    def join(self, timeout: float) -> None:
+        """Waits for the refill thread to end (after close(): a start it had begun is closed)."""
+        self._thread.join(timeout)
 
     def _find(self, prelude: str | None, policy: Policy) -> _Shape | None:
         for shape in self._shapes:

@@ -27,7 +27,7 @@ from typing import Any
 
 from . import _core, _host_ids, _safe_fs
 from ._outputs import CellDone, MalformedMessage, OnOutput, OutputCollector, parse_cell_done
-from ._pool import SessionPool
+from ._pool import SLOT_PREFIX, SessionPool
 from ._workdir_image import ImageUnavailable, WorkdirImage, full_threshold
 from ._workdir_image import usage as image_usage
 from ._zygotes import ZygoteTable, ZygoteUnavailable
@@ -94,6 +94,30 @@ def _remove_tree(path: Path) -> None:
     never opening a FIFO or device, iteratively (a 2000-deep tree is fine; shutil.rmtree
     raises RecursionError on it), without leaving the directory's filesystem."""
     _safe_fs.remove_tree(path)
+
+
+def _claim_marker(root: Path, slot: str) -> Path:
+    """Names the session a pool slot serves (written when it is adopted): a slot its backend
+    left behind holds that notebook's files, which the next Sandbox moves, never deletes."""
+    return root / ".locks" / (slot + ".claimed")
+
+
+def _move_slot(root: Path, slot: str, home: Path) -> bool:
+    """Moves a pool slot's workdir (and its image) to `home` when that is free: both or
+    neither. False when `home` exists (the slot is left as it is)."""
+    image = root / ".images" / (slot + ".img")
+    home_image = root / ".images" / (home.name + ".img")
+    if os.path.lexists(home) or os.path.lexists(home_image):
+        return False
+    if image.exists():
+        os.rename(image, home_image)
+    try:
+        os.rename(root / slot, home)
+    except OSError:
+        if home_image.exists():
+            os.rename(home_image, image)
+        raise
+    return True
 
 
 def _enospc(done_payload: bytes) -> bool:
@@ -388,6 +412,7 @@ class Session:
 
     def _adopt(self, name: str, lock: _WorkdirLock, home: Path) -> None:
         """Serves `name` from now on (a pooled session, started in a slot directory)."""
+        _claim_marker(self._workdir.parent, self._workdir.name).write_text(name, "utf-8", "surrogateescape")
         self.name = name
         self._name_lock = lock
         self._home = home
@@ -396,21 +421,11 @@ class Session:
     def _move_home(self) -> None:
         """A pooled session's files move to its name's own directory (and image) at close,
         where the next session of that name finds them; left in the slot if taken."""
-        home = self._home
-        if home is None or os.path.lexists(home):
+        if self._home is None:
             return
-        image = self._image.path if self._image is not None else None
-        home_image = home.parent / ".images" / (home.name + ".img")
-        if image is not None and image.exists():
-            if os.path.lexists(home_image):
-                return
-            os.rename(image, home_image)
-        try:
-            os.rename(self._workdir, home)
-        except OSError:
-            if image is not None and home_image.exists():
-                os.rename(home_image, image)  # both or neither
-            raise
+        root, slot = self._workdir.parent, self._workdir.name
+        if _move_slot(root, slot, self._home):
+            _claim_marker(root, slot).unlink(missing_ok=True)
 
     # --- properties ---------------------------------------------------------------------
     @property
@@ -851,6 +866,8 @@ class Session:
             if self._image is not None:
                 self._image.discard()  # unmounted above: the files go with the image
             _remove_tree(self._workdir)  # before the lock goes: nobody else is in it yet
+            if self._home is not None:
+                _claim_marker(self._workdir.parent, self._workdir.name).unlink(missing_ok=True)
         else:
             self._move_home()  # a pooled session's files, to its name's directory
         for attr in ("_workdir_lock", "_name_lock"):
@@ -1223,6 +1240,40 @@ class Sandbox:
         self._watchdog = threading.Thread(target=self._watch, name="sandbox_exec-disk-watchdog", daemon=True)
         self._watchdog.start()
         self._pool = SessionPool(pool_size, self._start_slot) if pool_size else None
+        self._reclaim_slots()
+
+    def _reclaim_slots(self) -> None:
+        """Removes pool slots a backend left behind (it died while a slot was idle or being
+        started): a slot nobody holds the lock of, with no image mounted on it."""
+        try:
+            names = [e.name for e in os.scandir(self.root) if e.name.startswith(SLOT_PREFIX)]
+        except OSError:
+            return
+        for name in names:
+            try:
+                lock = _WorkdirLock(self.root, name, "reclaiming a left pool slot")
+            except SandboxError:
+                continue  # a live session (of any backend) has it
+            try:
+                slot = self.root / name
+                if _core.workdir_image.mounted_image(str(slot)):
+                    continue  # the reaper's, or a live mount: not ours to touch
+                image = self.root / ".images" / (name + ".img")
+                claim = _claim_marker(self.root, name)
+                if claim.exists():
+                    # A notebook's files: they go where its name's directory is, as its close
+                    # would have moved them (or stay, when that name has a directory already).
+                    owner = claim.read_text("utf-8", "surrogateescape")
+                    _move_slot(self.root, name, self.root / _dir_name(owner))
+                    claim.unlink()
+                    continue
+                if image.exists():
+                    image.unlink()
+                _remove_tree(slot)
+            except OSError:
+                pass
+            finally:
+                lock.release()
 
     def _start_slot(self, slot: str, prelude: str | None, policy: Policy) -> Session:
         """A started session in a new pool slot directory (the pool's refill thread)."""
@@ -1250,7 +1301,9 @@ class Sandbox:
         try:
             lock = _WorkdirLock(self.root, dir_name, name)
         except BaseException:
-            s.close(remove_workdir=True)
+            # Called under the session table's lock, which closing a session takes: the idle
+            # session goes back (a found review: closing it here hung the Sandbox).
+            self._pool.put_back(s)
             raise
         s._adopt(name, lock, home)
         return s
@@ -1370,6 +1423,10 @@ class Sandbox:
             s.close()  # in a forked copy of the backend: lets go without ending anything
         for s in idle:
             s.close(remove_workdir=self.owned_here)  # an idle slot holds nobody's files
+        if self._pool is not None and self.owned_here:
+            # A slot being started now is closed by the refill thread itself: wait for it, so
+            # no slot outlives close() (a process that exits next would leave it behind).
+            self._pool.join(self.policy.start_timeout_s + 5.0)
         if self._table.zygotes is not None and self.owned_here:
             self._table.zygotes.close()
         if self._own_root and os.getpid() == self._owner_pid:

@@ -31,10 +31,15 @@ from __future__ import annotations
 
 import fcntl
 import gc
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import json
 import os
 import sys
 import traceback
+from collections.abc import Callable
+from typing import Any
 
 from .. import _core, _zygote
 from .main import Worker
@@ -109,20 +114,120 @@ def _thread_names() -> list[str]:
     return names
 
 
-def _become_session(worker: Worker, env: list[str]) -> None:
-    """In a forked session's worker: its own environment and random state, then its rings."""
+class PreludeEffects:
+    """What the prelude did that a session must see as a cold session would: the variables
+    it set in os.environ, and whether it seeded random or numpy's global generator itself."""
+
+    def __init__(self) -> None:
+        self.env_set: dict[str, str] = {}
+        self.env_removed: set[str] = set()
+        self.seeded: set[str] = set()
+        self.tmpdir = os.environ.get("TMPDIR")  # the zygote's own, never a session's
+        self.random_state: object = None  # random's state after a prelude that seeded it
+
+    def watch(self, run: Callable[[], object]) -> object:
+        """Runs the prelude (`run`) watching seed calls and environment changes."""
+        import random
+
+        before = dict(os.environ)
+        original_seed = random.seed
+        finder = _NumpySeedWatch(self.seeded)
+
+        def seed(*args: Any, **kwargs: Any) -> None:
+            self.seeded.add("random")
+            original_seed(*args, **kwargs)
+
+        random.seed = seed
+        sys.meta_path.insert(0, finder)
+        if "numpy.random" in sys.modules:
+            finder.wrap(sys.modules["numpy.random"])
+        try:
+            return run()
+        finally:
+            random.seed = original_seed
+            sys.meta_path.remove(finder)
+            finder.unwrap()
+            if "random" in self.seeded:
+                self.random_state = random.getstate()
+            after = dict(os.environ)
+            self.env_set = {k: v for k, v in after.items() if before.get(k) != v}
+            self.env_removed = set(before) - set(after)
+
+
+class _NumpySeedWatch(importlib.abc.MetaPathFinder):
+    """Wraps numpy.random.seed while the prelude runs, whenever numpy.random is imported."""
+
+    def __init__(self, seeded: set[str]) -> None:
+        self._seeded = seeded
+        self._wrapped: tuple[Any, Any] | None = None
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        if name != "numpy.random":
+            return None
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            sys.meta_path.insert(0, self)
+        if spec is None or spec.loader is None:
+            return spec
+        loader = spec.loader
+        exec_module = loader.exec_module
+
+        def exec_and_wrap(module: Any) -> None:
+            exec_module(module)
+            self.wrap(module)
+
+        loader.exec_module = exec_and_wrap  # type: ignore[method-assign]
+        return spec
+
+    def wrap(self, module: Any) -> None:
+        original = getattr(module, "seed", None)
+        if original is None or self._wrapped is not None:
+            return
+
+        def seed(*args: Any, **kwargs: Any) -> Any:
+            self._seeded.add("numpy")
+            return original(*args, **kwargs)
+
+        module.seed = seed
+        self._wrapped = (module, original)
+
+    def unwrap(self) -> None:
+        if self._wrapped is not None:
+            module, original = self._wrapped
+            module.seed = original
+
+
+def _become_session(worker: Worker, env: list[str], prelude: PreludeEffects) -> None:
+    """In a forked session's worker: its own environment (with what the prelude set in it)
+    and random state, then its rings."""
     os.environ.clear()
     for item in env:
         key, sep, value = item.partition("=")
         if sep:
             os.environ[key] = value
+    os.environ.update(prelude.env_set)
+    for key in prelude.env_removed:
+        os.environ.pop(key, None)
+    if "tempfile" in sys.modules:
+        import tempfile
+
+        if tempfile.tempdir is not None and tempfile.tempdir == prelude.tmpdir:
+            tempfile.tempdir = None  # the zygote's scratch directory: the session's is /tmp
+    # Fresh streams unless the prelude seeded them itself (then every session starts from
+    # that seed, as every cold session of that prelude does).
     import random
 
-    random.seed()  # also reseeded by CPython's at-fork hook in the keeper; said here
+    if "random" in prelude.seeded:
+        # CPython's at-fork hook reseeded it in the keeper: back to where the prelude left it.
+        random.setstate(prelude.random_state)  # type: ignore[arg-type]
+    else:
+        random.seed()
     # numpy's legacy global generator (np.random.rand() and friends), if the prelude loaded
     # it: numpy.random is imported lazily, and one imported later seeds itself afresh.
     numpy_random = sys.modules.get("numpy.random")
-    if numpy_random is not None:
+    if numpy_random is not None and "numpy" not in prelude.seeded:
         numpy_random.seed()
     worker.attach()
 
@@ -152,10 +257,11 @@ def main() -> None:
     except BaseException as exc:
         _report({"status": "error", "reason": f"the worker could not be set up: {exc!r}"})
         os._exit(70)
+    effects = PreludeEffects()
     if prelude:
-        error = worker.executor.run_cell(prelude, 0, worker.user_code)
+        error = effects.watch(lambda: worker.executor.run_cell(prelude, 0, worker.user_code))
         if error is not None:
-            _report({"status": "error", "error": error})
+            _report({"status": "error", "error": error})  # the executor's error content
             os._exit(0)
     pyplot = sys.modules.get("matplotlib.pyplot")
     if pyplot is not None:
@@ -192,7 +298,7 @@ def main() -> None:
         os._exit(71)
     if env is None:
         os._exit(0)  # the backend closed the zygote
-    _become_session(worker, env)
+    _become_session(worker, env, effects)
     worker.serve()
     os._exit(0)
 
