@@ -367,6 +367,7 @@ Outcome run(const SpawnSpec& spec, WorkerStart start, int argc, char** argv_memo
   // Everything the children need is built before fork.
   std::vector<std::string> argv_strings = spec.argv;
   std::vector<char*> child_argv;
+  child_argv.reserve(argv_strings.size() + 1);
   for (auto& a : argv_strings) child_argv.push_back(a.data());
   child_argv.push_back(nullptr);
 
