@@ -1222,11 +1222,11 @@ def plot(doc: dict[str, Any], out_dir: Path) -> list[Path]:
         ax.set_xticklabels(sorted(int(k) for k in tp["rows"]["sandbox"]))
         ax.set_xlabel("sessions = threads (dotted: CPUs)")
         ax.set_ylabel("cells/s of 1+1 (log)")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15))
         ax.set_title(f"Throughput of one backend process\n{sub}", fontsize=10)
         fig.tight_layout()
         path = out_dir / "throughput.png"
-        fig.savefig(path, dpi=110)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)
         written.append(path)
     return written
