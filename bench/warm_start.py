@@ -136,6 +136,7 @@ with sandbox_exec.Sandbox() as box, box.session("tp") as s:
 
 START_LABELS = {
     "fork": "fork() of a P-loaded interpreter (floor)",
+    "pool": "sandbox_exec warm from the pool (pool_size=2): session(P) + 1+1",
     "warm": "sandbox_exec warm: session(P) + 1+1",
     "warm_nodisk": "  diagnostic: warm, Policy(disk_bytes=None)",
     "warm_off": "  diagnostic: warm, isolation layers OFF",
@@ -147,6 +148,7 @@ START_LABELS = {
 
 START_SHORT = {
     "fork": "fork() of a\nP-loaded\ninterpreter\n(floor)",
+    "pool": "sandbox_exec\nwarm, from\nthe pool",
     "warm": "sandbox_exec\nwarm",
     "warm_nodisk": "warm,\ndisk_bytes=None\n(diagnostic)",
     "warm_off": "warm,\nlayers OFF\n(diagnostic)",
@@ -230,9 +232,21 @@ def sandbox_exec_module() -> Any:
     return rt.import_with_retry("sandbox_exec")
 
 
-def new_box(warm: bool) -> Any:
+def new_box(warm: bool, pool_size: int = 0) -> Any:
     se = sandbox_exec_module()
-    return rt.retry(f"sandbox_exec.Sandbox(warm={warm})", lambda: se.Sandbox(warm=warm))
+    return rt.retry(
+        f"sandbox_exec.Sandbox(warm={warm}, pool_size={pool_size})",
+        lambda: se.Sandbox(warm=warm, pool_size=pool_size),
+    )
+
+
+def _pool_start(box: Any) -> dict[str, Any]:
+    """A new notebook's session when the pool has one ready: the pool is refilled between
+    samples (untimed), as a backend's pool is between notebooks opened a moment apart."""
+    deadline = time.monotonic() + 60
+    while box.pool_idle() < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return _sandbox_start(box, P, "warm")
 
 
 def zygote_pid(box: Any) -> int | None:
@@ -448,7 +462,13 @@ def bench_start(cfg: dict[str, Any]) -> dict[str, Any]:
     notes: dict[str, str] = {}
     errors: dict[str, str] = {}
     out: dict[str, Any] = {}
-    with new_box(True) as warm_box, new_box(False) as cold_box, phase_timers() as last_phase:
+    with (
+        new_box(True) as warm_box,
+        new_box(False) as cold_box,
+        new_box(True, pool_size=2) as pool_box,
+        phase_timers() as last_phase,
+    ):
+        _sandbox_start(pool_box, P, "warm")  # the shape is now pooled; its zygote started
         # the zygote's own first start (excluded from the warm samples, reported apart)
         first = _sandbox_start(warm_box, P, "warm")
         zpid = zygote_pid(warm_box)
@@ -483,6 +503,11 @@ def bench_start(cfg: dict[str, Any]) -> dict[str, Any]:
                         phases[k].append(w[k])
                     for k, v in last_phase.items():
                         phases[k].extend(v)
+                for _ in range(cfg["start_warm_per_round"]):
+                    pooled = _pool_start(pool_box)
+                    samples["pool"].append(pooled["total"])
+                    failures["pool"] += not (pooled["ok"] and "served from the pool" in pooled["note"])
+                    notes.setdefault("pool", pooled["note"])
                 for name, pol in policies.items():
                     for _ in range(cfg["start_diag_per_round"]):
                         w = _sandbox_start(warm_box, P, "warm", pol)
@@ -525,10 +550,17 @@ def bench_start(cfg: dict[str, Any]) -> dict[str, Any]:
             if k in rows
         }
         out["target"] = {
-            "text": f"warm p50 <= {TARGET_START_P50_MS:g} ms",
+            "text": f"warm p50 <= {TARGET_START_P50_MS:g} ms (a fork on demand, no pool)",
             "limit_ms": TARGET_START_P50_MS,
             "measured_ms": w["p50"],
             "met": w["p50"] <= TARGET_START_P50_MS,
+        }
+    if "pool" in rows:
+        out["target_pool"] = {
+            "text": f"from the pool p50 <= {TARGET_START_P50_MS:g} ms",
+            "limit_ms": TARGET_START_P50_MS,
+            "measured_ms": rows["pool"]["p50"],
+            "met": rows["pool"]["p50"] <= TARGET_START_P50_MS,
         }
     return out
 
@@ -982,6 +1014,20 @@ def summary_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
                 "target": st.get("target"),
             }
         )
+        if "pool" in r:
+            pl = r["pool"]
+            rows.append(
+                {
+                    "figure": f"new notebook's session served from the pool (pool_size=2), 1+1 answered (n={pl['n']})",
+                    "measured": f"p50 {fmt_ms(pl['p50'])}, p90 {fmt_ms(pl['p90'])}",
+                    "references": [
+                        f"warm fork on demand p50 {fmt_ms(w['p50'])} ({w['p50'] / pl['p50']:.3g}x pool)",
+                        *refs,
+                    ],
+                    "extra": ["the pool refilled between samples (untimed), as between notebooks opened apart"],
+                    "target": st.get("target_pool"),
+                }
+            )
     fg = res.get("figure")
     if fg:
         r = fg["rows"]
@@ -1126,7 +1172,10 @@ def plot(doc: dict[str, Any], out_dir: Path) -> list[Path]:
         for j, stat in enumerate(("p50", "p90")):
             xs = [i + (j - 0.5) * 0.38 for i in range(len(order))]
             vals = [st["rows"][k][stat] for k in order]
-            colors = ["#f58518" if k.startswith("warm") else "#9e9e9e" if k == "fork" else "#4c78a8" for k in order]
+            colors = [
+                "#f58518" if k.startswith("warm") or k == "pool" else "#9e9e9e" if k == "fork" else "#4c78a8"
+                for k in order
+            ]
             rects = ax.bar(
                 xs, vals, 0.38, color=colors, alpha=1 if j == 0 else 0.5, hatch=None if j == 0 else "//", edgecolor="k"
             )

@@ -362,3 +362,20 @@ def test_a_prelude_sees_its_seeds_environment_and_tempdir_kept_as_a_cold_one_doe
     # The seeded streams are the seed's (as in every cold session), the prelude's variable is
     # set, and temporary files go to the session's /tmp, not the zygote's scratch directory.
     assert seen[True] == seen[False] == [0.6394267984578837, 0.5488135039273248, "yes", "/tmp"]
+
+
+def test_a_prelude_that_rendered_text_still_starts_warm(box: sandbox_exec.Sandbox) -> None:
+    # matplotlib keeps the font files it rendered with open; the zygote closes them (a
+    # session would find those descriptors closed under it) instead of refusing to serve.
+    prelude = (
+        "import io\nfrom matplotlib.figure import Figure\n"
+        "f = Figure()\nf.add_subplot().set_title('x')\nf.savefig(io.BytesIO(), format='png')\n"
+    )
+    s = box.session(_name(), prelude=prelude)
+    try:
+        _zygote_pid(s)
+        r = s.run("g = Figure()\ng.add_subplot().set_title('y')\ng")
+        assert r.status == "ok"
+        assert "image/png" in r.outputs[0]["data"]
+    finally:
+        s.close()
