@@ -32,7 +32,7 @@ import tracemalloc
 import pytest
 
 import sandbox_exec
-from conftest import FIND_CHANNEL, record_loop_gaps
+from conftest import FIND_CHANNEL, record_loop_gaps, wait_until
 from sandbox_exec import _core
 
 MiB = 1 << 20
@@ -268,17 +268,23 @@ def test_a_forged_end_of_cell_from_a_leftover_thread_is_not_the_next_cells_resul
     session.run("1")
     forged = 'b\'{"status":"ok","execution_count":\' + str(n).encode() + b\'}\''
     display = 'b\'{"output_type":"display_data","metadata":{},"data":{"text/plain":"FORGED"}}\''
+    # The forger starts when the test says the cell has ended ("go"), and says when it has
+    # sent everything ("forged"): its frames lie in the ring between the cells whatever the
+    # machine's load (with sleeps instead, a late forger's frames could land in either cell).
     r = session.run(
-        FIND_CHANNEL + "import threading, time\n"
+        FIND_CHANNEL + "import os, threading, time\n"
         "def forge():\n"
-        "    time.sleep(0.3)\n"
+        "    while not os.path.exists('go'):\n"
+        "        time.sleep(0.01)\n"
         "    for n in range(0, 50):\n"
         f"        channel.send(19, {display})\n"
         f"        channel.send(20, {forged})\n"
+        "    open('forged', 'w').close()\n"
         "threading.Thread(target=forge, daemon=True).start()\n"
     )
     assert r.status == "ok"
-    time.sleep(1.0)  # the forger has sent everything, between cells
+    (session.workdir / "go").touch()
+    assert wait_until(lambda: (session.workdir / "forged").exists(), timeout=30)
     r = session.run("import time\ntime.sleep(0.2)\n6*7")
     assert r.status == "ok"
     assert next(o for o in r.outputs if o["output_type"] == "execute_result")["data"]["text/plain"] == "42"
@@ -290,13 +296,15 @@ def test_a_forged_end_of_cell_from_a_leftover_thread_is_not_the_next_cells_resul
 @pytest.mark.c
 def test_a_forged_end_of_cell_during_a_cell_does_not_end_it(session):
     session.run("1")
+    # The cell waits for its forger (join): the forged reports are in the ring before the
+    # cell's own output and end, however late the thread runs.
     r = session.run(
-        FIND_CHANNEL + "import threading, time\n"
+        FIND_CHANNEL + "import threading\n"
         "def forge():\n"
         '    channel.send(20, b\'{"status":"ok","execution_count":999}\')\n'
         '    channel.send(20, b\'{"status":"ok"}\')\n'
-        "threading.Thread(target=forge).start()\n"
-        "time.sleep(0.5)\nprint('still running')\n'mine'"
+        "forger = threading.Thread(target=forge)\nforger.start()\nforger.join()\n"
+        "print('still running')\n'mine'"
     )
     assert r.status == "ok"
     assert r.stdout == "still running\n"

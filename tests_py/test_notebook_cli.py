@@ -273,24 +273,39 @@ def test_progress_lines_and_summary_go_to_stderr(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_interrupts_the_cell_and_writes(tmp_path: Path) -> None:
-    nb = new_notebook(cells=[new_code_cell("import time\ntime.sleep(60)"), new_code_cell("print('never')")])
+    cells = [new_code_cell("'started'"), new_code_cell("import time\ntime.sleep(60)"), new_code_cell("print('never')")]
     path = tmp_path / "slow.ipynb"
-    nbformat.write(nb, path)
-    with subprocess.Popen(
-        [sys.executable, "-m", "sandbox_exec", "run", str(path)], cwd=tmp_path, stderr=subprocess.PIPE, text=True
-    ) as proc:
+    nbformat.write(new_notebook(cells=cells), path)
+    # The runner gets SIGINT as a terminal's Ctrl-C delivers it, whatever this suite inherited:
+    # started in the background of a non-interactive shell (`nohup ... &`, some CI agents), it
+    # has SIGINT ignored, a child would inherit that through exec, and Python keeps an ignored
+    # SIGINT ignored (the cell then ran to its 60 s deadline). A handled signal is reset to the
+    # default at exec, an ignored one is not.
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sandbox_exec", "run", str(path)], cwd=tmp_path, stderr=subprocess.PIPE, text=True
+        )
+    finally:
+        signal.signal(signal.SIGINT, inherited)
+    with proc:
         assert proc.stderr is not None
         assert proc.stderr.readline().startswith("running ")
-        time.sleep(2)  # the interpreter starts and the cell begins its sleep
+        # The interpreter has started (however long that took on a loaded machine) once the
+        # first cell's line is out; the second cell is then a step away, and sleeps.
+        line = proc.stderr.readline()
+        assert "[1/3] ok" in line, line
+        time.sleep(1)
         started = time.monotonic()
         proc.send_signal(signal.SIGINT)
         rest = proc.stderr.read()
         assert proc.wait(timeout=30) == 130, rest
     assert time.monotonic() - started < 20  # not the cell's whole 60 s
-    assert "interrupted (Ctrl-C) at code cell 1 of 2" in rest
+    assert "interrupted (Ctrl-C) at code cell 2 of 3" in rest
     cells = read(tmp_path / "slow.executed.ipynb").cells
-    assert [o.get("ename") for o in cells[0].outputs] == ["KeyboardInterrupt"]
-    assert cells[1].outputs == []
+    assert cells[0].outputs[0]["data"]["text/plain"] == "'started'"
+    assert [o.get("ename") for o in cells[1].outputs] == ["KeyboardInterrupt"]
+    assert cells[2].outputs == []
 
 
 def test_run_in_a_given_sandbox_keeps_the_workdir(tmp_path: Path) -> None:

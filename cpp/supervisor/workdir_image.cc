@@ -54,7 +54,11 @@ std::string mount_image(const std::string& image, const std::string& target) {
     std::string device = "/dev/loop" + std::to_string(n);
     UniqueFd loop(::open(device.c_str(), O_RDWR | O_CLOEXEC));
     if (!loop) {
-      if (errno == ENOENT) continue;  // the node appears a moment after GET_FREE made it
+      // ENOENT: the node appears a moment after GET_FREE made it. ENXIO: another process
+      // took the device after our GET_FREE and is letting it go again (a failed mount, an
+      // unmount with autoclear): the kernel refuses opens while a loop device runs down
+      // (Lo_rundown) or is removed (Lo_deleting). Either way: ask for a free one again.
+      if (errno == ENOENT || errno == ENXIO) continue;
       throw_sys(kLayer, "open(" + device + ")");
     }
     if (configure(loop.get(), image_fd.get()) != 0) {

@@ -5,7 +5,9 @@
 // (only at the mount's root), and is gone after unmount(), which then answers false; a
 // symlink to the mount is neither followed by unmount() (UMOUNT_NOFOLLOW) nor by
 // mounted_image(); a missing or symlinked image, a target that does not exist and an image
-// that is no filesystem are SandboxErrors of layer "workdir" that leave no loop device bound.
+// that is no filesystem are SandboxErrors of layer "workdir" that leave no loop device bound;
+// a device that a concurrent start takes and lets go between GET_FREE and open (ENXIO while
+// it runs down) is asked for again, not a failure.
 //
 // Each test runs in a private mount namespace where it can get one, so that a test that dies
 // half-way leaves no mount behind on the host (the loop devices autoclear with it); TearDown
@@ -26,6 +28,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
@@ -132,7 +135,8 @@ class WorkdirImage : public ::testing::Test {
       for (int i = 0; i < 4 && ::umount2(path.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) == 0; ++i) {
       }
     }
-    for (const std::string& image : {image_, dir_ + "/zeros.img", dir_ + "/other.img"}) {
+    for (const std::string& image :
+         {image_, dir_ + "/zeros.img", dir_ + "/other.img", dir_ + "/zeros0.img", dir_ + "/zeros1.img"}) {
       for (const std::string& loop : loops_backed_by(image)) {
         const UniqueFd fd(::open(("/dev/" + loop).c_str(), O_RDWR | O_CLOEXEC));
         if (fd) (void)::ioctl(fd.get(), LOOP_CLR_FD, 0);
@@ -310,6 +314,47 @@ TEST_F(WorkdirImage, ImageThatIsNoFilesystemFailsAndFreesTheLoopDevice) {
   }
   EXPECT_EQ(workdir_image::mounted_image(target_), "");
   EXPECT_TRUE(no_loop_for(zeros));
+}
+
+TEST_F(WorkdirImage, ADeviceAnotherStartLetsGoMeanwhileIsNotAFailure) {
+  // Two sessions starting at once (two backends, or two threads of one): each asks
+  // LOOP_CTL_GET_FREE, and both may be told the same device. The one that configures it
+  // first and fails its mount lets it go again, and the kernel refuses opens of a loop
+  // device while it runs down (ENXIO): the other must ask again, not fail its start. Here
+  // one thread's mounts fail at once (a missing target: configure, mount, let go, again and
+  // again) while the other's fail in ext4 (an image with no filesystem); every failure must
+  // be the mount's own, never the open of the device. Without the retry on ENXIO every run
+  // of this test failed (tens of opens refused per run, on a 2-core machine).
+  constexpr int kRounds = 150;
+  std::atomic<bool> done{false};
+  std::vector<std::string> errors[2];
+  auto hammer = [this, &errors, &done](int t) {
+    const std::string zeros = dir_ + "/zeros" + std::to_string(t) + ".img";
+    const std::string target = dir_ + "/target" + std::to_string(t);  // made for thread 0 only
+    {
+      const UniqueFd fd(::open(zeros.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+      if (!fd || ::ftruncate(fd.get(), kImageBytes) != 0 || (t == 0 && ::mkdir(target.c_str(), 0755) != 0)) {
+        errors[t].push_back("setup failed");
+        done = true;
+        return;
+      }
+    }
+    for (int i = 0; t == 0 ? i < kRounds : !done.load(); ++i) {
+      try {
+        (void)workdir_image::mount_image(zeros, target);
+        errors[t].push_back("mounted an image with no filesystem");
+      } catch (const SandboxError& e) {
+        if (!contains(e.call(), "mount(")) errors[t].push_back(e.what());
+      }
+    }
+    done = true;
+  };
+  std::thread other(hammer, 1);
+  hammer(0);
+  other.join();
+  for (const auto& list : errors) EXPECT_TRUE(list.empty()) << list.size() << " failed, first: " << list.front();
+  EXPECT_TRUE(no_loop_for(dir_ + "/zeros0.img"));
+  EXPECT_TRUE(no_loop_for(dir_ + "/zeros1.img"));
 }
 
 TEST_F(WorkdirImage, TwoImagesGetTwoLoopDevices) {
