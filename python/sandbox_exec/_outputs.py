@@ -128,7 +128,7 @@ def parse_message(payload: bytes) -> MessageEvent:
     """Validates one MESSAGE frame; returns it in Jupyter's live (iopub) shape."""
     m = parse_json(payload)
     kind = m.get("output_type")
-    _check(kind in OUTPUT_TYPES, f"unknown output_type {kind!r}")
+    _check(isinstance(kind, str) and kind in OUTPUT_TYPES, f"unknown output_type {kind!r}")  # a list is unhashable
     if kind == "clear_output":
         wait = m.get("wait")
         if not isinstance(wait, bool):
