@@ -206,6 +206,17 @@ def test_values_that_break_consumers_are_rejected_at_the_boundary(session, case)
 
 
 @pytest.mark.c
+@pytest.mark.parametrize("kind", ["[]", "{}", "1"])
+def test_an_output_type_that_is_not_a_string_is_rejected(session, kind):
+    # A list or an object as output_type escaped the shape check once, as a TypeError
+    # (unhashable) out of Session.run() in the backend.
+    r = session.run(FIND_CHANNEL + f"channel.send(19, b'{{\"output_type\":{kind}}}')\n'after'")
+    assert r.status == "ok"
+    assert "an output was rejected" in r.stderr and "unknown output_type" in r.stderr, r.stderr
+    assert [o["output_type"] for o in r.outputs] == ["stream", "execute_result"]
+
+
+@pytest.mark.c
 def test_nan_and_surrogates_from_display_are_converted(session):
     r = session.run(
         "display({'application/json': {'v': float('nan')}}, raw=True, metadata={'w': float('inf')})\n"

@@ -1,6 +1,5 @@
 #include "ipc/channel.h"
 
-#include <immintrin.h>
 #include <poll.h>
 
 #include <unistd.h>
@@ -97,14 +96,9 @@ SupervisorChannel::Wait SupervisorChannel::next_frame(FrameHeader& header, std::
     return true;
   };
   for (;;) {
-    // A short spin first: a cell's events usually follow each other within microseconds,
-    // and a sleep/wake pair costs more than that. Not after a spurious wake: a worker that
-    // rings without sending would otherwise buy a spin with every byte.
-    const int spins = spurious_wakes_ ? 0 : spin_iterations_;
-    for (int i = 0; i < spins; ++i) {
-      if (found()) return Wait::kFrame;
-      _mm_pause();
-    }
+    // No spin before sleeping: the worker often runs on this thread's CPU (the doorbell's
+    // wake-up puts it there), where a spin only delays it, and on a small shared host a
+    // spin takes a CPU from other work (docs/benchmarks.md, "Where a round trip's time goes").
     const auto now = std::chrono::steady_clock::now();
     int left =
         now >= give_up ? 0 : static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(give_up - now).count());

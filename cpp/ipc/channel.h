@@ -90,10 +90,9 @@ class SupervisorChannel {
   RingWriter requests_;
   RingReader events_;
   DoorbellPair request_bell_, event_bell_, space_bell_;
-  int spin_iterations_ = 2000;
   // Wakes of the event doorbell that found no frame, in a row. A worker that rings without
-  // sending must not cost the backend a CPU: past a few, the supervisor stops spinning and
-  // sleeps a growing pause (capped) before it looks again; a real frame resets it.
+  // sending must not cost the backend a CPU: past a few, the supervisor stops trusting the
+  // doorbell and sleeps a growing pause (capped) before it looks again; a real frame resets it.
   int spurious_wakes_ = 0;
   bool bell_hung_up_ = false;  // the worker closed its doorbell: the pipe reads ready forever
 };

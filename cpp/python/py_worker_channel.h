@@ -19,8 +19,8 @@
 // still held deadlocked against the fd-capture thread: conformance tests found it.)
 #pragma once
 
+#include <poll.h>
 #include <pybind11/pybind11.h>
-#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -136,12 +136,12 @@ class PyWorkerChannel {
     return pybind11::reinterpret_steal<pybind11::object>(fn);
   }
 
+  // One poll() for both pipes (a negative descriptor is skipped). POLLIN only: a pipe whose
+  // writers are all gone reads as POLLHUP, which is nothing to forward.
   bool fd_output_pending() const noexcept {
-    for (int fd : watched_) {
-      int n = 0;
-      if (fd >= 0 && ::ioctl(fd, FIONREAD, &n) == 0 && n > 0) return true;
-    }
-    return false;
+    pollfd fds[2] = {{watched_[0], POLLIN, 0}, {watched_[1], POLLIN, 0}};
+    if (::poll(fds, 2, 0) <= 0) return false;
+    return ((fds[0].revents | fds[1].revents) & POLLIN) != 0;
   }
 
  private:

@@ -13,11 +13,11 @@ stores them) and hands each event, as it comes, to ``on_output``.
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Callable
 from typing import Any, Literal, TypedDict
 
 from . import _core
+from ._json import loads
 from .result import (
     ClearOutputEvent,
     DisplayDataOutput,
@@ -73,14 +73,14 @@ def _mime_bundle(data: Any) -> MimeBundle:
     if not isinstance(data, dict):
         raise MalformedMessage("data must be an object")
     for mime, value in data.items():
-        _check(isinstance(mime, str) and 0 < len(mime) < 256 and "/" in mime, f"bad mime type {mime!r}")
+        # (an f-string message in _check() would be built for every field, also when it is fine)
+        if not (isinstance(mime, str) and 0 < len(mime) < 256 and "/" in mime):
+            raise MalformedMessage(f"bad mime type {mime!r}")
         if mime == "application/json" or mime.endswith("+json"):
-            _check(_is_json_value(value), f"bad {mime} value")
-        else:
-            _check(
-                isinstance(value, str) or (isinstance(value, list) and all(isinstance(x, str) for x in value)),
-                f"{mime} must be text",
-            )
+            if not _is_json_value(value):
+                raise MalformedMessage(f"bad {mime} value")
+        elif not (isinstance(value, str) or (isinstance(value, list) and all(isinstance(x, str) for x in value))):
+            raise MalformedMessage(f"{mime} must be text")
     return data
 
 
@@ -116,7 +116,7 @@ def _error_info(m: dict[str, Any], what: str) -> ErrorInfo:
 
 def parse_json(payload: bytes) -> dict[str, Any]:
     try:
-        value = json.loads(payload)
+        value = loads(payload)
     except (ValueError, RecursionError) as e:
         raise MalformedMessage(f"invalid JSON: {e}") from None
     if not isinstance(value, dict):
@@ -128,7 +128,8 @@ def parse_message(payload: bytes) -> MessageEvent:
     """Validates one MESSAGE frame; returns it in Jupyter's live (iopub) shape."""
     m = parse_json(payload)
     kind = m.get("output_type")
-    _check(kind in OUTPUT_TYPES, f"unknown output_type {kind!r}")
+    if not isinstance(kind, str) or kind not in OUTPUT_TYPES:  # a list or object is unhashable
+        raise MalformedMessage(f"unknown output_type {kind!r}")
     if kind == "clear_output":
         wait = m.get("wait")
         if not isinstance(wait, bool):

@@ -12,7 +12,6 @@ import atexit
 import dataclasses
 import functools
 import hashlib
-import json
 import math
 import os
 import re
@@ -26,6 +25,7 @@ from types import TracebackType
 from typing import Any
 
 from . import _core, _host_ids, _safe_fs
+from ._json import cell_request
 from ._outputs import CellDone, MalformedMessage, OnOutput, OutputCollector, parse_cell_done
 from ._pool import SLOT_PREFIX, SessionPool
 from ._workdir_image import ImageUnavailable, WorkdirImage, full_threshold
@@ -1037,7 +1037,7 @@ class Session:
 
     def _cell_args(self, cell: _OpenCell, code: str, timeout: float | None) -> tuple[Any, ...]:
         """The core's arguments for one cell (run_cell and begin_cell take the same)."""
-        request = json.dumps({"code": code, "execution_count": cell.count}).encode("ascii")
+        request = cell_request(code, cell.count)
         cap = self.policy.max_output_bytes
         texts = cell.collector.texts
         return (

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
 from .. import _core
+from .._json import WORKER_ENCODER, loads
 
 FRAME = _core.frame
 
@@ -24,6 +24,11 @@ def _finite(value: Any, depth: int = 0) -> Any:
     return value
 
 
+def ok_report(count: int, dropped_output_bytes: int) -> str:
+    """The end-of-cell report of a cell without an error, as WORKER_ENCODER writes it."""
+    return f'{{"status":"ok","execution_count":{count},"error":null,"dropped_output_bytes":{dropped_output_bytes}}}'
+
+
 class Channel:
     def __init__(self) -> None:
         self._chan = _core.WorkerChannel(_core.WORKER_FDS)
@@ -38,12 +43,24 @@ class Channel:
         # them is not JSON), so they travel as null, as most JSON encoders write them; a lone
         # surrogate becomes "?" in the UTF-8 encoding.
         try:
-            text = json.dumps(message, ensure_ascii=False, separators=(",", ":"), default=repr, allow_nan=False)
+            text = WORKER_ENCODER.encode(message)
         except ValueError:
-            text = json.dumps(
-                _finite(message), ensure_ascii=False, separators=(",", ":"), default=repr, allow_nan=False
-            )
+            text = WORKER_ENCODER.encode(_finite(message))
         self._chan.send(frame_type, text.encode("utf-8", "replace"))
+
+    def send_cell_done(self, count: int, error: dict[str, Any] | None, dropped_output_bytes: int) -> None:
+        """The end-of-cell report. A cell without an error (most of them) has a report of two
+        integers, written here as WORKER_ENCODER writes it, without its per-call work."""
+        if error is None and type(count) is int and type(dropped_output_bytes) is int:
+            self._chan.send(FRAME.CELL_DONE, ok_report(count, dropped_output_bytes).encode("ascii"))
+            return
+        report = {
+            "status": "error" if error else "ok",
+            "execution_count": count,
+            "error": error,
+            "dropped_output_bytes": dropped_output_bytes,
+        }
+        self.send_json(FRAME.CELL_DONE, report)
 
     def send_stream(self, name: str, text: str) -> None:
         """Descriptor-level output (already whole chunks): one frame, after buffered text."""
@@ -54,15 +71,19 @@ class Channel:
 
     def receive(self) -> tuple[int, dict[str, Any]] | None:
         """The next whole request, or None when a signal interrupted the wait."""
-        parts: list[bytes] = []
+        frame = self._chan.receive(-1)
+        if frame is None:
+            return None
+        frame_type, flags, payload = frame
+        if not flags & 1:  # the usual request: one frame
+            return frame_type, (loads(payload) if payload else {})
+        parts = [payload]
         while True:
             frame = self._chan.receive(-1)
             if frame is None:
-                if not parts:
-                    return None
                 continue  # never abandon half a message
             frame_type, flags, payload = frame
             parts.append(payload)
             if not flags & 1:
                 body = b"".join(parts)
-                return frame_type, (json.loads(body) if body else {})
+                return frame_type, (loads(body) if body else {})

@@ -33,6 +33,17 @@ def cell_filename(execution_count: int) -> str:
     return f"Cell In[{execution_count}]"
 
 
+_NOT_ONE_SIMPLE_STATEMENT = ("\n", "\r", ":", ";")
+
+
+def one_simple_statement(code: str) -> bool:
+    """Whether the cell is one line (trailing blank lines aside) that holds one simple
+    statement: a compound statement's header needs a ':', two statements need a ';' or a line
+    break. Blank and comment-only cells are not (they hold no statement)."""
+    line = code.rstrip()
+    return bool(line) and line[0] != "#" and not any(c in line for c in _NOT_ONE_SIMPLE_STATEMENT)
+
+
 _MAGIC_LINE = re.compile(r"^(\s*)%matplotlib\b.*$", re.MULTILINE)
 _SHELL_LINE = re.compile(r"^(\s*)!(.*)$", re.MULTILINE)
 
@@ -41,9 +52,10 @@ def transform_cell(code: str) -> str:
     """The few IPython input transformations notebooks rely on: a cell indented as a whole
     is dedented; ``%matplotlib ...`` is a no-op (figures are always inline); ``!cmd`` runs a
     shell command. Other magics stay as written and fail as Python would."""
-    first = next((line for line in code.splitlines() if line.strip()), "")
-    if first[:1] in (" ", "\t"):
-        code = textwrap.dedent(code)
+    if code[:1].isspace():  # else the first line is not blank and starts with no indent
+        first = next((line for line in code.splitlines() if line.strip()), "")
+        if first[:1] in (" ", "\t"):
+            code = textwrap.dedent(code)
     if "%matplotlib" in code:
         code = _MAGIC_LINE.sub(lambda m: m.group(1) + "pass  # %matplotlib: inline already", code)
     if "!" in code:
@@ -70,6 +82,38 @@ def ends_with_semicolon(code: str) -> bool:
     except (tokenize.TokenError, SyntaxError, IndentationError):
         return False
     return last is not None and last.type == tokenize.OP and last.string == ";"
+
+
+def compile_cell(code: str, filename: str) -> list[types.CodeType]:
+    """The cell's code objects, IPython's way (``compile_statements``). A cell of one simple
+    statement is compiled from its text as one interactive statement instead: the same code
+    (an expression as "single", shown by the displayhook; another simple statement runs
+    alike in either mode), without the round trip through Python AST objects, which costs
+    more than the compile itself. A cell that fails there takes the general path, for its
+    exact error."""
+    if one_simple_statement(code):
+        try:
+            return [compile(code, filename, "single", _ALLOW_AWAIT)]
+        except Exception:
+            pass
+    return compile_statements(code, filename)
+
+
+def compile_statements(code: str, filename: str) -> list[types.CodeType]:
+    """IPython's rule: the last top-level statement, when it is an expression not followed
+    by ';', as an interactive statement (its value goes to the displayhook); what comes
+    before it as a module."""
+    tree = ast.parse(code, filename, "exec", type_comments=False)
+    body = tree.body
+    codes: list[types.CodeType] = []
+    if body and isinstance(body[-1], ast.Expr) and not ends_with_semicolon(code):
+        head, last = body[:-1], body[-1]
+        if head:
+            codes.append(compile(ast.Module(head, []), filename, "exec", _ALLOW_AWAIT))
+        codes.append(compile(ast.Interactive([last]), filename, "single", _ALLOW_AWAIT))
+    elif body:
+        codes.append(compile(tree, filename, "exec", _ALLOW_AWAIT))
+    return codes
 
 
 def _user_frames(tb: types.TracebackType | None) -> types.TracebackType | None:
@@ -157,19 +201,6 @@ class Executor:
         ns["_iii"], ns["_ii"], ns["_i"] = ns["_ii"], ns["_i"], code
         ns[f"_i{self.execution_count}"] = code
 
-    def _compile(self, code: str, filename: str) -> list[types.CodeType]:
-        tree = ast.parse(code, filename, "exec", type_comments=False)
-        body = tree.body
-        codes: list[types.CodeType] = []
-        if body and isinstance(body[-1], ast.Expr) and not ends_with_semicolon(code):
-            head, last = body[:-1], body[-1]
-            if head:
-                codes.append(compile(ast.Module(head, []), filename, "exec", _ALLOW_AWAIT))
-            codes.append(compile(ast.Interactive([last]), filename, "single", _ALLOW_AWAIT))
-        elif body:
-            codes.append(compile(tree, filename, "exec", _ALLOW_AWAIT))
-        return codes
-
     def _run_code(self, code_obj: types.CodeType) -> None:
         if code_obj.co_flags & inspect.CO_COROUTINE:
             import asyncio  # only for cells with top-level await: keeps the start fast
@@ -188,7 +219,7 @@ class Executor:
         filename = cell_filename(execution_count)
         linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
         try:
-            codes = self._compile(code, filename)
+            codes = compile_cell(code, filename)
         except (SyntaxError, ValueError, OverflowError, MemoryError, RecursionError) as exc:
             return error_content(exc, compiling=True)
         try:

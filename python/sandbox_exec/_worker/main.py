@@ -97,16 +97,8 @@ class Worker:
         if error is not None:
             self.channel.send_message({"output_type": "error", **error})
         self._flush_figures()
-        self.channel.send_json(
-            FRAME.CELL_DONE,
-            {
-                "status": "error" if error else "ok",
-                "execution_count": count,
-                "error": error,
-                # output not sent: the supervisor closed it (cap)
-                "dropped_output_bytes": self.channel.raw.take_dropped(),
-            },
-        )
+        # dropped_output_bytes: output not sent because the supervisor closed it (cap)
+        self.channel.send_cell_done(count, error, self.channel.raw.take_dropped())
 
     def _flush_figures(self) -> None:
         """Figures the cell left open appear after its other outputs, as with Jupyter's

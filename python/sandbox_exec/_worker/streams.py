@@ -110,10 +110,14 @@ class FdCapture:
 
     def sync(self, timeout: float = 1.0) -> None:
         """Returns once everything written to fds 1 and 2 so far has been forwarded."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self._buffer.fd_output_pending():
-                with self._busy:  # a chunk being forwarded right now finishes first
-                    if not self._buffer.fd_output_pending():
-                        return
+        deadline = None
+        while True:
+            with self._busy:  # a chunk being forwarded right now finishes first
+                if not self._buffer.fd_output_pending():
+                    return
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + timeout
+            elif now >= deadline:
+                return
             time.sleep(0.0005)
