@@ -379,3 +379,19 @@ def test_a_prelude_that_rendered_text_still_starts_warm(box: sandbox_exec.Sandbo
         assert "image/png" in r.outputs[0]["data"]
     finally:
         s.close()
+
+
+def test_zygotes_are_capped_per_sandbox(tmp_path, monkeypatch) -> None:
+    from sandbox_exec import _zygotes
+
+    monkeypatch.setattr(_zygotes, "MAX_ZYGOTES", 2)
+    with sandbox_exec.Sandbox(root=tmp_path) as b:
+        sessions = [b.session(f"s{i}", prelude=f"shape = {i}") for i in range(4)]
+        zygotes = [_zygote_pid(s) for s in sessions]
+        assert len(set(zygotes)) == 4
+        assert wait_until(lambda: sum(pid_alive(z) for z in zygotes) == 2)
+        assert pid_alive(zygotes[-1]) and pid_alive(zygotes[-2])  # the most recently used stay
+        # Sessions of a closed zygote live on; a new session of that shape gets a new zygote.
+        assert sessions[0].run("shape").outputs[0]["data"]["text/plain"] == "0"
+        again = b.session("again", prelude="shape = 0")
+        assert _zygote_pid(again) not in zygotes

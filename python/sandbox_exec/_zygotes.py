@@ -27,6 +27,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,9 @@ from .errors import PreludeError
 _MAX_REPORT_BYTES = 64 * 1024
 #: Environment variables that are per session, not per shape: the zygote gets its own.
 _PER_SESSION = ("HOME",)
+#: Zygotes kept per Sandbox (each holds its prelude's modules, ~100 MB with the data stack):
+#: past this many shapes the least recently used one is closed (its sessions live on).
+MAX_ZYGOTES = 8
 
 
 class ZygoteUnavailable(Exception):
@@ -58,6 +62,7 @@ class Zygote:
     link: _core.ZygoteLink
     forks: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    last_used: float = 0.0
 
     @property
     def pid(self) -> int:
@@ -186,15 +191,24 @@ class ZygoteTable:
             with self._lock:
                 z = self._by_key.get(key)
             if z is not None and z.alive():
+                z.last_used = time.monotonic()
                 return z
             if z is not None:
                 self.discard(z)
             z = start_zygote(key, prelude, env, self.root, timeout_s)
+            z.last_used = time.monotonic()
             with self._lock:
                 if self.closed:
                     z.close()
                     raise ZygoteUnavailable("the Sandbox is closing")
                 self._by_key[key] = z
+                excess = sorted(self._by_key.values(), key=lambda x: x.last_used)[
+                    : max(0, len(self._by_key) - MAX_ZYGOTES)
+                ]
+                for old in excess:
+                    del self._by_key[old.key]
+            for old in excess:
+                old.close(timeout=0.5)  # not replaced: only too many shapes at once
             return z
 
     def discard(self, z: Zygote) -> None:
