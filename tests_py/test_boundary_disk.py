@@ -39,7 +39,7 @@ from pathlib import Path
 import pytest
 
 import sandbox_exec
-from conftest import allocated_bytes, setpriv_command
+from conftest import allocated_bytes, setpriv_command, wait_until
 from sandbox_exec import Policy, _workdir_image
 
 MiB = 1 << 20
@@ -529,6 +529,20 @@ def test_watchdog_of_an_unprivileged_backend(tmp_path):
     assert out["after_restart"] == "ok", out  # the restart freed what the chain held
 
 
+def _lock_is_free(path: Path) -> bool:
+    """Nobody holds the flock on a workdir's lock file (taken and let go at once)."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
 @pytest.mark.b
 def test_a_backend_killed_outright_leaves_no_mount(tmp_path):
     if not _workdir_image.support()[0]:
@@ -559,6 +573,10 @@ def test_a_backend_killed_outright_leaves_no_mount(tmp_path):
         while os.path.ismount(workdir) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not os.path.ismount(workdir), "the dead backend's workdir mount stayed"
+        # The reaper holds the workdir's lock while it unmounts (no session may take the
+        # workdir in between) and lets go just after: until then a next backend is refused
+        # ("in use by another live session"), which a loaded machine made this test see.
+        assert wait_until(lambda: _lock_is_free(root / ".locks" / "doomed.lock"), timeout=10)
         # and the workdir's files are still there for the next backend on this root
         with sandbox_exec.Sandbox(root=root) as box:
             assert (box.session("doomed").workdir / "f").read_text() == "1"
