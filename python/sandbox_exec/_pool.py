@@ -13,7 +13,7 @@ move to the directory its name would have had (``<root>/<name>``), so a later se
 that name finds them. Names that have a workdir already start the usual way.
 
 Never more than N idle sessions of a shape; shapes are kept in the order first asked, at
-most ``MAX_SHAPES`` (the oldest stops being refilled).
+most ``MAX_SHAPES`` (past that the oldest is dropped and its idle sessions closed).
 """
 
 from __future__ import annotations
@@ -66,8 +66,16 @@ class SessionPool:
                 known.last_error = ""  # asked again: try again
             else:
                 self._shapes.append(_Shape(prelude, policy))
-            del self._shapes[:-MAX_SHAPES]  # the oldest shapes' idle sessions are left to take() or close()
+            dropped = [s for shape in self._shapes[:-MAX_SHAPES] for s in shape.ready]
+            del self._shapes[:-MAX_SHAPES]
+        for s in dropped:  # the oldest shape's idle sessions: nobody will take them now
+            self._close_later(s)
         self._wake.set()
+
+    @staticmethod
+    def _close_later(session: Session) -> None:
+        # In a thread: closing takes the session table's lock, which a caller may hold.
+        threading.Thread(target=session.close, kwargs={"remove_workdir": True}, daemon=True).start()
 
     def take(self, prelude: str | None, policy: Policy) -> Session | None:
         """An idle started session of this shape, or None."""
@@ -80,8 +88,7 @@ class SessionPool:
                 if s.alive:
                     self._wake.set()
                     return s
-                dead = s
-                threading.Thread(target=dead.close, kwargs={"remove_workdir": True}, daemon=True).start()
+                self._close_later(s)  # its interpreter died while idle
         self._wake.set()
         return None
 
@@ -94,21 +101,11 @@ class SessionPool:
             if keep and shape is not None:
                 shape.ready.append(session)
         if not keep:
-            # Not under any lock of the Sandbox's: closing takes the session table's lock.
-            threading.Thread(target=session.close, kwargs={"remove_workdir": True}, daemon=True).start()
-
-    def idle(self) -> dict[str, int]:
-        """Idle sessions per shape (the prelude's first line names it), for tests and doctor."""
-        with self._lock:
-            return {(s.prelude or "").split("\n", 1)[0] or "(no prelude)": len(s.ready) for s in self._shapes}
+            self._close_later(session)
 
     def idle_total(self) -> int:
         with self._lock:
             return sum(len(s.ready) for s in self._shapes)
-
-    def errors(self) -> list[str]:
-        with self._lock:
-            return [s.last_error for s in self._shapes if s.last_error]
 
     def close(self) -> list[Session]:
         """Stops refilling; returns the idle sessions for the caller to close."""
@@ -143,7 +140,7 @@ class SessionPool:
                 slot = SLOT_PREFIX + uuid.uuid4().hex[:12]
                 try:
                     s = self._start_slot(slot, shape.prelude, shape.policy)
-                except Exception as e:
+                except Exception as e:  # the shape stops refilling until it is asked for again
                     with self._lock:
                         shape.last_error = f"{type(e).__name__}: {e}"
                     continue

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +60,6 @@ class Zygote:
     key: str
     process: subprocess.Popen[bytes]
     link: _core.ZygoteLink
-    forks: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
     last_used: float = 0.0
 
     @property
@@ -177,7 +175,6 @@ class ZygoteTable:
         self._lock = threading.Lock()
         self._by_key: dict[str, Zygote] = {}
         self._starting: dict[str, threading.Lock] = {}
-        self.replaced = 0  # zygotes found dead or failing and started anew
         self.closed = False
 
     def get(self, prelude: str, env: list[str], timeout_s: float) -> Zygote:
@@ -216,7 +213,6 @@ class ZygoteTable:
         with self._lock:
             if self._by_key.get(z.key) is z:
                 del self._by_key[z.key]
-                self.replaced += 1
         z.close(timeout=0.5)
 
     def live(self) -> list[Zygote]:

@@ -559,7 +559,6 @@ class Session:
                 failure = str(e)
                 zygotes.discard(zygote)
                 continue
-            zygote.forks += 1
             self._start_note = f"warm: forked from zygote {zygote.pid} (prelude and modules shared copy-on-write)"
             return runner
         self._start_note = f"cold: the zygote failed to fork twice: {failure}"
@@ -1264,9 +1263,9 @@ class Sandbox:
                     # A notebook's files: they go where its name's directory is, as its close
                     # would have moved them (or stay, when that name has a directory already).
                     owner = claim.read_text("utf-8", "surrogateescape")
-                    _move_slot(self.root, name, self.root / _dir_name(owner))
-                    claim.unlink()
-                    continue
+                    if _move_slot(self.root, name, self.root / _dir_name(owner)):
+                        claim.unlink()
+                    continue  # (not moved: the marker stays, so the files are never removed)
                 if image.exists():
                     image.unlink()
                 _remove_tree(slot)

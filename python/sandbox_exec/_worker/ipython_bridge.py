@@ -12,48 +12,18 @@ imported until a cell does: the worker's start stays fast.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .display import Publisher
-
-if TYPE_CHECKING:
-    from importlib.abc import Loader as _LoaderBase
-else:
-    _LoaderBase = object
+from .import_patch import PatchOnImport
 
 _TARGETS = ("IPython.core.display_functions", "IPython.core.display")
 
 
-# Plain classes implementing the import protocol (importlib.abc itself costs 8 ms to import).
-class _PatchingLoader(_LoaderBase):
-    def __init__(self, real: Any, patch: Callable[[Any], None]) -> None:
-        self._real = real
-        self._patch = patch
-
-    def create_module(self, spec: Any) -> Any:
-        return self._real.create_module(spec)
-
-    def exec_module(self, module: Any) -> None:
-        self._real.exec_module(module)
-        self._patch(module)
-
-
-class _Hook:
+class _Hook(PatchOnImport):
     def __init__(self, publisher: Publisher) -> None:
+        super().__init__(_TARGETS, self._patch)
         self._publisher = publisher
-
-    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
-        if name not in _TARGETS:
-            return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(name, path, target)
-            if spec is not None and spec.loader is not None:
-                spec.loader = _PatchingLoader(spec.loader, self._patch)
-                return spec
-        return None
 
     def _patch(self, module: Any) -> None:
         pub = self._publisher

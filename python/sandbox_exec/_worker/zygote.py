@@ -31,9 +31,6 @@ from __future__ import annotations
 
 import fcntl
 import gc
-import importlib.abc
-import importlib.machinery
-import importlib.util
 import json
 import os
 import sys
@@ -42,6 +39,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import _core, _zygote
+from .import_patch import PatchOnImport
 from .main import Worker
 
 CONTROL_FD = 3
@@ -168,22 +166,22 @@ class PreludeEffects:
 
         before = dict(os.environ)
         original_seed = random.seed
-        finder = _NumpySeedWatch(self.seeded)
+        numpy_seed = _NumpySeedWatch(self.seeded)
 
         def seed(*args: Any, **kwargs: Any) -> None:
             self.seeded.add("random")
             original_seed(*args, **kwargs)
 
         random.seed = seed
-        sys.meta_path.insert(0, finder)
+        sys.meta_path.insert(0, numpy_seed.finder)
         if "numpy.random" in sys.modules:
-            finder.wrap(sys.modules["numpy.random"])
+            numpy_seed.wrap(sys.modules["numpy.random"])
         try:
             return run()
         finally:
             random.seed = original_seed
-            sys.meta_path.remove(finder)
-            finder.unwrap()
+            sys.meta_path.remove(numpy_seed.finder)
+            numpy_seed.unwrap()
             if "random" in self.seeded:
                 self.random_state = random.getstate()
             after = dict(os.environ)
@@ -191,32 +189,14 @@ class PreludeEffects:
             self.env_removed = set(before) - set(after)
 
 
-class _NumpySeedWatch(importlib.abc.MetaPathFinder):
-    """Wraps numpy.random.seed while the prelude runs, whenever numpy.random is imported."""
+class _NumpySeedWatch:
+    """Wraps numpy.random.seed while the prelude runs, whether numpy.random is loaded
+    already or the prelude imports it (numpy loads it lazily)."""
 
     def __init__(self, seeded: set[str]) -> None:
         self._seeded = seeded
         self._wrapped: tuple[Any, Any] | None = None
-
-    def find_spec(self, name: str, path: Any, target: Any = None) -> importlib.machinery.ModuleSpec | None:
-        if name != "numpy.random":
-            return None
-        sys.meta_path.remove(self)
-        try:
-            spec = importlib.util.find_spec(name)
-        finally:
-            sys.meta_path.insert(0, self)
-        if spec is None or spec.loader is None:
-            return spec
-        loader = spec.loader
-        exec_module = loader.exec_module
-
-        def exec_and_wrap(module: Any) -> None:
-            exec_module(module)
-            self.wrap(module)
-
-        loader.exec_module = exec_and_wrap  # type: ignore[method-assign]
-        return spec
+        self.finder = PatchOnImport(("numpy.random",), self.wrap)
 
     def wrap(self, module: Any) -> None:
         original = getattr(module, "seed", None)
