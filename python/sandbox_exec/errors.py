@@ -23,4 +23,28 @@ class PreludeError(SandboxError):
     """The session's prelude raised; the session was not started."""
 
 
-__all__ = ["PolicyError", "PreludeError", "SandboxError", "SessionClosedError"]
+class CallError(SandboxError):
+    """A call into a session failed: the code it ran in the sandbox raised (``ename``,
+    ``evalue``, ``traceback`` say what, as a cell's error would), or the call was ended
+    (``status``: "timeout", "crashed", "memory", ...; ``reason`` says why). The session stays
+    usable: after a crash, the next cell or call starts a fresh interpreter."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: str = "error",
+        ename: str | None = None,
+        evalue: str | None = None,
+        traceback: list[str] | None = None,
+        reason: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.ename = ename
+        self.evalue = evalue
+        self.traceback = traceback or []
+        self.reason = reason
+
+
+__all__ = ["CallError", "PolicyError", "PreludeError", "SandboxError", "SessionClosedError"]

@@ -12,6 +12,7 @@ import atexit
 import dataclasses
 import functools
 import hashlib
+import json
 import math
 import os
 import re
@@ -25,13 +26,15 @@ from types import TracebackType
 from typing import Any
 
 from . import _core, _host_ids, _safe_fs
+from ._calls import CALL_ID_BASE, CallCollector, call_request
+from ._calls import call_value as _call_value
 from ._json import cell_request
 from ._outputs import CellDone, MalformedMessage, OnOutput, OutputCollector, parse_cell_done
 from ._pool import SLOT_PREFIX, SessionPool
 from ._workdir_image import ImageUnavailable, WorkdirImage, full_threshold
 from ._workdir_image import usage as image_usage
 from ._zygotes import ZygoteTable, ZygoteUnavailable
-from .errors import PolicyError, PreludeError, SandboxError, SessionClosedError
+from .errors import CallError, PolicyError, PreludeError, SandboxError, SessionClosedError
 from .policy import Policy
 from .result import ErrorInfo, Result, Status
 
@@ -388,6 +391,7 @@ class Session:
         self._runner: _core.CellRunner | None = None  # while started
         self._runner_lock = threading.Lock()  # guards _runner for interrupt()/close()
         self._count = 0
+        self._calls = 0  # calls made (_calls): their ids
         self._closed = False
         self._end_reason: str | None = None  # why the watchdog ended the interpreter
         self._host_id: _host_ids.HostId | None = None  # this session's own host id, while open
@@ -1023,6 +1027,63 @@ class Session:
         cell = self._open_cell(count, on_output)
         outcome = cell.runner.run_cell(*self._cell_args(cell, code, timeout))
         return self._cell_result(cell, outcome, timeout, restart_reason)
+
+    # --- calls that are not cells (_calls) --------------------------------------------------
+    def _call(self, op: str, args: dict[str, Any], *, timeout: float | None, max_reply_bytes: int) -> Any:
+        """One call into the session's worker (see _calls): its reply's value, parsed from JSON
+        and nothing else. Raises CallError when the called code raised or the call was ended
+        (the session stays usable), SessionClosedError when closed."""
+        _check_run_args("", timeout)
+        self._check_owner()
+        with self._lock:
+            if self._cell_running:
+                raise RuntimeError(f"a cell of session {self.name!r} is running on this thread (run_async)")
+            self._cell_running = True
+            try:
+                refusal, _ = self._before_cell()
+                if refusal is not None:
+                    raise CallError(f"{op}: {refusal.reason}", status=refusal.status, reason=refusal.reason)
+                runner = self._runner
+                if runner is None:
+                    raise SessionClosedError(f"session {self.name!r} is closed")
+                self._calls += 1
+                call_id = CALL_ID_BASE + self._calls
+                collector = CallCollector()
+                cap = min(max_reply_bytes, MAX_MESSAGE_BYTES)
+                outcome = runner.run_cell(
+                    call_request(op, args, call_id),
+                    timeout or 0.0,
+                    self.policy.interrupt_grace_s,
+                    cap + 4096,  # the reply and the end-of-call report
+                    cap,
+                    collector.feed,
+                    _core.StreamText(),
+                    _core.StreamText(),
+                    False,
+                    str(self._workdir),
+                    self._disk_watch_limit() or 0,
+                    call_id,
+                )
+            finally:
+                self._cell_running = False
+        return _call_value(op, outcome, collector, timeout, self._end_reason)
+
+    def call(self, function: str, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+        """Calls a function the session's prelude defined, with JSON arguments, and returns
+        its JSON result: no execution count, no outputs, no history (a capture hook, an
+        inspection helper). The function is looked up among the names the prelude defined,
+        not in the namespace a cell may have rebound. Raises CallError when it raises (or
+        its result is not JSON), TypeError when the arguments are not JSON."""
+        try:
+            json.dumps([args, kwargs], allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"call({function!r}): the arguments must be JSON values: {e}") from None
+        return self._call(
+            "call",
+            {"function": function, "args": list(args), "kwargs": kwargs},
+            timeout=timeout if timeout is not None else self.policy.timeout_s,
+            max_reply_bytes=self.policy.max_output_bytes,
+        )
 
     def _open_cell(self, count: int, on_output: OnOutput | None) -> _OpenCell:
         """What a cell needs before it is sent: its runner, its output collector, and the

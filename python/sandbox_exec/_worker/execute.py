@@ -167,6 +167,9 @@ class Executor:
         self.namespace.update(
             {"In": [""], "Out": {}, "_": None, "__": None, "___": None, "_i": "", "_ii": "", "_iii": ""}
         )
+        # The namespace as the prelude left it (execution count 0; the initial one without a
+        # prelude): where calls find the prelude's functions.
+        self.prelude_namespace: dict[str, Any] = dict(self.namespace)
         self._loop: Any = None  # the asyncio loop of top-level await, made on first use
         self.execution_count = 0
         sys.displayhook = self._displayhook
@@ -228,6 +231,9 @@ class Executor:
                     self._run_code(code_obj)
         except BaseException as exc:  # everything the cell raises is the cell's result
             return error_content(exc)
+        finally:
+            if execution_count == 0:  # the prelude
+                self.prelude_namespace = dict(self.namespace)
         return None
 
 

@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from .. import _core
-from . import ipython_bridge, shell
+from . import calls, ipython_bridge, shell
 from .channel import FRAME, Channel
 from .display import Publisher
 from .execute import Executor, UserCodeGuard, error_content
@@ -32,6 +32,7 @@ class Worker:
         """`attach=False`: the interpreter-wide setup only, without the channel (a zygote
         sets up, runs its prelude, and attaches in each forked session: attach())."""
         self._attached = False
+        self.in_call = False  # a call (calls.py) is running, not a cell
         self.user_code = UserCodeGuard()
         self.publisher = Publisher(self._send_message)
         self.executor = Executor(self._send_message)
@@ -59,7 +60,9 @@ class Worker:
         self.fd_capture.sync()
 
     def _send_message(self, message: dict[str, Any]) -> None:
-        if not self._attached:  # a zygote's prelude: its outputs go nowhere, as a cold one's
+        if not self._attached or self.in_call:
+            # A zygote's prelude: its outputs go nowhere, as a cold one's. A call (calls.py)
+            # has no outputs: what its code displays is dropped here, before it is sent.
             return
         # Output a subprocess or C code wrote to fds 1/2 before this display goes out first,
         # as does pending Python-level text (the C++ send does that).
@@ -74,6 +77,9 @@ class Worker:
             raise KeyboardInterrupt
 
     def execute(self, request: dict[str, Any]) -> None:
+        if "call" in request:  # a call, not a cell (calls.py)
+            calls.handle(self, request)
+            return
         code = request.get("code")
         count = request.get("execution_count")
         if not isinstance(code, str) or not isinstance(count, int):
@@ -87,6 +93,15 @@ class Worker:
             )
             return
         error = self.executor.run_cell(code, count, self.user_code)
+        self.flush_streams()
+        if error is not None:
+            self.channel.send_message({"output_type": "error", **error})
+        self._flush_figures()
+        # dropped_output_bytes: output not sent because the supervisor closed it (cap)
+        self.channel.send_cell_done(count, error, self.channel.raw.take_dropped())
+
+    def flush_streams(self) -> None:
+        """Sends what the cell wrote and is still buffered (Python's and descriptor-level)."""
         try:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -94,11 +109,6 @@ class Worker:
             pass
         self.fd_capture.sync()
         self.streams.flush()
-        if error is not None:
-            self.channel.send_message({"output_type": "error", **error})
-        self._flush_figures()
-        # dropped_output_bytes: output not sent because the supervisor closed it (cap)
-        self.channel.send_cell_done(count, error, self.channel.raw.take_dropped())
 
     def _flush_figures(self) -> None:
         """Figures the cell left open appear after its other outputs, as with Jupyter's
