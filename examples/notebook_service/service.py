@@ -1,0 +1,136 @@
+"""A notebook service on sandbox_exec: the shape of a backend that ran each cell with
+``exec(code, notebook_globals[notebook_id])`` in its own process, swapped onto sandboxes.
+
+Endpoints (JSON over HTTP):
+
+  POST   /execute                          {code, cell_id, notebook_id} -> the cell's result:
+                                            stdout, stderr, plots (base64 PNG), tables (records
+                                            and HTML), interactive plots (Plotly JSON), the
+                                            last value as text, error type, message and
+                                            traceback, execution time and count
+  GET    /notebooks/{id}/variables         the namespace's variables (name, type, shape, ...)
+  GET    /notebooks/{id}/variables/{name}  one value as data (JSON; a DataFrame as records)
+  POST   /notebooks/{id}/checkpoint        save the notebook's state (inside its sandbox)
+  POST   /notebooks/{id}/restore           load it back
+  POST   /notebooks/{id}/reset             a clean namespace (the preloaded stack kept)
+  DELETE /notebooks/{id}                   end the notebook's interpreter (its files stay)
+
+Run it: ``uvicorn --factory examples.notebook_service.service:create_app`` (from the
+repository root), or see this folder's README.md. Nothing from a sandbox is ever unpickled or
+evaluated here: outputs are JSON checked by sandbox_exec, values come as JSON or Arrow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, HTTPException
+from pydantic import BaseModel
+
+import sandbox_exec
+
+# What every notebook's cells find loaded: the data stack, imported once per zygote and
+# shared copy-on-write by every notebook's interpreter (a warm start).
+PRELUDE = """\
+import numpy as np
+import pandas as pd
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+"""
+
+_NOTEBOOK_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class ExecuteRequest(BaseModel):
+    code: str
+    cell_id: str
+    notebook_id: str
+
+
+def cell_response(result: sandbox_exec.Result) -> dict[str, Any]:
+    """The backend's response shape, from a sandbox_exec Result (outputs are nbformat v4)."""
+    plots: list[str] = []
+    tables: list[dict[str, Any]] = []
+    interactive: list[Any] = []
+    value: str | None = None
+    for output in result.outputs:
+        if output["output_type"] not in ("display_data", "execute_result"):
+            continue
+        data = output["data"]
+        if "image/png" in data:
+            plots.append(data["image/png"])  # base64 already, as in a stored notebook
+        if "application/vnd.plotly.v1+json" in data:
+            interactive.append(data["application/vnd.plotly.v1+json"])
+        if "text/html" in data and "<table" in str(data["text/html"]):
+            table: dict[str, Any] = {"html": data["text/html"]}
+            resource = data.get("application/vnd.dataresource+json")
+            if isinstance(resource, dict):
+                table["records"] = resource.get("data")
+                table["schema"] = resource.get("schema")
+            tables.append(table)
+        if output["output_type"] == "execute_result":
+            value = data.get("text/plain")
+    error = result.error
+    return {
+        "status": result.status,
+        "execution_count": result.execution_count,
+        "stdout": result.stdout,
+        "stderr": result.stderr,
+        "result": value,
+        "plots": plots,
+        "tables": tables,
+        "interactive_plots": interactive,
+        "error": (
+            None
+            if error is None
+            else {"type": error["ename"], "message": error["evalue"], "traceback": error["traceback"]}
+        ),
+        "reason": result.reason,
+        "execution_time": result.duration_s,
+    }
+
+
+def create_app(
+    root: str | None = None, policy: sandbox_exec.Policy | None = None, pool_size: int = 2
+) -> FastAPI:
+    """The service, with one Sandbox (its sessions are the notebooks) under `root`
+    (SANDBOX_ROOT, else a directory sandbox_exec chooses)."""
+    box = sandbox_exec.Sandbox(policy=policy, root=root or os.environ.get("SANDBOX_ROOT"), pool_size=pool_size)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await asyncio.to_thread(box.close)
+
+    app = FastAPI(title="notebook service on sandbox_exec", lifespan=lifespan)
+
+    async def notebook(notebook_id: str) -> sandbox_exec.Session:
+        if not _NOTEBOOK_ID.match(notebook_id):
+            raise HTTPException(400, "a notebook id is 1-64 letters, digits, '_', '.' or '-'")
+        # Starting an interpreter blocks (a fork, or the pool's hand-over): off the loop.
+        return await asyncio.to_thread(box.session, notebook_id, prelude=PRELUDE)
+
+    @app.post("/execute")
+    async def execute_code(request: ExecuteRequest) -> dict[str, Any]:
+        session = await notebook(request.notebook_id)
+        result = await session.run_async(request.code)
+        return {"cell_id": request.cell_id, **cell_response(result)}
+
+    @app.get("/notebooks/{notebook_id}/variables")
+    async def variables(notebook_id: str) -> list[dict[str, Any]]:
+        session = await notebook(notebook_id)
+        return await asyncio.to_thread(session.variables)
+
+    @app.delete("/notebooks/{notebook_id}")
+    async def close(notebook_id: str) -> dict[str, Any]:
+        session = await notebook(notebook_id)
+        await asyncio.to_thread(session.close)
+        return {"closed": notebook_id}
+
+    return app
