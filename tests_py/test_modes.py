@@ -113,9 +113,7 @@ def _with_inspection(cells: list[str]) -> list[str]:
 
 
 @pytest.mark.parametrize("how", ["session", "run"])
-def test_exec_mode_matches_exec_in_a_plain_interpreter(
-    sandbox: sandbox_exec.Sandbox, tmp_path: Path, how: str
-) -> None:
+def test_exec_mode_matches_exec_in_a_plain_interpreter(sandbox: sandbox_exec.Sandbox, tmp_path: Path, how: str) -> None:
     cells = _with_inspection(CELLS)
     expected = _reference(cells, tmp_path)
     if how == "session":  # the session's mode
