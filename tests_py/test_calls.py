@@ -51,8 +51,9 @@ def test_call_returns_json_and_takes_no_execution_count(hooked: sandbox_exec.Ses
     assert hooked.execution_count == count
     r = hooked.run("len(In), 'x' in dir()")
     assert r.execution_count == count + 1
-    # The call added no input to the history: In holds "", the prelude and the cells only.
-    assert r.outputs[0]["data"]["text/plain"] == f"({r.execution_count + 2}, True)"
+    # The call added no input to the history: In holds "" and the cells only (In[n] is cell
+    # n; the prelude is not a cell).
+    assert r.outputs[0]["data"]["text/plain"] == f"({r.execution_count + 1}, True)"
 
 
 def test_what_a_call_prints_or_displays_is_not_an_output(hooked: sandbox_exec.Session) -> None:

@@ -34,7 +34,9 @@ def loads(data: bytes) -> Any:
     return value
 
 
-def cell_request(code: str, execution_count: int) -> bytes:
+def cell_request(code: str, execution_count: int, mode: str = "ipython") -> bytes:
     """The backend's request for one cell: what ``json.dumps({"code": code, "execution_count":
-    execution_count}).encode("ascii")`` writes, without the spaces."""
-    return f'{{"code":{_encode_ascii(code)},"execution_count":{int(execution_count)}}}'.encode("ascii")
+    execution_count}).encode("ascii")`` writes, without the spaces; ``"mode":"exec"`` added
+    for an exec-mode run (an IPython-mode request is unchanged: the worker's default)."""
+    extra = ',"mode":"exec"' if mode == "exec" else ""
+    return f'{{"code":{_encode_ascii(code)},"execution_count":{int(execution_count)}{extra}}}'.encode("ascii")

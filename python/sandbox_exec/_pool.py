@@ -1,6 +1,6 @@
 """The pool: sessions started ahead of time, so a new notebook gets a live interpreter at once.
 
-``Sandbox(pool_size=N)``: once a session of some shape (prelude and policy) has been asked
+``Sandbox(pool_size=N)``: once a session of some shape (prelude, policy and mode) has been asked
 for, the Sandbox keeps up to N more of that shape started and idle, refilled by one
 background thread. A new session of that shape whose name has no workdir yet (a new
 notebook) is served from the pool: it is already started (forked from its zygote, every
@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ._modes import Mode
 from .policy import Policy
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ SLOT_PREFIX = ".pool-"
 class _Shape:
     prelude: str | None
     policy: Policy
+    mode: Mode
     ready: list[Session] = field(default_factory=list)
     last_error: str = ""
 
@@ -46,7 +48,7 @@ class _Shape:
 class SessionPool:
     """The idle sessions of each shape, and the thread that refills them."""
 
-    def __init__(self, size: int, start_slot: Callable[[str, str | None, Policy], Session]) -> None:
+    def __init__(self, size: int, start_slot: Callable[[str, str | None, Policy, Mode], Session]) -> None:
         self.size = size
         self._start_slot = start_slot  # starts a session in a new slot directory
         self._lock = threading.Lock()
@@ -56,16 +58,16 @@ class SessionPool:
         self._thread = threading.Thread(target=self._fill, name="sandbox_exec-pool", daemon=True)
         self._thread.start()
 
-    def want(self, prelude: str | None, policy: Policy) -> None:
+    def want(self, prelude: str | None, policy: Policy, mode: Mode = "ipython") -> None:
         """Marks this shape as one to keep ready (a session of it was just asked for)."""
         with self._lock:
             if self._closed:
                 return
-            known = self._find(prelude, policy)
+            known = self._find(prelude, policy, mode)
             if known is not None:
                 known.last_error = ""  # asked again: try again
             else:
-                self._shapes.append(_Shape(prelude, policy))
+                self._shapes.append(_Shape(prelude, policy, mode))
             dropped = [s for shape in self._shapes[:-MAX_SHAPES] for s in shape.ready]
             del self._shapes[:-MAX_SHAPES]
         for s in dropped:  # the oldest shape's idle sessions: nobody will take them now
@@ -77,10 +79,10 @@ class SessionPool:
         # In a thread: closing takes the session table's lock, which a caller may hold.
         threading.Thread(target=session.close, kwargs={"remove_workdir": True}, daemon=True).start()
 
-    def take(self, prelude: str | None, policy: Policy) -> Session | None:
+    def take(self, prelude: str | None, policy: Policy, mode: Mode = "ipython") -> Session | None:
         """An idle started session of this shape, or None."""
         with self._lock:
-            shape = self._find(prelude, policy)
+            shape = self._find(prelude, policy, mode)
             if shape is None:
                 return None
             while shape.ready:
@@ -96,7 +98,7 @@ class SessionPool:
         """Returns an idle session take() gave out and that was not used (its name could not
         be locked); closed instead when the shape is gone or full."""
         with self._lock:
-            shape = self._find(session.prelude, session.policy)
+            shape = self._find(session.prelude, session.policy, session.mode)
             keep = shape is not None and not self._closed and len(shape.ready) < self.size
             if keep and shape is not None:
                 shape.ready.append(session)
@@ -120,9 +122,9 @@ class SessionPool:
         """Waits for the refill thread to end (after close(): a start it had begun is closed)."""
         self._thread.join(timeout)
 
-    def _find(self, prelude: str | None, policy: Policy) -> _Shape | None:
+    def _find(self, prelude: str | None, policy: Policy, mode: Mode) -> _Shape | None:
         for shape in self._shapes:
-            if shape.prelude == prelude and shape.policy == policy:
+            if shape.prelude == prelude and shape.policy == policy and shape.mode == mode:
                 return shape
         return None
 
@@ -139,7 +141,7 @@ class SessionPool:
             while (shape := self._next_deficit()) is not None:
                 slot = SLOT_PREFIX + uuid.uuid4().hex[:12]
                 try:
-                    s = self._start_slot(slot, shape.prelude, shape.policy)
+                    s = self._start_slot(slot, shape.prelude, shape.policy, shape.mode)
                 except Exception as e:  # the shape stops refilling until it is asked for again
                     with self._lock:
                         shape.last_error = f"{type(e).__name__}: {e}"

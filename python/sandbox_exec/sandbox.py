@@ -23,14 +23,16 @@ import time
 import uuid
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from . import _core, _host_ids, _safe_fs
 from ._calls import CALL_ID_BASE, CallCollector, call_request
 from ._calls import call_value as _call_value
 from ._json import cell_request
+from ._modes import Mode, check_mode, with_mode
 from ._outputs import CellDone, MalformedMessage, OnOutput, OutputCollector, parse_cell_done
 from ._pool import SLOT_PREFIX, SessionPool
+from ._reset import reset_args, reset_report
 from ._workdir_image import ImageUnavailable, WorkdirImage, full_threshold
 from ._workdir_image import usage as image_usage
 from ._zygotes import ZygoteTable, ZygoteUnavailable
@@ -377,11 +379,15 @@ class Session:
         prelude: str | None,
         workdir: Path,
         workdir_lock: _WorkdirLock | None = None,
+        mode: Mode = "ipython",
     ) -> None:
         self._table = table
         self.name = name
         self.policy = policy
         self.prelude = prelude
+        #: The session's execution mode (_modes): its runs' default and its prelude's; kept
+        #: across restarts.
+        self.mode: Mode = mode
         self._workdir = workdir
         self._owner_pid = os.getpid()  # a forked copy of the backend must not use or end it
         self._lock = threading.RLock()  # one cell at a time
@@ -509,7 +515,7 @@ class Session:
             spawn: dict[str, Any] = {
                 "launcher": launcher_path(),
                 "argv": [sys.executable, "-I", "-m", "sandbox_exec._worker"],
-                "env": _worker_env(p, str(self._workdir)),
+                "env": with_mode(_worker_env(p, str(self._workdir)), self.mode),
                 "workdir": str(self._workdir),
                 "limits": limits,
                 "isolation": isolation,
@@ -524,7 +530,7 @@ class Session:
                 self._runner = runner
             self._count = 0
             if self.prelude and not warm:  # a zygote ran it already, in the namespace it forked
-                result = self._execute(self.prelude, 0, self.policy.timeout_s, None, None)
+                result = self._execute(self.prelude, 0, self.policy.timeout_s, None, None, self.mode)
                 if result.status != "ok":
                     self._stop()
                     detail = "\n".join(result.error["traceback"]) if result.error else (result.reason or "")
@@ -880,9 +886,13 @@ class Session:
                 lock.release()
 
     # --- running --------------------------------------------------------------------------
-    def run(self, code: str, *, timeout: float | None = None, on_output: OnOutput | None = None) -> Result:
-        """Runs one cell. Never raises for what the cell does; see Result.status."""
+    def run(
+        self, code: str, *, timeout: float | None = None, on_output: OnOutput | None = None, mode: Mode | None = None
+    ) -> Result:
+        """Runs one cell. Never raises for what the cell does; see Result.status. `mode`:
+        "ipython" or "exec" for this run (default: the session's mode; see _modes)."""
         _check_run_args(code, timeout)
+        run_mode = self.mode if mode is None else check_mode(mode)
         self._check_owner()
         with self._lock:
             if self._cell_running:
@@ -894,7 +904,7 @@ class Session:
                     return refusal
                 self._count += 1
                 effective = timeout if timeout is not None else self.policy.timeout_s
-                return self._execute(code, self._count, effective, on_output, restart_reason)
+                return self._execute(code, self._count, effective, on_output, restart_reason, run_mode)
             finally:
                 self._cell_running = False
 
@@ -918,7 +928,9 @@ class Session:
             return refusal, None
         return None, self._ensure_started()
 
-    async def run_async(self, code: str, *, timeout: float | None = None, on_output: OnOutput | None = None) -> Result:
+    async def run_async(
+        self, code: str, *, timeout: float | None = None, on_output: OnOutput | None = None, mode: Mode | None = None
+    ) -> Result:
         """run() without blocking the event loop, and without a thread while the cell runs:
         the loop waits on the session's doorbell and its worker's pidfd (add_reader) and on
         the cell's next deadline (call_later), and steps the cell in between. on_output is
@@ -928,6 +940,7 @@ class Session:
         import asyncio
 
         _check_run_args(code, timeout)
+        run_mode = self.mode if mode is None else check_mode(mode)
         self._check_owner()
         await self._acquire_cell_async()
         task: asyncio.Task[Result] | None = None
@@ -942,7 +955,7 @@ class Session:
             self._count += 1
             cell = self._open_cell(self._count, on_output)
             effective = timeout if timeout is not None else self.policy.timeout_s
-            running = cell.runner.begin_cell(*self._cell_args(cell, code, effective))
+            running = cell.runner.begin_cell(*self._cell_args(cell, code, effective, run_mode))
             task = asyncio.ensure_future(self._drive_cell(running, cell, effective, restart_reason))
         finally:
             if task is None:
@@ -1021,11 +1034,17 @@ class Session:
                 return
 
     def _execute(
-        self, code: str, count: int, timeout: float | None, on_output: OnOutput | None, restart_reason: str | None
+        self,
+        code: str,
+        count: int,
+        timeout: float | None,
+        on_output: OnOutput | None,
+        restart_reason: str | None,
+        mode: Mode,
     ) -> Result:
         """Runs one cell on this thread and makes its Result."""
         cell = self._open_cell(count, on_output)
-        outcome = cell.runner.run_cell(*self._cell_args(cell, code, timeout))
+        outcome = cell.runner.run_cell(*self._cell_args(cell, code, timeout, mode))
         return self._cell_result(cell, outcome, timeout, restart_reason)
 
     # --- calls that are not cells (_calls) --------------------------------------------------
@@ -1085,6 +1104,29 @@ class Session:
             max_reply_bytes=self.policy.max_output_bytes,
         )
 
+    def reset(
+        self, *, keep_prelude: bool = True, seed: int | Literal["fresh"] | None = None, timeout: float | None = None
+    ) -> dict[str, int]:
+        """Empties the namespace without a new interpreter, in milliseconds (see
+        _worker/reset.py for everything it clears and keeps): back to the names the prelude
+        bound (``keep_prelude=False``: to a fresh module's, builtins only), IPython's history
+        fresh (in an IPython-mode session), open figures closed, the last result and
+        traceback dropped and their memory collected. Modules stay imported; os.environ,
+        sys.path, the working directory, the files, the mode and the execution count (it
+        counts on, as after Jupyter's ``%reset -f``) are kept. `seed`: None keeps the
+        ``random`` and numpy global streams going; an int reseeds both with it; "fresh"
+        reseeds both from the kernel. Returns the names in the namespace before and after
+        and the figures closed. Not a security boundary: a cell's code can survive it
+        (restart() cannot be survived). Raises CallError if the worker's reset fails."""
+        args = reset_args(keep_prelude, seed)
+        value = self._call(
+            "reset",
+            args,
+            timeout=timeout if timeout is not None else self.policy.timeout_s,
+            max_reply_bytes=4096,
+        )
+        return reset_report(value)
+
     def _open_cell(self, count: int, on_output: OnOutput | None) -> _OpenCell:
         """What a cell needs before it is sent: its runner, its output collector, and the
         workdir image's use before it (to tell what the cell itself wrote)."""
@@ -1095,9 +1137,9 @@ class Session:
         used_before = image_usage(self._workdir)[0] if self._disk_image_limit() is not None else 0
         return _OpenCell(runner, collector, count, used_before)
 
-    def _cell_args(self, cell: _OpenCell, code: str, timeout: float | None) -> tuple[Any, ...]:
+    def _cell_args(self, cell: _OpenCell, code: str, timeout: float | None, mode: Mode) -> tuple[Any, ...]:
         """The core's arguments for one cell (run_cell and begin_cell take the same)."""
-        request = cell_request(code, cell.count)
+        request = cell_request(code, cell.count, mode)
         cap = self.policy.max_output_bytes
         texts = cell.collector.texts
         return (
@@ -1335,10 +1377,10 @@ class Sandbox:
             finally:
                 lock.release()
 
-    def _start_slot(self, slot: str, prelude: str | None, policy: Policy) -> Session:
+    def _start_slot(self, slot: str, prelude: str | None, policy: Policy, mode: Mode) -> Session:
         """A started session in a new pool slot directory (the pool's refill thread)."""
         lock = _WorkdirLock(self.root, slot, slot)
-        s = Session(self._table, slot, policy, prelude, self.root / slot, lock)
+        s = Session(self._table, slot, policy, prelude, self.root / slot, lock, mode)
         try:
             s.start()
         except BaseException:
@@ -1346,7 +1388,7 @@ class Sandbox:
             raise
         return s
 
-    def _from_pool(self, name: str, policy: Policy, prelude: str | None) -> Session | None:
+    def _from_pool(self, name: str, policy: Policy, prelude: str | None, mode: Mode) -> Session | None:
         """An idle pooled session adopted as `name`, when `name` is a new notebook (no
         workdir yet, no image) and the pool has one of its shape; else None."""
         if self._pool is None:
@@ -1355,7 +1397,7 @@ class Sandbox:
         home = self.root / dir_name
         if os.path.lexists(home) or os.path.lexists(self.root / ".images" / (dir_name + ".img")):
             return None
-        s = self._pool.take(prelude, policy)
+        s = self._pool.take(prelude, policy, mode)
         if s is None:
             return None
         try:
@@ -1414,10 +1456,16 @@ class Sandbox:
 
         await asyncio.to_thread(self.close)
 
-    def session(self, name: str, *, policy: Policy | None = None, prelude: str | None = None) -> Session:
-        """Gets the named session, creating and starting it if needed."""
+    def session(
+        self, name: str, *, policy: Policy | None = None, prelude: str | None = None, mode: Mode | None = None
+    ) -> Session:
+        """Gets the named session, creating and starting it if needed. `mode`: "ipython"
+        (the default for a new session) or "exec", the default of its runs and its
+        prelude's mode, kept across restarts (see _modes)."""
         if not isinstance(name, str) or not name:
             raise ValueError("a session name must be a non-empty string")
+        if mode is not None:
+            check_mode(mode)
         if not self.owned_here:
             raise SandboxError(
                 f"this Sandbox belongs to process {self._owner_pid}; a forked process cannot use it: "
@@ -1429,20 +1477,26 @@ class Sandbox:
                 raise SessionClosedError("this Sandbox is closed")
             s = table.by_name.get(name)
             if s is not None:
-                if (policy is not None and policy != s.policy) or (prelude is not None and prelude != s.prelude):
+                if (
+                    (policy is not None and policy != s.policy)
+                    or (prelude is not None and prelude != s.prelude)
+                    or (mode is not None and mode != s.mode)
+                ):
                     raise ValueError(
-                        f"session {name!r} exists with another policy or prelude; close it first to change them"
+                        f"session {name!r} exists with another policy, prelude or mode; close it first to change them"
                     )
             else:
-                s = self._from_pool(name, policy or self.policy, prelude)
+                s = self._from_pool(name, policy or self.policy, prelude, mode or "ipython")
                 if s is None:
                     dir_name = _dir_name(name)
                     # Refuses (SandboxError) a workdir that another live session holds.
                     lock = _WorkdirLock(self.root, dir_name, name)
-                    s = Session(table, name, policy or self.policy, prelude, self.root / dir_name, lock)
+                    s = Session(
+                        table, name, policy or self.policy, prelude, self.root / dir_name, lock, mode or "ipython"
+                    )
                 table.by_name[name] = s
         if self._pool is not None:
-            self._pool.want(prelude, policy or self.policy)
+            self._pool.want(prelude, policy or self.policy, s.mode)
         try:
             s.start()
         except BaseException:
@@ -1463,10 +1517,11 @@ class Sandbox:
         policy: Policy | None = None,
         timeout: float | None = None,
         on_output: OnOutput | None = None,
+        mode: Mode = "ipython",
     ) -> Result:
         """A fresh interpreter for one cell; nothing survives it (its workdir included)."""
         name = f"ephemeral-{uuid.uuid4().hex}"
-        s = self.session(name, policy=policy)
+        s = self.session(name, policy=policy, mode=mode)
         try:
             return s.run(code, timeout=timeout, on_output=on_output)
         finally:
@@ -1513,9 +1568,11 @@ def run(
     policy: Policy | None = None,
     timeout: float | None = None,
     on_output: OnOutput | None = None,
+    mode: Mode | None = None,
 ) -> Result:
-    """The drop-in for ``exec(code, notebook_globals[session])``; see spec/api.md."""
+    """The drop-in for ``exec(code, notebook_globals[session])``; see spec/api.md. `mode`:
+    this run's ("exec": exec()'s rules; default: the session's, "ipython" for a new one)."""
     box = _default_sandbox()
     if session is None:
-        return box.run_once(code, policy=policy, timeout=timeout, on_output=on_output)
-    return box.session(session, policy=policy).run(code, timeout=timeout, on_output=on_output)
+        return box.run_once(code, policy=policy, timeout=timeout, on_output=on_output, mode=mode or "ipython")
+    return box.session(session, policy=policy).run(code, timeout=timeout, on_output=on_output, mode=mode)

@@ -56,7 +56,10 @@ def _lazy(module: str, function: str) -> Op:
 
 
 # Each op's implementation lives in the module of its mechanism.
-OPS: dict[str, Op] = {"call": _call_prelude_function}
+OPS: dict[str, Op] = {
+    "call": _call_prelude_function,
+    "reset": _lazy("reset", "op_reset"),
+}
 
 
 def handle(worker: Worker, request: dict[str, Any]) -> None:

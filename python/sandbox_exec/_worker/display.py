@@ -209,7 +209,17 @@ class Publisher:
                 if callable(hook) and not isinstance(obj, type):
                     hook()
                     continue
-                data, md = format_bundle(obj, include, exclude)
+                try:
+                    data, md = format_bundle(obj, include, exclude)
+                except Exception as exc:
+                    # As IPython's formatters (catch_format_error): the error is shown as
+                    # an error output, the object is not, and the cell goes on (ipykernel's
+                    # reply stays "ok"). A cell ending in display(obj) whose __repr__ raises
+                    # succeeds, as under exec() with a display() that never formats.
+                    from .execute import error_content  # execute imports this module
+
+                    self._send({"output_type": "error", **error_content(exc)})
+                    continue
             if metadata:
                 md = {**md, **metadata}
             message: dict[str, Any] = {

@@ -90,13 +90,24 @@ def compile_cell(code: str, filename: str) -> list[types.CodeType]:
     (an expression as "single", shown by the displayhook; another simple statement runs
     alike in either mode), without the round trip through Python AST objects, which costs
     more than the compile itself. A cell that fails there takes the general path, for its
-    exact error."""
+    exact error.
+
+    Every compile passes ``dont_inherit``: a cell gets no ``__future__`` feature but its own
+    (IPython's compiler does the same; without it the cells inherited this file's
+    ``annotations``, and their annotations became strings)."""
     if one_simple_statement(code):
         try:
-            return [compile(code, filename, "single", _ALLOW_AWAIT)]
+            return [compile(code, filename, "single", _ALLOW_AWAIT, True)]
         except Exception:
             pass
     return compile_statements(code, filename)
+
+
+def compile_module(code: str, filename: str) -> list[types.CodeType]:
+    """exec()'s rule: the whole cell as one module; no expression is shown, no IPython
+    input transformation, no top-level await. Compiled with no future feature but the
+    cell's own (``dont_inherit``: not this file's ``annotations``)."""
+    return [compile(code, filename, "exec", 0, True)]
 
 
 def compile_statements(code: str, filename: str) -> list[types.CodeType]:
@@ -109,10 +120,10 @@ def compile_statements(code: str, filename: str) -> list[types.CodeType]:
     if body and isinstance(body[-1], ast.Expr) and not ends_with_semicolon(code):
         head, last = body[:-1], body[-1]
         if head:
-            codes.append(compile(ast.Module(head, []), filename, "exec", _ALLOW_AWAIT))
-        codes.append(compile(ast.Interactive([last]), filename, "single", _ALLOW_AWAIT))
+            codes.append(compile(ast.Module(head, []), filename, "exec", _ALLOW_AWAIT, True))
+        codes.append(compile(ast.Interactive([last]), filename, "single", _ALLOW_AWAIT, True))
     elif body:
-        codes.append(compile(tree, filename, "exec", _ALLOW_AWAIT))
+        codes.append(compile(tree, filename, "exec", _ALLOW_AWAIT, True))
     return codes
 
 
@@ -158,21 +169,48 @@ def _clip(text: str) -> str:
 class Executor:
     """Owns the session's namespace and runs cells in it."""
 
-    def __init__(self, publish: Callable[[dict[str, Any]], None]) -> None:
+    def __init__(self, publish: Callable[[dict[str, Any]], None], *, history: bool = True) -> None:
+        """`history`: the IPython history names (``In``, ``Out``, ``_``, ``_i``...) are in the
+        namespace from the start, as in a Jupyter kernel (an IPython-mode session); else they
+        appear with the first IPython-mode cell, if any (an exec-mode session)."""
         self._publish = publish
         self.module = types.ModuleType("__main__")
         self.module.__dict__["__builtins__"] = builtins
         sys.modules["__main__"] = self.module
         self.namespace = self.module.__dict__
-        self.namespace.update(
-            {"In": [""], "Out": {}, "_": None, "__": None, "___": None, "_i": "", "_ii": "", "_iii": ""}
-        )
+        # What a fresh module's namespace holds (__name__, __builtins__...): what a reset
+        # without the prelude leaves.
+        self.initial_namespace: dict[str, Any] = dict(self.namespace)
+        self.input_history: list[str] = [""]  # In: In[n] is cell n's code
+        self.output_history: dict[int, Any] = {}  # Out
+        self.history_in_namespace = False
+        if history:
+            self.start_history()
         # The namespace as the prelude left it (execution count 0; the initial one without a
         # prelude): where calls find the prelude's functions.
         self.prelude_namespace: dict[str, Any] = dict(self.namespace)
         self._loop: Any = None  # the asyncio loop of top-level await, made on first use
         self.execution_count = 0
         sys.displayhook = self._displayhook
+
+    def start_history(self) -> None:
+        """Fresh IPython history names in the namespace (at the start, after a reset, or at
+        the first IPython-mode cell of a session that had none)."""
+        self.input_history = [""]
+        self.output_history = {}
+        self.namespace.update(
+            {
+                "In": self.input_history,
+                "Out": self.output_history,
+                "_": None,
+                "__": None,
+                "___": None,
+                "_i": "",
+                "_ii": "",
+                "_iii": "",
+            }
+        )
+        self.history_in_namespace = True
 
     # --- results -----------------------------------------------------------------------
     def _displayhook(self, value: Any) -> None:
@@ -186,7 +224,7 @@ class Executor:
         setattr(builtins, "_", value)
         ns["___"], ns["__"], ns["_"] = ns.get("__"), ns.get("_"), value
         ns[f"_{self.execution_count}"] = value
-        ns["Out"][self.execution_count] = value
+        self.output_history[self.execution_count] = value
         data, metadata = format_bundle(value)
         self._publish(
             {
@@ -199,10 +237,22 @@ class Executor:
 
     # --- running -----------------------------------------------------------------------
     def _record_input(self, code: str) -> None:
+        """IPython's input history: In[n] is cell n's code (cells that were not recorded, an
+        exec-mode cell's or those before a reset, are ""). The prelude is not a cell: it
+        is not recorded. The lists are the executor's: a cell that rebinds ``In`` does not
+        stop the history (as in IPython)."""
+        if not self.history_in_namespace:
+            self.start_history()
+        count = self.execution_count
+        if count <= 0:
+            return
+        history = self.input_history
+        if len(history) <= count:
+            history.extend([""] * (count + 1 - len(history)))
+        history[count] = code
         ns = self.namespace
-        ns["In"].append(code)
-        ns["_iii"], ns["_ii"], ns["_i"] = ns["_ii"], ns["_i"], code
-        ns[f"_i{self.execution_count}"] = code
+        ns["_iii"], ns["_ii"], ns["_i"] = ns.get("_ii", ""), ns.get("_i", ""), code
+        ns[f"_i{count}"] = code
 
     def _run_code(self, code_obj: types.CodeType) -> None:
         if code_obj.co_flags & inspect.CO_COROUTINE:
@@ -214,15 +264,23 @@ class Executor:
         else:
             exec(code_obj, self.namespace)
 
-    def run_cell(self, code: str, execution_count: int, user_code: UserCodeGuard) -> dict[str, Any] | None:
-        """Runs one cell; returns the error content if it raised, else None."""
+    def run_cell(
+        self, code: str, execution_count: int, user_code: UserCodeGuard, mode: str = "ipython"
+    ) -> dict[str, Any] | None:
+        """Runs one cell; returns the error content if it raised, else None. `mode` "exec":
+        exec()'s rules (compile_module); the worker has switched the interpreter-wide state
+        (modes.py) before."""
         self.execution_count = execution_count
-        self._record_input(code)
-        code = transform_cell(code)
         filename = cell_filename(execution_count)
+        if mode == "exec":
+            compile_code: Callable[[str, str], list[types.CodeType]] = compile_module
+        else:
+            self._record_input(code)
+            code = transform_cell(code)
+            compile_code = compile_cell
         linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
         try:
-            codes = compile_cell(code, filename)
+            codes = compile_code(code, filename)
         except (SyntaxError, ValueError, OverflowError, MemoryError, RecursionError) as exc:
             return error_content(exc, compiling=True)
         try:

@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from .. import _core
-from . import calls, ipython_bridge, shell
+from . import calls, ipython_bridge, modes, shell
 from .channel import FRAME, Channel
 from .display import Publisher
 from .execute import Executor, UserCodeGuard, error_content
@@ -35,13 +35,18 @@ class Worker:
         self.in_call = False  # a call (calls.py) is running, not a cell
         self.user_code = UserCodeGuard()
         self.publisher = Publisher(self._send_message)
-        self.executor = Executor(self._send_message)
+        # The session's mode (modes.py): its prelude's, and whether the namespace starts
+        # with IPython's history names. Each run names its own.
+        self.session_mode = modes.take_from_env()
+        self.executor = Executor(self._send_message, history=self.session_mode == modes.IPYTHON)
+        self.modes = modes.ModeSwitch(self.executor._displayhook)
         builtins.input = _no_input
         # What a Jupyter kernel's cells find as builtins.
         setattr(builtins, "display", self.publisher.display)
         setattr(builtins, "get_ipython", shell.get_ipython)
         ipython_bridge.install(self.publisher)
         signal.signal(signal.SIGINT, self._on_sigint)
+        self.modes.enter(self.session_mode)
         if attach:
             self.attach()
 
@@ -82,7 +87,8 @@ class Worker:
             return
         code = request.get("code")
         count = request.get("execution_count")
-        if not isinstance(code, str) or not isinstance(count, int):
+        mode = request.get("mode", modes.IPYTHON)
+        if not isinstance(code, str) or not isinstance(count, int) or mode not in modes.MODES:
             self.channel.send_json(
                 FRAME.CELL_DONE,
                 {
@@ -92,7 +98,8 @@ class Worker:
                 },
             )
             return
-        error = self.executor.run_cell(code, count, self.user_code)
+        self.modes.enter(mode)
+        error = self.executor.run_cell(code, count, self.user_code, mode)
         self.flush_streams()
         if error is not None:
             self.channel.send_message({"output_type": "error", **error})

@@ -39,6 +39,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import _core, _zygote
+from . import modes
 from .import_patch import PatchOnImport
 from .main import Worker
 
@@ -227,6 +228,7 @@ def _become_session(worker: Worker, env: list[str], prelude: PreludeEffects) -> 
     os.environ.update(prelude.env_set)
     for key in prelude.env_removed:
         os.environ.pop(key, None)
+    os.environ.pop(modes.ENV_VAR, None)  # the zygote's mode (its shape's): not the cells' business
     if "tempfile" in sys.modules:
         import tempfile
 
@@ -276,7 +278,9 @@ def main() -> None:
         os._exit(70)
     effects = PreludeEffects()
     if prelude:
-        error = effects.watch(lambda: worker.executor.run_cell(prelude, 0, worker.user_code))
+        # In the session's mode (the shape's: SANDBOX_EXEC_MODE is part of its environment).
+        mode = worker.session_mode
+        error = effects.watch(lambda: worker.executor.run_cell(prelude, 0, worker.user_code, mode))
         if error is not None:
             _report({"status": "error", "error": error})  # the executor's error content
             os._exit(0)
