@@ -51,6 +51,7 @@ class CallCollector:
         self.replied = False
         self.problem: str | None = None  # why no usable reply came, when none did
         self.dropped_bytes = 0
+        self.reply_bytes = 0  # the reply message's length (fetch() checks its limit on it)
 
     @property
     def live(self) -> bool:
@@ -79,6 +80,7 @@ class CallCollector:
                 self.problem = "the worker sent more than one reply"
                 continue
             self.reply, self.replied = message["value"], True
+            self.reply_bytes = len(event[1])
         return True
 
 

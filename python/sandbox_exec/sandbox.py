@@ -25,7 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from . import _core, _host_ids, _safe_fs
+from . import _core, _fetch, _host_ids, _safe_fs, _variables
 from ._calls import CALL_ID_BASE, CallCollector, call_request
 from ._calls import call_value as _call_value
 from ._json import cell_request
@@ -1048,10 +1048,19 @@ class Session:
         return self._cell_result(cell, outcome, timeout, restart_reason)
 
     # --- calls that are not cells (_calls) --------------------------------------------------
-    def _call(self, op: str, args: dict[str, Any], *, timeout: float | None, max_reply_bytes: int) -> Any:
+    def _call(
+        self,
+        op: str,
+        args: dict[str, Any],
+        *,
+        timeout: float | None,
+        max_reply_bytes: int,
+        sizes: list[int] | None = None,
+    ) -> Any:
         """One call into the session's worker (see _calls): its reply's value, parsed from JSON
         and nothing else. Raises CallError when the called code raised or the call was ended
-        (the session stays usable), SessionClosedError when closed."""
+        (the session stays usable), SessionClosedError when closed. ``sizes``, when given,
+        receives the reply message's length in bytes."""
         _check_run_args("", timeout)
         self._check_owner()
         with self._lock:
@@ -1085,7 +1094,10 @@ class Session:
                 )
             finally:
                 self._cell_running = False
-        return _call_value(op, outcome, collector, timeout, self._end_reason)
+        value = _call_value(op, outcome, collector, timeout, self._end_reason)
+        if sizes is not None:
+            sizes.append(collector.reply_bytes)
+        return value
 
     def call(self, function: str, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
         """Calls a function the session's prelude defined, with JSON arguments, and returns
@@ -1126,6 +1138,100 @@ class Session:
             max_reply_bytes=4096,
         )
         return reset_report(value)
+
+    def variables(
+        self,
+        *,
+        previews: str = "safe",
+        preview_chars: int = _variables.DEFAULT_PREVIEW_CHARS,
+        include_private: bool = False,
+        include_prelude: bool = False,
+        max_variables: int = _variables.DEFAULT_MAX_VARIABLES,
+        max_bytes: int = _variables.DEFAULT_MAX_BYTES,
+        timeout: float | None = None,
+    ) -> _variables.Variables:
+        """JSON-safe summaries of the namespace's variables, in definition order: dicts with
+        the keys ``name``, ``type`` (the class's qualified name), ``module`` (the class's),
+        ``length`` (builtin containers and strings), ``shape`` (numpy, pandas), ``dtype``
+        (arrays, series), ``columns`` (DataFrames: ``[{"name", "dtype"}]``, at most 50) and
+        ``columns_total``, ``size`` (bytes, shallow: numpy's nbytes, pandas' memory_usage
+        (deep=False), sys.getsizeof of builtins, the object's own struct otherwise),
+        ``preview`` (at most ``preview_chars`` characters, or None) and ``error`` (why this
+        variable could not be inspected), None where not applicable. No execution count is
+        taken and no output produced.
+
+        ``previews``: ``"safe"`` runs no code of the user's classes (builtins, numpy arrays and
+        plain pandas frames are previewed, other objects are not), ``"repr"`` also calls
+        ``repr()`` of other objects in the sandbox (a raising one is marked, a hanging one
+        ends the call at ``timeout``), ``"none"`` writes none. Skipped: modules, IPython's
+        history names, names starting with ``_`` (unless ``include_private``) and the
+        prelude's names while still bound to what the prelude left (unless
+        ``include_prelude``). At most ``max_variables`` summaries and ``max_bytes`` of reply:
+        the returned list's ``truncated`` says some were left out, ``total`` how many
+        matched, ``malformed`` how many ill-shaped summaries were dropped. Raises CallError
+        when the worker fails or the call is ended."""
+        if previews not in _variables.PREVIEW_MODES:
+            raise ValueError(f"previews must be one of {_variables.PREVIEW_MODES}, not {previews!r}")
+        for label, n in (("preview_chars", preview_chars), ("max_variables", max_variables), ("max_bytes", max_bytes)):
+            if type(n) is not int or n < 0:
+                raise ValueError(f"{label} must be a non-negative int")
+        max_bytes = min(max_bytes, MAX_MESSAGE_BYTES - 4096)
+        reply = self._call(
+            "variables",
+            {
+                "previews": previews,
+                "preview_chars": preview_chars,
+                "include_private": include_private is True,
+                "include_prelude": include_prelude is True,
+                "max_variables": max_variables,
+                "max_bytes": max_bytes,
+            },
+            timeout=timeout if timeout is not None else self.policy.timeout_s,
+            max_reply_bytes=max_bytes + 4096,
+        )
+        return _variables.parse_reply(reply, preview_chars=preview_chars, max_variables=max_variables)
+
+    def fetch(
+        self,
+        name: str,
+        *,
+        format: str = "auto",
+        max_bytes: int = _fetch.DEFAULT_MAX_BYTES,
+        as_pandas: bool = False,
+        timeout: float | None = None,
+    ) -> Any:
+        """One variable's value, sent in a format whose reading cannot run code. ``format``:
+        ``"json"`` (plain data: dict with str keys, list, tuple, str, int, float, bool, None;
+        NaN and infinities arrive as None; returns the value), ``"arrow"`` (a pandas
+        DataFrame as Arrow IPC; returns a ``pyarrow.Table``), ``"records"`` (a DataFrame as
+        Jupyter's table schema, ``application/vnd.dataresource+json``; returns ``{"schema":
+        {"fields", "primaryKey"}, "data": [rows]}``), ``"npy"`` (a numpy array of a
+        non-object dtype; returns a ``numpy.ndarray``) or ``"auto"`` (arrow for a DataFrame
+        when pyarrow >= 14.0.1 is in both the sandbox and here, records otherwise; npy for
+        an array; json for the rest). ``as_pandas=True`` returns a DataFrame for arrow and
+        records. ``max_bytes`` (default 32 MiB, at most MAX_FETCH_BYTES ~48 MiB) limits the
+        encoded value: measured in the worker before sending and again here. Raises
+        CallError (ename and evalue from the worker: NameError, TypeError for a value the
+        format cannot carry, ValueError past max_bytes; status "violation" for a reply
+        refused here), ValueError for bad arguments."""
+        if type(name) is not str or not name:
+            raise ValueError("fetch: name must be a non-empty str")
+        if format not in _fetch.FORMATS:
+            raise ValueError(f"fetch: format must be one of {_fetch.FORMATS}, not {format!r}")
+        if type(max_bytes) is not int or not 0 < max_bytes <= _fetch.MAX_FETCH_BYTES:
+            raise ValueError(f"fetch: max_bytes must be an int in 1..{_fetch.MAX_FETCH_BYTES}")
+        accept = _fetch.accepted_formats()
+        if format != "auto" and format not in accept:
+            raise ValueError(f"fetch: format {format!r} needs pyarrow >= 14.0.1 in the backend")
+        sizes: list[int] = []
+        reply = self._call(
+            "fetch",
+            {"name": name, "format": format, "accept": accept, "max_bytes": max_bytes},
+            timeout=timeout if timeout is not None else self.policy.timeout_s,
+            max_reply_bytes=_fetch.reply_cap(max_bytes),
+            sizes=sizes,
+        )
+        return _fetch.decode(reply, format, accept, max_bytes, sizes[0], as_pandas)
 
     def _open_cell(self, count: int, on_output: OnOutput | None) -> _OpenCell:
         """What a cell needs before it is sent: its runner, its output collector, and the

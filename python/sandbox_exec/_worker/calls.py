@@ -59,6 +59,8 @@ def _lazy(module: str, function: str) -> Op:
 OPS: dict[str, Op] = {
     "call": _call_prelude_function,
     "reset": _lazy("reset", "op_reset"),
+    "variables": _lazy("variables", "op_variables"),
+    "fetch": _lazy("fetch", "op_fetch"),
 }
 
 
