@@ -73,7 +73,7 @@ def test_no_output_and_no_history(s: sandbox_exec.Session) -> None:
     r = s.run("print('after'); len(In)")
     assert r.stdout == "after\n"
     assert [o["output_type"] for o in r.outputs] == ["stream", "execute_result"]
-    assert r.outputs[1]["data"]["text/plain"] == str(r.execution_count + 2)  # "", prelude, cells
+    assert r.outputs[1]["data"]["text/plain"] == str(r.execution_count + 1)  # "", then the cells
 
 
 def test_user_repr_runs_only_when_asked_and_failures_stay_local(s: sandbox_exec.Session) -> None:
