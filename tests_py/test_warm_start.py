@@ -395,3 +395,17 @@ def test_zygotes_are_capped_per_sandbox(tmp_path, monkeypatch) -> None:
         assert sessions[0].run("shape").outputs[0]["data"]["text/plain"] == "0"
         again = b.session("again", prelude="shape = 0")
         assert _zygote_pid(again) not in zygotes
+
+
+def test_a_prelude_importing_pyarrow_starts_warm(box: sandbox_exec.Sandbox) -> None:
+    # pyarrow's jemalloc starts a background thread at import unless told not to (the session
+    # environment's JE_ARROW_MALLOC_CONF); pandas imports pyarrow when it is installed, so
+    # without it every session of a pandas prelude would start cold.
+    pytest.importorskip("pyarrow", reason="pyarrow is in the test extra")
+    s = box.session(f"w-{uuid.uuid4().hex[:8]}", prelude="import pyarrow, pandas")
+    try:
+        assert s.enforcement["start"].startswith("warm:"), s.enforcement["start"]
+        r = s.run("import os; sorted(open(f'/proc/self/task/{t}/comm').read().strip() for t in os.listdir('/proc/self/task'))")
+        assert "jemalloc" not in r.outputs[0]["data"]["text/plain"], r.outputs
+    finally:
+        s.close()

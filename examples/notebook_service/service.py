@@ -35,12 +35,12 @@ from pydantic import BaseModel
 import sandbox_exec
 
 # What every notebook's cells find loaded: the data stack, imported once per zygote and
-# shared copy-on-write by every notebook's interpreter (a warm start).
+# shared copy-on-write by every notebook's interpreter (a warm start). No
+# matplotlib.use("Agg"): the sandbox's inline backend turns the figures a cell leaves open
+# into PNG outputs, as Jupyter's does (Agg would keep them to itself, as in Jupyter).
 PRELUDE = """\
 import numpy as np
 import pandas as pd
-import matplotlib
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 """
 
@@ -127,6 +127,22 @@ def create_app(
         session = await notebook(notebook_id)
         return await asyncio.to_thread(session.variables)
 
+    @app.get("/notebooks/{notebook_id}/variables/{name}")
+    async def value(notebook_id: str, name: str) -> dict[str, Any]:
+        """One value as data: a DataFrame as records with its schema, an array as a nested
+        list, plain data as JSON (sandbox_exec sends them as Arrow IPC, .npy or JSON)."""
+        session = await notebook(notebook_id)
+        try:
+            fetched = await asyncio.to_thread(session.fetch, name)
+        except sandbox_exec.CallError as e:
+            raise HTTPException(404 if e.ename == "NameError" else 422, str(e)) from None
+        return {"name": name, **_as_json(fetched)}
+
+    @app.post("/notebooks/{notebook_id}/reset")
+    async def reset(notebook_id: str) -> dict[str, Any]:
+        session = await notebook(notebook_id)
+        return await asyncio.to_thread(session.reset)
+
     @app.delete("/notebooks/{notebook_id}")
     async def close(notebook_id: str) -> dict[str, Any]:
         session = await notebook(notebook_id)
@@ -134,3 +150,15 @@ def create_app(
         return {"closed": notebook_id}
 
     return app
+
+
+def _as_json(value: Any) -> dict[str, Any]:
+    """A fetched value in the service's JSON: what fetch() returns by format."""
+    if hasattr(value, "schema") and hasattr(value, "to_pylist"):  # a pyarrow.Table (Arrow IPC)
+        schema = [{"name": f.name, "type": str(f.type)} for f in value.schema]
+        return {"kind": "table", "schema": schema, "records": value.to_pylist()}
+    if isinstance(value, dict) and isinstance(value.get("schema"), dict) and "data" in value:  # records
+        return {"kind": "table", "schema": value["schema"].get("fields"), "records": value["data"]}
+    if hasattr(value, "dtype") and hasattr(value, "tolist"):  # a numpy array (.npy)
+        return {"kind": "array", "dtype": str(value.dtype), "value": value.tolist()}
+    return {"kind": "json", "value": value}

@@ -279,6 +279,10 @@ def _worker_env(policy: Policy, workdir: str) -> list[str]:
         "PAGER": "cat",
         "TERM": "dumb",
         **dict.fromkeys(_THREAD_POOL_VARS, threads),
+        # pyarrow's jemalloc starts a background purging thread at import (pandas imports
+        # pyarrow when it is installed): a thread left by the prelude stops a zygote from
+        # forking (every session would start cold), and counts against max_processes.
+        "JE_ARROW_MALLOC_CONF": "background_thread:false",
     }
     if policy.figure_dpi:
         env["SANDBOX_EXEC_FIGURE_DPI"] = str(policy.figure_dpi)

@@ -1,0 +1,107 @@
+"""Ladder B: the example notebook service (examples/notebook_service, issue 10 item 9) driven
+over HTTP by a real client: a uvicorn server on a loopback port, httpx's async client, many
+requests in parallel across notebooks."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import REPO
+
+pytestmark = pytest.mark.b
+
+httpx = pytest.importorskip("httpx", reason="the example's test extra (httpx, fastapi, uvicorn)")
+uvicorn = pytest.importorskip("uvicorn", reason="the example's test extra (httpx, fastapi, uvicorn)")
+
+sys.path.insert(0, str(REPO))
+from examples.notebook_service.service import create_app  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("service")
+    app = create_app(root=str(root), pool_size=1)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    for _ in range(500):
+        if server.started:
+            break
+        threading.Event().wait(0.02)
+    assert server.started, "the service did not start"
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server.should_exit = True
+    thread.join(30)
+    assert not thread.is_alive()
+
+
+def execute(client: Any, notebook: str, cell: str, code: str) -> Any:
+    return client.post("/execute", json={"notebook_id": notebook, "cell_id": cell, "code": code})
+
+
+async def _run_notebook(client: Any, notebook: str, n: int) -> list[dict[str, Any]]:
+    cells = [
+        f"x = {n}\nprint('hello from', x)",
+        "df = pd.DataFrame({'a': range(5), 'b': [x] * 5})\ndf",
+        "plt.plot([1, 2, 3]); plt.title(str(x))",
+        "1 / 0",
+        "x * 10",
+    ]
+    out = []
+    for i, code in enumerate(cells):
+        response = await execute(client, notebook, f"c{i}", code)
+        assert response.status_code == 200, response.text
+        out.append(response.json())
+    return out
+
+
+def test_notebooks_run_in_parallel_over_http(service: str) -> None:
+    async def main() -> list[list[dict[str, Any]]]:
+        async with httpx.AsyncClient(base_url=service, timeout=120) as client:
+            return await asyncio.gather(*(_run_notebook(client, f"nb-{n}", n) for n in range(4)))
+
+    for n, (hello, table, plot, error, value) in enumerate(asyncio.run(main())):
+        assert hello["status"] == "ok" and hello["stdout"] == f"hello from {n}\n" and hello["cell_id"] == "c0"
+        assert table["tables"] and "<table" in table["tables"][0]["html"]
+        assert plot["plots"] and base64.b64decode(plot["plots"][0]).startswith(b"\x89PNG")
+        assert error["status"] == "error"
+        assert error["error"]["type"] == "ZeroDivisionError" and error["error"]["traceback"]
+        assert value["result"] == str(n * 10) and value["execution_time"] > 0
+
+
+def test_variables_and_values(service: str) -> None:
+    with httpx.Client(base_url=service, timeout=120) as client:
+        assert execute(client, "vars", "c0", "df = pd.DataFrame({'a': [1, 2], 'b': ['u', 'v']})\narr = np.arange(3)\nn = 5").status_code == 200
+        listed = {v["name"]: v for v in client.get("/notebooks/vars/variables").json()}
+        assert listed["df"]["type"] == "DataFrame" and listed["df"]["shape"] == [2, 2]
+        assert listed["arr"]["shape"] == [3] and listed["n"]["type"] == "int"
+        assert "np" not in listed and "pd" not in listed  # the preloaded stack is not a variable
+        table = client.get("/notebooks/vars/variables/df").json()
+        assert table["kind"] == "table" and table["records"] == [{"a": 1, "b": "u"}, {"a": 2, "b": "v"}]
+        assert client.get("/notebooks/vars/variables/arr").json() == {"name": "arr", "kind": "array", "dtype": "int64", "value": [0, 1, 2]}
+        assert client.get("/notebooks/vars/variables/n").json()["value"] == 5
+        assert client.get("/notebooks/vars/variables/missing").status_code == 404
+        # Another notebook's namespace is its own.
+        assert "df" not in {v["name"] for v in client.get("/notebooks/other/variables").json()}
+
+
+def test_reset_and_bad_ids(service: str) -> None:
+    with httpx.Client(base_url=service, timeout=120) as client:
+        execute(client, "r", "c0", "y = 1")
+        assert client.post("/notebooks/r/reset").status_code == 200
+        after = execute(client, "r", "c1", "y").json()
+        assert after["status"] == "error" and after["error"]["type"] == "NameError"
+        assert execute(client, "r", "c2", "float(np.zeros(2).sum())").json()["result"] == "0.0"  # the stack is kept
+        assert execute(client, "../etc", "c0", "1").status_code == 400
