@@ -29,8 +29,8 @@ import pytest
 from sandbox_exec import _json
 from sandbox_exec._outputs import MalformedMessage, parse_cell_done, parse_cell_done_json
 from sandbox_exec._worker.channel import ok_report, plain_result_json
-from sandbox_exec.result import Result, make_result
 from sandbox_exec._worker.execute import compile_cell, compile_statements, one_simple_statement
+from sandbox_exec.result import Result, make_result
 
 pytestmark = pytest.mark.a
 
@@ -225,7 +225,17 @@ def _result_message(count: Any = 3, data: Any = None, metadata: Any = None) -> d
     }
 
 
-PLAIN_TEXTS = ["2", "", "None", "'a'", '"\\\n\t\x00\x1f\x7f', "\u00e9\u4e2d\U0001f600", "\ud800 lone", "\u2028\u2029", "x" * 70_000]
+PLAIN_TEXTS = [
+    "2",
+    "",
+    "None",
+    "'a'",
+    '"\\\n\t\x00\x1f\x7f',
+    "\u00e9\u4e2d\U0001f600",
+    "\ud800 lone",
+    "\u2028\u2029",
+    "x" * 70_000,
+]
 
 
 @pytest.mark.parametrize("text", PLAIN_TEXTS, ids=range(len(PLAIN_TEXTS)))

@@ -250,20 +250,20 @@ class OutputCollector:
 
     # One per cell, on every cell's path: slots make its making and its attributes cheaper.
     __slots__ = (
-        "on_output",
-        "execution_count",
-        "outputs",
+        "_by_display_id",
+        "_clear_pending",
+        "_latest",
+        "_stream_spans",
+        "callback_error",
         "display_ids",
         "display_updates",
-        "texts",
-        "callback_error",
+        "execution_count",
+        "on_output",
+        "outputs",
         "oversize_dropped_bytes",
-        "violation",
         "rejected",
-        "_clear_pending",
-        "_stream_spans",
-        "_by_display_id",
-        "_latest",
+        "texts",
+        "violation",
     )
 
     def __init__(self, on_output: OnOutput | None, execution_count: int | None = None) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import dataclasses
 import functools
 import hashlib
 import math
@@ -64,7 +63,7 @@ class _OpenCell(NamedTuple):
 
     runner: _core.CellRunner
     collector: OutputCollector
-    count: int
+    execution_count: int
 
 
 async def _readable_or_due(loop: asyncio.AbstractEventLoop, fds: tuple[int, int], timer_ms: int) -> None:
@@ -904,8 +903,8 @@ class Session:
 
     def _before_cell(self) -> tuple[Result | None, str | None]:
         """Under the lock, before a cell: a refusal (its workdir is over its disk cap), else
-        the interpreter started (and why it was restarted, if it was)."""
-        self._check_owner()
+        the interpreter started (and why it was restarted, if it was). Its callers (run,
+        run_async) checked the owner already."""
         if self._closed:
             raise SessionClosedError(f"session {self.name!r} is closed")
         refusal = self._disk_refusal()
@@ -1034,7 +1033,7 @@ class Session:
 
     def _cell_args(self, cell: _OpenCell, code: str, timeout: float | None) -> tuple[Any, ...]:
         """The core's arguments for one cell (run_cell and begin_cell take the same)."""
-        request = cell_request(code, cell.count)
+        request = cell_request(code, cell.execution_count)
         cap = self.policy.max_output_bytes
         texts = cell.collector.texts
         return (
@@ -1049,7 +1048,7 @@ class Session:
             cell.collector.live,
             str(self._workdir),
             self._disk_watch_limit() or 0,
-            cell.count,
+            cell.execution_count,
             # The image's use before and after the cell, read by the core around it
             # (statvfs, without the GIL): CellOutcome.image_*, for _disk_after_cell.
             self._disk_image_limit() is not None,
@@ -1060,7 +1059,7 @@ class Session:
     ) -> Result:
         """The cell's Result: the supervisor's outcome, the disk measured after it, the
         status that follows from both, the outputs."""
-        runner, collector, count = cell.runner, cell.collector, cell.count
+        runner, collector, count = cell.runner, cell.collector, cell.execution_count
         disk_hit, disk_bytes = self._disk_after_cell(runner, outcome)
         status, error, reason = self._cell_status(runner, outcome, collector, timeout, disk_hit, disk_bytes)
         cap = self.policy.max_output_bytes

@@ -41,12 +41,7 @@ def one_simple_statement(code: str) -> bool:
     not a generator over the characters: this runs for every cell.)"""
     line = code.rstrip()
     return (
-        bool(line)
-        and line[0] != "#"
-        and "\n" not in line
-        and "\r" not in line
-        and ":" not in line
-        and ";" not in line
+        bool(line) and line[0] != "#" and "\n" not in line and "\r" not in line and ":" not in line and ";" not in line
     )
 
 
