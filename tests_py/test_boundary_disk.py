@@ -668,3 +668,32 @@ def test_the_reaper_leaves_a_workdir_a_live_session_holds(tmp_path, held):
     finally:
         if _core.workdir_image.mounted_image(str(workdir)):
             image.unmount()
+
+
+@pytest.mark.c
+def test_the_core_reads_the_image_use_around_each_cell(tmp_path):
+    """The image's use before and after a cell, which tell whether the cell filled it, are
+    read by the core around the cell (CellOutcome.image_*, issue 9's round trip) and are the
+    figures Python's statvfs gives."""
+    if not _workdir_image.support()[0]:
+        pytest.skip("needs a root backend with loop devices")
+    with sandbox_exec.Sandbox(POLICY, root=tmp_path / "root") as box:
+        s = box.session("measured")
+        assert s.run("import os").status == "ok"
+        before = _workdir_image.usage(s.workdir)[0]
+        cell = s._open_cell(100, None)
+        args = s._cell_args(cell, "open('blob', 'wb').write(os.urandom(4 << 20)); os.sync()", None)
+        assert args[-1] is True  # measure_image: the workdir is the image
+        outcome = cell.runner.run_cell(*args)
+        assert outcome.end == "done"
+        used, avail = _workdir_image.usage(s.workdir)
+        assert outcome.image_used_before == before
+        assert outcome.image_used == used and outcome.image_avail == avail
+        assert outcome.image_used - outcome.image_used_before >= 4 << 20
+        # the Result's disk verdict follows from them: 4 MiB is far from the cap
+        r = s.run("open('blob2', 'wb').write(b'x' * 1000)")
+        assert r.status == "ok"
+        # without measure_image the core reads nothing
+        cell = s._open_cell(200, None)
+        outcome = cell.runner.run_cell(*s._cell_args(cell, "1", None)[:-1])
+        assert outcome.image_used_before is None and outcome.image_used is None and outcome.image_avail is None

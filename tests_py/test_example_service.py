@@ -10,7 +10,6 @@ import socket
 import sys
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -83,14 +82,24 @@ def test_notebooks_run_in_parallel_over_http(service: str) -> None:
 
 def test_variables_and_values(service: str) -> None:
     with httpx.Client(base_url=service, timeout=120) as client:
-        assert execute(client, "vars", "c0", "df = pd.DataFrame({'a': [1, 2], 'b': ['u', 'v']})\narr = np.arange(3)\nn = 5").status_code == 200
+        assert (
+            execute(
+                client, "vars", "c0", "df = pd.DataFrame({'a': [1, 2], 'b': ['u', 'v']})\narr = np.arange(3)\nn = 5"
+            ).status_code
+            == 200
+        )
         listed = {v["name"]: v for v in client.get("/notebooks/vars/variables").json()}
         assert listed["df"]["type"] == "DataFrame" and listed["df"]["shape"] == [2, 2]
         assert listed["arr"]["shape"] == [3] and listed["n"]["type"] == "int"
         assert "np" not in listed and "pd" not in listed  # the preloaded stack is not a variable
         table = client.get("/notebooks/vars/variables/df").json()
         assert table["kind"] == "table" and table["records"] == [{"a": 1, "b": "u"}, {"a": 2, "b": "v"}]
-        assert client.get("/notebooks/vars/variables/arr").json() == {"name": "arr", "kind": "array", "dtype": "int64", "value": [0, 1, 2]}
+        assert client.get("/notebooks/vars/variables/arr").json() == {
+            "name": "arr",
+            "kind": "array",
+            "dtype": "int64",
+            "value": [0, 1, 2],
+        }
         assert client.get("/notebooks/vars/variables/n").json()["value"] == 5
         assert client.get("/notebooks/vars/variables/missing").status_code == 404
         # Another notebook's namespace is its own.

@@ -221,3 +221,38 @@ def test_measurements_come_from_the_supervisor(session):
     # the peak is per cell: reset before each cell
     r = session.run("1")
     assert r.peak_memory_bytes is not None and r.peak_memory_bytes < 150 * 1024 * 1024
+
+
+def test_round_trip_fast_paths_at_their_edges(session):
+    """Cells at the edges of the round trip's fast paths (a one-line cell compiled from its
+    text, an execute_result of text/plain written without the encoder, the ok report told
+    from its bytes, Result made by make_result) give what Jupyter gives."""
+    r = session.run("40 + 2")
+    assert r.status == "ok" and r.error is None and r.reason is None
+    assert r.outputs == [
+        {
+            "output_type": "execute_result",
+            "execution_count": r.execution_count,
+            "data": {"text/plain": "42"},
+            "metadata": {},
+        }
+    ]
+    assert r.stdout == r.stderr == "" and not r.session_restarted and r.truncated_bytes == 0
+    assert session.run("40 + 2;").outputs == []  # a trailing ';' shows nothing
+    assert session.run("None").outputs == []
+    assert session.run("'\\ud800 \\u2028 \\x00 é'").outputs[0]["data"] == {"text/plain": "'\\ud800 \\u2028 \\x00 é'"}
+    r = session.run("class R:\n    def __repr__(self): raise ValueError('no repr')\nR()")
+    assert r.status == "error" and r.error is not None and r.error["ename"] == "ValueError"
+    r = session.run("R()")  # one line, the fast compile: the same error
+    assert r.status == "error" and r.error is not None and r.error["evalue"] == "no repr"
+    assert [o["output_type"] for o in r.outputs] == ["error"]
+    r = session.run("1 +")
+    assert r.status == "error" and r.error is not None and r.error["ename"] == "SyntaxError"
+    r = session.run("display(1); 2")
+    assert [(o["output_type"], o["data"]) for o in r.outputs] == [
+        ("display_data", {"text/plain": "1"}),
+        ("execute_result", {"text/plain": "2"}),
+    ]
+    r = session.run("True")
+    assert r.outputs[0]["data"] == {"text/plain": "True"}
+    validate_outputs(r.outputs)

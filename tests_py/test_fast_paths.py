@@ -7,13 +7,19 @@ docs/benchmarks.md, "Where a round trip's time goes").
   _json.loads (the C scanner on the UTF-8 text)     json.loads: same value, same error
   _json.cell_request                                json.dumps of the request
   the worker's encoder and its end-of-cell report   json.dumps with the worker's options
+  an execute_result of text/plain only, formatted   the worker's encoder
+  the supervisor's ok report, told from its bytes   the report parsed as JSON
+  make_result (a Result's fields set directly)      Result(**fields): equal, same repr,
+                                                    frozen, pickles, asdict
 """
 
 from __future__ import annotations
 
+import dataclasses
 import dis
 import io
 import json
+import pickle
 import re
 import types
 from typing import Any
@@ -21,8 +27,10 @@ from typing import Any
 import pytest
 
 from sandbox_exec import _json
-from sandbox_exec._worker.channel import ok_report
+from sandbox_exec._outputs import MalformedMessage, parse_cell_done, parse_cell_done_json
+from sandbox_exec._worker.channel import ok_report, plain_result_json
 from sandbox_exec._worker.execute import compile_cell, compile_statements, one_simple_statement
+from sandbox_exec.result import Result, make_result
 
 pytestmark = pytest.mark.a
 
@@ -201,3 +209,138 @@ def test_the_worker_encoder_refuses_nan_as_json_dumps_did():
 def test_the_ok_report_is_the_encoders(count, dropped):
     report = {"status": "ok", "execution_count": count, "error": None, "dropped_output_bytes": dropped}
     assert ok_report(count, dropped) == _json.WORKER_ENCODER.encode(report)
+
+
+class _Int(int):
+    def __repr__(self) -> str:
+        return "one"
+
+
+def _result_message(count: Any = 3, data: Any = None, metadata: Any = None) -> dict[str, Any]:
+    return {
+        "output_type": "execute_result",
+        "execution_count": count,
+        "data": {"text/plain": "2"} if data is None else data,
+        "metadata": {} if metadata is None else metadata,
+    }
+
+
+PLAIN_TEXTS = [
+    "2",
+    "",
+    "None",
+    "'a'",
+    '"\\\n\t\x00\x1f\x7f',
+    "\u00e9\u4e2d\U0001f600",
+    "\ud800 lone",
+    "\u2028\u2029",
+    "x" * 70_000,
+]
+
+
+@pytest.mark.parametrize("text", PLAIN_TEXTS, ids=range(len(PLAIN_TEXTS)))
+def test_a_plain_execute_result_is_written_as_the_worker_encoder_writes_it(text):
+    message = _result_message(count=12, data={"text/plain": text})
+    fast = plain_result_json(message)
+    assert fast == _json.WORKER_ENCODER.encode(message)
+    # and sent as send_json() sends it: UTF-8, a lone surrogate as "?"
+    assert fast is not None and fast.encode("utf-8", "replace") == _json.WORKER_ENCODER.encode(message).encode(
+        "utf-8", "replace"
+    )
+
+
+OTHER_MESSAGES = [
+    _result_message(count=True),  # bool: an int subclass, written "true"
+    _result_message(count=_Int(1)),
+    _result_message(count=None),
+    _result_message(data={"text/plain": "2", "text/html": "<b>2</b>"}),
+    _result_message(data={"text/html": "<b>2</b>"}),
+    _result_message(data={"text/plain": ["a", "b"]}),
+    _result_message(metadata={"isolated": True}),
+    {"execution_count": 3, "output_type": "execute_result", "data": {"text/plain": "2"}, "metadata": {}},
+    {**_result_message(), "transient": {"display_id": "x"}},
+    {"output_type": "display_data", "data": {"text/plain": "2"}, "metadata": {}},
+    {"output_type": "error", "ename": "E", "evalue": "v", "traceback": []},
+]
+
+
+@pytest.mark.parametrize("message", OTHER_MESSAGES, ids=range(len(OTHER_MESSAGES)))
+def test_any_other_message_takes_the_worker_encoder(message):
+    assert plain_result_json(message) is None
+
+
+def _done(parse: Any, payload: bytes) -> Any:
+    try:
+        return parse(payload)
+    except MalformedMessage as e:
+        return ("malformed", str(e))
+
+
+DONE_PAYLOADS = [
+    b'{"execution_count":1,"status":"ok"}',
+    b'{"execution_count":0,"status":"ok"}',
+    b'{"execution_count":1234567890123456789012,"status":"ok"}',
+    b'{"execution_count":01,"status":"ok"}',
+    b'{"execution_count":-1,"status":"ok"}',
+    b'{"execution_count":,"status":"ok"}',
+    b'{"execution_count":1 ,"status":"ok"}',
+    b'{"execution_count":1.5,"status":"ok"}',
+    b'{"execution_count":"1","status":"ok"}',
+    b'{"execution_count":1,"status":"ok"} ',
+    b'{"execution_count":1,"status":"error"}',
+    b'{"execution_count":\xd9\xa1,"status":"ok"}',
+    b'{"execution_count":1,"error":null,"status":"ok"}',
+    b'{"status":"ok"}',
+]
+
+
+@pytest.mark.parametrize("payload", DONE_PAYLOADS, ids=range(len(DONE_PAYLOADS)))
+def test_the_ok_report_told_from_its_bytes_is_what_parsing_it_gives(payload):
+    assert _done(parse_cell_done, payload) == _done(parse_cell_done_json, payload)
+
+
+RESULT_FIELDS: dict[str, Any] = {
+    "status": "error",
+    "outputs": [{"output_type": "stream", "name": "stdout", "text": "a"}],
+    "error": {"ename": "E", "evalue": "v", "traceback": ["t"]},
+    "stdout": "a",
+    "stderr": "b",
+    "execution_count": 4,
+    "duration_s": 1.5e-5,
+    "cpu_s": None,
+    "peak_memory_bytes": 1 << 20,
+    "display_ids": {0: "d"},
+    "display_updates": [],
+    "reason": "why",
+    "truncated_bytes": 7,
+    "session_restarted": True,
+    "restart_reason": "crash",
+}
+
+
+def test_make_result_makes_the_result_the_constructor_makes():
+    fast, general = make_result(dict(RESULT_FIELDS)), Result(**RESULT_FIELDS)
+    assert type(fast) is Result
+    assert fast == general and repr(fast) == repr(general)
+    assert dataclasses.asdict(fast) == dataclasses.asdict(general)
+    assert list(vars(fast)) == list(vars(general))  # fields in the class's order
+    assert pickle.loads(pickle.dumps(fast)) == general
+    assert dataclasses.replace(fast, status="ok") == dataclasses.replace(general, status="ok")
+    assert not fast.ok and make_result({**RESULT_FIELDS, "status": "ok"}).ok
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.status = "ok"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        hash(fast)  # unhashable, as the constructor's (its fields hold lists)
+
+
+def test_make_result_refuses_what_the_constructor_refuses():
+    with pytest.raises(ValueError):
+        make_result({**RESULT_FIELDS, "status": "fine"})
+    with pytest.raises(ValueError):
+        Result(**{**RESULT_FIELDS, "status": "fine"})
+    partial = dict(RESULT_FIELDS)
+    del partial["reason"]
+    with pytest.raises(TypeError):
+        make_result(partial)
+    with pytest.raises(TypeError):
+        make_result({**RESULT_FIELDS, "extra": 1})

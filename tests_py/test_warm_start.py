@@ -405,7 +405,9 @@ def test_a_prelude_importing_pyarrow_starts_warm(box: sandbox_exec.Sandbox) -> N
     s = box.session(f"w-{uuid.uuid4().hex[:8]}", prelude="import pyarrow, pandas")
     try:
         assert s.enforcement["start"].startswith("warm:"), s.enforcement["start"]
-        r = s.run("import os; sorted(open(f'/proc/self/task/{t}/comm').read().strip() for t in os.listdir('/proc/self/task'))")
+        r = s.run(
+            "import os; sorted(open(f'/proc/self/task/{t}/comm').read().strip() for t in os.listdir('/proc/self/task'))"
+        )
         assert "jemalloc" not in r.outputs[0]["data"]["text/plain"], r.outputs
     finally:
         s.close()

@@ -44,10 +44,11 @@ struct PyCell {
 
 PyCell py_cell(const py::bytes& request, double timeout_s, double grace_s, uint64_t max_output_bytes,
                uint64_t max_message_bytes, const py::function& sink, StreamText& stdout_text, StreamText& stderr_text,
-               bool live, std::string workdir, uint64_t workdir_bytes, std::optional<int64_t> execution_count) {
+               bool live, std::string workdir, uint64_t workdir_bytes, std::optional<int64_t> execution_count,
+               bool measure_image) {
   return {std::string(bytes_view(request)),
           CellLimits{timeout_s, grace_s, max_output_bytes, max_message_bytes, std::move(workdir), workdir_bytes,
-                     execution_count},
+                     execution_count, measure_image},
           event_sink(sink, stdout_text, stderr_text, live)};
 }
 
@@ -85,14 +86,15 @@ void def_cell_method(py::class_<CellRunner>& cls, const char* name, Action actio
       name,
       [action](CellRunner& r, const py::bytes& request, double timeout_s, double grace_s, uint64_t max_output_bytes,
                uint64_t max_message_bytes, const py::function& sink, StreamText& stdout_text, StreamText& stderr_text,
-               bool live, std::string workdir, uint64_t workdir_bytes, std::optional<int64_t> execution_count) {
+               bool live, std::string workdir, uint64_t workdir_bytes, std::optional<int64_t> execution_count,
+               bool measure_image) {
         return action(r, py_cell(request, timeout_s, grace_s, max_output_bytes, max_message_bytes, sink, stdout_text,
-                                 stderr_text, live, std::move(workdir), workdir_bytes, execution_count));
+                                 stderr_text, live, std::move(workdir), workdir_bytes, execution_count, measure_image));
       },
       extra..., py::arg("request"), py::arg("timeout_s"), py::arg("grace_s"), py::arg("max_output_bytes"),
       py::arg("max_message_bytes"), py::arg("sink"), py::arg("stdout_text"), py::arg("stderr_text"),
       py::arg("live") = true, py::arg("workdir") = "", py::arg("workdir_bytes") = 0,
-      py::arg("execution_count") = py::none());
+      py::arg("execution_count") = py::none(), py::arg("measure_image") = false);
 }
 
 void bind_cell_outcome(py::module_& m) {
@@ -108,7 +110,10 @@ void bind_cell_outcome(py::module_& m) {
       .def_readonly("peak_rss_bytes", &CellOutcome::peak_rss_bytes)
       .def_readonly("output_bytes", &CellOutcome::output_bytes)
       .def_readonly("dropped_output_bytes", &CellOutcome::dropped_output_bytes)
-      .def_readonly("stale_bytes", &CellOutcome::stale_bytes);
+      .def_readonly("stale_bytes", &CellOutcome::stale_bytes)
+      .def_readonly("image_used_before", &CellOutcome::image_used_before)
+      .def_readonly("image_used", &CellOutcome::image_used)
+      .def_readonly("image_avail", &CellOutcome::image_avail);
 }
 
 void bind_zygote_link(py::module_& m) {

@@ -1,6 +1,7 @@
 #include "supervisor/cell_run.h"
 
 #include <poll.h>
+#include <sys/statvfs.h>
 
 #include <algorithm>
 
@@ -38,6 +39,16 @@ int ms_until(Clock::time_point deadline) {
   return left < 0 ? 0 : static_cast<int>(std::min<long long>(left, 1 << 30));
 }
 
+// The used and available bytes of the filesystem at `path`, as the backend's
+// _workdir_image.usage() computes them; false when statvfs fails.
+bool filesystem_usage(const std::string& path, std::optional<uint64_t>& used, std::optional<uint64_t>& avail) {
+  struct statvfs st {};
+  if (::statvfs(path.c_str(), &st) != 0) return false;
+  used = (static_cast<uint64_t>(st.f_blocks) - st.f_bfree) * st.f_frsize;
+  avail = static_cast<uint64_t>(st.f_bavail) * st.f_frsize;
+  return true;
+}
+
 // The smaller of two waits, where -1 means "no limit".
 int min_wait(int a, int b) { return a < 0 ? b : (b < 0 ? a : std::min(a, b)); }
 
@@ -69,6 +80,10 @@ CellRun::CellRun(CellRunner& runner, const std::string& request, CellLimits limi
       watching_disk_(limits_.workdir_bytes > 0 && !limits_.workdir.empty()),
       next_disk_check_(start_ + kDiskCheckPeriod) {
   deadline_ = has_deadline_ ? after(start_, limits_.timeout_s) : Clock::time_point::max();
+  if (limits_.measure_image) {
+    std::optional<uint64_t> avail;
+    filesystem_usage(limits_.workdir, out_.image_used_before, avail);
+  }
   if (!runner_.alive()) {
     result_ = finish(CellEnd::kCrashed, "the session's worker is not running");
     return;
@@ -117,6 +132,7 @@ CellOutcome CellRun::finish(CellEnd end, std::string reason) {
   out_.end = end;
   out_.reason = std::move(reason);
   out_.duration_s = std::chrono::duration<double>(Clock::now() - start_).count();
+  if (limits_.measure_image) filesystem_usage(limits_.workdir, out_.image_used, out_.image_avail);
   return out_;
 }
 

@@ -42,6 +42,11 @@ struct CellLimits {
   // The request's execution_count: a kCellDone that names another count is stale (sent by a
   // thread a previous cell left running) and is discarded, not taken as this cell's end.
   std::optional<int64_t> execution_count;
+  // The workdir is a size-capped filesystem (workdir_image.h): its use is read (statvfs)
+  // before the request is sent and when the cell ends, for the backend to tell whether the
+  // cell filled it (CellOutcome.image_*): two system calls here instead of two Python calls
+  // around them on every cell.
+  bool measure_image = false;
 };
 
 enum class CellEnd {
@@ -73,6 +78,11 @@ struct CellOutcome {
   // Bytes of events discarded as stale: sent between cells (before this cell's request), or
   // end-of-cell reports for another execution_count.
   uint64_t stale_bytes = 0;
+  // With CellLimits.measure_image: the workdir filesystem's used bytes before the cell, and
+  // its used and available bytes when it ended (nullopt: statvfs failed).
+  std::optional<uint64_t> image_used_before;
+  std::optional<uint64_t> image_used;
+  std::optional<uint64_t> image_avail;
 };
 
 struct Event {

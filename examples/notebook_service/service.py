@@ -96,9 +96,7 @@ def cell_response(result: sandbox_exec.Result) -> dict[str, Any]:
     }
 
 
-def create_app(
-    root: str | None = None, policy: sandbox_exec.Policy | None = None, pool_size: int = 2
-) -> FastAPI:
+def create_app(root: str | None = None, policy: sandbox_exec.Policy | None = None, pool_size: int = 2) -> FastAPI:
     """The service, with one Sandbox (its sessions are the notebooks) under `root`
     (SANDBOX_ROOT, else a directory sandbox_exec chooses)."""
     box = sandbox_exec.Sandbox(policy=policy, root=root or os.environ.get("SANDBOX_ROOT"), pool_size=pool_size)

@@ -42,6 +42,7 @@ DROPPED_OUTPUT = _core.DROPPED_OUTPUT_EVENT
 REJECTED_OUTPUT = _core.REJECTED_OUTPUT_EVENT
 # The supervisor's note that it discarded events sent outside this cell (payload: bytes).
 STALE = _core.STALE_EVENT
+_MESSAGE = FRAME.MESSAGE
 OUTPUT_TYPES = {"display_data", "execute_result", "error", "update_display_data", "clear_output"}
 
 #: What one MESSAGE frame may be: every live event but a stream (streams have frames of their own).
@@ -93,7 +94,8 @@ def _json_metadata(value: Any) -> dict[str, Any]:
 def _display_id(message: dict[str, Any], required: bool) -> str | None:
     transient = message.get("transient")
     if transient is None:
-        _check(not required, "update_display_data without a display_id")
+        if required:
+            raise MalformedMessage("update_display_data without a display_id")
         return None
     _check(isinstance(transient, dict), "transient must be an object")
     display_id = transient.get("display_id")
@@ -168,9 +170,26 @@ def parse_message(payload: bytes) -> MessageEvent:
     return out
 
 
+# The supervisor's rebuilt report of a cell without an error (nlohmann::json writes its keys
+# sorted): {"execution_count":<n>,"status":"ok"}.
+_OK_DONE_HEAD = b'{"execution_count":'
+_OK_DONE_TAIL = b',"status":"ok"}'
+
+
 def parse_cell_done(payload: bytes) -> CellDone:
     """The end-of-cell report, as the supervisor rebuilt it (cpp/supervisor/json_guard.h): a status,
     and an error of strings when the status is "error"."""
+    if payload.endswith(_OK_DONE_TAIL) and payload.startswith(_OK_DONE_HEAD):
+        # Most cells: the report above, told from its bytes (a count of ASCII digits, no
+        # leading zero, as JSON writes it) without parsing it; anything else is parsed.
+        count = payload[len(_OK_DONE_HEAD) : -len(_OK_DONE_TAIL)]
+        if count.isdigit() and (count[0] != 0x30 or len(count) == 1):
+            return {"status": "ok", "error": None}
+    return parse_cell_done_json(payload)
+
+
+def parse_cell_done_json(payload: bytes) -> CellDone:
+    """parse_cell_done() of any report, parsed as JSON (the general path)."""
     m = parse_json(payload)
     status = m.get("status")
     if status not in ("ok", "error"):
@@ -229,6 +248,24 @@ def _stored(output: MessageEvent) -> Output:
 class OutputCollector:
     """Builds one cell's outputs from the event stream."""
 
+    # One per cell, on every cell's path: slots make its making and its attributes cheaper.
+    __slots__ = (
+        "_by_display_id",
+        "_clear_pending",
+        "_latest",
+        "_stream_spans",
+        "callback_error",
+        "display_ids",
+        "display_updates",
+        "execution_count",
+        "on_output",
+        "outputs",
+        "oversize_dropped_bytes",
+        "rejected",
+        "texts",
+        "violation",
+    )
+
     def __init__(self, on_output: OnOutput | None, execution_count: int | None = None) -> None:
         self.on_output = on_output
         # The cell's own count: an execute_result carries it whatever the worker said.
@@ -260,7 +297,14 @@ class OutputCollector:
     def feed(self, events: list[tuple[Any, ...]]) -> bool:
         for event in events:
             frame_type = event[0]
-            if frame_type in STREAM_NAMES:
+            if frame_type == _MESSAGE:  # the most common event first (an execute_result, a display)
+                try:
+                    message = parse_message(event[1])
+                except MalformedMessage as e:
+                    self._rejected(str(e))
+                    continue
+                self._message(message)
+            elif frame_type in STREAM_NAMES:
                 _, start, end, text = event
                 self._stream(STREAM_NAMES[frame_type], start, end, text)
             elif frame_type == DROPPED_OUTPUT:
@@ -276,7 +320,7 @@ class OutputCollector:
                 )
             elif frame_type == REJECTED_OUTPUT:
                 self._rejected(bytes(event[1]).decode("utf-8", "replace"))
-            else:
+            else:  # the core hands over no other event type; parsed (and checked) all the same
                 try:
                     message = parse_message(event[1])
                 except MalformedMessage as e:
@@ -327,16 +371,18 @@ class OutputCollector:
         """The stored outputs (stream text cut from its whole stream, carriage returns
         applied) and the whole stdout and stderr. An output holding all of its stream shares
         that one string: a 100 MB flood is not copied again here."""
-        whole = {name: text.value() for name, text in self.texts.items()}
+        texts = self.texts
+        whole = {"stdout": texts["stdout"].value(), "stderr": texts["stderr"].value()}
         for display_id, (data, metadata) in self._latest.items():
             for output in self._by_display_id[display_id]:
                 output["data"] = data
                 output["metadata"] = metadata
-        for stream, (start, end) in self._stream_spans.values():
-            name = stream["name"]
-            text = whole[name][start:end]  # the whole range is the same object, no copy
-            stream["text"] = apply_carriage_returns(text) if self.texts[name].has_cr else text
-        self._stream_spans.clear()
+        if self._stream_spans:
+            for stream, (start, end) in self._stream_spans.values():
+                name = stream["name"]
+                text = whole[name][start:end]  # the whole range is the same object, no copy
+                stream["text"] = apply_carriage_returns(text) if texts[name].has_cr else text
+            self._stream_spans.clear()
         return self.outputs, whole["stdout"], whole["stderr"]
 
     def _message(self, m: MessageEvent) -> None:
@@ -354,11 +400,12 @@ class OutputCollector:
             self._update_in_place(display_id, m["data"], m["metadata"])
             self._emit(m)
             return
-        self._apply_pending_clear()
+        if self._clear_pending:
+            self._apply_pending_clear()
         if m["output_type"] == "execute_result" and self.execution_count is not None:
             m["execution_count"] = self.execution_count
         stored = _stored(m)
-        if m["output_type"] == "display_data" and "transient" in m and stored["output_type"] == "display_data":
+        if "transient" in m and m["output_type"] == "display_data" and stored["output_type"] == "display_data":
             display_id = m["transient"]["display_id"]
             # Displaying again with an id updates every earlier output with that id, as
             # Jupyter frontends and nbclient do; the caller applies it to earlier cells.
@@ -366,7 +413,8 @@ class OutputCollector:
             self.display_ids[len(self.outputs)] = display_id
             self._by_display_id.setdefault(display_id, []).append(stored)
         self.outputs.append(stored)
-        self._emit(m)
+        if self.on_output is not None:
+            self._emit(m)
 
     def _update_in_place(self, display_id: str, data: MimeBundle, metadata: dict[str, Any]) -> None:
         # O(1): every output with this id shows the latest content, applied once in finish()

@@ -7,7 +7,7 @@ form), ``OutputEvent`` what ``on_output`` receives (Jupyter's live message shape
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal, TypedDict
 
 #: A mime bundle: mime type -> text (or, for JSON mime types, any JSON value).
@@ -137,3 +137,23 @@ class Result:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+
+_FIELDS = frozenset(f.name for f in fields(Result))
+_new = object.__new__
+
+
+def make_result(values: dict[str, Any]) -> Result:
+    """``Result(**values)`` for a ``values`` that names every field, made faster: a frozen
+    dataclass's ``__init__`` sets each of its 15 fields through ``object.__setattr__``, which
+    costs more than the rest of the backend's end of a cell (docs/benchmarks.md, "Where a
+    round trip's time goes"). The same object: the instance dict holds the same values, so
+    equality, ``repr``, pickling and frozenness are the class's own; ``__post_init__``'s check
+    is kept. Every field must be given (no defaults are filled in), or it raises TypeError."""
+    if values.keys() != _FIELDS:
+        raise TypeError(f"make_result needs exactly Result's fields, got {sorted(values)}")
+    if values["status"] not in STATUSES:
+        raise ValueError(f"Result.status must be one of {', '.join(STATUSES)}, got {values['status']!r}")
+    result: Result = _new(Result)
+    result.__dict__.update(values)
+    return result

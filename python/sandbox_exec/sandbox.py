@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import dataclasses
 import functools
 import hashlib
 import json
@@ -23,7 +22,7 @@ import time
 import uuid
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from . import _core, _fetch, _host_ids, _safe_fs, _variables
 from ._calls import CALL_ID_BASE, CallCollector, call_request
@@ -38,7 +37,7 @@ from ._workdir_image import usage as image_usage
 from ._zygotes import ZygoteTable, ZygoteUnavailable
 from .errors import CallError, PolicyError, PreludeError, SandboxError, SessionClosedError
 from .policy import Policy
-from .result import ErrorInfo, Result, Status
+from .result import ErrorInfo, Result, Status, make_result
 
 # The statuses of a cell that the supervisor ended (not the cell's own doing), and the
 # error name its error output shows.
@@ -63,14 +62,13 @@ def _check_run_args(code: object, timeout: object) -> None:
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
 
 
-@dataclasses.dataclass(frozen=True)
-class _OpenCell:
-    """A cell between its request and its Result."""
+class _OpenCell(NamedTuple):
+    """A cell between its request and its Result. (A named tuple: one per cell, and a frozen
+    dataclass costs a Python-level setattr per field to make.)"""
 
     runner: _core.CellRunner
     collector: OutputCollector
-    count: int
-    used_before: int  # the workdir image's used bytes before the cell
+    execution_count: int
 
 
 async def _readable_or_due(loop: asyncio.AbstractEventLoop, fds: tuple[int, int], timer_ms: int) -> None:
@@ -923,8 +921,8 @@ class Session:
 
     def _before_cell(self) -> tuple[Result | None, str | None]:
         """Under the lock, before a cell: a refusal (its workdir is over its disk cap), else
-        the interpreter started (and why it was restarted, if it was)."""
-        self._check_owner()
+        the interpreter started (and why it was restarted, if it was). Its callers (run,
+        run_async) checked the owner already."""
         if self._closed:
             raise SessionClosedError(f"session {self.name!r} is closed")
         refusal = self._disk_refusal()
@@ -1238,18 +1236,17 @@ class Session:
         return _fetch.decode(reply, format, accept, max_bytes, sizes[0], as_pandas)
 
     def _open_cell(self, count: int, on_output: OnOutput | None) -> _OpenCell:
-        """What a cell needs before it is sent: its runner, its output collector, and the
-        workdir image's use before it (to tell what the cell itself wrote)."""
+        """What a cell needs before it is sent: its runner and its output collector. (The
+        workdir image's use before it, to tell what the cell itself wrote, is read by the
+        core: _cell_args' measure_image.)"""
         runner = self._runner
         if runner is None:  # close() ended it since the caller started it
             raise SessionClosedError(f"session {self.name!r} is closed")
-        collector = OutputCollector(on_output, execution_count=count)
-        used_before = image_usage(self._workdir)[0] if self._disk_image_limit() is not None else 0
-        return _OpenCell(runner, collector, count, used_before)
+        return _OpenCell(runner, OutputCollector(on_output, execution_count=count), count)
 
     def _cell_args(self, cell: _OpenCell, code: str, timeout: float | None, mode: Mode) -> tuple[Any, ...]:
         """The core's arguments for one cell (run_cell and begin_cell take the same)."""
-        request = cell_request(code, cell.count, mode)
+        request = cell_request(code, cell.execution_count, mode)
         cap = self.policy.max_output_bytes
         texts = cell.collector.texts
         return (
@@ -1264,7 +1261,10 @@ class Session:
             cell.collector.live,
             str(self._workdir),
             self._disk_watch_limit() or 0,
-            cell.count,
+            cell.execution_count,
+            # The image's use before and after the cell, read by the core around it
+            # (statvfs, without the GIL): CellOutcome.image_*, for _disk_after_cell.
+            self._disk_image_limit() is not None,
         )
 
     def _cell_result(
@@ -1272,8 +1272,8 @@ class Session:
     ) -> Result:
         """The cell's Result: the supervisor's outcome, the disk measured after it, the
         status that follows from both, the outputs."""
-        runner, collector, count = cell.runner, cell.collector, cell.count
-        disk_hit, disk_bytes = self._disk_after_cell(runner, outcome, cell.used_before)
+        runner, collector, count = cell.runner, cell.collector, cell.execution_count
+        disk_hit, disk_bytes = self._disk_after_cell(runner, outcome)
         status, error, reason = self._cell_status(runner, outcome, collector, timeout, disk_hit, disk_bytes)
         cap = self.policy.max_output_bytes
         past_cell_cap = outcome.dropped_output_bytes - collector.oversize_dropped_bytes
@@ -1290,22 +1290,24 @@ class Session:
         outputs, stdout, stderr = collector.finish()
         if collector.callback_error is not None:
             raise collector.callback_error
-        return Result(
-            status=status,
-            outputs=outputs,
-            error=error,
-            stdout=stdout,
-            stderr=stderr,
-            execution_count=count,
-            duration_s=outcome.duration_s,
-            cpu_s=outcome.cpu_s,
-            peak_memory_bytes=outcome.peak_rss_bytes,
-            display_ids=dict(collector.display_ids),
-            display_updates=collector.display_updates,
-            reason=reason if status not in ("ok", "error") else None,
-            truncated_bytes=outcome.dropped_output_bytes,
-            session_restarted=restart_reason is not None,
-            restart_reason=restart_reason,
+        return make_result(
+            {
+                "status": status,
+                "outputs": outputs,
+                "error": error,
+                "stdout": stdout,
+                "stderr": stderr,
+                "execution_count": count,
+                "duration_s": outcome.duration_s,
+                "cpu_s": outcome.cpu_s,
+                "peak_memory_bytes": outcome.peak_rss_bytes,
+                "display_ids": dict(collector.display_ids),
+                "display_updates": collector.display_updates,
+                "reason": reason if status not in ("ok", "error") else None,
+                "truncated_bytes": outcome.dropped_output_bytes,
+                "session_restarted": restart_reason is not None,
+                "restart_reason": restart_reason,
+            }
         )
 
     def _disk_image_limit(self) -> int | None:
@@ -1316,16 +1318,19 @@ class Session:
         """disk_bytes when the supervisor's watchdog measures the workdir, else None."""
         return self.policy.disk_bytes if self._disk_mode == "watchdog" else None
 
-    def _disk_after_cell(
-        self, runner: _core.CellRunner, outcome: _core.CellOutcome, used_before: int
-    ) -> tuple[bool, int | None]:
+    def _disk_after_cell(self, runner: _core.CellRunner, outcome: _core.CellOutcome) -> tuple[bool, int | None]:
         """Whether the cell met disk_bytes, and the workdir's bytes after it."""
         disk_hit, disk_bytes = outcome.disk_hit, outcome.workdir_bytes
         image_limit, watch_limit = self._disk_image_limit(), self._disk_watch_limit()
         if image_limit is not None:
             # The filesystem is the cap: the cell met it when it filled it (its writes past
-            # it failed with ENOSPC).
-            used, avail = image_usage(self._workdir)
+            # it failed with ENOSPC). The core read the image's use right before sending the
+            # cell and when the cell ended (_cell_args: measure_image).
+            used_before, used, avail = outcome.image_used_before, outcome.image_used, outcome.image_avail
+            if used is None or avail is None:  # its statvfs failed: again here (raises if it fails)
+                used, avail = image_usage(self._workdir)
+            if used_before is None:  # the same before the cell: the last figure known
+                used_before = self._disk_used
             disk_hit = used > used_before and (
                 avail < full_threshold(image_limit) or _enospc(outcome.done_payload if outcome.end == "done" else b"")
             )

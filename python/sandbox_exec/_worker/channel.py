@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -22,6 +23,26 @@ def _finite(value: Any, depth: int = 0) -> Any:
     if isinstance(value, (list, tuple)):
         return [_finite(v, depth + 1) for v in value]
     return value
+
+
+_encode_text: Any = json.encoder.encode_basestring  # WORKER_ENCODER's string encoder (ensure_ascii=False)
+_RESULT_KEYS = ("output_type", "execution_count", "data", "metadata")
+
+
+def plain_result_json(message: dict[str, Any]) -> str | None:
+    """The JSON of the most common message, an execute_result of text/plain only and no
+    metadata (``1+1``, any object without rich reprs), as WORKER_ENCODER writes it, without
+    its per-call work; None for any other message (it goes through WORKER_ENCODER)."""
+    if message.get("output_type") != "execute_result" or tuple(message) != _RESULT_KEYS:
+        return None
+    count, data, metadata = message["execution_count"], message["data"], message["metadata"]
+    # Exact types only: a subclass may write itself otherwise (bool is an int subclass).
+    if type(count) is not int or type(data) is not dict or len(data) != 1 or type(metadata) is not dict or metadata:
+        return None
+    text = data.get("text/plain")
+    if type(text) is not str:
+        return None
+    return f'{{"output_type":"execute_result","execution_count":{count},"data":{{"text/plain":{_encode_text(text)}}},"metadata":{{}}}}'
 
 
 def ok_report(count: int, dropped_output_bytes: int) -> str:
@@ -67,7 +88,11 @@ class Channel:
         self._chan.send(FRAME.STDOUT if name == "stdout" else FRAME.STDERR, text.encode("utf-8", "replace"))
 
     def send_message(self, message: dict[str, Any]) -> None:
-        self.send_json(FRAME.MESSAGE, message)
+        text = plain_result_json(message)
+        if text is None:
+            self.send_json(FRAME.MESSAGE, message)
+        else:  # as send_json() would send it (a lone surrogate becomes "?")
+            self._chan.send(FRAME.MESSAGE, text.encode("utf-8", "replace"))
 
     def receive(self) -> tuple[int, dict[str, Any]] | None:
         """The next whole request, or None when a signal interrupted the wait."""

@@ -25,6 +25,7 @@ from typing import Any
 from .display import format_bundle
 
 _ALLOW_AWAIT = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+_CO_COROUTINE = inspect.CO_COROUTINE
 _THIS_FILE = __file__
 _WORKER_DIR = __file__.rsplit("/", 1)[0] + "/"
 
@@ -33,15 +34,15 @@ def cell_filename(execution_count: int) -> str:
     return f"Cell In[{execution_count}]"
 
 
-_NOT_ONE_SIMPLE_STATEMENT = ("\n", "\r", ":", ";")
-
-
 def one_simple_statement(code: str) -> bool:
     """Whether the cell is one line (trailing blank lines aside) that holds one simple
     statement: a compound statement's header needs a ':', two statements need a ';' or a line
-    break. Blank and comment-only cells are not (they hold no statement)."""
+    break. Blank and comment-only cells are not (they hold no statement). (Four `in` tests,
+    not a generator over the characters: this runs for every cell.)"""
     line = code.rstrip()
-    return bool(line) and line[0] != "#" and not any(c in line for c in _NOT_ONE_SIMPLE_STATEMENT)
+    return (
+        bool(line) and line[0] != "#" and "\n" not in line and "\r" not in line and ":" not in line and ";" not in line
+    )
 
 
 _MAGIC_LINE = re.compile(r"^(\s*)%matplotlib\b.*$", re.MULTILINE)
@@ -255,7 +256,7 @@ class Executor:
         ns[f"_i{count}"] = code
 
     def _run_code(self, code_obj: types.CodeType) -> None:
-        if code_obj.co_flags & inspect.CO_COROUTINE:
+        if code_obj.co_flags & _CO_COROUTINE:
             import asyncio  # only for cells with top-level await: keeps the start fast
 
             if self._loop is None:
@@ -284,9 +285,12 @@ class Executor:
         except (SyntaxError, ValueError, OverflowError, MemoryError, RecursionError) as exc:
             return error_content(exc, compiling=True)
         try:
-            with user_code:
+            user_code.active = True  # what `with user_code:` does, without its two method calls
+            try:
                 for code_obj in codes:
                     self._run_code(code_obj)
+            finally:
+                user_code.active = False
         except BaseException as exc:  # everything the cell raises is the cell's result
             return error_content(exc)
         finally:

@@ -109,11 +109,14 @@ class Worker:
 
     def flush_streams(self) -> None:
         """Sends what the cell wrote and is still buffered (Python's and descriptor-level)."""
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        except Exception:  # the cell may have replaced them with anything
-            pass
+        if type(sys.stdout) is not CellStream or type(sys.stderr) is not CellStream:
+            # (Ours flush the channel's one buffer, which fd_capture.sync() and the flush
+            # below do: flushed here only when the cell replaced them.)
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            except Exception:  # the cell may have replaced them with anything
+                pass
         self.fd_capture.sync()
         self.streams.flush()
 
