@@ -18,6 +18,8 @@ One run measures, side by side, with the data-science stack preloaded by the ses
 2. ``figure``: the cell ``fig, ax = plt.subplots(); ax.plot(range(1000)); plt.show()`` (image/png
    through the sandbox's inline backend; prelude P without ``matplotlib.use("Agg")``) as the
    first cell of a new warm session vs the same cell in a long-lived session. Target: ratio <= 1.2.
+   Diagnostics: the worker's minor page faults and on-CPU time in each timed cell (/proc), where
+   the first figure's extra time goes and a figure that other load on the host barely moves.
 3. ``memory``: unique memory (USS = Private_Clean + Private_Dirty of /proc/<pid>/smaps_rollup)
    of 50 idle warm sessions, each the sum over its keeper, sandbox init and worker; median and
    total; the zygote's RSS and USS; against a Jupyter kernel with P loaded (its process) and
@@ -584,10 +586,48 @@ def bench_start(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- 3. figure
+def worker_counters(pid: int | None) -> tuple[int, int] | None:
+    """(minor page faults, ns on a CPU) of a session's worker so far, or None where /proc
+    does not show them (another user's process, or gone). Diagnostic: where a first
+    figure's extra time goes, and the on-CPU time, which other load on the host barely moves."""
+    if not pid:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            minflt = int(f.read().rsplit(")", 1)[1].split()[7])
+        with open(f"/proc/{pid}/schedstat") as f:
+            cpu_ns = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return minflt, cpu_ns
+
+
+def _counted_run(session: Any, code: str, into: dict[str, list[int]]) -> Any:
+    """session.run(code), adding the worker's faults and on-CPU ns during it to `into`."""
+    before = worker_counters(session.worker_pid)
+    r = session.run(code)
+    after = worker_counters(session.worker_pid)
+    if before and after:
+        into["faults"].append(after[0] - before[0])
+        into["cpu_ns"].append(after[1] - before[1])
+    return r
+
+
+def _counters_summary(c: dict[str, list[int]]) -> dict[str, Any]:
+    if not c["faults"]:
+        return {"n": 0}
+    return {
+        "n": len(c["faults"]),
+        "minor_faults_p50": statistics.median(c["faults"]),
+        "cpu_ms_p50": round(statistics.median(c["cpu_ns"]) / 1e6, 2),
+    }
+
+
 def bench_figure(cfg: dict[str, Any]) -> dict[str, Any]:
     new_ns: list[int] = []
     new_start_ns: list[int] = []
     long_ns: list[int] = []
+    counters: dict[str, dict[str, list[int]]] = {k: {"faults": [], "cpu_ns": []} for k in ("new", "long")}
     failures = {"new": 0, "long": 0}
     png = 0
     with new_box(True) as box, box.session("figure-long", prelude=P_FIGURE) as long_s:
@@ -608,7 +648,7 @@ def bench_figure(cfg: dict[str, Any]) -> dict[str, Any]:
             t0 = now_ns()
             with box.session(new_name("figure-new"), prelude=P_FIGURE) as s:
                 t1 = now_ns()
-                r = s.run(FIGURE_CELL)
+                r = _counted_run(s, FIGURE_CELL, counters["new"])
                 t2 = now_ns()
                 ok = one_png(r) > 0 and s.enforcement.get("start", "").startswith("warm")
             new_start_ns.append(t1 - t0)
@@ -616,7 +656,7 @@ def bench_figure(cfg: dict[str, Any]) -> dict[str, Any]:
             failures["new"] += not ok
             for _ in range(per_new):
                 t0 = now_ns()
-                r = long_s.run(FIGURE_CELL)
+                r = _counted_run(long_s, FIGURE_CELL, counters["long"])
                 long_ns.append(now_ns() - t0)
                 png = one_png(r)
                 failures["long"] += png <= 0
@@ -635,6 +675,8 @@ def bench_figure(cfg: dict[str, Any]) -> dict[str, Any]:
         "png_base64_chars": png,
         "note": note,
         "ratio_new_long_p50": ratio,
+        # the worker's own side of each cell (the timed run includes them): page faults, on-CPU time
+        "worker": {k: _counters_summary(v) for k, v in counters.items()},
         "target": {
             "text": f"p50 new / p50 long-lived <= {TARGET_FIGURE_RATIO:g}",
             "limit": TARGET_FIGURE_RATIO,
@@ -1062,6 +1104,7 @@ def summary_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
                     + ", ".join(fmt_ms(x) for x in fg["long_lived_warmup_cells_ms"]),
                     f"a new session's first figure cell imports {fg['first_cell_imports']['modules']} modules: "
                     + " ".join(fg["first_cell_imports"]["packages"]),
+                    *_figure_worker_lines(fg.get("worker", {})),
                 ],
                 "target": fg.get("target"),
             }
@@ -1153,6 +1196,17 @@ def summary_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
     for row in rows:
         row["met"] = met_text(row["target"])
     return rows
+
+
+def _figure_worker_lines(worker: dict[str, Any]) -> list[str]:
+    new, long = worker.get("new", {}), worker.get("long", {})
+    if not new.get("n") or not long.get("n"):
+        return []
+    return [
+        f"the worker, p50: minor page faults {new['minor_faults_p50']:g} (new) vs {long['minor_faults_p50']:g} "
+        f"(long-lived); on-CPU {new['cpu_ms_p50']:g} ms vs {long['cpu_ms_p50']:g} ms "
+        f"({new['cpu_ms_p50'] / long['cpu_ms_p50']:.3g}x)"
+    ]
 
 
 def print_summary(rows: list[dict[str, Any]]) -> None:

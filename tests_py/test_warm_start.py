@@ -411,3 +411,60 @@ def test_a_prelude_importing_pyarrow_starts_warm(box: sandbox_exec.Sandbox) -> N
         assert "jemalloc" not in r.outputs[0]["data"]["text/plain"], r.outputs
     finally:
         s.close()
+
+
+FIGURE_PRELUDE = "import numpy as np, matplotlib\nimport matplotlib.pyplot as plt\n"
+# Text in several sizes and a mathtext label: the fonts, the glyph and layout caches and the
+# PNG writer all take part in the image.
+FIGURE_CELL = (
+    "fig, ax = plt.subplots()\nax.plot(np.arange(50) ** 0.5, label='sqrt')\n"
+    "ax.set_title('First figure')\nax.set_xlabel(r'$\\alpha_i$')\nax.legend()\nplt.show()"
+)
+
+
+def _figure(session: sandbox_exec.Session) -> tuple[str, str]:
+    r = session.run(FIGURE_CELL)
+    assert r.status == "ok", (r.status, r.reason, r.error)
+    (out,) = r.outputs
+    return out["data"]["text/plain"], out["data"]["image/png"]
+
+
+def test_a_warm_sessions_first_figure_is_a_cold_sessions_byte_for_byte(box: sandbox_exec.Sandbox, tmp_path) -> None:
+    # The zygote rendered figures before forking (its warm-up); nothing of that may show in
+    # a session's figures: the same text/plain and the same PNG bytes as a cold session's.
+    warm = box.session(_name(), prelude=FIGURE_PRELUDE)
+    try:
+        _zygote_pid(warm)
+        first_warm = _figure(warm)
+        later_warm = _figure(warm)
+    finally:
+        warm.close()
+    with sandbox_exec.Sandbox(root=tmp_path, warm=False) as cold_box:
+        cold = cold_box.session("cold", prelude=FIGURE_PRELUDE)
+        assert cold.enforcement["start"].startswith("cold:")
+        first_cold = _figure(cold)
+    assert first_warm[0] == first_cold[0] == later_warm[0]
+    assert first_warm[1] == first_cold[1], "a warm session's first figure differs from a cold session's"
+    assert later_warm[1] == first_cold[1]
+
+
+OPEN_FILES = """
+import json, os
+print(json.dumps(sorted(os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+                        if os.path.exists(f"/proc/self/fd/{fd}"))))
+"""
+
+
+def test_no_font_file_of_the_zygote_is_open_in_a_new_warm_session(box: sandbox_exec.Sandbox) -> None:
+    # The zygote rendered text (its warm-up and this prelude): matplotlib keeps those font
+    # files open, and the zygote closes them before it serves; a session reopens what it uses.
+    prelude = FIGURE_PRELUDE + "fig, ax = plt.subplots()\nax.set_title('x')\nfig.canvas.draw()\nplt.close(fig)\n"
+    s = box.session(_name(), prelude=prelude)
+    try:
+        _zygote_pid(s)
+        targets = _value(s.run(OPEN_FILES))
+        assert not [t for t in targets if t.lower().endswith((".ttf", ".otf", ".afm", ".pfb"))], targets
+        # and the session's own text still renders (its fonts reopened)
+        assert _figure(s)[1]
+    finally:
+        s.close()

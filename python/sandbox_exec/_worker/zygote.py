@@ -119,7 +119,10 @@ def _open_fds() -> list[str]:
 def _close_font_files() -> None:
     """matplotlib keeps the font files it rendered with open (an LRU cache of FT2Font
     objects): closed here, as a session would find their descriptors closed under them.
-    A session reopens a font on its first text (a fraction of a millisecond each)."""
+    A session reopens a font on its first text (a fraction of a millisecond each). Keeping
+    them (from memory, with no descriptor) would not carry them into a session either:
+    matplotlib clears that cache in every forked child itself (an at-fork hook), and with the
+    cache kept the first figure was no faster (docs/benchmarks.md, "Warm starts")."""
     font_manager = sys.modules.get("matplotlib.font_manager")
     get_font = getattr(font_manager, "_get_font", None)
     cache_clear = getattr(get_font, "cache_clear", None)
