@@ -136,7 +136,8 @@ def test_a_timeout_with_its_own_deadline(trail: Trail, session: sandbox_exec.Ses
     rec = trail.last()
     assert rec["status"] == "timeout" and "deadline" in rec["reason"]
     assert rec["limits"]["timeout_s"] == {"value": 0.5, "mechanism": "supervisor deadline (SIGINT, then kill)"}
-    assert rec["duration_s"] >= 0.5 and rec["cpu_s"] is not None and rec["cpu_s"] > 0.2
+    # (A loaded machine gives the spinning cell less than its wall time: only "some".)
+    assert rec["duration_s"] == r.duration_s >= 0.5 and rec["cpu_s"] == r.cpu_s and r.cpu_s > 0.01
     assert span_of(trail, rec).status.status_code == StatusCode.ERROR
 
 

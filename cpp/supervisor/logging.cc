@@ -81,8 +81,8 @@ RoutingSink& sink() {
 spdlog::logger& logger() {
   static std::shared_ptr<spdlog::logger> instance = [] {
     // A non-owning shared_ptr: the sink outlives every logger that holds it.
-    auto l = std::make_shared<spdlog::logger>("sandbox_exec",
-                                              std::shared_ptr<spdlog::sinks::sink>(&sink(), [](auto*) {}));
+    auto l =
+        std::make_shared<spdlog::logger>("sandbox_exec", std::shared_ptr<spdlog::sinks::sink>(&sink(), [](auto*) {}));
     spdlog::register_logger(l);
     // A misspelled SANDBOX_EXEC_LOG keeps the default rather than silencing the log.
     const char* env = std::getenv("SANDBOX_EXEC_LOG");

@@ -518,7 +518,9 @@ class Auditor:
             "status": status,
             "reason": _cap(reason),
             "output_bytes": outcome.output_bytes if outcome is not None else 0,
-            "truncated_bytes": outcome.dropped_output_bytes - outcome.worker_dropped_bytes if outcome is not None else 0,
+            "truncated_bytes": outcome.dropped_output_bytes - outcome.worker_dropped_bytes
+            if outcome is not None
+            else 0,
             "worker_truncated_bytes": outcome.worker_dropped_bytes if outcome is not None else 0,
             "worker_pid": worker_pid,
             "interpreter_restarted": restart_reason is not None,
