@@ -12,6 +12,9 @@ One run measures, side by side:
    - ``exec``:    in-process compile + exec/eval with the last value and stdout captured
                   (what a notebook backend does today with ``exec(code, globals)``);
    - ``sandbox``: a warm ``sandbox_exec`` session (``session.run("1+1")``);
+   - ``sandbox_audit``: the same in a Sandbox with an audit trail: a hook (it counts the
+                  records) and a JSON-lines audit log (``Sandbox(audit=..., audit_log=...)``):
+                  the ratio ``sandbox_audit/sandbox`` is what one record per cell costs;
    - ``jupyter``: an ipykernel through jupyter_client's blocking client: execute, then wait
                   for the iopub execute_result and ``status: idle`` and the shell execute_reply.
    The methods are warmed up first, then measured in interleaved rounds (each round runs a
@@ -83,7 +86,7 @@ TARGET_P50_US = 100.0  # the project's target: p50 round trip of `1+1` through s
 FLOOR_FACTOR = 3.0
 PINGPONG_C = REPO / "bench" / "pingpong.c"
 
-ROUNDTRIP_METHODS = ("pipe", "pipe_same", "pipe_cross", "exec", "sandbox", "sandbox_async", "jupyter")
+ROUNDTRIP_METHODS = ("pipe", "pipe_same", "pipe_cross", "exec", "sandbox", "sandbox_audit", "sandbox_async", "jupyter")
 START_METHODS = ("sandbox", "run_once", "jupyter")
 ISOLATION_METHODS = ("roundtrip", "start")
 SECTIONS = ("roundtrip", "start", "isolation")
@@ -115,6 +118,7 @@ LABELS = {
     "roundtrip.pipe_cross": "pipe ping-pong in C, pinned: 2 CPUs",
     "roundtrip.exec": "in-process exec()",
     "roundtrip.sandbox": "sandbox_exec session.run",
+    "roundtrip.sandbox_audit": "sandbox_exec session.run, audited (hook+log)",
     "roundtrip.sandbox_async": "sandbox_exec await session.run_async",
     "roundtrip.jupyter": "Jupyter kernel (ipykernel)",
     "start.sandbox": "sandbox_exec box.session + run",
@@ -372,9 +376,15 @@ class InProcessExec:
 class SandboxSession:
     """A warm sandbox_exec session (default Policy() unless policy_args say otherwise)."""
 
-    def __init__(self, name: str = "sandbox", policy_args: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        name: str = "sandbox",
+        policy_args: dict[str, Any] | None = None,
+        sandbox_args: dict[str, Any] | None = None,
+    ) -> None:
         self.name = name
         self.policy_args = policy_args or {}
+        self.sandbox_args = sandbox_args or {}
         self.box = None
         self.worker_durations_ns: list[int] = []
         self.enforcement: dict[str, str] = {}
@@ -383,7 +393,7 @@ class SandboxSession:
         sandbox_exec = import_with_retry("sandbox_exec")
 
         def start() -> None:
-            box = sandbox_exec.Sandbox(sandbox_exec.Policy(**self.policy_args))
+            box = sandbox_exec.Sandbox(sandbox_exec.Policy(**self.policy_args), **self.sandbox_args)
             try:
                 self.session = box.session(f"bench-{self.name}")
                 self.enforcement = dict(self.session.enforcement)
@@ -412,6 +422,29 @@ class SandboxSession:
         if self.box is not None:
             self.box.close()
             self.box = None
+
+
+class SandboxAuditedSession(SandboxSession):
+    """The warm session in a Sandbox with an audit hook and a JSON-lines audit log: every cell
+    makes one record, given to the hook and appended to the log (a file in a temporary
+    directory, removed at teardown)."""
+
+    def __init__(self) -> None:
+        self.records = 0
+        self.log_dir = tempfile.mkdtemp(prefix="sandbox_exec-audit-")
+
+        def hook(record: dict[str, Any]) -> None:
+            self.records += 1
+
+        super().__init__("sandbox_audit", sandbox_args={"audit": hook, "audit_log": f"{self.log_dir}/audit.jsonl"})
+
+    def one(self) -> bool:
+        before = self.records
+        return super().one() and self.records == before + 1
+
+    def teardown(self) -> None:
+        super().teardown()
+        shutil.rmtree(self.log_dir, ignore_errors=True)
 
 
 class SandboxAsyncSession(SandboxSession):
@@ -629,6 +662,7 @@ def bench_roundtrip(
         "pipe_cross": lambda: pingpong("pipe_cross", (cpus[0], cpus[1])),
         "exec": InProcessExec,
         "sandbox": SandboxSession,
+        "sandbox_audit": SandboxAuditedSession,
         "sandbox_async": SandboxAsyncSession,
         "jupyter": JupyterKernel,
     }
@@ -871,6 +905,7 @@ def compute_ratios(rt: dict[str, Any], st: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for a, b in (
         ("sandbox", "exec"),
+        ("sandbox_audit", "sandbox"),
         ("jupyter", "sandbox"),
         ("sandbox", "pipe"),
         ("sandbox", "pipe_same"),

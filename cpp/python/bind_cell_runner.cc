@@ -110,6 +110,7 @@ void bind_cell_outcome(py::module_& m) {
       .def_readonly("peak_rss_bytes", &CellOutcome::peak_rss_bytes)
       .def_readonly("output_bytes", &CellOutcome::output_bytes)
       .def_readonly("dropped_output_bytes", &CellOutcome::dropped_output_bytes)
+      .def_readonly("worker_dropped_bytes", &CellOutcome::worker_dropped_bytes)
       .def_readonly("stale_bytes", &CellOutcome::stale_bytes)
       .def_readonly("image_used_before", &CellOutcome::image_used_before)
       .def_readonly("image_used", &CellOutcome::image_used)

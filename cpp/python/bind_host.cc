@@ -54,6 +54,22 @@ void bind_host(py::module_& m) {
   m.def("landlock_abi", &kernel::landlock_abi, "The kernel's Landlock ABI version (0: unavailable).");
   m.def("set_log_level", &log::set_level, py::arg("level"),
         "Supervisor log level: trace, debug, info, warn, error or off.");
+  m.def("log_to_queue", &log::queue_records, py::arg("on"),
+        "Supervisor log records go to a bounded queue (drain_log) instead of stderr (logging.h).");
+  m.def(
+      "drain_log",
+      [] {
+        // The queue's mutex is taken inside drain() for a swap only: safe with the GIL held
+        // (logging.h); the Python objects are made after it is released.
+        log::Drained d = log::drain();
+        py::list records;
+        for (const auto& r : d.records) {
+          records.append(py::make_tuple(static_cast<int>(r.level), r.time_s, r.thread, py::bytes(r.text)));
+        }
+        return py::make_tuple(records, d.dropped);
+      },
+      "The queued supervisor log records and the count dropped since the last drain: "
+      "([(spdlog level 0-6, time in epoch seconds, thread id, message bytes)], dropped).");
 }
 
 }  // namespace sandbox_exec::python

@@ -222,6 +222,7 @@ bool CellRun::accept(const FrameHeader& h, std::string& p) {
   // The end-of-cell report is output too (its error's traceback): charged to the cap.
   out_.output_bytes += done.json.size() + kEventOverheadBytes;
   out_.dropped_output_bytes += done.dropped;
+  out_.worker_dropped_bytes += done.dropped;
   out_.done_payload = std::move(done.json);
   return true;
 }

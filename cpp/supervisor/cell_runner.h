@@ -74,7 +74,10 @@ struct CellOutcome {
   std::optional<double> cpu_s;
   std::optional<uint64_t> peak_rss_bytes;
   uint64_t output_bytes = 0;
-  uint64_t dropped_output_bytes = 0;
+  uint64_t dropped_output_bytes = 0;  // past the caps here, plus worker_dropped_bytes
+  // Of dropped_output_bytes, what the worker's end-of-cell report says it did not send (its
+  // own claim, never measured here; the audit trail keeps it apart).
+  uint64_t worker_dropped_bytes = 0;
   // Bytes of events discarded as stale: sent between cells (before this cell's request), or
   // end-of-cell reports for another execution_count.
   uint64_t stale_bytes = 0;

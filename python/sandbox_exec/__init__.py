@@ -32,6 +32,7 @@ from .result import (
 )
 
 if TYPE_CHECKING:
+    from ._audit import AuditLimit, AuditRecord
     from .sandbox import Sandbox, Session, run
 
 
@@ -42,11 +43,17 @@ def __getattr__(name: str) -> Any:
         from . import sandbox
 
         return getattr(sandbox, name)
+    if name in ("AuditRecord", "AuditLimit"):  # the audit trail's record (docs/api.md)
+        from . import _audit
+
+        return getattr(_audit, name)
     raise AttributeError(f"module 'sandbox_exec' has no attribute {name!r}")
 
 
 __all__ = [
     "STATUSES",
+    "AuditLimit",
+    "AuditRecord",
     "CallError",
     "ClearOutputEvent",
     "DisplayDataOutput",

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, NamedTuple
 
-from . import _core, _fetch, _host_ids, _safe_fs, _variables
+from . import _audit, _core, _fetch, _host_ids, _safe_fs, _supervisor_log, _variables
 from ._calls import CALL_ID_BASE, CallCollector, call_request
 from ._calls import call_value as _call_value
 from ._json import cell_request
@@ -69,6 +69,7 @@ class _OpenCell(NamedTuple):
     runner: _core.CellRunner
     collector: OutputCollector
     execution_count: int
+    audit: _audit.Pending | None = None  # its audit record's start (Sandbox(audit=...))
 
 
 async def _readable_or_due(loop: asyncio.AbstractEventLoop, fds: tuple[int, int], timer_ms: int) -> None:
@@ -337,8 +338,15 @@ class _SessionTable:
     """What a Sandbox shares with its sessions: its root, the host id range, and the table
     of its live sessions (under ``lock``). Sessions use this, never the Sandbox itself."""
 
-    def __init__(self, root: Path, id_range: _host_ids.IdRange | None, zygotes: ZygoteTable | None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        id_range: _host_ids.IdRange | None,
+        zygotes: ZygoteTable | None,
+        auditor: _audit.Auditor | None = None,
+    ) -> None:
         self.root = root
+        self.auditor = auditor  # the audit trail's sinks (_audit); None: no audit
         self.zygotes = zygotes  # None: every session starts cold (Sandbox(warm=False))
         self.lock = threading.Lock()
         self.closed = False
@@ -417,6 +425,9 @@ class Session:
         # How the current interpreter started: "warm: ..." (forked from a zygote) or
         # "cold: <why not warm>"; Session.enforcement["start"].
         self._start_note = ""
+        # The audit's limits and mechanisms for the current interpreter (_audit.enforced),
+        # computed at its first record; reset at every start.
+        self._audit_enforced: _audit.Enforced | None = None
         # A pooled session adopted by a name (_adopt): the lock of that name's workdir, and
         # where its files move when it closes.
         self._name_lock: _WorkdirLock | None = None
@@ -531,6 +542,7 @@ class Session:
             with self._runner_lock:
                 self._runner = runner
             self._count = 0
+            self._audit_enforced = None
             if self.prelude and not warm:  # a zygote ran it already, in the namespace it forked
                 result = self._execute(self.prelude, 0, self.policy.timeout_s, None, None, self.mode)
                 if result.status != "ok":
@@ -886,14 +898,23 @@ class Session:
             setattr(self, attr, None)
             if lock is not None:
                 lock.release()
+        _supervisor_log.drain()
 
     # --- running --------------------------------------------------------------------------
     def run(
-        self, code: str, *, timeout: float | None = None, on_output: OnOutput | None = None, mode: Mode | None = None
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        on_output: OnOutput | None = None,
+        mode: Mode | None = None,
+        cell_id: str | None = None,
     ) -> Result:
         """Runs one cell. Never raises for what the cell does; see Result.status. `mode`:
-        "ipython" or "exec" for this run (default: the session's mode; see _modes)."""
+        "ipython" or "exec" for this run (default: the session's mode; see _modes).
+        ``cell_id``: the caller's name for the cell, in its audit record (Sandbox(audit=...))."""
         _check_run_args(code, timeout)
+        _audit.check_cell_id(cell_id)
         run_mode = self.mode if mode is None else check_mode(mode)
         self._check_owner()
         with self._lock:
@@ -902,11 +923,13 @@ class Session:
             self._cell_running = True
             try:
                 refusal, restart_reason = self._before_cell()
-                if refusal is not None:
-                    return refusal
-                self._count += 1
                 effective = timeout if timeout is not None else self.policy.timeout_s
-                return self._execute(code, self._count, effective, on_output, restart_reason, run_mode)
+                if refusal is not None:
+                    return self._audit_refusal(refusal, code, cell_id, effective)
+                self._count += 1
+                return self._execute(
+                    code, self._count, effective, on_output, restart_reason, run_mode, self._audit_begin(code, cell_id)
+                )
             finally:
                 self._cell_running = False
 
@@ -931,7 +954,13 @@ class Session:
         return None, self._ensure_started()
 
     async def run_async(
-        self, code: str, *, timeout: float | None = None, on_output: OnOutput | None = None, mode: Mode | None = None
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        on_output: OnOutput | None = None,
+        mode: Mode | None = None,
+        cell_id: str | None = None,
     ) -> Result:
         """run() without blocking the event loop, and without a thread while the cell runs:
         the loop waits on the session's doorbell and its worker's pidfd (add_reader) and on
@@ -942,6 +971,7 @@ class Session:
         import asyncio
 
         _check_run_args(code, timeout)
+        _audit.check_cell_id(cell_id)
         run_mode = self.mode if mode is None else check_mode(mode)
         self._check_owner()
         await self._acquire_cell_async()
@@ -952,11 +982,11 @@ class Session:
             runner = self._runner
             quick = self._disk_over is None and runner is not None and runner.alive()
             refusal, restart_reason = self._before_cell() if quick else await asyncio.to_thread(self._before_cell)
-            if refusal is not None:
-                return refusal
-            self._count += 1
-            cell = self._open_cell(self._count, on_output)
             effective = timeout if timeout is not None else self.policy.timeout_s
+            if refusal is not None:
+                return self._audit_refusal(refusal, code, cell_id, effective)
+            self._count += 1
+            cell = self._open_cell(self._count, on_output, self._audit_begin(code, cell_id))
             running = cell.runner.begin_cell(*self._cell_args(cell, code, effective, run_mode))
             task = asyncio.ensure_future(self._drive_cell(running, cell, effective, restart_reason))
         finally:
@@ -1043,9 +1073,10 @@ class Session:
         on_output: OnOutput | None,
         restart_reason: str | None,
         mode: Mode,
+        audit: _audit.Pending | None = None,
     ) -> Result:
         """Runs one cell on this thread and makes its Result."""
-        cell = self._open_cell(count, on_output)
+        cell = self._open_cell(count, on_output, audit)
         outcome = cell.runner.run_cell(*self._cell_args(cell, code, timeout, mode))
         return self._cell_result(cell, outcome, timeout, restart_reason)
 
@@ -1058,30 +1089,38 @@ class Session:
         timeout: float | None,
         max_reply_bytes: int,
         sizes: list[int] | None = None,
+        cell_id: str | None = None,
     ) -> Any:
         """One call into the session's worker (see _calls): its reply's value, parsed from JSON
         and nothing else. Raises CallError when the called code raised or the call was ended
         (the session stays usable), SessionClosedError when closed. ``sizes``, when given,
-        receives the reply message's length in bytes."""
+        receives the reply message's length in bytes. ``cell_id``: the caller's name for it,
+        in its audit record."""
         _check_run_args("", timeout)
+        _audit.check_cell_id(cell_id)
         self._check_owner()
+        cap = min(max_reply_bytes, MAX_MESSAGE_BYTES)
         with self._lock:
             if self._cell_running:
                 raise RuntimeError(f"a cell of session {self.name!r} is running on this thread (run_async)")
             self._cell_running = True
             try:
-                refusal, _ = self._before_cell()
+                refusal, restart_reason = self._before_cell()
+                self._calls += 1
+                call_id = CALL_ID_BASE + self._calls
+                request = call_request(op, args, call_id)
+                auditor = self._table.auditor
+                pending = auditor.begin("call", request.decode("ascii"), cell_id, op) if auditor else None
                 if refusal is not None:
-                    raise CallError(f"{op}: {refusal.reason}", status=refusal.status, reason=refusal.reason)
+                    error = CallError(f"{op}: {refusal.reason}", status=refusal.status, reason=refusal.reason)
+                    self._audit_call(pending, error, None, timeout, cap, restart_reason, None)
+                    raise error
                 runner = self._runner
                 if runner is None:
                     raise SessionClosedError(f"session {self.name!r} is closed")
-                self._calls += 1
-                call_id = CALL_ID_BASE + self._calls
                 collector = CallCollector()
-                cap = min(max_reply_bytes, MAX_MESSAGE_BYTES)
                 outcome = runner.run_cell(
-                    call_request(op, args, call_id),
+                    request,
                     timeout or 0.0,
                     self.policy.interrupt_grace_s,
                     cap + 4096,  # the reply and the end-of-call report
@@ -1096,10 +1135,51 @@ class Session:
                 )
             finally:
                 self._cell_running = False
-        value = _call_value(op, outcome, collector, timeout, self._end_reason)
+        try:
+            value = _call_value(op, outcome, collector, timeout, self._end_reason)
+        except CallError as e:
+            self._audit_call(pending, e, outcome, timeout, cap, restart_reason, runner.worker_pid)
+            raise
+        self._audit_call(pending, None, outcome, timeout, cap, restart_reason, runner.worker_pid)
         if sizes is not None:
             sizes.append(collector.reply_bytes)
         return value
+
+    # --- the audit trail's hooks (_audit) ----------------------------------------------------
+    def _audit_begin(self, code: str, cell_id: str | None) -> _audit.Pending | None:
+        auditor = self._table.auditor
+        return auditor.begin("cell", code, cell_id) if auditor is not None else None
+
+    def _audit_refusal(self, refusal: Result, code: str, cell_id: str | None, timeout: float | None) -> Result:
+        """A refused cell's record (it never ran), then the refusal."""
+        auditor = self._table.auditor
+        if auditor is not None:
+            pending = auditor.begin("cell", code, cell_id)
+            auditor.end(
+                self, pending, status=refusal.status, reason=refusal.reason, outcome=None, execution_count=None,
+                timeout=timeout, restart_reason=None, worker_pid=None,
+            )  # fmt: skip
+        return refusal
+
+    def _audit_call(
+        self,
+        pending: _audit.Pending | None,
+        error: CallError | None,
+        outcome: _core.CellOutcome | None,
+        timeout: float | None,
+        cap: int,
+        restart_reason: str | None,
+        worker_pid: int | None,
+    ) -> None:
+        _supervisor_log.drain()
+        auditor = self._table.auditor
+        if auditor is None or pending is None:
+            return
+        auditor.end(
+            self, pending, status=error.status if error is not None else "ok",
+            reason=error.reason if error is not None else None, outcome=outcome, execution_count=None,
+            timeout=timeout, restart_reason=restart_reason, worker_pid=worker_pid, reply_cap=cap,
+        )  # fmt: skip
 
     def call(self, function: str, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
         """Calls a function the session's prelude defined, with JSON arguments, and returns
@@ -1235,14 +1315,14 @@ class Session:
         )
         return _fetch.decode(reply, format, accept, max_bytes, sizes[0], as_pandas)
 
-    def _open_cell(self, count: int, on_output: OnOutput | None) -> _OpenCell:
+    def _open_cell(self, count: int, on_output: OnOutput | None, audit: _audit.Pending | None = None) -> _OpenCell:
         """What a cell needs before it is sent: its runner and its output collector. (The
         workdir image's use before it, to tell what the cell itself wrote, is read by the
         core: _cell_args' measure_image.)"""
         runner = self._runner
         if runner is None:  # close() ended it since the caller started it
             raise SessionClosedError(f"session {self.name!r} is closed")
-        return _OpenCell(runner, OutputCollector(on_output, execution_count=count), count)
+        return _OpenCell(runner, OutputCollector(on_output, execution_count=count), count, audit)
 
     def _cell_args(self, cell: _OpenCell, code: str, timeout: float | None, mode: Mode) -> tuple[Any, ...]:
         """The core's arguments for one cell (run_cell and begin_cell take the same)."""
@@ -1288,9 +1368,7 @@ class Session:
             error = {"ename": ename, "evalue": reason or status, "traceback": [f"{ename}: {reason or status}"]}
             collector.add_error(error)
         outputs, stdout, stderr = collector.finish()
-        if collector.callback_error is not None:
-            raise collector.callback_error
-        return make_result(
+        result = make_result(
             {
                 "status": status,
                 "outputs": outputs,
@@ -1309,6 +1387,15 @@ class Session:
                 "restart_reason": restart_reason,
             }
         )
+        _supervisor_log.drain()
+        if cell.audit is not None and self._table.auditor is not None:
+            self._table.auditor.end(
+                self, cell.audit, status=result.status, reason=result.reason, outcome=outcome, execution_count=count,
+                timeout=timeout, restart_reason=restart_reason, worker_pid=runner.worker_pid,
+            )  # fmt: skip
+        if collector.callback_error is not None:
+            raise collector.callback_error
+        return result
 
     def _disk_image_limit(self) -> int | None:
         """disk_bytes when a size-capped image is the workdir, else None."""
@@ -1423,6 +1510,10 @@ class Sandbox:
         host_id_range: tuple[int, int] | None = None,
         warm: bool = True,
         pool_size: int = 0,
+        audit: _audit.AuditHook | None = None,
+        audit_log: str | os.PathLike[str] | None = None,
+        audit_code: bool = False,
+        tracing: object = None,
     ) -> None:
         """`host_id_range` (first, count): the host ids a root backend gives its sessions, one
         each while they live (default: /etc/subuid and /etc/subgid of the user sandbox_exec,
@@ -1434,7 +1525,16 @@ class Sandbox:
         every interpreter fresh (``Session.enforcement["start"]`` says which happened).
 
         `pool_size`: keep up to this many sessions of each shape (prelude and policy) already
-        asked for started and idle, so a new notebook's session starts at once (see _pool)."""
+        asked for started and idle, so a new notebook's session starts at once (see _pool).
+
+        The audit trail (see _audit; docs/api.md, "The audit trail"): one record per cell and
+        per call, a dict (``sandbox_exec.AuditRecord``) given to `audit` (a callable) and
+        appended as one JSON line to `audit_log` (created 0600; no symlink followed). The
+        code is hashed, and kept in clear only with `audit_code=True`. `tracing`: an
+        OpenTelemetry span per cell and call — None: when opentelemetry-api is installed,
+        through its global tracer provider; False: none; True: required; or a
+        TracerProvider to use. A failing sink is logged (``sandbox_exec.audit``), never
+        fails a cell."""
         if not isinstance(warm, bool):
             raise TypeError("warm must be True or False")
         if not isinstance(pool_size, int) or isinstance(pool_size, bool) or pool_size < 0:
@@ -1452,7 +1552,8 @@ class Sandbox:
         self._own_root = root is None
         self.root = Path(tempfile.mkdtemp(prefix="sandbox_exec-")) if root is None else Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self._table = _SessionTable(self.root, id_range, ZygoteTable(self.root) if warm else None)
+        auditor = _audit.Auditor.make(audit, audit_log, audit_code, tracing)
+        self._table = _SessionTable(self.root, id_range, ZygoteTable(self.root) if warm else None, auditor)
         self._stop_watch = threading.Event()
         self._watchdog = threading.Thread(target=self._watch, name="sandbox_exec-disk-watchdog", daemon=True)
         self._watchdog.start()
@@ -1533,6 +1634,7 @@ class Sandbox:
         """Measures idle sessions' workdirs. A round every 0.2 s at most, and never more
         than a tenth of the time (the walks of many or large workdirs stretch the interval)."""
         while not self._stop_watch.wait(self._watch_interval):
+            _supervisor_log.drain()  # what sessions' threads logged between their cells
             spent = 0.0
             for s in self.sessions():
                 try:
@@ -1633,12 +1735,14 @@ class Sandbox:
         timeout: float | None = None,
         on_output: OnOutput | None = None,
         mode: Mode = "ipython",
+        cell_id: str | None = None,
     ) -> Result:
         """A fresh interpreter for one cell; nothing survives it (its workdir included)."""
+        _audit.check_cell_id(cell_id)
         name = f"ephemeral-{uuid.uuid4().hex}"
         s = self.session(name, policy=policy, mode=mode)
         try:
-            return s.run(code, timeout=timeout, on_output=on_output)
+            return s.run(code, timeout=timeout, on_output=on_output, cell_id=cell_id)
         finally:
             s.close(remove_workdir=True)
 
@@ -1661,6 +1765,9 @@ class Sandbox:
             self._table.zygotes.close()
         if self._own_root and os.getpid() == self._owner_pid:
             _remove_tree(self.root)
+        if self._table.auditor is not None:
+            self._table.auditor.close()
+        _supervisor_log.drain()
 
 
 _default: Sandbox | None = None
@@ -1684,10 +1791,16 @@ def run(
     timeout: float | None = None,
     on_output: OnOutput | None = None,
     mode: Mode | None = None,
+    cell_id: str | None = None,
 ) -> Result:
     """The drop-in for ``exec(code, notebook_globals[session])``; see spec/api.md. `mode`:
-    this run's ("exec": exec()'s rules; default: the session's, "ipython" for a new one)."""
+    this run's ("exec": exec()'s rules; default: the session's, "ipython" for a new one).
+    ``cell_id`` names the cell in the audit trail (the default Sandbox has none: tracing only)."""
     box = _default_sandbox()
     if session is None:
-        return box.run_once(code, policy=policy, timeout=timeout, on_output=on_output, mode=mode or "ipython")
-    return box.session(session, policy=policy).run(code, timeout=timeout, on_output=on_output, mode=mode)
+        return box.run_once(
+            code, policy=policy, timeout=timeout, on_output=on_output, mode=mode or "ipython", cell_id=cell_id
+        )
+    return box.session(session, policy=policy).run(
+        code, timeout=timeout, on_output=on_output, mode=mode, cell_id=cell_id
+    )

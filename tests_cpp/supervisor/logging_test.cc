@@ -1,14 +1,17 @@
 // Tests of the supervisor's log (logging.h): one spdlog logger named "sandbox_exec" writing
 // to stderr; set_level() takes trace, debug, info, warn, error and off (and spdlog's other
 // spellings: warning, err, critical); any other word turns logging off, as spdlog's
-// level::from_str does. SANDBOX_EXEC_LOG sets the first level, warn when unset.
+// level::from_str does. SANDBOX_EXEC_LOG sets the first level, warn when unset. With
+// queue_records(true) the records wait in a bounded queue (for Python's logging) instead.
 #include "supervisor/logging.h"
 
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <string>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -122,6 +125,70 @@ TEST_F(Logging, LevelDecidesWhatReachesStderr) {
   log::logger().flush();
   out = ::testing::internal::GetCapturedStderr();
   EXPECT_EQ(out, "");
+}
+
+class QueuedLogging : public Logging {
+ protected:
+  void SetUp() override {
+    log::drain();
+    log::queue_records(true);
+  }
+  void TearDown() override {
+    log::queue_records(false);
+    log::drain();
+    Logging::TearDown();
+  }
+};
+
+TEST_F(QueuedLogging, RecordsWaitInTheQueueNotOnStderr) {
+  log::set_level("info");
+  const double before = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  ::testing::internal::CaptureStderr();
+  log::debug("below the level {}", 0);
+  log::info("queued info {}", 1);
+  log::warn("queued warning {}", 2);
+  log::logger().flush();
+  EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");
+
+  log::Drained d = log::drain();
+  ASSERT_EQ(d.records.size(), 2U);
+  EXPECT_EQ(d.dropped, 0U);
+  EXPECT_EQ(d.records[0].level, spdlog::level::info);
+  EXPECT_EQ(d.records[0].text, "queued info 1");  // the message alone, no pattern
+  EXPECT_EQ(d.records[1].level, spdlog::level::warn);
+  EXPECT_EQ(d.records[1].text, "queued warning 2");
+  EXPECT_GE(d.records[0].time_s, before - 1);
+  EXPECT_LE(d.records[0].time_s, before + 60);
+  EXPECT_NE(d.records[0].thread, 0U);
+  EXPECT_TRUE(log::drain().records.empty());  // taken: a second drain has nothing
+}
+
+TEST_F(QueuedLogging, RecordsFromAnotherThreadKeepItsId) {
+  std::thread t([] { log::warn("from a thread"); });
+  t.join();
+  log::Drained d = log::drain();
+  ASSERT_EQ(d.records.size(), 1U);
+  EXPECT_EQ(d.records[0].text, "from a thread");
+  EXPECT_NE(d.records[0].thread, static_cast<uint64_t>(spdlog::details::os::thread_id()));
+}
+
+TEST_F(QueuedLogging, AFullQueueCountsWhatItDrops) {
+  for (std::size_t i = 0; i < log::kQueueCapacity + 10; ++i) log::warn("record {}", i);
+  log::Drained d = log::drain();
+  EXPECT_EQ(d.records.size(), log::kQueueCapacity);
+  EXPECT_EQ(d.dropped, 10U);
+  EXPECT_EQ(d.records.back().text, "record " + std::to_string(log::kQueueCapacity - 1));  // the oldest kept
+  d = log::drain();
+  EXPECT_EQ(d.dropped, 0U);  // the count is taken with the records
+}
+
+TEST_F(QueuedLogging, BackToStderrWhenTurnedOff) {
+  log::queue_records(false);
+  ::testing::internal::CaptureStderr();
+  log::warn("on stderr again");
+  log::logger().flush();
+  EXPECT_TRUE(contains(::testing::internal::GetCapturedStderr(), "on stderr again"));
+  EXPECT_TRUE(log::drain().records.empty());
 }
 
 }  // namespace
