@@ -682,7 +682,7 @@ def test_the_core_reads_the_image_use_around_each_cell(tmp_path):
         assert s.run("import os").status == "ok"
         before = _workdir_image.usage(s.workdir)[0]
         cell = s._open_cell(100, None)
-        args = s._cell_args(cell, "open('blob', 'wb').write(os.urandom(4 << 20)); os.sync()", None)
+        args = s._cell_args(cell, "open('blob', 'wb').write(os.urandom(4 << 20)); os.sync()", None, "ipython")
         assert args[-1] is True  # measure_image: the workdir is the image
         outcome = cell.runner.run_cell(*args)
         assert outcome.end == "done"
@@ -695,5 +695,5 @@ def test_the_core_reads_the_image_use_around_each_cell(tmp_path):
         assert r.status == "ok"
         # without measure_image the core reads nothing
         cell = s._open_cell(200, None)
-        outcome = cell.runner.run_cell(*s._cell_args(cell, "1", None)[:-1])
+        outcome = cell.runner.run_cell(*s._cell_args(cell, "1", None, "ipython")[:-1])
         assert outcome.image_used_before is None and outcome.image_used is None and outcome.image_avail is None

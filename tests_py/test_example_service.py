@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import json
 import socket
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,9 +29,9 @@ from examples.notebook_service.service import create_app  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     root = tmp_path_factory.mktemp("service")
-    app = create_app(root=str(root), pool_size=1)
+    app = create_app(root=str(root / "sessions"), pool_size=1, audit_log=str(root / "audit.jsonl"))
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     config = uvicorn.Config(app, log_level="warning", lifespan="on")
@@ -40,7 +43,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             break
         threading.Event().wait(0.02)
     assert server.started, "the service did not start"
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}", root / "audit.jsonl"
     server.should_exit = True
     thread.join(30)
     assert not thread.is_alive()
@@ -66,9 +69,11 @@ async def _run_notebook(client: Any, notebook: str, n: int) -> list[dict[str, An
     return out
 
 
-def test_notebooks_run_in_parallel_over_http(service: str) -> None:
+def test_notebooks_run_in_parallel_over_http(service: tuple[str, Path]) -> None:
+    url, audit_log = service
+
     async def main() -> list[list[dict[str, Any]]]:
-        async with httpx.AsyncClient(base_url=service, timeout=120) as client:
+        async with httpx.AsyncClient(base_url=url, timeout=120) as client:
             return await asyncio.gather(*(_run_notebook(client, f"nb-{n}", n) for n in range(4)))
 
     for n, (hello, table, plot, error, value) in enumerate(asyncio.run(main())):
@@ -78,10 +83,20 @@ def test_notebooks_run_in_parallel_over_http(service: str) -> None:
         assert error["status"] == "error"
         assert error["error"]["type"] == "ZeroDivisionError" and error["error"]["traceback"]
         assert value["result"] == str(n * 10) and value["execution_time"] > 0
+    # Every cell has its audit record, under the caller's cell id, the code hashed.
+    records = [json.loads(line) for line in audit_log.read_text().splitlines()]
+    cells = {(r["session"], r["cell_id"]): r for r in records if r["kind"] == "cell"}
+    for n in range(4):
+        assert cells[(f"nb-{n}", "c3")]["status"] == "error"
+        assert (
+            cells[(f"nb-{n}", "c0")]["code_sha256"]
+            == hashlib.sha256(f"x = {n}\nprint('hello from', x)".encode()).hexdigest()
+        )
 
 
-def test_variables_and_values(service: str) -> None:
-    with httpx.Client(base_url=service, timeout=120) as client:
+def test_variables_and_values(service: tuple[str, Path]) -> None:
+    url = service[0]
+    with httpx.Client(base_url=url, timeout=120) as client:
         assert (
             execute(
                 client, "vars", "c0", "df = pd.DataFrame({'a': [1, 2], 'b': ['u', 'v']})\narr = np.arange(3)\nn = 5"
@@ -106,8 +121,9 @@ def test_variables_and_values(service: str) -> None:
         assert "df" not in {v["name"] for v in client.get("/notebooks/other/variables").json()}
 
 
-def test_reset_and_bad_ids(service: str) -> None:
-    with httpx.Client(base_url=service, timeout=120) as client:
+def test_reset_and_bad_ids(service: tuple[str, Path]) -> None:
+    url = service[0]
+    with httpx.Client(base_url=url, timeout=120) as client:
         execute(client, "r", "c0", "y = 1")
         assert client.post("/notebooks/r/reset").status_code == 200
         after = execute(client, "r", "c1", "y").json()

@@ -96,10 +96,22 @@ def cell_response(result: sandbox_exec.Result) -> dict[str, Any]:
     }
 
 
-def create_app(root: str | None = None, policy: sandbox_exec.Policy | None = None, pool_size: int = 2) -> FastAPI:
+def create_app(
+    root: str | None = None,
+    policy: sandbox_exec.Policy | None = None,
+    pool_size: int = 2,
+    audit_log: str | None = None,
+) -> FastAPI:
     """The service, with one Sandbox (its sessions are the notebooks) under `root`
-    (SANDBOX_ROOT, else a directory sandbox_exec chooses)."""
-    box = sandbox_exec.Sandbox(policy=policy, root=root or os.environ.get("SANDBOX_ROOT"), pool_size=pool_size)
+    (SANDBOX_ROOT, else a directory sandbox_exec chooses). `audit_log` (SANDBOX_AUDIT_LOG):
+    one JSON line per cell and per call (the cell's id, the code's sha256, its duration, CPU,
+    memory, status and the limits in force)."""
+    box = sandbox_exec.Sandbox(
+        policy=policy,
+        root=root or os.environ.get("SANDBOX_ROOT"),
+        pool_size=pool_size,
+        audit_log=audit_log or os.environ.get("SANDBOX_AUDIT_LOG"),
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -117,7 +129,7 @@ def create_app(root: str | None = None, policy: sandbox_exec.Policy | None = Non
     @app.post("/execute")
     async def execute_code(request: ExecuteRequest) -> dict[str, Any]:
         session = await notebook(request.notebook_id)
-        result = await session.run_async(request.code)
+        result = await session.run_async(request.code, cell_id=request.cell_id)
         return {"cell_id": request.cell_id, **cell_response(result)}
 
     @app.get("/notebooks/{notebook_id}/variables")
