@@ -25,7 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from . import _core, _host_ids, _safe_fs
+from . import _checkpoint, _core, _host_ids, _safe_fs
 from ._calls import CALL_ID_BASE, CallCollector, call_request
 from ._calls import call_value as _call_value
 from ._json import cell_request
@@ -34,7 +34,7 @@ from ._pool import SLOT_PREFIX, SessionPool
 from ._workdir_image import ImageUnavailable, WorkdirImage, full_threshold
 from ._workdir_image import usage as image_usage
 from ._zygotes import ZygoteTable, ZygoteUnavailable
-from .errors import CallError, PolicyError, PreludeError, SandboxError, SessionClosedError
+from .errors import CallError, CheckpointError, PolicyError, PreludeError, SandboxError, SessionClosedError
 from .policy import Policy
 from .result import ErrorInfo, Result, Status
 
@@ -413,6 +413,11 @@ class Session:
         # where its files move when it closes.
         self._name_lock: _WorkdirLock | None = None
         self._home: Path | None = None
+        # The reports of the latest checkpoint and restore (on demand or automatic, see
+        # Policy.checkpoint and restore_on_start); an automatic one that failed leaves
+        # {"error", "kind", "status"} instead.
+        self.last_checkpoint: dict[str, Any] | None = None
+        self.last_restore: dict[str, Any] | None = None
 
     def _adopt(self, name: str, lock: _WorkdirLock, home: Path) -> None:
         """Serves `name` from now on (a pooled session, started in a slot directory)."""
@@ -478,7 +483,7 @@ class Session:
         await asyncio.to_thread(self.close)
 
     # --- lifecycle -----------------------------------------------------------------------
-    def _start(self) -> None:
+    def _start(self, *, restore: bool = True) -> None:
         problems = self.policy.unenforceable()
         cg = cgroup_support()
         if self.policy.cpus is not None and not cg.get("cpu_limit"):
@@ -531,6 +536,8 @@ class Session:
                     raise PreludeError(
                         f"the prelude of session {self.name!r} ended with status {result.status!r}:\n{detail}"
                     )
+            if restore and self.policy.restore_on_start:
+                self._auto_restore()
         except BaseException:
             if mounted_here:  # the Session is not handed out: nothing keeps the mount
                 self._release_disk()
@@ -894,7 +901,9 @@ class Session:
                     return refusal
                 self._count += 1
                 effective = timeout if timeout is not None else self.policy.timeout_s
-                return self._execute(code, self._count, effective, on_output, restart_reason)
+                result = self._execute(code, self._count, effective, on_output, restart_reason)
+                self._checkpoint_after(result)
+                return result
             finally:
                 self._cell_running = False
 
@@ -949,7 +958,7 @@ class Session:
                 self._release_cell()
         task.add_done_callback(lambda _: self._release_cell())
         try:
-            return await asyncio.shield(task)
+            result = await asyncio.shield(task)
         except asyncio.CancelledError:
             # The task runs on to the cell's end, then frees the session: an interrupt now,
             # and the interpreter killed if the cell ignores it for the grace period.
@@ -958,6 +967,9 @@ class Session:
             why = f"the cell was cancelled and ignored the interrupt for {grace:g} s; the session was killed"
             asyncio.get_running_loop().call_later(grace, lambda: None if task.done() else self._kill_running(why))
             raise
+        if self.policy.checkpoint == "after_cell":
+            await asyncio.to_thread(self._checkpoint_after_async, result)
+        return result
 
     async def _acquire_cell_async(self) -> None:
         """The session's lock for a cell, taken on the loop's thread without blocking it."""
@@ -1043,29 +1055,34 @@ class Session:
                 refusal, _ = self._before_cell()
                 if refusal is not None:
                     raise CallError(f"{op}: {refusal.reason}", status=refusal.status, reason=refusal.reason)
-                runner = self._runner
-                if runner is None:
-                    raise SessionClosedError(f"session {self.name!r} is closed")
-                self._calls += 1
-                call_id = CALL_ID_BASE + self._calls
-                collector = CallCollector()
-                cap = min(max_reply_bytes, MAX_MESSAGE_BYTES)
-                outcome = runner.run_cell(
-                    call_request(op, args, call_id),
-                    timeout or 0.0,
-                    self.policy.interrupt_grace_s,
-                    cap + 4096,  # the reply and the end-of-call report
-                    cap,
-                    collector.feed,
-                    _core.StreamText(),
-                    _core.StreamText(),
-                    False,
-                    str(self._workdir),
-                    self._disk_watch_limit() or 0,
-                    call_id,
-                )
+                return self._call_started(op, args, timeout=timeout, max_reply_bytes=max_reply_bytes)
             finally:
                 self._cell_running = False
+
+    def _call_started(self, op: str, args: dict[str, Any], *, timeout: float | None, max_reply_bytes: int) -> Any:
+        """_call()'s work, for a caller that holds the lock with the interpreter started (a
+        start's automatic restore, a cell's automatic checkpoint)."""
+        runner = self._runner
+        if runner is None:
+            raise SessionClosedError(f"session {self.name!r} is closed")
+        self._calls += 1
+        call_id = CALL_ID_BASE + self._calls
+        collector = CallCollector()
+        cap = min(max_reply_bytes, MAX_MESSAGE_BYTES)
+        outcome = runner.run_cell(
+            call_request(op, args, call_id),
+            timeout or 0.0,
+            self.policy.interrupt_grace_s,
+            cap + 4096,  # the reply and the end-of-call report
+            cap,
+            collector.feed,
+            _core.StreamText(),
+            _core.StreamText(),
+            False,
+            str(self._workdir),
+            self._disk_watch_limit() or 0,
+            call_id,
+        )
         return _call_value(op, outcome, collector, timeout, self._end_reason)
 
     def call(self, function: str, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
@@ -1084,6 +1101,134 @@ class Session:
             timeout=timeout if timeout is not None else self.policy.timeout_s,
             max_reply_bytes=self.policy.max_output_bytes,
         )
+
+    def checkpoint(self, *, timeout: float | None = None) -> dict[str, Any]:
+        """Saves the picklable part of the namespace inside the sandbox, to
+        ``<workdir>/.sandbox_exec/state/checkpoint`` (atomically: the previous checkpoint
+        stays until the new one is whole; sha256 of the payload; format version). Returns the
+        report: ``saved`` (names), ``skipped`` (``{"name", "type", "kind", "reason"}``; kinds
+        ``prelude``, ``module``, ``cell_defined``, ``unpicklable``, ``name``), ``bytes``,
+        ``sha256``, ``format``, ``python``, ``path``, ``created``, ``duration_s``. Takes no
+        execution count. Raises CheckpointError (``kind``) when it cannot be saved; the
+        namespace and the previous checkpoint are then untouched."""
+        try:
+            value = self._call(
+                "checkpoint",
+                self._checkpoint_args(),
+                timeout=timeout if timeout is not None else self.policy.timeout_s,
+                max_reply_bytes=_checkpoint.REPLY_LIMIT,
+            )
+        except CheckpointError:
+            raise
+        except CallError as e:
+            raise _checkpoint.as_checkpoint_error("checkpoint", e) from None
+        finally:
+            self._checkpoint_written()
+        self.last_checkpoint = report = _checkpoint.checkpoint_report(value)
+        return report
+
+    def _checkpoint_args(self) -> dict[str, Any]:
+        """Where the watchdog enforces disk_bytes, a checkpoint stops at the room left (else
+        it could write past the cap between two of the watchdog's looks, and replace the last
+        good checkpoint with one that leaves the workdir over it)."""
+        room = None
+        limit = self._disk_watch_limit()
+        if limit is not None:
+            used = _core.disk_usage(str(self._workdir))
+            room = max(0, limit - used) if used is not None else 0
+        return _checkpoint.checkpoint_args(self._workdir, room)
+
+    def _checkpoint_written(self) -> None:
+        """The workdir image's use after a checkpoint: the checkpoint's growth is the
+        session's own doing, not leftovers' (the disk watchdog compares with this)."""
+        if self._disk_mode == "image":
+            self._disk_used = image_usage(self._workdir)[0]
+
+    def restore(self, *, timeout: float | None = None) -> dict[str, Any]:
+        """Loads the session's last checkpoint inside the sandbox (also one a previous
+        interpreter, or a previous backend on the same root, saved): checked (format, Python
+        version, sha256) and unpickled whole into a new dict before the namespace is updated
+        with it (names not in the checkpoint are kept). Returns ``{"found": True, "restored":
+        [names], "bytes", "sha256", "format", "python", "path", "created", "duration_s"}``.
+        Raises CheckpointError (``kind``: missing, corrupt, foreign, unsafe, load, or how the
+        call ended) and leaves the namespace untouched when it cannot be loaded."""
+        try:
+            value = self._call(
+                "restore",
+                _checkpoint.restore_args(self._workdir, missing_ok=False, set_aside=False),
+                timeout=timeout if timeout is not None else self.policy.timeout_s,
+                max_reply_bytes=_checkpoint.REPLY_LIMIT,
+            )
+        except CheckpointError:
+            raise
+        except CallError as e:
+            raise _checkpoint.as_checkpoint_error("restore", e) from None
+        self.last_restore = report = _checkpoint.restore_report(value)
+        return report
+
+    def _checkpoint_after(self, result: Result) -> None:
+        """Policy.checkpoint == "after_cell": a checkpoint after a cell that left its
+        interpreter alive (the caller holds the lock). Its failure is recorded and logged,
+        never the cell's."""
+        if self.policy.checkpoint != "after_cell" or result.status not in ("ok", "error", "interrupted", "timeout"):
+            return
+        if not self.alive:
+            return
+        try:
+            value = self._call_started(
+                "checkpoint",
+                self._checkpoint_args(),
+                timeout=self.policy.timeout_s,
+                max_reply_bytes=_checkpoint.REPLY_LIMIT,
+            )
+            self._checkpoint_written()
+            self.last_checkpoint = _checkpoint.checkpoint_report(value)
+        except CallError as e:
+            failure = e if isinstance(e, CheckpointError) else _checkpoint.as_checkpoint_error("checkpoint", e)
+            self.last_checkpoint = _checkpoint.failure_record(failure)
+            _checkpoint.logger.warning(
+                "session %r: the checkpoint after cell %s failed: %s", self.name, result.execution_count, failure
+            )
+
+    def _checkpoint_after_async(self, result: Result) -> None:
+        """_checkpoint_after() for run_async(), on a short-lived thread once the cell has
+        freed the session (a cell started since has its own checkpoint)."""
+        with self._lock:
+            if self._cell_running or self._closed:
+                return
+            self._cell_running = True
+            try:
+                self._checkpoint_after(result)
+            finally:
+                self._cell_running = False
+
+    def _auto_restore(self) -> None:
+        """Policy.restore_on_start: loads the last checkpoint, if any, into the interpreter
+        just started (the caller holds the lock). One that fails to load is set aside
+        (checkpoint.rejected) and the session starts empty; one whose loading ended the
+        interpreter (a pickle that exits, or is too large for the memory limit or the
+        deadline) is set aside by a fresh interpreter, which the session then keeps."""
+        args = _checkpoint.restore_args(self._workdir, missing_ok=True, set_aside=True)
+        try:
+            value = self._call_started(
+                "restore", args, timeout=self.policy.timeout_s, max_reply_bytes=_checkpoint.REPLY_LIMIT
+            )
+            self.last_restore = _checkpoint.restore_report(value)
+            return
+        except CallError as e:
+            failure = e if isinstance(e, CheckpointError) else _checkpoint.as_checkpoint_error("restore", e)
+        self.last_restore = _checkpoint.failure_record(failure)
+        _checkpoint.logger.warning("session %r: the restore at start failed, it starts empty: %s", self.name, failure)
+        if self.alive:
+            return
+        self._end_reason = None
+        self._stop()
+        self._start(restore=False)
+        aside = _checkpoint.restore_args(self._workdir, missing_ok=True, set_aside=True, load=False)
+        try:
+            self._call_started("restore", aside, timeout=self.policy.timeout_s, max_reply_bytes=_checkpoint.REPLY_LIMIT)
+        except CallError as e:
+            _checkpoint.logger.warning("session %r: the failed checkpoint could not be set aside: %s", self.name, e)
 
     def _open_cell(self, count: int, on_output: OnOutput | None) -> _OpenCell:
         """What a cell needs before it is sent: its runner, its output collector, and the

@@ -56,7 +56,11 @@ def _lazy(module: str, function: str) -> Op:
 
 
 # Each op's implementation lives in the module of its mechanism.
-OPS: dict[str, Op] = {"call": _call_prelude_function}
+OPS: dict[str, Op] = {
+    "call": _call_prelude_function,
+    "checkpoint": _lazy("checkpoint", "op_checkpoint"),
+    "restore": _lazy("checkpoint", "op_restore"),
+}
 
 
 def handle(worker: Worker, request: dict[str, Any]) -> None:
