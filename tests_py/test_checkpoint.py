@@ -95,6 +95,7 @@ GOOD = {
     "format": 1,
     "python": "3.11",
     "created": 1.0,
+    "unchanged": False,
     "duration_s": 0.1,
     "extra": "dropped",
 }
@@ -121,6 +122,7 @@ def test_a_report_keeps_only_its_checked_fields() -> None:
         {"created": float("inf")},
         {"duration_s": "1"},
         {"python": None},
+        {"unchanged": 0},
     ],
 )
 def test_a_malformed_report_is_a_violation(change: dict) -> None:
@@ -210,6 +212,17 @@ def test_prelude_names_are_skipped_unless_rebound(sandbox: sandbox_exec.Sandbox,
         assert value(s, "LIMIT, alias is tool") == "(20, True)"
     finally:
         s.close()
+
+
+@pytest.mark.b
+def test_an_unchanged_namespace_is_not_written_again(session: sandbox_exec.Session) -> None:
+    session.run("a = [1, 2]\nb = {'k': a}")
+    first = session.checkpoint()
+    again = session.checkpoint()
+    assert not first["unchanged"] and again["unchanged"]
+    assert (again["sha256"], again["created"]) == (first["sha256"], first["created"])
+    session.run("a.append(3)")
+    assert not session.checkpoint()["unchanged"]
 
 
 @pytest.mark.b
@@ -347,6 +360,18 @@ def test_a_damaged_checkpoint_is_refused_and_the_namespace_kept(
         session.restore()
     assert e.value.kind == kind, e.value
     assert value(session, "x") == "'changed since'"
+
+
+@pytest.mark.c
+def test_a_damaged_payload_under_its_old_manifest_is_written_again(session: sandbox_exec.Session) -> None:
+    # The manifest still names the namespace's checksum, the payload does not match it: the
+    # next checkpoint of the same namespace is not taken as unchanged.
+    good = _saved(session)
+    session.run(PARTS + "payload, m = parts()\nwrite(payload[:-1] + bytes([payload[-1] ^ 1]), m)\ndel payload, m")
+    assert session.run("del P, TAIL, HEAD, parts, write, json, os").status == "ok"
+    again = session.checkpoint()
+    assert again["sha256"] == good["sha256"] and not again["unchanged"]
+    assert session.restore()["restored"] == ["x"]
 
 
 @pytest.mark.c

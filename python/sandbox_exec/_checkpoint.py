@@ -43,11 +43,12 @@ _KINDS = {
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-def checkpoint_args(workdir: Path, max_bytes: int | None) -> dict[str, Any]:
+def checkpoint_args(workdir: Path, max_bytes: int | None, durable: bool) -> dict[str, Any]:
     """The workdir's path (not the worker's current directory: a cell may have changed it);
     `max_bytes`: the room left under disk_bytes where the supervisor's watchdog enforces it
-    (a write that fails with ENOSPC does that where the workdir is an image)."""
-    return {"workdir": str(workdir), "max_bytes": max_bytes}
+    (a write that fails with ENOSPC does that where the workdir is an image); `durable`: the
+    directory is fsync'd after the rename too."""
+    return {"workdir": str(workdir), "max_bytes": max_bytes, "durable": durable}
 
 
 def restore_args(workdir: Path, *, missing_ok: bool, set_aside: bool, load: bool = True) -> dict[str, Any]:
@@ -98,6 +99,13 @@ def _seconds(op: str, report: dict[str, Any], key: str, *, optional: bool = Fals
     return float(value)
 
 
+def _bool(op: str, report: dict[str, Any], key: str) -> bool:
+    value = report.get(key)
+    if not isinstance(value, bool):
+        raise _violation(op, f"has no valid {key!r}")
+    return value
+
+
 def _str(op: str, report: dict[str, Any], key: str) -> str:
     value = report.get(key)
     if not isinstance(value, str):
@@ -143,6 +151,7 @@ def checkpoint_report(value: Any) -> dict[str, Any]:
         "skipped": skipped,
         **_common(op, report),
         "created": _seconds(op, report, "created"),
+        "unchanged": _bool(op, report, "unchanged"),
         "duration_s": _seconds(op, report, "duration_s"),
     }
 

@@ -1102,7 +1102,7 @@ class Session:
             max_reply_bytes=self.policy.max_output_bytes,
         )
 
-    def checkpoint(self, *, timeout: float | None = None) -> dict[str, Any]:
+    def checkpoint(self, *, timeout: float | None = None, durable: bool = True) -> dict[str, Any]:
         """Saves the picklable part of the namespace inside the sandbox, to
         ``<workdir>/.sandbox_exec/state/checkpoint`` (atomically: the previous checkpoint
         stays until the new one is whole; sha256 of the payload; format version). Returns the
@@ -1110,11 +1110,14 @@ class Session:
         ``prelude``, ``module``, ``cell_defined``, ``unpicklable``, ``name``), ``bytes``,
         ``sha256``, ``format``, ``python``, ``path``, ``created``, ``duration_s``. Takes no
         execution count. Raises CheckpointError (``kind``) when it cannot be saved; the
-        namespace and the previous checkpoint are then untouched."""
+        namespace and the previous checkpoint are then untouched. ``durable``: the state
+        directory is fsync'd after the rename, so the new checkpoint survives a power cut once
+        this returns (the file itself always is, before the rename: a power cut brings back
+        the previous checkpoint or the new one, whole)."""
         try:
             value = self._call(
                 "checkpoint",
-                self._checkpoint_args(),
+                self._checkpoint_args(durable),
                 timeout=timeout if timeout is not None else self.policy.timeout_s,
                 max_reply_bytes=_checkpoint.REPLY_LIMIT,
             )
@@ -1127,7 +1130,7 @@ class Session:
         self.last_checkpoint = report = _checkpoint.checkpoint_report(value)
         return report
 
-    def _checkpoint_args(self) -> dict[str, Any]:
+    def _checkpoint_args(self, durable: bool) -> dict[str, Any]:
         """Where the watchdog enforces disk_bytes, a checkpoint stops at the room left (else
         it could write past the cap between two of the watchdog's looks, and replace the last
         good checkpoint with one that leaves the workdir over it)."""
@@ -1136,7 +1139,7 @@ class Session:
         if limit is not None:
             used = _core.disk_usage(str(self._workdir))
             room = max(0, limit - used) if used is not None else 0
-        return _checkpoint.checkpoint_args(self._workdir, room)
+        return _checkpoint.checkpoint_args(self._workdir, room, durable)
 
     def _checkpoint_written(self) -> None:
         """The workdir image's use after a checkpoint: the checkpoint's growth is the
@@ -1177,7 +1180,7 @@ class Session:
         try:
             value = self._call_started(
                 "checkpoint",
-                self._checkpoint_args(),
+                self._checkpoint_args(durable=False),
                 timeout=self.policy.timeout_s,
                 max_reply_bytes=_checkpoint.REPLY_LIMIT,
             )

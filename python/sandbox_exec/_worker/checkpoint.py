@@ -306,7 +306,12 @@ def _dump(
 
 
 def _write(
-    dir_fd: int, worker: Worker, candidates: dict[str, Any], skipped: list[dict[str, str]], max_bytes: int | None
+    dir_fd: int,
+    worker: Worker,
+    candidates: dict[str, Any],
+    skipped: list[dict[str, str]],
+    max_bytes: int | None,
+    durable: bool,
 ) -> dict[str, Any]:
     """Writes the checkpoint file (temporary, then renamed over the last one)."""
     tmp = f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(8)}"
@@ -327,9 +332,11 @@ def _write(
             "count": len(saved),
             "created": time.time(),
         }
-        encoded = json.dumps(manifest, separators=(",", ":")).encode("ascii")
-        writer.raw(encoded + len(encoded).to_bytes(_LENGTH_BYTES, "big") + TAIL)
-        os.fsync(fd)
+        current = _unchanged(dir_fd, manifest)
+        if current is None:
+            encoded = json.dumps(manifest, separators=(",", ":")).encode("ascii")
+            writer.raw(encoded + len(encoded).to_bytes(_LENGTH_BYTES, "big") + TAIL)
+            os.fsync(fd)
     except BaseException as e:
         os.close(fd)
         try:
@@ -343,21 +350,55 @@ def _write(
             ) from None
         raise
     os.close(fd)
+    if current is not None:
+        # The namespace pickles to what the checkpoint already holds (a cell that changed no
+        # variable): no second copy, no fsync.
+        os.unlink(tmp, dir_fd=dir_fd)
+        if durable:
+            os.fsync(dir_fd)
+        return {"saved": saved, **current, "unchanged": True}
     os.rename(tmp, CHECKPOINT, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    os.fsync(dir_fd)  # the rename itself survives a power cut
-    return {"saved": saved, "bytes": writer.pos, **manifest}
+    if durable:
+        # The rename itself survives a power cut. Without it (the automatic checkpoint after
+        # each cell: this fsync is a few ms) a power cut may bring back the previous
+        # checkpoint, whole: the file's own fsync above keeps either one intact.
+        os.fsync(dir_fd)
+    return {"saved": saved, "bytes": writer.pos, **manifest, "unchanged": False}
+
+
+def _unchanged(dir_fd: int, manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """The current checkpoint's manifest and size when it holds exactly this payload (its
+    manifest says so, and its payload hashes to it), else None."""
+    try:
+        fd = _open_checkpoint(dir_fd)
+    except (CheckpointMissing, CheckpointUnsafe, OSError):
+        return None
+    try:
+        current, payload = _manifest(fd)
+        if current["sha256"] != manifest["sha256"] or payload != manifest["payload_bytes"]:
+            return None
+        _verify(fd, payload, manifest["sha256"])
+        return {**current, "bytes": os.fstat(fd).st_size}
+    except (CheckpointCorrupt, CheckpointForeign, OSError):
+        return None
+    finally:
+        os.close(fd)
 
 
 def op_checkpoint(worker: Worker, args: dict[str, Any]) -> dict[str, Any]:
-    workdir, max_bytes = args.get("workdir"), args.get("max_bytes")
-    if not isinstance(workdir, str) or not (max_bytes is None or isinstance(max_bytes, int)):
+    workdir, max_bytes, durable = args.get("workdir"), args.get("max_bytes"), args.get("durable", True)
+    if (
+        not isinstance(workdir, str)
+        or not (max_bytes is None or isinstance(max_bytes, int))
+        or not isinstance(durable, bool)
+    ):
         raise TypeError("checkpoint: bad request")
     t0 = time.monotonic()
     candidates, skipped = _select(worker.executor.namespace, worker.executor.prelude_namespace)
     dir_fd = _open_state_dir(workdir, create=True)
     try:
         _remove_stale_temps(dir_fd)
-        written = _write(dir_fd, worker, candidates, skipped, max_bytes)
+        written = _write(dir_fd, worker, candidates, skipped, max_bytes, durable)
     finally:
         os.close(dir_fd)
     return {
@@ -369,6 +410,7 @@ def op_checkpoint(worker: Worker, args: dict[str, Any]) -> dict[str, Any]:
         "format": FORMAT,
         "python": written["python"],
         "created": written["created"],
+        "unchanged": written["unchanged"],
         "duration_s": time.monotonic() - t0,
     }
 
