@@ -10,7 +10,7 @@ See the API contract (docs/api.md in the project) and docs/ for the architecture
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__ as __version__
-from .errors import CallError, PolicyError, PreludeError, SandboxError, SessionClosedError
+from .errors import CallError, CheckpointError, PolicyError, PreludeError, SandboxError, SessionClosedError
 from .policy import Policy
 from .result import (
     STATUSES,
@@ -55,6 +55,7 @@ __all__ = [
     "AuditLimit",
     "AuditRecord",
     "CallError",
+    "CheckpointError",
     "ClearOutputEvent",
     "DisplayDataOutput",
     "DisplayUpdate",

@@ -120,6 +120,11 @@ def call_value(op: str, outcome: Any, collector: CallCollector, timeout: float |
     except MalformedMessage as e:
         raise CallError(f"{op}: protocol violation: {e}", status="violation", reason=str(e)) from None
     error = done["error"]
+    if outcome.disk_hit:
+        # The supervisor's watchdog saw the workdir past disk_bytes during the call and
+        # interrupted it (where the workdir is an image, writes fail with ENOSPC instead).
+        reason = "the call grew the workdir past its disk_bytes limit and was interrupted"
+        raise CallError(f"{op}: {reason}", status="disk", reason=reason)
     if outcome.deadline_hit:
         reason = f"the call ran past its {timeout or 0:g} s deadline and was interrupted"
         raise CallError(f"{op}: {reason}", status="timeout", reason=reason)

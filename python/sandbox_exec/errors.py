@@ -8,6 +8,8 @@ raised it.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ._core import SandboxError
 
 
@@ -47,4 +49,20 @@ class CallError(SandboxError):
         self.reason = reason
 
 
-__all__ = ["CallError", "PolicyError", "PreludeError", "SandboxError", "SessionClosedError"]
+class CheckpointError(CallError):
+    """``Session.checkpoint()`` or ``restore()`` failed; the namespace is as it was, and so is
+    the last good checkpoint. ``kind`` says why: "missing" (none saved), "corrupt" (not a
+    checkpoint, truncated, or its checksum does not match), "foreign" (another format
+    version, or another Python version's pickle), "unsafe" (a link, FIFO or other non-file
+    where the state directory or the checkpoint should be), "no_space" (it does not fit in
+    the workdir's ``disk_bytes`` or ``max_file_bytes``), "load" (intact, but unpickling it
+    raised, e.g. a class or module no longer there), "disk" (the call grew the workdir past
+    ``disk_bytes``), or the call's ``status`` ("timeout", "crashed", "memory", ...), else
+    "error" (the pickling code raised something else)."""
+
+    def __init__(self, message: str, *, kind: str, **fields: Any) -> None:
+        super().__init__(message, **fields)
+        self.kind = kind
+
+
+__all__ = ["CallError", "CheckpointError", "PolicyError", "PreludeError", "SandboxError", "SessionClosedError"]

@@ -107,6 +107,18 @@ class Policy:
     interrupt_grace_s: float = 2.0
     #: Seconds the interpreter may take to start and report ready (prelude excluded).
     start_timeout_s: float = 30.0
+    #: Checkpoints of the namespace (``Session.checkpoint()``; saved and loaded inside the
+    #: sandbox, into ``<workdir>/.sandbox_exec/state``, counted against ``disk_bytes``):
+    #: ``"off"`` (default: only when asked) or ``"after_cell"``: one after every cell that
+    #: leaves the interpreter alive (status ok, error, interrupted or timeout), within the
+    #: cell's lock, its report in ``Session.last_checkpoint``; a failure there is logged
+    #: and recorded, never the cell's.
+    checkpoint: str = "off"
+    #: ``True``: every start of the session's interpreter (the first, a restart, the restart
+    #: after a crash; also in a new Sandbox on the same root) loads the last checkpoint, if
+    #: there is one (``Session.last_restore`` says what happened; a checkpoint that fails to
+    #: load is renamed ``checkpoint.rejected`` and the session starts empty).
+    restore_on_start: bool = False
     #: Extra environment variables for the worker. Nothing of the backend's environment
     #: reaches the sandbox except what is named here. Kept as a read-only copy.
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
@@ -153,7 +165,9 @@ class Policy:
             raise PolicyError("Policy.max_processes must be at least 8: the interpreter uses a few threads")
         if self.memory_bytes is not None and self.memory_bytes < 64 * MiB:
             raise PolicyError("Policy.memory_bytes must be at least 64 MiB: the interpreter needs that to start")
-        for name in ("network", "namespaces", "seccomp", "landlock"):
+        if self.checkpoint not in ("off", "after_cell"):
+            raise PolicyError(f"Policy.checkpoint must be 'off' or 'after_cell', got {self.checkpoint!r}")
+        for name in ("network", "namespaces", "seccomp", "landlock", "restore_on_start"):
             if not isinstance(getattr(self, name), bool):
                 raise PolicyError(f"Policy.{name} must be True or False, got {getattr(self, name)!r}")
         for name in ("host_uid", "host_gid"):

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, NamedTuple
 
-from . import _audit, _core, _fetch, _host_ids, _safe_fs, _supervisor_log, _variables
+from . import _audit, _checkpoint, _core, _fetch, _host_ids, _safe_fs, _supervisor_log, _variables
 from ._calls import CALL_ID_BASE, CallCollector, call_request
 from ._calls import call_value as _call_value
 from ._json import cell_request
@@ -35,7 +35,7 @@ from ._reset import reset_args, reset_report
 from ._workdir_image import ImageUnavailable, WorkdirImage, full_threshold
 from ._workdir_image import usage as image_usage
 from ._zygotes import ZygoteTable, ZygoteUnavailable
-from .errors import CallError, PolicyError, PreludeError, SandboxError, SessionClosedError
+from .errors import CallError, CheckpointError, PolicyError, PreludeError, SandboxError, SessionClosedError
 from .policy import Policy
 from .result import ErrorInfo, Result, Status, make_result
 
@@ -432,6 +432,11 @@ class Session:
         # where its files move when it closes.
         self._name_lock: _WorkdirLock | None = None
         self._home: Path | None = None
+        # The reports of the latest checkpoint and restore (on demand or automatic, see
+        # Policy.checkpoint and restore_on_start); an automatic one that failed leaves
+        # {"error", "kind", "status"} instead.
+        self.last_checkpoint: dict[str, Any] | None = None
+        self.last_restore: dict[str, Any] | None = None
 
     def _adopt(self, name: str, lock: _WorkdirLock, home: Path) -> None:
         """Serves `name` from now on (a pooled session, started in a slot directory)."""
@@ -497,7 +502,7 @@ class Session:
         await asyncio.to_thread(self.close)
 
     # --- lifecycle -----------------------------------------------------------------------
-    def _start(self) -> None:
+    def _start(self, *, restore: bool = True) -> None:
         problems = self.policy.unenforceable()
         cg = cgroup_support()
         if self.policy.cpus is not None and not cg.get("cpu_limit"):
@@ -551,6 +556,8 @@ class Session:
                     raise PreludeError(
                         f"the prelude of session {self.name!r} ended with status {result.status!r}:\n{detail}"
                     )
+            if restore and self.policy.restore_on_start:
+                self._auto_restore()
         except BaseException:
             if mounted_here:  # the Session is not handed out: nothing keeps the mount
                 self._release_disk()
@@ -927,9 +934,11 @@ class Session:
                 if refusal is not None:
                     return self._audit_refusal(refusal, code, cell_id, effective)
                 self._count += 1
-                return self._execute(
+                result = self._execute(
                     code, self._count, effective, on_output, restart_reason, run_mode, self._audit_begin(code, cell_id)
                 )
+                self._checkpoint_after(result)
+                return result
             finally:
                 self._cell_running = False
 
@@ -994,7 +1003,7 @@ class Session:
                 self._release_cell()
         task.add_done_callback(lambda _: self._release_cell())
         try:
-            return await asyncio.shield(task)
+            result = await asyncio.shield(task)
         except asyncio.CancelledError:
             # The task runs on to the cell's end, then frees the session: an interrupt now,
             # and the interpreter killed if the cell ignores it for the grace period.
@@ -1003,6 +1012,9 @@ class Session:
             why = f"the cell was cancelled and ignored the interrupt for {grace:g} s; the session was killed"
             asyncio.get_running_loop().call_later(grace, lambda: None if task.done() else self._kill_running(why))
             raise
+        if self.policy.checkpoint == "after_cell":
+            await asyncio.to_thread(self._checkpoint_after_async, result)
+        return result
 
     async def _acquire_cell_async(self) -> None:
         """The session's lock for a cell, taken on the loop's thread without blocking it."""
@@ -1099,42 +1111,67 @@ class Session:
         _check_run_args("", timeout)
         _audit.check_cell_id(cell_id)
         self._check_owner()
-        cap = min(max_reply_bytes, MAX_MESSAGE_BYTES)
         with self._lock:
             if self._cell_running:
                 raise RuntimeError(f"a cell of session {self.name!r} is running on this thread (run_async)")
             self._cell_running = True
             try:
                 refusal, restart_reason = self._before_cell()
-                self._calls += 1
-                call_id = CALL_ID_BASE + self._calls
-                request = call_request(op, args, call_id)
-                auditor = self._table.auditor
-                pending = auditor.begin("call", request.decode("ascii"), cell_id, op) if auditor else None
-                if refusal is not None:
-                    error = CallError(f"{op}: {refusal.reason}", status=refusal.status, reason=refusal.reason)
-                    self._audit_call(pending, error, None, timeout, cap, restart_reason, None)
-                    raise error
-                runner = self._runner
-                if runner is None:
-                    raise SessionClosedError(f"session {self.name!r} is closed")
-                collector = CallCollector()
-                outcome = runner.run_cell(
-                    request,
-                    timeout or 0.0,
-                    self.policy.interrupt_grace_s,
-                    cap + 4096,  # the reply and the end-of-call report
-                    cap,
-                    collector.feed,
-                    _core.StreamText(),
-                    _core.StreamText(),
-                    False,
-                    str(self._workdir),
-                    self._disk_watch_limit() or 0,
-                    call_id,
+                return self._call_started(
+                    op,
+                    args,
+                    timeout=timeout,
+                    max_reply_bytes=max_reply_bytes,
+                    sizes=sizes,
+                    cell_id=cell_id,
+                    restart_reason=restart_reason,
+                    refusal=refusal,
                 )
             finally:
                 self._cell_running = False
+
+    def _call_started(
+        self,
+        op: str,
+        args: dict[str, Any],
+        *,
+        timeout: float | None,
+        max_reply_bytes: int,
+        sizes: list[int] | None = None,
+        cell_id: str | None = None,
+        restart_reason: str | None = None,
+        refusal: Result | None = None,
+    ) -> Any:
+        """_call()'s work, for a caller that holds the lock with the interpreter started (also
+        a start's automatic restore, a cell's automatic checkpoint). Audited as any call."""
+        cap = min(max_reply_bytes, MAX_MESSAGE_BYTES)
+        self._calls += 1
+        call_id = CALL_ID_BASE + self._calls
+        request = call_request(op, args, call_id)
+        auditor = self._table.auditor
+        pending = auditor.begin("call", request.decode("ascii"), cell_id, op) if auditor else None
+        if refusal is not None:
+            error = CallError(f"{op}: {refusal.reason}", status=refusal.status, reason=refusal.reason)
+            self._audit_call(pending, error, None, timeout, cap, restart_reason, None)
+            raise error
+        runner = self._runner
+        if runner is None:
+            raise SessionClosedError(f"session {self.name!r} is closed")
+        collector = CallCollector()
+        outcome = runner.run_cell(
+            request,
+            timeout or 0.0,
+            self.policy.interrupt_grace_s,
+            cap + 4096,  # the reply and the end-of-call report
+            cap,
+            collector.feed,
+            _core.StreamText(),
+            _core.StreamText(),
+            False,
+            str(self._workdir),
+            self._disk_watch_limit() or 0,
+            call_id,
+        )
         try:
             value = _call_value(op, outcome, collector, timeout, self._end_reason)
         except CallError as e:
@@ -1197,6 +1234,137 @@ class Session:
             timeout=timeout if timeout is not None else self.policy.timeout_s,
             max_reply_bytes=self.policy.max_output_bytes,
         )
+
+    def checkpoint(self, *, timeout: float | None = None, durable: bool = True) -> dict[str, Any]:
+        """Saves the picklable part of the namespace inside the sandbox, to
+        ``<workdir>/.sandbox_exec/state/checkpoint`` (atomically: the previous checkpoint
+        stays until the new one is whole; sha256 of the payload; format version). Returns the
+        report: ``saved`` (names), ``skipped`` (``{"name", "type", "kind", "reason"}``; kinds
+        ``prelude``, ``module``, ``cell_defined``, ``unpicklable``, ``name``), ``bytes``,
+        ``sha256``, ``format``, ``python``, ``path``, ``created``, ``duration_s``. Takes no
+        execution count. Raises CheckpointError (``kind``) when it cannot be saved; the
+        namespace and the previous checkpoint are then untouched. ``durable``: the state
+        directory is fsync'd after the rename, so the new checkpoint survives a power cut once
+        this returns (the file itself always is, before the rename: a power cut brings back
+        the previous checkpoint or the new one, whole)."""
+        try:
+            value = self._call(
+                "checkpoint",
+                self._checkpoint_args(durable),
+                timeout=timeout if timeout is not None else self.policy.timeout_s,
+                max_reply_bytes=_checkpoint.REPLY_LIMIT,
+            )
+        except CheckpointError:
+            raise
+        except CallError as e:
+            raise _checkpoint.as_checkpoint_error("checkpoint", e) from None
+        finally:
+            self._checkpoint_written()
+        self.last_checkpoint = report = _checkpoint.checkpoint_report(value)
+        return report
+
+    def _checkpoint_args(self, durable: bool) -> dict[str, Any]:
+        """Where the watchdog enforces disk_bytes, a checkpoint stops at the room left (else
+        it could write past the cap between two of the watchdog's looks, and replace the last
+        good checkpoint with one that leaves the workdir over it)."""
+        room = None
+        limit = self._disk_watch_limit()
+        if limit is not None:
+            used = _core.disk_usage(str(self._workdir))
+            room = max(0, limit - used) if used is not None else 0
+        return _checkpoint.checkpoint_args(self._workdir, room, durable)
+
+    def _checkpoint_written(self) -> None:
+        """The workdir image's use after a checkpoint: the checkpoint's growth is the
+        session's own doing, not leftovers' (the disk watchdog compares with this)."""
+        if self._disk_mode == "image":
+            self._disk_used = image_usage(self._workdir)[0]
+
+    def restore(self, *, timeout: float | None = None) -> dict[str, Any]:
+        """Loads the session's last checkpoint inside the sandbox (also one a previous
+        interpreter, or a previous backend on the same root, saved): checked (format, Python
+        version, sha256) and unpickled whole into a new dict before the namespace is updated
+        with it (names not in the checkpoint are kept). Returns ``{"found": True, "restored":
+        [names], "bytes", "sha256", "format", "python", "path", "created", "duration_s"}``.
+        Raises CheckpointError (``kind``: missing, corrupt, foreign, unsafe, load, or how the
+        call ended) and leaves the namespace untouched when it cannot be loaded."""
+        try:
+            value = self._call(
+                "restore",
+                _checkpoint.restore_args(self._workdir, missing_ok=False, set_aside=False),
+                timeout=timeout if timeout is not None else self.policy.timeout_s,
+                max_reply_bytes=_checkpoint.REPLY_LIMIT,
+            )
+        except CheckpointError:
+            raise
+        except CallError as e:
+            raise _checkpoint.as_checkpoint_error("restore", e) from None
+        self.last_restore = report = _checkpoint.restore_report(value)
+        return report
+
+    def _checkpoint_after(self, result: Result) -> None:
+        """Policy.checkpoint == "after_cell": a checkpoint after a cell that left its
+        interpreter alive (the caller holds the lock). Its failure is recorded and logged,
+        never the cell's."""
+        if self.policy.checkpoint != "after_cell" or result.status not in ("ok", "error", "interrupted", "timeout"):
+            return
+        if not self.alive:
+            return
+        try:
+            value = self._call_started(
+                "checkpoint",
+                self._checkpoint_args(durable=False),
+                timeout=self.policy.timeout_s,
+                max_reply_bytes=_checkpoint.REPLY_LIMIT,
+            )
+            self._checkpoint_written()
+            self.last_checkpoint = _checkpoint.checkpoint_report(value)
+        except CallError as e:
+            failure = e if isinstance(e, CheckpointError) else _checkpoint.as_checkpoint_error("checkpoint", e)
+            self.last_checkpoint = _checkpoint.failure_record(failure)
+            _checkpoint.logger.warning(
+                "session %r: the checkpoint after cell %s failed: %s", self.name, result.execution_count, failure
+            )
+
+    def _checkpoint_after_async(self, result: Result) -> None:
+        """_checkpoint_after() for run_async(), on a short-lived thread once the cell has
+        freed the session (a cell started since has its own checkpoint)."""
+        with self._lock:
+            if self._cell_running or self._closed:
+                return
+            self._cell_running = True
+            try:
+                self._checkpoint_after(result)
+            finally:
+                self._cell_running = False
+
+    def _auto_restore(self) -> None:
+        """Policy.restore_on_start: loads the last checkpoint, if any, into the interpreter
+        just started (the caller holds the lock). One that fails to load is set aside
+        (checkpoint.rejected) and the session starts empty; one whose loading ended the
+        interpreter (a pickle that exits, or is too large for the memory limit or the
+        deadline) is set aside by a fresh interpreter, which the session then keeps."""
+        args = _checkpoint.restore_args(self._workdir, missing_ok=True, set_aside=True)
+        try:
+            value = self._call_started(
+                "restore", args, timeout=self.policy.timeout_s, max_reply_bytes=_checkpoint.REPLY_LIMIT
+            )
+            self.last_restore = _checkpoint.restore_report(value)
+            return
+        except CallError as e:
+            failure = e if isinstance(e, CheckpointError) else _checkpoint.as_checkpoint_error("restore", e)
+        self.last_restore = _checkpoint.failure_record(failure)
+        _checkpoint.logger.warning("session %r: the restore at start failed, it starts empty: %s", self.name, failure)
+        if self.alive:
+            return
+        self._end_reason = None
+        self._stop()
+        self._start(restore=False)
+        aside = _checkpoint.restore_args(self._workdir, missing_ok=True, set_aside=True, load=False)
+        try:
+            self._call_started("restore", aside, timeout=self.policy.timeout_s, max_reply_bytes=_checkpoint.REPLY_LIMIT)
+        except CallError as e:
+            _checkpoint.logger.warning("session %r: the failed checkpoint could not be set aside: %s", self.name, e)
 
     def reset(
         self, *, keep_prelude: bool = True, seed: int | Literal["fresh"] | None = None, timeout: float | None = None

@@ -61,6 +61,8 @@ OPS: dict[str, Op] = {
     "reset": _lazy("reset", "op_reset"),
     "variables": _lazy("variables", "op_variables"),
     "fetch": _lazy("fetch", "op_fetch"),
+    "checkpoint": _lazy("checkpoint", "op_checkpoint"),
+    "restore": _lazy("checkpoint", "op_restore"),
 }
 
 
