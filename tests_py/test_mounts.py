@@ -170,7 +170,7 @@ def test_paths_may_not_repeat_or_nest(paths):
 
 
 @pytest.mark.a
-@pytest.mark.parametrize("bad", ["data", Mount("data", "/srv"), {"data": "/srv"}, [("data", "/srv")]])
+@pytest.mark.parametrize("bad", ["data", Mount("data", "/srv"), {"data": "/srv"}, [("data", "/srv")], 5, None])
 def test_mounts_must_be_a_sequence_of_mount(bad):
     with pytest.raises(PolicyError, match=r"sequence of sandbox_exec\.Mount"):
         Policy(mounts=bad)

@@ -242,7 +242,10 @@ class Policy:
     def _check_mounts(self) -> None:
         if isinstance(self.mounts, (str, Mount, Mapping)):
             raise PolicyError("Policy.mounts must be a sequence of sandbox_exec.Mount")
-        object.__setattr__(self, "mounts", tuple(self.mounts))  # once: a generator too
+        try:
+            object.__setattr__(self, "mounts", tuple(self.mounts))  # once: a generator too
+        except TypeError:
+            raise PolicyError("Policy.mounts must be a sequence of sandbox_exec.Mount") from None
         if not all(isinstance(m, Mount) for m in self.mounts):
             raise PolicyError("Policy.mounts must be a sequence of sandbox_exec.Mount")
         paths = [m.path for m in self.mounts]
