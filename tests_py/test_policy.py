@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import sandbox_exec
-from sandbox_exec import Policy, PolicyError
+from sandbox_exec import Mount, Policy, PolicyError
 
 
 @pytest.mark.a
@@ -95,14 +95,14 @@ SEQUENCE_MUTATIONS = [
 
 
 def _filled_policy() -> Policy:
-    return Policy(env={"A": "1"}, readonly_paths=["/opt"])
+    return Policy(env={"A": "1"}, readonly_paths=["/opt"], mounts=[Mount("data", "/srv/data")])
 
 
 @pytest.mark.a
 def test_the_container_fields_are_the_known_ones():
     # A new mapping or sequence field is covered by the mutation tests below only if they
     # can fill it: name it in _filled_policy() and here.
-    assert set(_containers(_filled_policy())) == {"env", "readonly_paths"}
+    assert set(_containers(_filled_policy())) == {"env", "readonly_paths", "mounts"}
 
 
 @pytest.mark.a

@@ -64,7 +64,7 @@ def _package_copy(base: Path) -> Path:
     python = shutil.which("python3.11", path="/usr/bin") or "/usr/bin/python3"
     venv = base / "venv"
     subprocess.run([python, "-m", "venv", "--without-pip", str(venv)], check=True)
-    site = next(venv.glob("lib/python3*/site-packages"))
+    site = sorted(venv.glob("lib/python3*/site-packages"))[0]  # a whole list: no scandir left open
     pkg = Path(sandbox_exec.__file__).parent
     shutil.copytree(
         pkg, site / "sandbox_exec", ignore=shutil.ignore_patterns("__pycache__", "*.so", "sandbox_exec_launcher")

@@ -47,6 +47,7 @@ enum class LaunchStep : int32_t {
   kNoNewPrivs,      // prctl(PR_SET_NO_NEW_PRIVS)
   kLandlock,        // landlock_create_ruleset/add_rule/restrict_self
   kSeccomp,         // seccomp_load
+  kMountData,       // a host data mount (Policy.mounts) at its path in the workdir
 };
 
 // A failed isolation step, as every step function returns it (no exceptions after fork).
@@ -138,6 +139,10 @@ inline StepInfo launch_step_info(LaunchStep step) noexcept {
       return {"landlock", "landlock_restrict_self()"};
     case LaunchStep::kSeccomp:
       return {"seccomp", "seccomp_load()"};
+    case LaunchStep::kMountData:
+      return {"mount",
+              "bind a data mount (Policy.mounts) at its path in the workdir (each part a directory, "
+              "no symlink followed; the host directory opened without following symlinks)"};
     default:
       return {"launcher", "?"};
   }

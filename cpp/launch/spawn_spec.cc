@@ -1,5 +1,6 @@
 #include "launch/spawn_spec.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 #include <string_view>
@@ -48,6 +49,11 @@ std::vector<std::string> launcher_argv(const SpawnSpec& spec) {
         throw ConfigError("launcher: a symlink path may not contain '=': " + path);
       out.insert(out.end(), {"--symlink", path + "=" + target});
     }
+    for (const auto& m : iso.mounts) {
+      if (const std::string why = check_data_mount_path(m.path); !why.empty())
+        throw ConfigError("launcher: mount path " + why);
+      out.insert(out.end(), {m.writable ? "--mount-rw" : "--mount-ro", m.path + "=" + m.host});
+    }
     out.insert(out.end(), {"--tmp-bytes", std::to_string(iso.tmp_bytes)});
     out.insert(out.end(), {"--hostname", iso.hostname});
     if (iso.network) out.emplace_back("--host-network");
@@ -91,6 +97,19 @@ std::pair<std::string, std::string> parse_symlink(std::string_view link) {
   return {std::string(link.substr(0, eq)), std::string(link.substr(eq + 1))};
 }
 
+// PATH=HOST for --mount-ro/--mount-rw: PATH a valid data-mount path (no '='), HOST absolute
+// (it may contain '=': the first one separates).
+DataMount parse_mount(std::string_view option, std::string_view value, bool writable) {
+  const auto eq = value.find('=');
+  if (eq == std::string_view::npos) throw ConfigError("launcher: " + std::string(option) + " expects PATH=HOST");
+  DataMount m{std::string(value.substr(eq + 1)), std::string(value.substr(0, eq)), writable};
+  if (const std::string why = check_data_mount_path(m.path); !why.empty())
+    throw ConfigError("launcher: " + std::string(option) + " path " + why);
+  if (m.host.empty() || m.host[0] != '/')
+    throw ConfigError("launcher: " + std::string(option) + " host directory must be absolute: " + m.host);
+  return m;
+}
+
 // One launcher option: its name, whether a value follows it, and what it sets.
 struct Option {
   std::string_view name;
@@ -112,6 +131,8 @@ constexpr Option kOptions[] = {
     {"--mountpoint", true, [](SpawnSpec& s, auto, auto v) { s.isolation.mountpoint = v; }},
     {"--ro", true, [](SpawnSpec& s, auto, auto v) { s.isolation.readonly.emplace_back(v); }},
     {"--symlink", true, [](SpawnSpec& s, auto, auto v) { s.isolation.symlinks.push_back(parse_symlink(v)); }},
+    {"--mount-ro", true, [](SpawnSpec& s, auto o, auto v) { s.isolation.mounts.push_back(parse_mount(o, v, false)); }},
+    {"--mount-rw", true, [](SpawnSpec& s, auto o, auto v) { s.isolation.mounts.push_back(parse_mount(o, v, true)); }},
     {"--tmp-bytes", true, [](SpawnSpec& s, auto o, auto v) { s.isolation.tmp_bytes = parse_u64(o, v); }},
     {"--hostname", true, [](SpawnSpec& s, auto, auto v) { s.isolation.hostname = v; }},
     {"--host-network", false, [](SpawnSpec& s, auto, auto) { s.isolation.network = true; }},
@@ -120,6 +141,20 @@ constexpr Option kOptions[] = {
     {"--no-landlock", false, [](SpawnSpec& s, auto, auto) { s.isolation.landlock = false; }},
     {"--no-seccomp", false, [](SpawnSpec& s, auto, auto) { s.isolation.seccomp = false; }},
 };
+
+// Data mounts need the new root, and no two may share or nest their paths: a mountpoint
+// inside another mount would be made in the host directory of the outer one.
+void check_data_mounts(const Isolation& iso) {
+  if (iso.mounts.empty()) return;
+  if (!iso.namespaces) throw ConfigError("launcher: --mount-ro/--mount-rw need namespaces");
+  for (std::size_t i = 0; i < iso.mounts.size(); ++i) {
+    for (std::size_t j = 0; j < iso.mounts.size(); ++j) {
+      const std::string &a = iso.mounts[i].path, &b = iso.mounts[j].path;
+      if (i != j && (a == b || (b.size() > a.size() && b.compare(0, a.size(), a) == 0 && b[a.size()] == '/')))
+        throw ConfigError("launcher: mount paths may not repeat or nest: " + a + " and " + b);
+    }
+  }
+}
 
 // What every launch needs, whatever the options said.
 void check_complete(const SpawnSpec& spec) {
@@ -130,9 +165,27 @@ void check_complete(const SpawnSpec& spec) {
   for (const auto& p : spec.isolation.readonly)
     if (p.empty() || p[0] != '/') throw ConfigError("launcher: --ro paths must be absolute: " + p);
   if (spec.workdir[0] != '/') throw ConfigError("launcher: --workdir must be absolute");
+  check_data_mounts(spec.isolation);
 }
 
 }  // namespace
+
+std::string check_data_mount_path(std::string_view path) {
+  if (path.empty()) return "must not be empty";
+  if (path[0] == '/') return "must be relative to the workdir: " + std::string(path);
+  if (path.find('=') != std::string_view::npos) return "may not contain '=': " + std::string(path);
+  if (path.find('\0') != std::string_view::npos) return "may not contain NUL";
+  std::size_t start = 0;
+  for (bool first = true;; first = false) {
+    const std::size_t end = std::min(path.find('/', start), path.size());
+    const std::string_view part = path.substr(start, end - start);
+    if (part.empty() || part == "." || part == "..")
+      return "must be normalized, without '.', '..' or empty parts: " + std::string(path);
+    if (first && part == ".sandbox_exec") return "may not be in the workdir's .sandbox_exec: " + std::string(path);
+    if (end == path.size()) return {};
+    start = end + 1;
+  }
+}
 
 SpawnSpec parse_launcher_argv(int argc, const char* const* argv) {
   SpawnSpec spec;

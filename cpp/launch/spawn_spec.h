@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace sandbox_exec {
@@ -20,6 +21,16 @@ struct ResourceLimits {
   std::optional<uint64_t> address_space;  // RLIMIT_AS (the fallback memory cap)
   std::optional<uint64_t> processes;      // RLIMIT_NPROC (counted per user namespace)
   bool core_dumps = false;                // RLIMIT_CORE 0 unless true
+};
+
+// A host directory shown in the sandbox at a path relative to its workdir (Policy.mounts;
+// bound by launcher/data_mounts.h). `path` is checked here (check_data_mount_path): relative,
+// normalized, no "." or ".." component, not in ".sandbox_exec", no '='.
+struct DataMount {
+  std::string host;       // absolute host directory (resolved by the backend)
+  std::string path;       // where it appears, relative to the workdir
+  bool writable = false;  // read-only unless named writable
+  bool operator==(const DataMount&) const = default;
 };
 
 // The isolation layers (contain.h runs them in order). Each one that is switched on is
@@ -35,6 +46,7 @@ struct Isolation {
   std::string mountpoint;                                     // an empty host directory where the new root is assembled
   std::vector<std::string> readonly;                          // bound read-only, same path
   std::vector<std::pair<std::string, std::string>> symlinks;  // path -> target, in the root
+  std::vector<DataMount> mounts;                              // host data dirs in the workdir
   uint64_t tmp_bytes = 256ull << 20;                          // size of the private /tmp and of /dev/shm
   std::string hostname = "sandbox";
   std::vector<std::string> cgroups;  // directories whose cgroup.procs the sandbox joins
@@ -68,6 +80,8 @@ inline constexpr int kFirstFree = 10;
 // argv for the launcher: [launcher, options..., "--", worker argv...]. The environment
 // travels as the launcher's own envp.
 std::vector<std::string> launcher_argv(const SpawnSpec& spec);
+// Why `path` cannot be a DataMount's path (empty: it can). Also used by the Python binding.
+std::string check_data_mount_path(std::string_view path);
 // Parses launcher_argv's output (env is not in argv). Throws ConfigError on a bad command line.
 SpawnSpec parse_launcher_argv(int argc, const char* const* argv);
 

@@ -2,6 +2,7 @@
 
 #include "common/file_io.h"
 #include "common/numbers.h"
+#include "launcher/data_mounts.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -408,6 +409,8 @@ Failure build_root(const SpawnSpec& spec) noexcept {
       if (Failure f = bind(path, under(spec, path), true); f.failed()) return f;
     }
     if (Failure f = bind(spec.workdir, under(spec, spec.workdir), false); f.failed()) return f;
+    // The policy's data mounts, in the workdir just bound (data_mounts.h).
+    if (Failure f = data_mounts::bind_all(spec, under(spec, spec.workdir)); f.failed()) return f;
     if (Failure f = make_dev(spec); f.failed()) return f;
     // The root tmpfs itself read-only: no new files next to /usr or in /etc.
     if (::mount(nullptr, root.c_str(), nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, nullptr) != 0)

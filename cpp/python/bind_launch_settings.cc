@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <optional>
+#include <tuple>
 #include "common/sys_error.h"
 #include "launch/spawn_spec.h"
 #include "supervisor/cgroup.h"
@@ -43,7 +44,8 @@ void bind_launch_settings(py::module_& m) {
       .def(py::init([](bool namespaces, bool network, bool drop_caps, bool landlock, bool seccomp,
                        std::string mountpoint, std::vector<std::string> readonly,
                        std::vector<std::pair<std::string, std::string>> symlinks, uint64_t tmp_bytes,
-                       uint32_t outside_uid, uint32_t outside_gid, std::string hostname) {
+                       uint32_t outside_uid, uint32_t outside_gid, std::string hostname,
+                       const std::vector<std::tuple<std::string, std::string, bool>>& mounts) {
              Isolation iso;
              iso.namespaces = namespaces;
              iso.network = network;
@@ -58,6 +60,13 @@ void bind_launch_settings(py::module_& m) {
              iso.outside_uid = outside_uid;
              iso.outside_gid = outside_gid;
              iso.hostname = std::move(hostname);
+             for (const auto& [host, path, writable] : mounts) {
+               if (const std::string why = check_data_mount_path(path); !why.empty())
+                 throw ConfigError("Isolation: a mount path " + why);
+               if (host.empty() || host[0] != '/' || host.find('\0') != std::string::npos)
+                 throw ConfigError("Isolation: a mount's host directory must be an absolute path: " + host);
+               iso.mounts.push_back({host, path, writable});
+             }
              return iso;
            }),
            py::kw_only(), py::arg("namespaces") = true, py::arg("network") = false, py::arg("drop_caps") = true,
@@ -65,7 +74,8 @@ void bind_launch_settings(py::module_& m) {
            py::arg("readonly") = std::vector<std::string>(),
            py::arg("symlinks") = std::vector<std::pair<std::string, std::string>>(),
            py::arg("tmp_bytes") = Isolation{}.tmp_bytes, py::arg("outside_uid") = Isolation{}.outside_uid,
-           py::arg("outside_gid") = Isolation{}.outside_gid, py::arg("hostname") = Isolation{}.hostname)
+           py::arg("outside_gid") = Isolation{}.outside_gid, py::arg("hostname") = Isolation{}.hostname,
+           py::arg("mounts") = std::vector<std::tuple<std::string, std::string, bool>>())
       .def_readonly("namespaces", &Isolation::namespaces)
       .def_readonly("network", &Isolation::network)
       .def_readonly("drop_caps", &Isolation::drop_caps)
@@ -76,7 +86,12 @@ void bind_launch_settings(py::module_& m) {
       .def_readonly("tmp_bytes", &Isolation::tmp_bytes)
       .def_readonly("outside_uid", &Isolation::outside_uid)
       .def_readonly("outside_gid", &Isolation::outside_gid)
-      .def_readonly("hostname", &Isolation::hostname);
+      .def_readonly("hostname", &Isolation::hostname)
+      .def_property_readonly("mounts", [](const Isolation& iso) {
+        std::vector<std::tuple<std::string, std::string, bool>> out;
+        for (const auto& m : iso.mounts) out.emplace_back(m.host, m.path, m.writable);
+        return out;
+      });
 }
 
 }  // namespace sandbox_exec::python

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._version import __version__ as __version__
 from .errors import CallError, CheckpointError, PolicyError, PreludeError, SandboxError, SessionClosedError
-from .policy import Policy
+from .policy import Mount, Policy
 from .result import (
     STATUSES,
     ClearOutputEvent,
@@ -64,6 +64,7 @@ __all__ = [
     "ExecuteResultOutput",
     "LiveDisplayData",
     "LiveExecuteResult",
+    "Mount",
     "Output",
     "OutputEvent",
     "Policy",

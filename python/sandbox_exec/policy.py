@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -19,6 +20,53 @@ from .errors import PolicyError
 
 MiB = 1 << 20
 GiB = 1 << 30
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A host directory shown in the sandbox at ``path``, relative to the session's workdir
+    (``Mount("data", "/srv/uploads/nb-42")``: cells read ``data/<file>``), bound by the
+    launcher in the sandbox's mount namespace: nothing is copied, and the host sees no mount.
+
+    Read-only (nosuid, nodev, noexec; a write fails with EROFS) unless ``writable=True``, the
+    named opt-out: then the cell's writes reach the host directory. ``path``: relative,
+    normalized (no ``.``, ``..`` or empty part, no trailing ``/``), not in the workdir's
+    ``.sandbox_exec``, without ``=`` or NUL. ``host``: an absolute path; where it points, and
+    whether it is a directory the sandbox's user may use, is checked at every start (see
+    ``Policy.mounts``)."""
+
+    path: str
+    host: str
+    writable: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.host, os.PathLike):
+            object.__setattr__(self, "host", os.fspath(self.host))
+        problem = _mount_path_problem(self.path)
+        if problem:
+            raise PolicyError(f"Policy.mounts: the path {self.path!r} {problem}")
+        if not (isinstance(self.host, str) and self.host.startswith("/") and "\0" not in self.host):
+            raise PolicyError(
+                f"Policy.mounts: the host directory of {self.path!r} must be an absolute path, got {self.host!r}"
+            )
+        if not isinstance(self.writable, bool):
+            raise PolicyError(f"Policy.mounts: writable of {self.path!r} must be True or False, got {self.writable!r}")
+
+
+def _mount_path_problem(path: object) -> str:
+    """Why `path` cannot be a Mount's path ("" when it can; the launcher checks the same)."""
+    if not isinstance(path, str) or not path:
+        return "must be a non-empty string"
+    if path.startswith("/"):
+        return "must be relative to the workdir"
+    if "=" in path or "\0" in path:
+        return "may not contain '=' or NUL"
+    parts = path.split("/")
+    if any(part in ("", ".", "..") for part in parts) or posixpath.normpath(path) != path:
+        return "must be normalized, without '.', '..' or empty parts"
+    if parts[0] == ".sandbox_exec":
+        return "may not be in the workdir's .sandbox_exec"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -103,6 +151,18 @@ class Policy:
     #: Extra host paths bound read-only at the same path (e.g. a data directory, or the
     #: source of a package installed in editable mode outside site-packages).
     readonly_paths: tuple[str, ...] = ()
+    #: Host directories shown in the sandbox at paths relative to the workdir, without
+    #: copying (:class:`Mount`; e.g. ``(Mount("data", "/srv/uploads/nb-42"),)``): read-only
+    #: unless ``Mount(..., writable=True)``. Bound by the launcher in the sandbox's own mount
+    #: namespace (needs ``namespaces``), at every start, cold, warm or pooled. No two paths may
+    #: repeat or nest. Checked at every start (PolicyError): the host directory exists, is a
+    #: directory, is not under /proc, /sys or /dev, neither is nor contains nor lies in the
+    #: Sandbox root; a writable one neither contains nor lies in the sandbox's read-only
+    #: system paths (``readonly_paths`` included) or another mount's host directory; the
+    #: sandbox's user (its host uid: see ``host_uid``) may read and search it (and write it,
+    #: when writable) by its mode bits. A symlink or a file where the mount's path goes in the
+    #: workdir fails the start (SandboxError); it is never followed.
+    mounts: tuple[Mount, ...] = ()
     #: Seconds a cell has to stop after the deadline's interrupt before the session is killed.
     interrupt_grace_s: float = 2.0
     #: Seconds the interpreter may take to start and report ready (prelude excluded).
@@ -183,6 +243,7 @@ class Policy:
         object.__setattr__(self, "readonly_paths", tuple(self.readonly_paths))  # once: a generator too
         if not all(isinstance(p, str) and p.startswith("/") for p in self.readonly_paths):
             raise PolicyError("Policy.readonly_paths must be absolute paths")
+        self._check_mounts()
         if not all(
             isinstance(k, str) and isinstance(v, str) and "=" not in k and "\0" not in k + v
             for k, v in dict(self.env).items()
@@ -191,6 +252,21 @@ class Policy:
         # A frozen policy is frozen all the way down: a read-only view of a private copy, so
         # neither the caller's dict nor the policy's own mapping can change it later.
         object.__setattr__(self, "env", MappingProxyType(dict(self.env)))
+
+    def _check_mounts(self) -> None:
+        if isinstance(self.mounts, (str, Mount, Mapping)):
+            raise PolicyError("Policy.mounts must be a sequence of sandbox_exec.Mount")
+        try:
+            object.__setattr__(self, "mounts", tuple(self.mounts))  # once: a generator too
+        except TypeError:
+            raise PolicyError("Policy.mounts must be a sequence of sandbox_exec.Mount") from None
+        if not all(isinstance(m, Mount) for m in self.mounts):
+            raise PolicyError("Policy.mounts must be a sequence of sandbox_exec.Mount")
+        paths = [m.path for m in self.mounts]
+        for i, a in enumerate(paths):
+            for j, b in enumerate(paths):
+                if i != j and (a == b or b.startswith(a + "/")):
+                    raise PolicyError(f"Policy.mounts: the paths may not repeat or nest: {a!r} and {b!r}")
 
     def __hash__(self) -> int:
         # The mapping by its items in a fixed order: equal policies hash equal.
@@ -220,6 +296,8 @@ class Policy:
                 missing.append("max_processes needs namespaces=True (RLIMIT_NPROC counted per user namespace)")
             if self.disk_bytes is not None:
                 missing.append("disk_bytes needs namespaces=True (a size-capped private /tmp)")
+            if self.mounts:
+                missing.append("mounts need namespaces=True (binds in the sandbox's own mount namespace)")
         return missing
 
     def host_ids(self, backend_uid: int, allocated: str | None = None) -> str:
@@ -303,8 +381,18 @@ class Policy:
             else "none (opt-out): host filesystem view",
             "seccomp": "seccomp filter" if self.seccomp else "none (opt-out)",
             "landlock": "Landlock rules" if self.landlock else "none (opt-out)",
+            "mounts": _describe_mounts(self.mounts),
             "host_uid": host_ids or self.host_ids(os.geteuid()),
         }
+
+
+def _describe_mounts(mounts: tuple[Mount, ...]) -> str:
+    if not mounts:
+        return "none"
+    each = ", ".join(
+        f"{m.path} ({'read-write: writable=True' if m.writable else 'read-only: mount flag, EROFS'})" for m in mounts
+    )
+    return "binds in the sandbox's mount namespace, nosuid, nodev, noexec: " + each
 
 
 def _plain(value: object) -> object:

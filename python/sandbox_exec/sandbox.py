@@ -24,7 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, NamedTuple
 
-from . import _audit, _checkpoint, _core, _fetch, _host_ids, _safe_fs, _supervisor_log, _variables
+from . import _audit, _checkpoint, _core, _fetch, _host_ids, _mounts, _safe_fs, _supervisor_log, _variables
 from ._calls import CALL_ID_BASE, CallCollector, call_request
 from ._calls import call_value as _call_value
 from ._json import cell_request
@@ -688,6 +688,10 @@ class Session:
             # The sandbox's user is an unprivileged host id: it must own its workdir, and
             # what an earlier session (another id) left in it.
             _host_ids.own_tree(workdir, uid, gid)
+        # Policy.mounts, checked and resolved at every start (_mounts).
+        mounts = _mounts.resolve(
+            p.mounts, workdir=self._workdir, sandbox_root=self._table.root, system_paths=readonly, uid=uid, gid=gid
+        )
         isolation = _core.Isolation(
             **layers,
             mountpoint=str(mountpoint),
@@ -697,6 +701,7 @@ class Session:
             outside_uid=uid,
             outside_gid=gid,
             hostname=_core.SANDBOX_HOSTNAME,
+            mounts=mounts,
         )
         return limits, isolation, cgroup
 

@@ -57,6 +57,7 @@ void expect_same(const SpawnSpec& a, const SpawnSpec& b) {
   EXPECT_EQ(x.drop_caps, y.drop_caps);
   EXPECT_EQ(x.landlock, y.landlock);
   EXPECT_EQ(x.seccomp, y.seccomp);
+  EXPECT_EQ(x.mounts, y.mounts);
 }
 
 // Every layer explicitly off: the shape of a launch without any isolation.
@@ -200,6 +201,7 @@ TEST(LauncherArgv, RoundTripEveryIsolationOption) {
   iso.tmp_bytes = 1ull << 40;
   iso.hostname = "box";
   iso.cgroups = {"/sys/fs/cgroup/a", "/sys/fs/cgroup/b"};
+  iso.mounts = {{"/srv/up loads", "data", false}, {"/srv/a=b", "out/run 1", true}};
   iso.drop_caps = true;
   iso.landlock = true;
   iso.seccomp = true;
@@ -247,6 +249,67 @@ TEST(LauncherArgv, SymlinkPathContainingEqualsIsNotSilentlyChanged) {
   ASSERT_EQ(back.isolation.symlinks.size(), 1u);
   EXPECT_EQ(back.isolation.symlinks[0].first, "/opt/a=b");
   EXPECT_EQ(back.isolation.symlinks[0].second, "/usr/lib/x");
+}
+
+TEST(LauncherArgv, DataMountsShape) {
+  SpawnSpec spec = namespaced();
+  spec.isolation.mounts = {{"/srv/data", "data", false}, {"/srv/out", "results/out", true}};
+  const auto argv = launcher_argv(spec);
+  const auto at = [&](const std::string& option) {
+    for (std::size_t i = 0; i + 1 < argv.size(); ++i)
+      if (argv[i] == option) return argv[i + 1];
+    return std::string("<none>");
+  };
+  EXPECT_EQ(at("--mount-ro"), "data=/srv/data");
+  EXPECT_EQ(at("--mount-rw"), "results/out=/srv/out");
+}
+
+TEST(LauncherArgv, DataMountPathsAreCheckedBothWays) {
+  // A path the launcher could not parse back, or that leaves the workdir, is refused when
+  // the command line is made, and when it is read.
+  for (const char* bad : {"", "/abs", "..", "../x", "a/../b", ".", "./a", "a/.", "a/", "a//b", ".sandbox_exec",
+                          ".sandbox_exec/state", "a=b"}) {
+    SCOPED_TRACE(bad);
+    SpawnSpec spec = namespaced();
+    spec.isolation.mounts = {{"/srv/data", bad, false}};
+    EXPECT_THROW((void)launcher_argv(spec), ConfigError);
+    EXPECT_NE(
+        config_error({"l", "--workdir", "/", "--mountpoint", "/m", "--mount-ro", std::string(bad) + "=/srv", "--", "w"})
+            .find("--mount-ro"),
+        std::string::npos);
+    EXPECT_NE(check_data_mount_path(bad), "");
+  }
+  for (const char* good : {"data", "a/b/c", "..data", "data..", ".hidden", "x/.sandbox_exec", "with space"})
+    EXPECT_EQ(check_data_mount_path(good), "") << good;
+}
+
+TEST(ParseLauncherArgv, DataMounts) {
+  EXPECT_NE(config_error({"l", "--workdir", "/", "--mountpoint", "/m", "--mount-rw", "data", "--", "w"})
+                .find("--mount-rw expects PATH=HOST"),
+            std::string::npos);
+  EXPECT_NE(config_error({"l", "--workdir", "/", "--mountpoint", "/m", "--mount-ro", "data=srv", "--", "w"})
+                .find("must be absolute"),
+            std::string::npos);
+  EXPECT_NE(config_error({"l", "--workdir", "/", "--mountpoint", "/m", "--mount-ro", "data=", "--", "w"})
+                .find("must be absolute"),
+            std::string::npos);
+  // Without the new root there is nowhere to bind them.
+  EXPECT_NE(config_error({"l", "--no-namespaces", "--workdir", "/", "--mount-ro", "data=/srv", "--", "w"})
+                .find("need namespaces"),
+            std::string::npos);
+  // Repeated or nested paths: a mountpoint would be made inside another mount.
+  for (const auto& [a, b] : {std::pair{"data", "data"}, std::pair{"data", "data/x"}, std::pair{"a/b/c", "a/b"}}) {
+    EXPECT_NE(config_error({"l", "--workdir", "/", "--mountpoint", "/m", "--mount-ro", std::string(a) + "=/s1",
+                            "--mount-rw", std::string(b) + "=/s2", "--", "w"})
+                  .find("may not repeat or nest"),
+              std::string::npos)
+        << a << " " << b;
+  }
+  const SpawnSpec ok = parse({"l", "--workdir", "/", "--mountpoint", "/m", "--mount-ro", "data=/srv/a=b", "--mount-rw",
+                              "data2=/out", "--", "w"});
+  ASSERT_EQ(ok.isolation.mounts.size(), 2u);
+  EXPECT_EQ(ok.isolation.mounts[0], (DataMount{"/srv/a=b", "data", false}));
+  EXPECT_EQ(ok.isolation.mounts[1], (DataMount{"/out", "data2", true}));
 }
 
 TEST(ParseLauncherArgv, IdsNeedFourColonSeparatedNumbers) {
