@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import socket
@@ -28,14 +29,12 @@ sys.path.insert(0, str(REPO))
 from examples.notebook_service.service import create_app  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    root = tmp_path_factory.mktemp("service")
-    app = create_app(root=str(root / "sessions"), pool_size=1, audit_log=str(root / "audit.jsonl"))
+@contextlib.contextmanager
+def serve(app: Any) -> Iterator[str]:
+    """The app on a loopback port, served by uvicorn on a thread, until the block ends."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     for _ in range(500):
@@ -43,10 +42,20 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pat
             break
         threading.Event().wait(0.02)
     assert server.started, "the service did not start"
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}", root / "audit.jsonl"
-    server.should_exit = True
-    thread.join(30)
-    assert not thread.is_alive()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        assert not thread.is_alive()
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    root = tmp_path_factory.mktemp("service")
+    app = create_app(root=str(root / "sessions"), pool_size=1, audit_log=str(root / "audit.jsonl"))
+    with serve(app) as url:
+        yield url, root / "audit.jsonl"
 
 
 def execute(client: Any, notebook: str, cell: str, code: str) -> Any:
@@ -130,3 +139,28 @@ def test_reset_and_bad_ids(service: tuple[str, Path]) -> None:
         assert after["status"] == "error" and after["error"]["type"] == "NameError"
         assert execute(client, "r", "c2", "float(np.zeros(2).sum())").json()["result"] == "0.0"  # the stack is kept
         assert execute(client, "../etc", "c0", "1").status_code == 400
+
+
+def test_state_survives_a_redeploy_and_uploads_are_read_in_place(tmp_path: Path) -> None:
+    # The exec() backend pickled each notebook's variables after every cell and loaded them
+    # after a restart; this one checkpoints inside each sandbox and restores at start.
+    data = tmp_path / "uploads"
+    (data / "nb").mkdir(parents=True)
+    (data / "nb" / "sales.csv").write_text("region,amount\nnorth,3\nsouth,4\n")
+    for path in (tmp_path, data, data / "nb"):
+        path.chmod(0o755)
+    (data / "nb" / "sales.csv").chmod(0o644)
+    settings = {"root": str(tmp_path / "sessions"), "pool_size": 0, "data_root": str(data)}
+    with serve(create_app(**settings)) as url, httpx.Client(base_url=url, timeout=120) as client:
+        r = execute(
+            client, "nb", "c0", "df = pd.read_csv('data/sales.csv')\ntotal = int(df.amount.sum())\ntotal"
+        ).json()
+        assert r["status"] == "ok" and r["result"] == "7", r
+        denied = execute(client, "nb", "c1", "open('data/sales.csv', 'a').write('x')").json()
+        assert denied["status"] == "error" and denied["error"]["type"] in ("PermissionError", "OSError")
+        assert client.post("/notebooks/nb/checkpoint").json()["saved"] == ["df", "total"]
+    # A new service process on the same root (a redeploy): the notebook's variables are back.
+    with serve(create_app(**settings)) as url, httpx.Client(base_url=url, timeout=120) as client:
+        again = execute(client, "nb", "c2", "total, len(df)").json()
+        assert again["status"] == "ok" and again["result"] == "(7, 2)", again
+        assert client.post("/notebooks/fresh/restore").status_code == 404

@@ -10,8 +10,11 @@ Endpoints (JSON over HTTP):
                                             traceback, execution time and count
   GET    /notebooks/{id}/variables         the namespace's variables (name, type, shape, ...)
   GET    /notebooks/{id}/variables/{name}  one value as data (JSON; a DataFrame as records)
-  POST   /notebooks/{id}/checkpoint        save the notebook's state (inside its sandbox)
-  POST   /notebooks/{id}/restore           load it back
+  POST   /notebooks/{id}/checkpoint        save the notebook's state now (inside its sandbox;
+                                            it is also saved after every cell, and loaded
+                                            back when the notebook's interpreter starts:
+                                            after a crash, a restart or a redeploy)
+  POST   /notebooks/{id}/restore           load the last saved state
   POST   /notebooks/{id}/reset             a clean namespace (the preloaded stack kept)
   DELETE /notebooks/{id}                   end the notebook's interpreter (its files stay)
 
@@ -101,11 +104,20 @@ def create_app(
     policy: sandbox_exec.Policy | None = None,
     pool_size: int = 2,
     audit_log: str | None = None,
+    data_root: str | None = None,
 ) -> FastAPI:
     """The service, with one Sandbox (its sessions are the notebooks) under `root`
     (SANDBOX_ROOT, else a directory sandbox_exec chooses). `audit_log` (SANDBOX_AUDIT_LOG):
     one JSON line per cell and per call (the cell's id, the code's sha256, its duration, CPU,
-    memory, status and the limits in force)."""
+    memory, status and the limits in force). `data_root` (SANDBOX_DATA_ROOT): each notebook's
+    uploaded files are in ``<data_root>/<notebook id>``, which its cells read, read-only, at
+    ``data/<file>`` (a mount, nothing copied).
+
+    The notebooks' state is saved after every cell and loaded back when an interpreter
+    starts (Policy.checkpoint, restore_on_start): the variables survive a crash, a restart
+    and a redeploy of this service, as the pickled state of the exec() backend did."""
+    policy = (policy or sandbox_exec.Policy()).replace(checkpoint="after_cell", restore_on_start=True)
+    data_root = data_root or os.environ.get("SANDBOX_DATA_ROOT")
     box = sandbox_exec.Sandbox(
         policy=policy,
         root=root or os.environ.get("SANDBOX_ROOT"),
@@ -123,8 +135,13 @@ def create_app(
     async def notebook(notebook_id: str) -> sandbox_exec.Session:
         if not _NOTEBOOK_ID.match(notebook_id):
             raise HTTPException(400, "a notebook id is 1-64 letters, digits, '_', '.' or '-'")
+        own = policy
+        if data_root is not None:  # the notebook's uploads, read-only at data/
+            uploads = os.path.join(data_root, notebook_id)
+            os.makedirs(uploads, mode=0o755, exist_ok=True)
+            own = policy.replace(mounts=(sandbox_exec.Mount("data", uploads),))
         # Starting an interpreter blocks (a fork, or the pool's hand-over): off the loop.
-        return await asyncio.to_thread(box.session, notebook_id, prelude=PRELUDE)
+        return await asyncio.to_thread(box.session, notebook_id, prelude=PRELUDE, policy=own)
 
     @app.post("/execute")
     async def execute_code(request: ExecuteRequest) -> dict[str, Any]:
@@ -147,6 +164,21 @@ def create_app(
         except sandbox_exec.CallError as e:
             raise HTTPException(404 if e.ename == "NameError" else 422, str(e)) from None
         return {"name": name, **_as_json(fetched)}
+
+    @app.post("/notebooks/{notebook_id}/checkpoint")
+    async def checkpoint(notebook_id: str) -> dict[str, Any]:
+        session = await notebook(notebook_id)
+        report = await asyncio.to_thread(session.checkpoint)
+        return {key: report[key] for key in ("saved", "skipped", "bytes", "sha256")}
+
+    @app.post("/notebooks/{notebook_id}/restore")
+    async def restore(notebook_id: str) -> dict[str, Any]:
+        session = await notebook(notebook_id)
+        try:
+            report = await asyncio.to_thread(session.restore)
+        except sandbox_exec.CheckpointError as e:
+            raise HTTPException(404 if e.kind == "missing" else 409, str(e)) from None
+        return {"restored": report["restored"]}
 
     @app.post("/notebooks/{notebook_id}/reset")
     async def reset(notebook_id: str) -> dict[str, Any]:
