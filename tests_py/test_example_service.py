@@ -117,7 +117,10 @@ def test_variables_and_values(service: tuple[str, Path]) -> None:
         assert listed["arr"]["shape"] == [3] and listed["n"]["type"] == "int"
         assert "np" not in listed and "pd" not in listed  # the preloaded stack is not a variable
         table = client.get("/notebooks/vars/variables/df").json()
-        assert table["kind"] == "table" and table["records"] == [{"a": 1, "b": "u"}, {"a": 2, "b": "v"}]
+        assert table["kind"] == "table" and table["records"] == [
+            {"index": 0, "a": 1, "b": "u"},
+            {"index": 1, "a": 2, "b": "v"},
+        ]
         assert client.get("/notebooks/vars/variables/arr").json() == {
             "name": "arr",
             "kind": "array",

@@ -33,7 +33,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, HTTPException
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, field_validator
 
 import sandbox_exec
 
@@ -47,13 +47,23 @@ import pandas as pd
 import matplotlib.pyplot as plt
 """
 
-_NOTEBOOK_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_NOTEBOOK_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+# What one value may take in a response: the fetched bytes, and the JSON made from them.
+VALUE_LIMIT = 8 << 20
 
 
 class ExecuteRequest(BaseModel):
     code: str
-    cell_id: str
+    cell_id: str = Field(max_length=1024)
     notebook_id: str
+
+    @field_validator("cell_id")
+    @classmethod
+    def _encodable(cls, cell_id: str) -> str:
+        cell_id.encode("utf-8")  # a lone surrogate: a 422, not a response that cannot be written
+        return cell_id
 
 
 def cell_response(result: sandbox_exec.Result) -> dict[str, Any]:
@@ -133,7 +143,7 @@ def create_app(
     app = FastAPI(title="notebook service on sandbox_exec", lifespan=lifespan)
 
     async def notebook(notebook_id: str) -> sandbox_exec.Session:
-        if not _NOTEBOOK_ID.match(notebook_id):
+        if not _NOTEBOOK_ID.fullmatch(notebook_id):
             raise HTTPException(400, "a notebook id is 1-64 letters, digits, '_', '.' or '-'")
         own = policy
         if data_root is not None:  # the notebook's uploads, read-only at data/
@@ -156,14 +166,23 @@ def create_app(
 
     @app.get("/notebooks/{notebook_id}/variables/{name}")
     async def value(notebook_id: str, name: str) -> dict[str, Any]:
-        """One value as data: a DataFrame as records with its schema, an array as a nested
-        list, plain data as JSON (sandbox_exec sends them as Arrow IPC, .npy or JSON)."""
+        """One value as data, at most VALUE_LIMIT bytes of it: a DataFrame as records with its
+        table schema (made in the sandbox as JSON, so its size is the response's), an array
+        as a nested list (from .npy: its size bounds the list's items), plain data as JSON."""
         session = await notebook(notebook_id)
+        kinds = {v["name"]: v["type"] for v in await asyncio.to_thread(session.variables, previews="none")}
+        if name not in kinds:
+            raise HTTPException(404, f"no variable {name!r} in notebook {notebook_id!r}")
+        kind = {"DataFrame": "records", "ndarray": "npy"}.get(kinds[name], "json")
         try:
-            fetched = await asyncio.to_thread(session.fetch, name)
+            fetched = await asyncio.to_thread(session.fetch, name, format=kind, max_bytes=VALUE_LIMIT)
         except sandbox_exec.CallError as e:
-            raise HTTPException(404 if e.ename == "NameError" else 422, str(e)) from None
-        return {"name": name, **_as_json(fetched)}
+            raise HTTPException(422, str(e)) from None
+        if kind == "records":
+            return {"name": name, "kind": "table", "schema": fetched["schema"]["fields"], "records": fetched["data"]}
+        if kind == "npy":
+            return {"name": name, "kind": "array", "dtype": str(fetched.dtype), "value": fetched.tolist()}
+        return {"name": name, "kind": "json", "value": fetched}
 
     @app.post("/notebooks/{notebook_id}/checkpoint")
     async def checkpoint(notebook_id: str) -> dict[str, Any]:
@@ -192,15 +211,3 @@ def create_app(
         return {"closed": notebook_id}
 
     return app
-
-
-def _as_json(value: Any) -> dict[str, Any]:
-    """A fetched value in the service's JSON: what fetch() returns by format."""
-    if hasattr(value, "schema") and hasattr(value, "to_pylist"):  # a pyarrow.Table (Arrow IPC)
-        schema = [{"name": f.name, "type": str(f.type)} for f in value.schema]
-        return {"kind": "table", "schema": schema, "records": value.to_pylist()}
-    if isinstance(value, dict) and isinstance(value.get("schema"), dict) and "data" in value:  # records
-        return {"kind": "table", "schema": value["schema"].get("fields"), "records": value["data"]}
-    if hasattr(value, "dtype") and hasattr(value, "tolist"):  # a numpy array (.npy)
-        return {"kind": "array", "dtype": str(value.dtype), "value": value.tolist()}
-    return {"kind": "json", "value": value}

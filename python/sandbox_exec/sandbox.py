@@ -58,8 +58,12 @@ MAX_MESSAGE_BYTES: int = _core.MAX_MESSAGE_BYTES
 def _check_run_args(code: object, timeout: object) -> None:
     if not isinstance(code, str):
         raise TypeError(f"code must be str, not {type(code).__name__}")
-    if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
-        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    if timeout is not None and not (
+        isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and 0 < timeout < math.inf
+    ):
+        # (inf would end the cell at once: the core's deadline arithmetic has no infinity;
+        # None is "no deadline")
+        raise ValueError(f"timeout must be a positive, finite number of seconds (or None), got {timeout!r}")
 
 
 class _OpenCell(NamedTuple):
