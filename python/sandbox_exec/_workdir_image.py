@@ -29,6 +29,7 @@ import threading
 from pathlib import Path
 
 from . import _core
+from ._spare_images import SpareImages
 from .errors import SandboxError
 
 #: Where the e2fsprogs programs are looked for (never the backend's PATH).
@@ -176,15 +177,51 @@ def _run(argv: list[str], what: str) -> None:
 _FITTED_SIZES: dict[int, int] = {}
 
 
+def _inodes(disk_bytes: int) -> int:
+    # One per 4 KiB of cap (a cap full of small files), at least 1024, at most 4 Mi;
+    # the inode tables of a sparse image cost the host nothing until used.
+    return min(1 << 22, max(1024, disk_bytes // 4096))
+
+
+def format_image(path: Path, size: int, disk_bytes: int, uid: int = 0, gid: int = 0) -> None:
+    """Makes the existing file `path` a new, empty ext4 of `size` bytes for a workdir of
+    `disk_bytes`, its root directory owned by uid:gid."""
+    with open(path, "r+b") as f:
+        f.truncate(size)
+    _run(
+        [
+            _tool("mkfs.ext4") or "mkfs.ext4",
+            "-q",
+            "-F",
+            "-m",
+            "0",
+            "-b",
+            "4096",
+            "-O",
+            "^has_journal",
+            "-N",
+            str(_inodes(disk_bytes)),
+            "-E",
+            f"root_owner={uid}:{gid},lazy_itable_init=1,nodiscard",
+            str(path),
+        ],
+        "mkfs.ext4",
+    )
+
+
 class WorkdirImage:
     """The image behind one session's workdir (see the module's docstring)."""
 
-    def __init__(self, root: Path, workdir: Path, disk_bytes: int, uid: int, gid: int) -> None:
+    def __init__(
+        self, root: Path, workdir: Path, disk_bytes: int, uid: int, gid: int, spares: SpareImages | None = None
+    ) -> None:
         self.path = root / ".images" / (workdir.name + ".img")
         self.workdir = workdir
         self.disk_bytes = disk_bytes
         self.uid, self.gid = uid, gid
         self.mounted = False
+        self.spares = spares  # the Sandbox's images formatted ahead (_spare_images)
+        self.from_spare = False  # whether _create took a spare
 
     # --- mounting -------------------------------------------------------------------------
     def mount(self) -> None:
@@ -200,7 +237,6 @@ class WorkdirImage:
             _reaper_says("+", self.workdir)
             self.mounted = True
         else:
-            self._wait_released()
             if not self.path.exists():
                 with os.scandir(self.workdir) as entries:
                     occupied = any(entries)
@@ -208,8 +244,12 @@ class WorkdirImage:
                     raise ImageUnavailable(
                         "the workdir already holds files outside an image (made before workdir images, or by hand)"
                     )
+                # A new image: no loop device can serve it yet (one left serving an earlier
+                # image of this name serves a deleted file), so there is nothing to wait for
+                # (the wait reads every loop device's backing file: ~10 ms with hundreds).
                 self._create()
                 return
+            self._wait_released()
             self._attach()
         try:
             self._fit()
@@ -274,47 +314,28 @@ class WorkdirImage:
             raise
         self.mounted = True
 
-    def _inodes(self, size: int) -> int:
-        # One per 4 KiB of cap (a cap full of small files), at least 1024, at most 4 Mi;
-        # the inode tables of a sparse image cost the host nothing until used.
-        return min(1 << 22, max(1024, size // 4096))
-
     def _format(self, size: int) -> None:
-        with open(self.path, "r+b") as f:
-            f.truncate(size)
-        _run(
-            [
-                _tool("mkfs.ext4") or "mkfs.ext4",
-                "-q",
-                "-F",
-                "-m",
-                "0",
-                "-b",
-                "4096",
-                "-O",
-                "^has_journal",
-                "-N",
-                str(self._inodes(self.disk_bytes)),
-                "-E",
-                f"root_owner={self.uid}:{self.gid},lazy_itable_init=1,nodiscard",
-                str(self.path),
-            ],
-            "mkfs.ext4",
-        )
+        format_image(self.path, size, self.disk_bytes, self.uid, self.gid)
 
     def _create(self) -> None:
         self.path.parent.mkdir(mode=0o700, exist_ok=True)
-        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        os.close(fd)
+        fitted = _FITTED_SIZES.get(self.disk_bytes)
+        # A spare formatted ahead at the size that fitted (root owned by 0:0; given to the
+        # session's id below, as a new one is): a link and a mount instead of a mkfs.
+        self.from_spare = (
+            fitted is not None and self.spares is not None and self.spares.take(self.disk_bytes, fitted, self.path)
+        )
+        if not self.from_spare:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            os.close(fd)
         try:
-            # First guess: ext4's overhead (reserved clusters, bitmaps, inode tables) is a
-            # few percent; _fit corrects it from what the mounted filesystem reports. The size
-            # that fitted last time for this disk_bytes is remembered: later sessions format
-            # once (each further pass is a mkfs, a mount and an unmount: ~10 ms).
-            size = _FITTED_SIZES.get(self.disk_bytes) or (
-                self.disk_bytes + self.disk_bytes // 16 + self._inodes(self.disk_bytes) * 256 + 4 * MiB
-            )
-            self._format(-(-size // 4096) * 4096)
+            if not self.from_spare:
+                # First guess: ext4's overhead (reserved clusters, bitmaps, inode tables) is a
+                # few percent; _fit corrects it from what the mounted filesystem reports. The
+                # size that fitted last time for this disk_bytes is remembered: later sessions
+                # format once (each further pass is a mkfs, a mount and an unmount: ~10 ms).
+                size = fitted or (self.disk_bytes + self.disk_bytes // 16 + _inodes(self.disk_bytes) * 256 + 4 * MiB)
+                self._format(-(-size // 4096) * 4096)
             self._attach()
             self._fit(reformat=True)
             _FITTED_SIZES[self.disk_bytes] = self.path.stat().st_size
@@ -327,6 +348,8 @@ class WorkdirImage:
             self.unmount()
             self.path.unlink(missing_ok=True)
             raise
+        if self.spares is not None:  # the next new workdir of this size takes one
+            self.spares.want(self.disk_bytes, _FITTED_SIZES[self.disk_bytes])
 
     def _capacity(self) -> int:
         """What the mounted filesystem can hold for the sandbox's user, empty: its data

@@ -24,11 +24,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from . import _core, _host_ids, _safe_fs
+from . import _cgroup_prime, _core, _host_ids, _safe_fs
 from ._json import cell_request
 from ._outputs import CellDone, MalformedMessage, OnOutput, OutputCollector, parse_cell_done
 from ._pool import SLOT_PREFIX, SessionPool
-from ._workdir_image import ImageUnavailable, WorkdirImage, full_threshold
+from ._spare_images import SpareImages
+from ._spare_images import reclaim as reclaim_spares
+from ._workdir_image import ImageUnavailable, WorkdirImage, format_image, full_threshold
 from ._workdir_image import usage as image_usage
 from ._zygotes import ZygoteTable, ZygoteUnavailable
 from .errors import PolicyError, PreludeError, SandboxError, SessionClosedError
@@ -118,6 +120,11 @@ def _move_slot(root: Path, slot: str, home: Path) -> bool:
             os.rename(home_image, image)
         raise
     return True
+
+
+def _spare_format(path: Path, size: int, disk_bytes: int) -> None:
+    """A spare workdir image: root owned by 0:0 until a session's workdir takes it."""
+    format_image(path, size, disk_bytes)
 
 
 def _enospc(done_payload: bytes) -> bool:
@@ -333,6 +340,10 @@ class _SessionTable:
     def __init__(self, root: Path, id_range: _host_ids.IdRange | None, zygotes: ZygoteTable | None) -> None:
         self.root = root
         self.zygotes = zygotes  # None: every session starts cold (Sandbox(warm=False))
+        # New workdir images formatted ahead (used only where images are: a root backend).
+        self.spares = SpareImages(root / ".images", _spare_format)
+        # Host ids allocated ahead (a root backend's sessions take one each).
+        self.ids = _host_ids.IdReserve()
         self.lock = threading.Lock()
         self.closed = False
         self.by_name: dict[str, Session] = {}
@@ -485,6 +496,8 @@ class Session:
             )
         if problems:
             raise PolicyError("the policy asks for protections this build cannot enforce: " + "; ".join(problems))
+        if cg.get("memory") or cg.get("pids") or cg.get("cpu"):
+            _cgroup_prime.prime()  # the keeper's join later finds the kernel's lock ready
         try:
             self._workdir.mkdir(parents=True, exist_ok=True)
             # A real directory, not a link to one: the backend writes into it (the runner's
@@ -583,7 +596,7 @@ class Session:
             self._image.mounted = False
         # The image's root belongs to the sandbox's host id (the session's own, when root).
         uid, gid = self._host_ids()
-        image = WorkdirImage(self._table.root, self._workdir, p.disk_bytes, uid, gid)
+        image = WorkdirImage(self._table.root, self._workdir, p.disk_bytes, uid, gid, self._table.spares)
         try:
             image.mount()
         except Exception as e:
@@ -679,7 +692,8 @@ class Session:
         if p.host_uid is not None:
             return p.host_uid, p.host_gid if p.host_gid is not None else p.host_uid
         if self._host_id is None:
-            self._host_id = _host_ids.allocate(self._table.host_id_range())
+            rng = self._table.host_id_range()
+            self._host_id = self._table.ids.take(rng) or _host_ids.allocate(rng)
         return self._host_id.value, self._host_id.value
 
     def _release_host_id(self) -> None:
@@ -1240,6 +1254,7 @@ class Sandbox:
         self._watchdog.start()
         self._pool = SessionPool(pool_size, self._start_slot) if pool_size else None
         self._reclaim_slots()
+        reclaim_spares(self.root / ".images")  # those of a backend that died
 
     def _reclaim_slots(self) -> None:
         """Removes pool slots a backend left behind (it died while a slot was idle or being
@@ -1428,6 +1443,9 @@ class Sandbox:
             self._pool.join(self.policy.start_timeout_s + 5.0)
         if self._table.zygotes is not None and self.owned_here:
             self._table.zygotes.close()
+        if self.owned_here:
+            self._table.spares.close()
+            self._table.ids.close()
         if self._own_root and os.getpid() == self._owner_pid:
             _remove_tree(self.root)
 
