@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import fcntl
+import glob
 import json
 import os
 import signal
@@ -43,7 +44,22 @@ BASE = 2_110_000_000
 
 def spares_on_disk(root: Path) -> list[Path]:
     images = root / ".images"
-    return sorted(p for p in images.glob(".spare-*.img")) if images.exists() else []
+    if not images.exists():
+        return []
+    return sorted(images / n for n in os.listdir(images) if n.startswith(".spare-") and n.endswith(".img"))
+
+
+def loop_files(part: str) -> list[str]:
+    """The backing files of the host's loop devices whose path contains `part`."""
+    out = []
+    for f in glob.glob("/sys/block/loop*/loop/backing_file"):
+        try:
+            name = Path(f).read_text().strip()
+        except OSError:
+            continue
+        if part in name:
+            out.append(name)
+    return out
 
 
 def image_of(s: sandbox_exec.Session) -> Path:
@@ -79,6 +95,9 @@ def test_a_new_workdir_takes_a_spare_of_its_own(tmp_path):
         assert len(inodes) == 3 and {image_of(b).stat().st_ino, image_of(c).stat().st_ino} <= ready
         for s in (b, c):
             assert image_of(s).stat().st_nlink == 1  # no spare name points at it any more
+            # The loop device names the session's image (a spare mounted ahead was renamed,
+            # not linked): a restart finds its workdir still mounted.
+            assert s._image.still_mounted()
         # Each a filesystem of its own (mkfs drew its UUID), empty, given to the session's id.
         assert len({os.statvfs(s.workdir).f_fsid for s in (first, b, c)}) == 3
         left = {p.stat().st_ino for p in spares_on_disk(tmp_path)}
@@ -91,6 +110,8 @@ def test_a_new_workdir_takes_a_spare_of_its_own(tmp_path):
             r = s.run("open('mine', 'w').write('x'); import os; print(sorted(os.listdir('.')))")
             assert r.status == "ok" and r.stdout.strip() == "['mine']", r
             assert "size-capped ext4 image" in s.enforcement["disk_bytes"], s.enforcement
+        c.restart()
+        assert c.run("import os; print(os.listdir('.'))").stdout.strip() == "['mine']"
         # The cap holds inside a spare as in a new image: a 32 MiB write fails in 16 MiB.
         r = b.run(
             "try:\n    open('big', 'wb').write(b'x' * (32 << 20))\nexcept OSError as e:\n    print(e.errno)",
@@ -99,7 +120,7 @@ def test_a_new_workdir_takes_a_spare_of_its_own(tmp_path):
         assert r.status == "disk" and r.stdout.strip() == "28", (r.status, r.reason, r.stdout)
         assert c.run("import os; print(os.listdir('.'))").stdout.strip() == "['mine']"
     assert spares_on_disk(tmp_path) == []  # close removes them
-    assert not list((tmp_path / ".images").glob(".spare-*"))
+    assert not [n for n in os.listdir(tmp_path / ".images") if n.startswith(".spare-")]
 
 
 @pytest.mark.c
@@ -155,6 +176,8 @@ def test_a_killed_backends_spares_are_reclaimed_and_a_live_ones_kept(tmp_path):
         dead.wait(30)
         assert wait_until(lambda: not pid_alive(dead.pid), 10)
         assert any(p.name.split("-")[1] == str(dead.pid) for p in spares_on_disk(root))  # left behind
+        # ... but not mounted: a spare mounted ahead is a detached mount, gone with its holder.
+        assert wait_until(lambda: not loop_files(f".spare-{dead.pid}-"), 10), loop_files(f".spare-{dead.pid}-")
         with sandbox_exec.Sandbox(root=root, warm=False):
             names = [p.name for p in (root / ".images").iterdir()]
             assert not [n for n in names if n.startswith(f".spare-{dead.pid}-")], names

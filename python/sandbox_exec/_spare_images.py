@@ -10,6 +10,12 @@ to the session's host id as a freshly formatted one is. Nothing is reused: a spa
 new, empty filesystem that no session has ever mounted, and a closed session's image is
 never made a spare.
 
+Where the kernel has the new mount API (5.2+), a spare is also mounted ahead, detached
+(``fsmount``: attached to no path, its only handle a descriptor the Sandbox holds; its
+``lost+found`` removed): a new workdir then costs a rename and a ``move_mount``, not a
+mkfs and a mount. A detached mount ends when its descriptor closes, also when the backend
+is killed: nothing is left mounted.
+
 Names: ``.spare-<tag>-<disk_bytes>-<n>.img`` (ready) and ``...tmp`` (being formatted),
 where ``<tag>`` (``<pid>-<random hex>``) names the Sandbox that made them. That Sandbox
 holds ``flock`` on ``.spare-<tag>.lock`` while it lives; the kernel drops it when the
@@ -28,7 +34,10 @@ import re
 import secrets
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+
+from .errors import SandboxError
 
 #: Spares kept ready per disk_bytes.
 PER_SIZE = 2
@@ -41,6 +50,25 @@ _NEW_LOCK = re.compile(r"\.spare-new-\d+-[0-9a-f]+")
 
 #: Formats an image file (path, size in bytes, disk_bytes) with root owned by 0:0.
 Formatter = Callable[[Path, int, int], None]
+#: Mounts an image detached (attached to no path); returns the mount's descriptor.
+Mounter = Callable[[Path], int]
+#: Renames (source, target) unless target exists: False then.
+Renamer = Callable[[Path, Path], bool]
+
+
+@dataclass
+class Spare:
+    """A spare image: its file and, when the host has the new mount API, its filesystem
+    mounted detached (reachable only through this descriptor, lost+found already removed)."""
+
+    path: Path
+    mount_fd: int | None = None
+
+    def close(self) -> None:
+        """Closes the detached mount (the kernel unmounts it) if it is still ours."""
+        fd, self.mount_fd = self.mount_fd, None
+        if fd is not None:
+            os.close(fd)
 
 
 def _held(path: Path) -> bool:
@@ -90,14 +118,16 @@ def reclaim(images: Path) -> int:
 class SpareImages:
     """One Sandbox's spare images and the thread that formats them (see the module)."""
 
-    def __init__(self, images: Path, formatter: Formatter) -> None:
+    def __init__(self, images: Path, formatter: Formatter, mounter: Mounter | None, renamer: Renamer) -> None:
         self.images = images
         self._format = formatter
+        self._mount = mounter
+        self._rename = renamer
         self._tag = f"{os.getpid()}-{secrets.token_hex(8)}"
         self._lock_fd: int | None = None
         self._mutex = threading.Lock()
         self._sizes: dict[int, int] = {}  # disk_bytes -> image size, most recent last
-        self._ready: dict[int, list[Path]] = {}  # disk_bytes -> ready spares
+        self._ready: dict[int, list[Spare]] = {}  # disk_bytes -> ready spares
         self._count = 0
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -120,29 +150,32 @@ class SpareImages:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._fill, name="sandbox_exec-spare-images", daemon=True)
                 self._thread.start()
-        for path in gone:
-            path.unlink(missing_ok=True)
+        for spare in gone:
+            spare.close()
+            spare.path.unlink(missing_ok=True)
         self._wake.set()
 
-    def take(self, disk_bytes: int, size: int, dest: Path) -> bool:
-        """Moves a ready spare of this disk_bytes and size to `dest` (which must not exist):
-        True when `dest` is now a new, empty, formatted image; False when there was none."""
+    def take(self, disk_bytes: int, size: int, dest: Path) -> Spare | None:
+        """Moves a ready spare of this disk_bytes and size to `dest` (renamed, never over an
+        existing file) and hands it over: the caller attaches its mount (or mounts its file)
+        and closes it. None when there was none."""
         with self._mutex:
             ready = self._ready.get(disk_bytes, [])
             spare = ready.pop(0) if ready else None
         self._wake.set()  # a refill, whether or not there was one
         if spare is None:
-            return False
+            return None
         try:
-            if spare.stat().st_size != size:  # formatted for another fitted size: not this one
-                spare.unlink(missing_ok=True)
-                return False
-            os.link(spare, dest, follow_symlinks=False)  # EEXIST: dest is somebody's image
-        except OSError:
-            spare.unlink(missing_ok=True)
-            return False
-        spare.unlink()
-        return True
+            # Formatted for another fitted size: not this one. A rename, not a link: the loop
+            # device names its file by path (mounted_image reads it), and a rename keeps it.
+            if spare.path.stat().st_size == size and self._rename(spare.path, dest):
+                spare.path = dest
+                return spare
+        except (OSError, SandboxError):
+            pass
+        spare.close()
+        spare.path.unlink(missing_ok=True)
+        return None
 
     def ready(self) -> int:
         with self._mutex:
@@ -158,8 +191,9 @@ class SpareImages:
         self._wake.set()
         if thread is not None:
             thread.join(30)
-        for path in spares:
-            path.unlink(missing_ok=True)
+        for spare in spares:
+            spare.close()
+            spare.path.unlink(missing_ok=True)
         if self._lock_fd is not None:
             (self.images / f"{PREFIX}{self._tag}.lock").unlink(missing_ok=True)
             os.close(self._lock_fd)
@@ -218,16 +252,27 @@ class SpareImages:
         tmp, ready = self.images / (base + ".tmp"), self.images / (base + ".img")
         fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         os.close(fd)
+        spare = Spare(ready)
         try:
             self._format(tmp, size, disk_bytes)
             os.rename(tmp, ready)
+            if self._mount is not None:
+                try:
+                    spare.mount_fd = self._mount(ready)
+                except SandboxError:
+                    self._mount = None  # not on this host (no new mount API): files only
+                else:
+                    os.rmdir("lost+found", dir_fd=spare.mount_fd)  # the cell's directory starts empty
         except BaseException:
+            spare.close()
             tmp.unlink(missing_ok=True)
+            ready.unlink(missing_ok=True)
             raise
         with self._mutex:
             keep = not self._closed and self._sizes.get(disk_bytes) == size
             if keep:
-                self._ready.setdefault(disk_bytes, []).append(ready)
+                self._ready.setdefault(disk_bytes, []).append(spare)
         if not keep:
+            spare.close()
             with contextlib.suppress(OSError):
                 ready.unlink()

@@ -11,6 +11,10 @@ however fast, and whatever holds the blocks: fallocate, files unlinked but held 
 descriptors in flight in a UNIX socket, processes left running. The ioctls and mounts are
 C++ (cpp/supervisor/workdir_image.cc); this module sizes, formats and decides.
 
+A new workdir's image may come ready-made: a Sandbox keeps spares formatted (and mounted
+detached) ahead for the disk_bytes it has used (_spare_images), so a new image is then a
+rename and a move_mount; it gets the same checks and owner as one formatted on the spot.
+
 Where this cannot be done (not root, no /dev/loop-control, no mkfs.ext4, or a workdir that
 already holds files outside an image), ``WorkdirImage.mount`` raises
 :class:`ImageUnavailable` with the reason and the session falls back to the supervisor's
@@ -29,7 +33,7 @@ import threading
 from pathlib import Path
 
 from . import _core
-from ._spare_images import SpareImages
+from ._spare_images import Spare, SpareImages
 from .errors import SandboxError
 
 #: Where the e2fsprogs programs are looked for (never the backend's PATH).
@@ -305,6 +309,17 @@ class WorkdirImage:
             pass
 
     # --- internals ------------------------------------------------------------------------
+    def _attach_spare(self, spare: Spare) -> None:
+        """Puts a spare's detached mount at the workdir (see _spare_images)."""
+        assert spare.mount_fd is not None
+        _reaper_says("+", self.workdir)  # first: a backend killed right after is covered
+        try:
+            _core.workdir_image.attach_detached(spare.mount_fd, str(self.workdir))
+        except BaseException:
+            _reaper_says("-", self.workdir)
+            raise
+        self.mounted = True
+
     def _attach(self) -> None:
         _reaper_says("+", self.workdir)  # first: a backend killed right after the mount is covered
         try:
@@ -321,22 +336,26 @@ class WorkdirImage:
         self.path.parent.mkdir(mode=0o700, exist_ok=True)
         fitted = _FITTED_SIZES.get(self.disk_bytes)
         # A spare formatted ahead at the size that fitted (root owned by 0:0; given to the
-        # session's id below, as a new one is): a link and a mount instead of a mkfs.
-        self.from_spare = (
-            fitted is not None and self.spares is not None and self.spares.take(self.disk_bytes, fitted, self.path)
-        )
-        if not self.from_spare:
+        # session's id below, as a new one is), mounted ahead where it could be: a rename and
+        # a move_mount instead of a mkfs and a mount.
+        spare = self.spares.take(self.disk_bytes, fitted, self.path) if fitted and self.spares else None
+        self.from_spare = spare is not None
+        if spare is None:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             os.close(fd)
         try:
-            if not self.from_spare:
+            if spare is None:
                 # First guess: ext4's overhead (reserved clusters, bitmaps, inode tables) is a
                 # few percent; _fit corrects it from what the mounted filesystem reports. The
                 # size that fitted last time for this disk_bytes is remembered: later sessions
                 # format once (each further pass is a mkfs, a mount and an unmount: ~10 ms).
                 size = fitted or (self.disk_bytes + self.disk_bytes // 16 + _inodes(self.disk_bytes) * 256 + 4 * MiB)
                 self._format(-(-size // 4096) * 4096)
-            self._attach()
+                self._attach()
+            elif spare.mount_fd is not None:
+                self._attach_spare(spare)
+            else:
+                self._attach()
             self._fit(reformat=True)
             _FITTED_SIZES[self.disk_bytes] = self.path.stat().st_size
             try:
@@ -348,6 +367,9 @@ class WorkdirImage:
             self.unmount()
             self.path.unlink(missing_ok=True)
             raise
+        finally:
+            if spare is not None:
+                spare.close()  # attached (the mount lives on at the workdir) or given up
         if self.spares is not None:  # the next new workdir of this size takes one
             self.spares.want(self.disk_bytes, _FITTED_SIZES[self.disk_bytes])
 

@@ -127,6 +127,14 @@ def _spare_format(path: Path, size: int, disk_bytes: int) -> None:
     format_image(path, size, disk_bytes)
 
 
+def _spare_mount(path: Path) -> int:
+    return _core.workdir_image.mount_detached(str(path))
+
+
+def _spare_rename(source: Path, target: Path) -> bool:
+    return _core.workdir_image.rename_noreplace(str(source), str(target))
+
+
 def _enospc(done_payload: bytes) -> bool:
     """Whether the cell ended with an ENOSPC error (its done report names the errno)."""
     return b"[Errno 28]" in done_payload
@@ -341,7 +349,7 @@ class _SessionTable:
         self.root = root
         self.zygotes = zygotes  # None: every session starts cold (Sandbox(warm=False))
         # New workdir images formatted ahead (used only where images are: a root backend).
-        self.spares = SpareImages(root / ".images", _spare_format)
+        self.spares = SpareImages(root / ".images", _spare_format, _spare_mount, _spare_rename)
         # Host ids allocated ahead (a root backend's sessions take one each).
         self.ids = _host_ids.IdReserve()
         self.lock = threading.Lock()
