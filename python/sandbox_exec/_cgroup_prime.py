@@ -8,13 +8,16 @@ while a second migration within about one grace period of the first takes 0.1 ms
 mounted with ``favordynmods`` do not wait; ``CLONE_INTO_CGROUP``, cgroup v2 only, would
 not migrate at all.)
 
-So a session's start first asks a background thread to write ``0`` (this process, moved
-to the group it is already in: no task moves, no controller sees anything) into the
-backend's own ``cgroup.procs``: the grace period then runs alongside the start's other
-steps (the workdir, the host id, the cgroup directories, the zygote's fork, the new
-root's mounts), and the keeper's own migration, later, finds the lock ready. This only
-moves when the wait happens: the keeper still joins the session's groups itself and fails
-the start when it cannot; a prime that fails (no cgroup, no permission) changes nothing.
+So while a session starts (``with primed():``), a background thread writes ``0`` (this
+process, moved to the group it is already in: no task moves, no controller sees anything)
+into the backend's own ``cgroup.procs``, at once and then every few milliseconds: the first
+write's grace period runs alongside the start's other steps (the workdir, the host id, the
+cgroup directories, the zygote's fork, the new root's mounts), and the later ones keep the
+lock ready (they do not wait) until the keeper's own migration. Only during starts, at most
+:data:`MAX_PRIMED_S` each: while the lock is kept ready, the host's forks and exits take
+its slower path, as they do during any migration. This only moves when the wait happens:
+the keeper still joins the session's groups itself and fails the start when it cannot; a
+write that fails (no cgroup, no permission) changes nothing.
 """
 
 from __future__ import annotations
@@ -23,13 +26,20 @@ import contextlib
 import functools
 import os
 import threading
+import time
+from collections.abc import Iterator
 
 _CGROUP_ROOT = "/sys/fs/cgroup"
+#: How often the lock is written again while a start is under way (below a grace period).
+INTERVAL_S = 0.004
+#: The longest one start keeps it ready (a start takes tens of milliseconds).
+MAX_PRIMED_S = 0.25
 
-_wake = threading.Event()
+_cond = threading.Condition()
+_until = 0.0  # keep writing until this monotonic time
+_active = 0  # starts under way
 _thread: threading.Thread | None = None
-_lock = threading.Lock()
-_pid = 0  # the process the thread runs in (a forked backend starts its own)
+_pid = 0  # the process the thread runs in (a forked copy of the backend starts no session)
 
 
 @functools.cache
@@ -59,29 +69,44 @@ def _procs_file() -> str | None:
     return None
 
 
+def _write(path: str) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, b"0")
+        finally:
+            os.close(fd)
+
+
 def _run() -> None:
+    path = _procs_file()
+    if path is None:
+        return
     while True:
-        _wake.wait()
-        _wake.clear()
-        path = _procs_file()
-        if path is None:
-            return
-        with contextlib.suppress(OSError):
-            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-            try:
-                os.write(fd, b"0")
-            finally:
-                os.close(fd)
+        with _cond:
+            while not (_active and time.monotonic() < _until):
+                _cond.wait()
+        _write(path)  # the first after a quiet spell waits out a grace period
+        time.sleep(INTERVAL_S)
 
 
-def prime() -> None:
-    """Starts the grace period a migration waits for, in the background (see the module)."""
-    global _thread, _pid
-    with _lock:
+@contextlib.contextmanager
+def primed() -> Iterator[None]:
+    """Keeps the migration lock ready while the block (a session's start) runs."""
+    global _thread, _pid, _until, _active
+    with _cond:
         if _thread is None:
             _thread = threading.Thread(target=_run, name="sandbox_exec-cgroup-prime", daemon=True)
             _pid = os.getpid()
             _thread.start()
-        elif _pid != os.getpid():
-            return  # a forked copy of the backend: it starts no session
-    _wake.set()
+        mine = _pid == os.getpid()
+        if mine:
+            _active += 1
+            _until = max(_until, time.monotonic() + MAX_PRIMED_S)
+            _cond.notify()
+    try:
+        yield
+    finally:
+        if mine:
+            with _cond:
+                _active -= 1

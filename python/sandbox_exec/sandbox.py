@@ -505,7 +505,12 @@ class Session:
         if problems:
             raise PolicyError("the policy asks for protections this build cannot enforce: " + "; ".join(problems))
         if cg.get("memory") or cg.get("pids") or cg.get("cpu"):
-            _cgroup_prime.prime()  # the keeper's join later finds the kernel's lock ready
+            with _cgroup_prime.primed():  # the keeper's join later finds the kernel's lock ready
+                self._start_contained()
+        else:
+            self._start_contained()
+
+    def _start_contained(self) -> None:
         try:
             self._workdir.mkdir(parents=True, exist_ok=True)
             # A real directory, not a link to one: the backend writes into it (the runner's
