@@ -52,6 +52,7 @@ import subprocess
 import threading
 from dataclasses import dataclass
 
+from . import _start_gate
 from .errors import SandboxError
 
 #: The built-in range when neither the Sandbox nor /etc/subuid names one.
@@ -318,6 +319,7 @@ class IdReserve:
             self._wake.wait(5.0)
             self._wake.clear()
             while (rng := self._want()) is not None:
+                _start_gate.wait_quiet()  # after the start that took one, not during it
                 try:
                     got = allocate(rng, self._state_dir)
                 except Exception as e:  # none free now: sessions allocate (and say why) themselves

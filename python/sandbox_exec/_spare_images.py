@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import _start_gate
 from .errors import SandboxError
 
 #: Spares kept ready per disk_bytes.
@@ -235,6 +236,7 @@ class SpareImages:
             self._wake.wait(5.0)
             self._wake.clear()
             while (job := self._next()) is not None:
+                _start_gate.wait_quiet()  # after the start that took one, not during it
                 disk_bytes, size = job
                 try:
                     self._make(disk_bytes, size)

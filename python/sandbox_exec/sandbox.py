@@ -24,7 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from . import _cgroup_prime, _core, _host_ids, _safe_fs
+from . import _cgroup_prime, _core, _host_ids, _safe_fs, _start_gate
 from ._json import cell_request
 from ._outputs import CellDone, MalformedMessage, OnOutput, OutputCollector, parse_cell_done
 from ._pool import SLOT_PREFIX, SessionPool
@@ -504,11 +504,12 @@ class Session:
             )
         if problems:
             raise PolicyError("the policy asks for protections this build cannot enforce: " + "; ".join(problems))
-        if cg.get("memory") or cg.get("pids") or cg.get("cpu"):
-            with _cgroup_prime.primed():  # the keeper's join later finds the kernel's lock ready
+        with _start_gate.starting():  # work for later starts waits until this one is done
+            if cg.get("memory") or cg.get("pids") or cg.get("cpu"):
+                with _cgroup_prime.primed():  # the keeper's join later finds the kernel's lock ready
+                    self._start_contained()
+            else:
                 self._start_contained()
-        else:
-            self._start_contained()
 
     def _start_contained(self) -> None:
         try:
