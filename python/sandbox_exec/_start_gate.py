@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 
 #: How long no start must have been under way before background work goes on.
-SETTLE_S = 0.02
+SETTLE_S = 0.005
 #: The longest background work waits for a quiet moment.
 MAX_WAIT_S = 2.0
 
@@ -40,9 +40,10 @@ def starting() -> Iterator[None]:
             _cond.notify_all()
 
 
-def wait_quiet(settle_s: float = SETTLE_S, max_wait_s: float = MAX_WAIT_S) -> None:
-    """Returns once no start has been under way for `settle_s` (or after `max_wait_s`)."""
-    deadline = time.monotonic() + max_wait_s
+def wait_quiet() -> None:
+    """Returns once no start has been under way for SETTLE_S (or after MAX_WAIT_S)."""
+    settle_s = SETTLE_S
+    deadline = time.monotonic() + MAX_WAIT_S
     with _cond:
         while True:
             now = time.monotonic()
