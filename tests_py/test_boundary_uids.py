@@ -144,8 +144,14 @@ def test_live_sessions_run_as_distinct_host_ids(tmp_path):
         assert host_ids(a.worker_pid)[0][0] == ids["a"]
         a.close()
         assert a._host_id is None
+        # The next session takes the id held ahead for it (_host_ids.IdReserve: one, from a
+        # range this large), a free one that is neither a's nor b's when it was taken.
+        assert wait_until(lambda: len(box._table.ids.held()) == 1, 30)
+        ahead = box._table.ids.held()[0]
+        assert ahead not in ids.values()
         c = box.session("c")
-        assert host_ids(c.worker_pid)[0][0] == ids["a"]  # the lowest free id again
+        assert host_ids(c.worker_pid)[0][0] == ahead
+        assert host_ids(c.worker_pid)[0][0] != ids["b"]
 
 
 @pytest.mark.b

@@ -345,39 +345,47 @@ void drop_foreign_loop_mounts(const std::string& root) {
   void* map = ::mmap(nullptr, kMax, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (map == MAP_FAILED) return;
   char* text = static_cast<char*>(map);
-  std::size_t size = 0;
-  const int fd = ::open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
-  if (fd >= 0) {
-    for (ssize_t n; size < kMax - 1 && (n = ::read(fd, text + size, kMax - 1 - size)) != 0;) {
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) break;
-      size += static_cast<std::size_t>(n);
-    }
-    ::close(fd);
-  }
-  std::vector<const char*> targets;  // pointers into the mapping only
-  if (size < kMax - 1) {
-    text[size] = '\n';
-    for (char* line = text; line < text + size;) {
-      char* end = static_cast<char*>(std::memchr(line, '\n', static_cast<std::size_t>(text + size + 1 - line)));
-      const std::string_view view(line, static_cast<std::size_t>(end - line));
-      const std::size_t dash = view.find(" - ");
-      if (dash != std::string_view::npos) {
-        const auto before = numbers::words(view.substr(0, dash));
-        const auto after = numbers::words(view.substr(dash + 3));
-        if (before.size() >= 5 && after.size() >= 2 && after[1].rfind("/dev/loop", 0) == 0) {
-          char* target = unescape_in_place(const_cast<char*>(before[4].data()), before[4].size());
-          const std::string_view t(target);
-          if (t != root && !(t.size() > root.size() && t.compare(0, root.size(), root) == 0 && t[root.size()] == '/'))
-            targets.push_back(target);
-        }
+  // A second look, after the first pass: a neighbour that closed meanwhile renames its
+  // workdir (a pool slot's files move to their notebook's directory), and an unmount by the
+  // path read a moment before then finds nothing there (measured: a start overlapping a
+  // neighbour's close kept that neighbour's image busy). The table then names the new path.
+  for (int pass = 0; pass < 3; ++pass) {
+    std::size_t size = 0;
+    const int fd = ::open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      for (ssize_t n; size < kMax - 1 && (n = ::read(fd, text + size, kMax - 1 - size)) != 0;) {
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) break;
+        size += static_cast<std::size_t>(n);
       }
-      line = end + 1;
+      ::close(fd);
     }
+    std::vector<const char*> targets;  // pointers into the mapping only
+    if (size < kMax - 1) {
+      text[size] = '\n';
+      for (char* line = text; line < text + size;) {
+        char* end = static_cast<char*>(std::memchr(line, '\n', static_cast<std::size_t>(text + size + 1 - line)));
+        const std::string_view view(line, static_cast<std::size_t>(end - line));
+        const std::size_t dash = view.find(" - ");
+        if (dash != std::string_view::npos) {
+          const auto before = numbers::words(view.substr(0, dash));
+          const auto after = numbers::words(view.substr(dash + 3));
+          if (before.size() >= 5 && after.size() >= 2 && after[1].rfind("/dev/loop", 0) == 0) {
+            char* target = unescape_in_place(const_cast<char*>(before[4].data()), before[4].size());
+            const std::string_view t(target);
+            if (t != root && !(t.size() > root.size() && t.compare(0, root.size(), root) == 0 && t[root.size()] == '/'))
+              targets.push_back(target);
+          }
+        }
+        line = end + 1;
+      }
+    }
+    std::sort(targets.begin(), targets.end(),
+              [](const char* a, const char* b) { return std::strlen(a) > std::strlen(b); });
+    bool missed = false;
+    for (const char* t : targets) missed |= ::umount2(t, MNT_DETACH) != 0;
+    if (!missed) break;
   }
-  std::sort(targets.begin(), targets.end(),
-            [](const char* a, const char* b) { return std::strlen(a) > std::strlen(b); });
-  for (const char* t : targets) (void)::umount2(t, MNT_DETACH);
   ::munmap(map, kMax);
 }
 

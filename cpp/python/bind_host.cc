@@ -34,6 +34,16 @@ void bind_host(py::module_& m) {
             py::call_guard<py::gil_scoped_release>(),
             "Attaches the image to a free loop device (autoclear) and mounts it (ext4, nosuid, nodev) "
             "at target; returns the loop device.");
+  image.def("mount_detached", &workdir_image::mount_detached, py::arg("image"),
+            py::call_guard<py::gil_scoped_release>(),
+            "Attaches the image to a free loop device and mounts it detached (fsmount; ext4, nosuid, nodev); "
+            "returns the mount's descriptor (closing it unmounts).");
+  image.def("attach_detached", &workdir_image::attach_detached, py::arg("mount_fd"), py::arg("target"),
+            py::call_guard<py::gil_scoped_release>(),
+            "move_mount(mount_fd, target): the detached mount appears there.");
+  image.def("rename_noreplace", &workdir_image::rename_noreplace, py::arg("source"), py::arg("target"),
+            py::call_guard<py::gil_scoped_release>(),
+            "renameat2(source, target, RENAME_NOREPLACE); False when target exists.");
   image.def("unmount", &workdir_image::unmount, py::arg("target"), py::call_guard<py::gil_scoped_release>(),
             "umount2(target, MNT_DETACH | UMOUNT_NOFOLLOW); False when nothing was mounted there.");
   image.def("mounted_image", &workdir_image::mounted_image, py::arg("target"),

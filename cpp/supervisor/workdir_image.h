@@ -24,6 +24,21 @@ namespace sandbox_exec::workdir_image {
 // "workdir") naming the call and errno.
 std::string mount_image(const std::string& image, const std::string& target);
 
+// Attaches `image` to a free loop device as mount_image does and mounts it detached (the
+// new mount API: fsopen, fsconfig, fsmount; ext4, nosuid, nodev, noatime), attached to no
+// path: the returned descriptor (O_CLOEXEC) is the only handle on it. Closing it unmounts
+// it (and autoclear frees the device), also when the process dies. For spare workdir
+// images made ready ahead (python/sandbox_exec/_spare_images.py).
+int mount_detached(const std::string& image);
+
+// Attaches the detached mount `mount_fd` at `target` (move_mount). The caller still closes
+// `mount_fd`; the mount stays where it now is.
+void attach_detached(int mount_fd, const std::string& target);
+
+// Renames `from` to `to` unless `to` exists (renameat2 RENAME_NOREPLACE): false with
+// EEXIST. Throws on any other failure.
+bool rename_noreplace(const std::string& from, const std::string& to);
+
 // Detaches the filesystem mounted at `target` (MNT_DETACH: lazily, once nothing uses it;
 // UMOUNT_NOFOLLOW). False when nothing was mounted there.
 bool unmount(const std::string& target) noexcept;

@@ -28,6 +28,14 @@ DynamicUser do:
   real, effective, saved or filesystem uids or gids, read from /proc/<pid>/status), so a
   process left by its last holder keeps the id out of use until it is gone.
 
+* ahead: allocate() reads every process's status (a few ms; more on a host with many
+  processes), so a Sandbox keeps :data:`RESERVE` id allocated ahead by a background thread
+  (:class:`IdReserve`): allocated exactly as above, its lock held from the /proc check on,
+  so no process can take it up meanwhile (only a lock holder starts processes with it), and
+  handed to the next session that needs one. Only from a range of at least
+  :data:`RESERVE_MIN_RANGE` ids: an id held ahead in a small range could refuse another
+  backend's session.
+
 An unprivileged backend cannot map other ids (that takes newuidmap, a setuid helper, and an
 entry in /etc/subuid): its sessions all run as the backend's own uid, and
 ``Session.enforcement["host_uid"]`` says so.
@@ -35,13 +43,16 @@ entry in /etc/subuid): its sessions all run as the backend's own uid, and
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
 import stat
 import subprocess
+import threading
 from dataclasses import dataclass
 
+from . import _start_gate
 from .errors import SandboxError
 
 #: The built-in range when neither the Sandbox nor /etc/subuid names one.
@@ -235,6 +246,94 @@ def allocate(rng: IdRange, state_dir: str | None = None) -> HostId:
         )
     finally:
         os.close(dir_fd)
+
+
+#: Ids a Sandbox holds allocated ahead of the sessions that will take them.
+RESERVE = 1
+#: The smallest range ids are held ahead from (see the module's docstring).
+RESERVE_MIN_RANGE = 1024
+
+
+class IdReserve:
+    """Host ids allocated ahead for one Sandbox's next sessions (see the module's docstring)."""
+
+    def __init__(self, state_dir: str | None = None) -> None:
+        self._state_dir = state_dir
+        self._mutex = threading.Lock()
+        self._held: list[HostId] = []
+        self._range: IdRange | None = None
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self.last_error = ""
+
+    def take(self, rng: IdRange) -> HostId | None:
+        """An id of `rng` allocated ahead (its lock held, no process running with it when it
+        was checked), or None; either way the reserve refills in the background."""
+        if rng.count < RESERVE_MIN_RANGE:
+            return None
+        with self._mutex:
+            if self._closed:
+                return None
+            if self._range != rng:  # another range: what was held for the old one goes back
+                stale, self._held = self._held, []
+                self._range = rng
+            else:
+                stale = []
+            got = self._held.pop(0) if self._held else None
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._fill, name="sandbox_exec-host-ids", daemon=True)
+                self._thread.start()
+        for old in stale:
+            old.release()
+        self._wake.set()
+        return got
+
+    def held(self) -> list[int]:
+        with self._mutex:
+            return [h.value for h in self._held]
+
+    def close(self) -> None:
+        """Stops refilling and gives back every id held ahead."""
+        with self._mutex:
+            self._closed = True
+            held, self._held = self._held, []
+            thread = self._thread
+        self._wake.set()
+        if thread is not None:
+            thread.join(30)
+        for h in held:
+            h.release()
+
+    def _want(self) -> IdRange | None:
+        with self._mutex:
+            if self._closed or self._range is None or len(self._held) >= RESERVE:
+                return None
+            return self._range
+
+    def _fill(self) -> None:
+        # Behind the sessions' own work (a start that found the reserve empty allocates itself).
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        while True:
+            self._wake.wait(5.0)
+            self._wake.clear()
+            while (rng := self._want()) is not None:
+                _start_gate.wait_quiet()  # after the start that took one, not during it
+                try:
+                    got = allocate(rng, self._state_dir)
+                except Exception as e:  # none free now: sessions allocate (and say why) themselves
+                    self.last_error = f"{type(e).__name__}: {e}"
+                    break
+                with self._mutex:
+                    keep = not self._closed and self._range == rng and len(self._held) < RESERVE
+                    if keep:
+                        self._held.append(got)
+                if not keep:
+                    got.release()
+            with self._mutex:
+                if self._closed:
+                    return
 
 
 def own_tree(path: str, uid: int, gid: int, timeout_s: float = 300.0) -> None:

@@ -11,6 +11,10 @@ however fast, and whatever holds the blocks: fallocate, files unlinked but held 
 descriptors in flight in a UNIX socket, processes left running. The ioctls and mounts are
 C++ (cpp/supervisor/workdir_image.cc); this module sizes, formats and decides.
 
+A new workdir's image may come ready-made: a Sandbox keeps spares formatted (and mounted
+detached) ahead for the disk_bytes it has used (_spare_images), so a new image is then a
+rename and a move_mount; it gets the same checks and owner as one formatted on the spot.
+
 Where this cannot be done (not root, no /dev/loop-control, no mkfs.ext4, or a workdir that
 already holds files outside an image), ``WorkdirImage.mount`` raises
 :class:`ImageUnavailable` with the reason and the session falls back to the supervisor's
@@ -29,6 +33,7 @@ import threading
 from pathlib import Path
 
 from . import _core
+from ._spare_images import Spare, SpareImages
 from .errors import SandboxError
 
 #: Where the e2fsprogs programs are looked for (never the backend's PATH).
@@ -176,15 +181,51 @@ def _run(argv: list[str], what: str) -> None:
 _FITTED_SIZES: dict[int, int] = {}
 
 
+def _inodes(disk_bytes: int) -> int:
+    # One per 4 KiB of cap (a cap full of small files), at least 1024, at most 4 Mi;
+    # the inode tables of a sparse image cost the host nothing until used.
+    return min(1 << 22, max(1024, disk_bytes // 4096))
+
+
+def format_image(path: Path, size: int, disk_bytes: int, uid: int = 0, gid: int = 0) -> None:
+    """Makes the existing file `path` a new, empty ext4 of `size` bytes for a workdir of
+    `disk_bytes`, its root directory owned by uid:gid."""
+    with open(path, "r+b") as f:
+        f.truncate(size)
+    _run(
+        [
+            _tool("mkfs.ext4") or "mkfs.ext4",
+            "-q",
+            "-F",
+            "-m",
+            "0",
+            "-b",
+            "4096",
+            "-O",
+            "^has_journal",
+            "-N",
+            str(_inodes(disk_bytes)),
+            "-E",
+            f"root_owner={uid}:{gid},lazy_itable_init=1,nodiscard",
+            str(path),
+        ],
+        "mkfs.ext4",
+    )
+
+
 class WorkdirImage:
     """The image behind one session's workdir (see the module's docstring)."""
 
-    def __init__(self, root: Path, workdir: Path, disk_bytes: int, uid: int, gid: int) -> None:
+    def __init__(
+        self, root: Path, workdir: Path, disk_bytes: int, uid: int, gid: int, spares: SpareImages | None = None
+    ) -> None:
         self.path = root / ".images" / (workdir.name + ".img")
         self.workdir = workdir
         self.disk_bytes = disk_bytes
         self.uid, self.gid = uid, gid
         self.mounted = False
+        self.spares = spares  # the Sandbox's images formatted ahead (_spare_images)
+        self.from_spare = False  # whether _create took a spare
 
     # --- mounting -------------------------------------------------------------------------
     def mount(self) -> None:
@@ -200,7 +241,6 @@ class WorkdirImage:
             _reaper_says("+", self.workdir)
             self.mounted = True
         else:
-            self._wait_released()
             if not self.path.exists():
                 with os.scandir(self.workdir) as entries:
                     occupied = any(entries)
@@ -208,8 +248,12 @@ class WorkdirImage:
                     raise ImageUnavailable(
                         "the workdir already holds files outside an image (made before workdir images, or by hand)"
                     )
+                # A new image: no loop device can serve it yet (one left serving an earlier
+                # image of this name serves a deleted file), so there is nothing to wait for
+                # (the wait reads every loop device's backing file: ~10 ms with hundreds).
                 self._create()
                 return
+            self._wait_released()
             self._attach()
         try:
             self._fit()
@@ -265,6 +309,17 @@ class WorkdirImage:
             pass
 
     # --- internals ------------------------------------------------------------------------
+    def _attach_spare(self, spare: Spare) -> None:
+        """Puts a spare's detached mount at the workdir (see _spare_images)."""
+        assert spare.mount_fd is not None
+        _reaper_says("+", self.workdir)  # first: a backend killed right after is covered
+        try:
+            _core.workdir_image.attach_detached(spare.mount_fd, str(self.workdir))
+        except BaseException:
+            _reaper_says("-", self.workdir)
+            raise
+        self.mounted = True
+
     def _attach(self) -> None:
         _reaper_says("+", self.workdir)  # first: a backend killed right after the mount is covered
         try:
@@ -274,48 +329,33 @@ class WorkdirImage:
             raise
         self.mounted = True
 
-    def _inodes(self, size: int) -> int:
-        # One per 4 KiB of cap (a cap full of small files), at least 1024, at most 4 Mi;
-        # the inode tables of a sparse image cost the host nothing until used.
-        return min(1 << 22, max(1024, size // 4096))
-
     def _format(self, size: int) -> None:
-        with open(self.path, "r+b") as f:
-            f.truncate(size)
-        _run(
-            [
-                _tool("mkfs.ext4") or "mkfs.ext4",
-                "-q",
-                "-F",
-                "-m",
-                "0",
-                "-b",
-                "4096",
-                "-O",
-                "^has_journal",
-                "-N",
-                str(self._inodes(self.disk_bytes)),
-                "-E",
-                f"root_owner={self.uid}:{self.gid},lazy_itable_init=1,nodiscard",
-                str(self.path),
-            ],
-            "mkfs.ext4",
-        )
+        format_image(self.path, size, self.disk_bytes, self.uid, self.gid)
 
     def _create(self) -> None:
         self.path.parent.mkdir(mode=0o700, exist_ok=True)
-        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        os.close(fd)
+        fitted = _FITTED_SIZES.get(self.disk_bytes)
+        # A spare formatted ahead at the size that fitted (root owned by 0:0; given to the
+        # session's id below, as a new one is), mounted ahead where it could be: a rename and
+        # a move_mount instead of a mkfs and a mount.
+        spare = self.spares.take(self.disk_bytes, fitted, self.path) if fitted and self.spares else None
+        self.from_spare = spare is not None
+        if spare is None:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            os.close(fd)
         try:
-            # First guess: ext4's overhead (reserved clusters, bitmaps, inode tables) is a
-            # few percent; _fit corrects it from what the mounted filesystem reports. The size
-            # that fitted last time for this disk_bytes is remembered: later sessions format
-            # once (each further pass is a mkfs, a mount and an unmount: ~10 ms).
-            size = _FITTED_SIZES.get(self.disk_bytes) or (
-                self.disk_bytes + self.disk_bytes // 16 + self._inodes(self.disk_bytes) * 256 + 4 * MiB
-            )
-            self._format(-(-size // 4096) * 4096)
-            self._attach()
+            if spare is None:
+                # First guess: ext4's overhead (reserved clusters, bitmaps, inode tables) is a
+                # few percent; _fit corrects it from what the mounted filesystem reports. The
+                # size that fitted last time for this disk_bytes is remembered: later sessions
+                # format once (each further pass is a mkfs, a mount and an unmount: ~10 ms).
+                size = fitted or (self.disk_bytes + self.disk_bytes // 16 + _inodes(self.disk_bytes) * 256 + 4 * MiB)
+                self._format(-(-size // 4096) * 4096)
+                self._attach()
+            elif spare.mount_fd is not None:
+                self._attach_spare(spare)
+            else:
+                self._attach()
             self._fit(reformat=True)
             _FITTED_SIZES[self.disk_bytes] = self.path.stat().st_size
             try:
@@ -327,6 +367,11 @@ class WorkdirImage:
             self.unmount()
             self.path.unlink(missing_ok=True)
             raise
+        finally:
+            if spare is not None:
+                spare.close()  # attached (the mount lives on at the workdir) or given up
+        if self.spares is not None:  # the next new workdir of this size takes one
+            self.spares.want(self.disk_bytes, _FITTED_SIZES[self.disk_bytes])
 
     def _capacity(self) -> int:
         """What the mounted filesystem can hold for the sandbox's user, empty: its data

@@ -24,7 +24,19 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, NamedTuple
 
-from . import _audit, _checkpoint, _core, _fetch, _host_ids, _mounts, _safe_fs, _supervisor_log, _variables
+from . import (
+    _audit,
+    _cgroup_prime,
+    _checkpoint,
+    _core,
+    _fetch,
+    _host_ids,
+    _mounts,
+    _safe_fs,
+    _start_gate,
+    _supervisor_log,
+    _variables,
+)
 from ._calls import CALL_ID_BASE, CallCollector, call_request
 from ._calls import call_value as _call_value
 from ._json import cell_request
@@ -32,7 +44,9 @@ from ._modes import Mode, check_mode, with_mode
 from ._outputs import CellDone, MalformedMessage, OnOutput, OutputCollector, parse_cell_done
 from ._pool import SLOT_PREFIX, SessionPool
 from ._reset import reset_args, reset_report
-from ._workdir_image import ImageUnavailable, WorkdirImage, full_threshold
+from ._spare_images import SpareImages
+from ._spare_images import reclaim as reclaim_spares
+from ._workdir_image import ImageUnavailable, WorkdirImage, format_image, full_threshold
 from ._workdir_image import usage as image_usage
 from ._zygotes import ZygoteTable, ZygoteUnavailable
 from .errors import CallError, CheckpointError, PolicyError, PreludeError, SandboxError, SessionClosedError
@@ -126,6 +140,19 @@ def _move_slot(root: Path, slot: str, home: Path) -> bool:
             os.rename(home_image, image)
         raise
     return True
+
+
+def _spare_format(path: Path, size: int, disk_bytes: int) -> None:
+    """A spare workdir image: root owned by 0:0 until a session's workdir takes it."""
+    format_image(path, size, disk_bytes)
+
+
+def _spare_mount(path: Path) -> int:
+    return _core.workdir_image.mount_detached(str(path))
+
+
+def _spare_rename(source: Path, target: Path) -> bool:
+    return _core.workdir_image.rename_noreplace(str(source), str(target))
 
 
 def _enospc(done_payload: bytes) -> bool:
@@ -352,6 +379,10 @@ class _SessionTable:
         self.root = root
         self.auditor = auditor  # the audit trail's sinks (_audit); None: no audit
         self.zygotes = zygotes  # None: every session starts cold (Sandbox(warm=False))
+        # New workdir images formatted ahead (used only where images are: a root backend).
+        self.spares = SpareImages(root / ".images", _spare_format, _spare_mount, _spare_rename)
+        # Host ids allocated ahead (a root backend's sessions take one each).
+        self.ids = _host_ids.IdReserve()
         self.lock = threading.Lock()
         self.closed = False
         self.by_name: dict[str, Session] = {}
@@ -517,6 +548,14 @@ class Session:
             )
         if problems:
             raise PolicyError("the policy asks for protections this build cannot enforce: " + "; ".join(problems))
+        with _start_gate.starting():  # work for later starts waits until this one is done
+            if cg.get("memory") or cg.get("pids") or cg.get("cpu"):
+                with _cgroup_prime.primed():  # the keeper's join later finds the kernel's lock ready
+                    self._start_contained(restore)
+            else:
+                self._start_contained(restore)
+
+    def _start_contained(self, restore: bool) -> None:
         try:
             self._workdir.mkdir(parents=True, exist_ok=True)
             # A real directory, not a link to one: the backend writes into it (the runner's
@@ -618,7 +657,7 @@ class Session:
             self._image.mounted = False
         # The image's root belongs to the sandbox's host id (the session's own, when root).
         uid, gid = self._host_ids()
-        image = WorkdirImage(self._table.root, self._workdir, p.disk_bytes, uid, gid)
+        image = WorkdirImage(self._table.root, self._workdir, p.disk_bytes, uid, gid, self._table.spares)
         try:
             image.mount()
         except Exception as e:
@@ -719,7 +758,8 @@ class Session:
         if p.host_uid is not None:
             return p.host_uid, p.host_gid if p.host_gid is not None else p.host_uid
         if self._host_id is None:
-            self._host_id = _host_ids.allocate(self._table.host_id_range())
+            rng = self._table.host_id_range()
+            self._host_id = self._table.ids.take(rng) or _host_ids.allocate(rng)
         return self._host_id.value, self._host_id.value
 
     def _release_host_id(self) -> None:
@@ -1736,6 +1776,7 @@ class Sandbox:
         self._watchdog.start()
         self._pool = SessionPool(pool_size, self._start_slot) if pool_size else None
         self._reclaim_slots()
+        reclaim_spares(self.root / ".images")  # those of a backend that died
 
     def _reclaim_slots(self) -> None:
         """Removes pool slots a backend left behind (it died while a slot was idle or being
@@ -1940,6 +1981,9 @@ class Sandbox:
             self._pool.join(self.policy.start_timeout_s + 5.0)
         if self._table.zygotes is not None and self.owned_here:
             self._table.zygotes.close()
+        if self.owned_here:
+            self._table.spares.close()
+            self._table.ids.close()
         if self._own_root and os.getpid() == self._owner_pid:
             _remove_tree(self.root)
         if self._table.auditor is not None:
