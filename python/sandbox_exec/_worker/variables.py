@@ -177,9 +177,9 @@ def _pandas_cells_plain(frame: Any) -> bool:
     for index in indexes:
         if not all(type(n) in plain for n in index.names):
             return False
-        if type(index) is not pd.RangeIndex and index.dtype == object:
-            if not all(type(label) in plain for label in index.tolist()):
-                return False
+        labels_are_objects = type(index) is not pd.RangeIndex and index.dtype == object
+        if labels_are_objects and not all(type(label) in plain for label in index.tolist()):
+            return False
     return True
 
 
