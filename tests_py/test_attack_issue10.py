@@ -73,11 +73,6 @@ def s(sandbox: sandbox_exec.Sandbox) -> Iterator[sandbox_exec.Session]:
 # --- findings (open) -----------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F1: fetch(as_pandas=True) materialises a forged Arrow null column: a 224-byte reply "
-    "becomes an 80 MB DataFrame (8 bytes a row, any row count), past max_bytes",
-)
 def test_a_forged_null_column_does_not_allocate_past_the_limit(s: sandbox_exec.Session) -> None:
     _ok(
         s.run(
@@ -93,11 +88,6 @@ def test_a_forged_null_column_does_not_allocate_past_the_limit(s: sandbox_exec.S
     assert int(df.memory_usage(deep=False).sum()) <= 16 * limit
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F4: previews='safe' runs properties of the user's DataFrame and ndarray subclasses "
-    "(shape, nbytes); a hanging one ends the call at the timeout and the session is killed",
-)
 def test_safe_previews_run_no_code_of_pandas_or_numpy_subclasses(s: sandbox_exec.Session) -> None:
     pytest.importorskip("pandas")
     _ok(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -239,3 +240,81 @@ def test_forged_variable_summaries_are_checked(s: sandbox_exec.Session) -> None:
     forged(s, "{'variables': [{'name': f'v{i}', 'type': 'int'} for i in range(100)], 'total': 100}")
     assert len(s.variables(max_variables=5)) == 5
     still_usable(s)
+
+
+# The decoded size of an Arrow table (backend-side, no sandbox needed: what load_arrow() does
+# with bytes a hostile worker sent). Arrow states lengths apart from bytes, so these tables
+# are a few hundred bytes each; each is built at the largest size the rule admits for a
+# 1 MiB limit, and to_pandas() must stay under 16x the limit.
+def _forged_tables() -> dict[str, Any]:
+    pa = pytest.importorskip("pyarrow")
+    return {
+        "null": lambda n: pa.table({"n": pa.nulls(n)}),
+        "struct of nulls": lambda n: pa.table({"s": pa.StructArray.from_arrays([pa.nulls(n)], ["a"])}),
+        "empty structs": lambda n: pa.table({"s": pa.array([{}] * n, pa.struct([]))}),
+        "empty lists": lambda n: pa.table({"l": pa.array([[]] * n, pa.list_(pa.null()))}),
+        "zero-size fixed lists": lambda n: pa.table({"l": pa.array([[]] * n, pa.list_(pa.null(), 0))}),
+        "lists of nulls": lambda n: pa.table({"l": pa.array([[None] * 4] * n, pa.list_(pa.null()))}),
+        "empty maps": lambda n: pa.table({"m": pa.array([[]] * n, pa.map_(pa.int8(), pa.null()))}),
+    }
+
+
+def _ipc(table: Any) -> bytes:
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+@pytest.mark.parametrize("kind", list(_forged_tables()))
+def test_the_decoded_size_is_bounded_by_the_limit(kind: str) -> None:
+    import gc
+    import tracemalloc
+
+    import pyarrow as pa
+
+    from sandbox_exec._fetch import load_arrow, table_cells
+
+    limit = 1 << 20
+    make = _forged_tables()[kind]
+    lo, hi = 1, limit  # the most rows the rule admits
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if table_cells(pa, make(mid), limit) <= limit else (lo, mid - 1)
+    with pytest.raises(CallError, match="cells"):
+        load_arrow(_ipc(make(lo + 1)), limit)
+    pa.table({"warm": [1]}).to_pandas()  # pandas' imports are not the conversion's
+    data = _ipc(make(lo))
+    gc.collect()
+    tracemalloc.start()
+    try:
+        frame = load_arrow(data, limit).to_pandas()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(frame) == lo and len(data) < limit
+    assert peak <= 16 * limit, f"{kind}: {lo} rows from {len(data)} bytes peaked at {peak / limit:.1f}x the limit"
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        "pa.RunEndEncodedArray.from_arrays([10**9], ['x'])",
+        "pa.array([[1]], pa.list_view(pa.int8()))",
+        "pa.array(['x' * 1000] * 4, pa.string_view())",
+        "pa.ListArray.from_arrays([0, 1], pa.array(['a']).dictionary_encode())",
+    ],
+)
+def test_types_whose_decoded_size_does_not_follow_from_the_bytes_are_refused(column: str) -> None:
+    import pyarrow as pa
+
+    from sandbox_exec._fetch import load_arrow
+
+    try:
+        array = eval(column, {"pa": pa})  # the test's own literal
+    except (AttributeError, pa.ArrowException, TypeError) as e:
+        pytest.skip(f"this pyarrow cannot build it: {e}")
+    with pytest.raises(CallError, match=r"decoded|dictionary nested"):
+        load_arrow(_ipc(pa.table({"c": array})), 1 << 20)

@@ -138,3 +138,26 @@ def test_frames_with_object_cells_are_not_previewed_in_safe_mode(s: sandbox_exec
     assert v["objs"]["preview"] is None and v["objs"]["shape"] == [2, 1]
     assert "a" in v["plain"]["preview"]
     assert v["wide"]["columns_total"] == 80 and len(v["wide"]["columns"]) == 50
+
+
+def test_a_background_printer_does_not_crowd_out_the_reply(s: sandbox_exec.Session) -> None:
+    # A thread a cell left printing in a tight loop (Python-level writes and, through
+    # os.write, descriptor-level ones): while a call runs, what it prints is not the call's
+    # output, so it can neither fill the call's output cap nor push its reply out.
+    r = s.run(
+        "import os, sys, threading\ngo = True\nkeep = 7\nfor i in range(300):\n    globals()[f'v{i}'] = list(range(i))\n"
+        "def flood():\n"
+        "    line = 'x' * 8000 + '\\n'\n"
+        "    n = 0\n"
+        "    while go:\n"
+        "        sys.stdout.write(line)\n"
+        "        n += 1\n"
+        "        if n % 64 == 0:\n"
+        "            os.write(1, line.encode())\n"
+        "printer = threading.Thread(target=flood, daemon=True)\nprinter.start()"
+    )
+    assert r.status == "ok", (r.status, r.error)
+    for _ in range(30):
+        assert by_name(s.variables())["keep"]["preview"] == "7"
+    r = s.run("go = False\nprinter.join()\nkeep")
+    assert r.status == "ok" and r.outputs[-1]["data"]["text/plain"] == "7", (r.status, r.outputs[-1:])

@@ -150,6 +150,7 @@ void CellRun::close_output() {
 
 void CellRun::accept_stream(uint16_t type, std::string& p) {
   if (assembler_.in_progress()) throw ProtocolViolation("stream frame inside a continued message");
+  if (limits_.discard_streams) return;  // a call's prints are not its output (CellLimits)
   const uint64_t charged = out_.output_bytes + kEventOverheadBytes;
   const uint64_t room = limits_.max_output_bytes - std::min(limits_.max_output_bytes, charged);
   const std::size_t keep = utf8_prefix(p, room);

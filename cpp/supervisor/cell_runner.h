@@ -47,6 +47,11 @@ struct CellLimits {
   // cell filled it (CellOutcome.image_*): two system calls here instead of two Python calls
   // around them on every cell.
   bool measure_image = false;
+  // A call, not a cell (the backend's _calls.py): its only output is its reply message, so
+  // stream frames (what the worker's threads print while it runs) are discarded unread and
+  // charged to nothing. Were they charged, a thread a cell left printing could fill the
+  // call's cap, the output would close and the reply would be dropped.
+  bool discard_streams = false;
 };
 
 enum class CellEnd {

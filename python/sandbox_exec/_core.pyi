@@ -219,6 +219,7 @@ class CellRunner:
         workdir_bytes: int = ...,
         execution_count: int | None = ...,
         measure_image: bool = ...,
+        discard_streams: bool = ...,
     ) -> CellOutcome: ...
     def begin_cell(
         self,
@@ -235,6 +236,7 @@ class CellRunner:
         workdir_bytes: int = ...,
         execution_count: int | None = ...,
         measure_image: bool = ...,
+        discard_streams: bool = ...,
     ) -> CellRun: ...
     def check_disk(self, workdir: str, limit: int) -> tuple[int | None, bool]: ...
     def interrupt(self) -> None: ...

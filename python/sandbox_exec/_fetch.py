@@ -19,7 +19,30 @@ Everything here is hostile input (a cell can replace the worker's encoder and se
   and a registered one runs its class's code); the table is validated in full
   (``Table.validate(full=True)``: offsets, UTF-8, dictionary indices) before anyone reads a
   value. pyarrow older than 14.0.1 is treated as absent (the worker then sends ``records``).
-  ``as_pandas=True`` converts with ``Table.to_pandas()``, which reads the schema's ``pandas``
+  The table's *decoded* size is bounded too, because Arrow states lengths apart from bytes:
+  a null column of 10**7 rows is a 224-byte stream and an 80 MB DataFrame. So the table's
+  cells (see ``table_cells``) may not exceed ``max_bytes``: one per byte of the limit. A
+  cell is one value of one column (a row, and recursively every value a list, struct or map
+  row holds; a dictionary column's indices plus its dictionary, once), and a row of a
+  list, struct, map or union column, which pandas turns into a Python object of its own (a
+  dict, an array: 100-200 bytes), counts NESTED_ROW_CELLS. Types whose logical size does not
+  follow from their bytes are refused: run-end encoded (a run is any length), list views
+  (views may overlap, so each child value counts any number of times), string and binary
+  views (every row may view the same long buffer), and dictionaries below the top level
+  (pyarrow decodes those to one copy per row). What this guarantees:
+  ``as_pandas=True`` converts with ``Table.to_pandas()``, which makes at most one numpy
+  slot (8 bytes at most) or one Python object per cell: numbers and dates take at most 8x
+  max_bytes; strings take their own bytes, which are bytes received, plus pandas' per-value
+  cost (none when pandas stores them in Arrow, as pandas 3 does; a Python str of about 50
+  bytes otherwise); a dictionary column stays a Categorical (its values once). The worst
+  case measured (peak allocation during to_pandas, pyarrow 26, pandas 3.1) is about 12x
+  max_bytes, for a struct column of nulls sent in about 300 bytes (a null column: 8x); it is
+  checked to stay under 16x in tests_py/test_fetch_attacks.py
+  (``test_the_decoded_size_is_bounded_by_the_limit``). The ``pyarrow.Table`` returned without
+  as_pandas holds the bytes received; its own ``to_pandas()`` has the bound above, but
+  ``to_pylist()`` expands a dictionary column to one Python value per row (a 50 KB value
+  in 1000 rows is 50 MB): decode it with ``to_pandas()`` or check
+  ``column.dictionary`` sizes first. ``to_pandas()`` reads the schema's ``pandas``
   metadata: JSON naming the index columns and dtypes, interpreted by pyarrow and pandas
   (dtype names are looked up, never imported or evaluated).
 - ``records``: Jupyter's table schema (``{"schema": {"fields": [...], "primaryKey": ...},
@@ -175,20 +198,68 @@ def _children(t: Any) -> list[Any]:
     return types
 
 
+def _unbounded(pa: Any, t: Any) -> str | None:
+    """Why a type's decoded size does not follow from its bytes (refused), or None."""
+    types = pa.types
+    for name in ("is_run_end_encoded", "is_list_view", "is_large_list_view", "is_string_view", "is_binary_view"):
+        check = getattr(types, name, None)  # absent in older pyarrow: so are the types
+        if check is not None and check(t):
+            return f"a column of type {t} (its decoded size does not follow from the bytes sent)"
+    return None
+
+
 def _check_types(pa: Any, schema: Any) -> None:
-    pending = [field.type for field in schema]
+    pending = [(field.type, 0) for field in schema]
     seen = 0
     while pending:
-        t = pending.pop()
+        t, depth = pending.pop()
         seen += 1
         if seen > 100_000:
             raise ValueError("the schema's types are nested too many")
         if isinstance(t, pa.BaseExtensionType):
             raise ValueError(f"a column of extension type {t.extension_name!r} (not read)")
-        pending.extend(_children(t))
+        why = _unbounded(pa, t)
+        if why is not None:
+            raise ValueError(why)
+        if depth and pa.types.is_dictionary(t):
+            raise ValueError(f"a dictionary nested in a column ({t}): decoded once per row (not read)")
+        pending.extend((child, depth + 1) for child in _children(t))
 
 
-def load_arrow(data: bytes) -> Any:
+#: What one row of a nested column (list, struct, map, union) counts: pandas makes a Python
+#: object of it (a dict, an ndarray), 100-200 bytes, where a plain value takes 8.
+NESTED_ROW_CELLS = 16
+
+
+def table_cells(pa: Any, table: Any, limit: int) -> int:
+    """The table's cells as the module's docstring counts them; stops counting past
+    ``limit`` (the answer is then some number above it). Reads offsets only (no copies)."""
+    types = pa.types
+    pending = [chunk for column in table.columns for chunk in column.chunks]
+    total = 0
+    while pending and total <= limit:
+        array = pending.pop()
+        t = array.type
+        n = len(array)
+        nested = types.is_struct(t) or types.is_list(t) or types.is_large_list(t) or types.is_union(t)
+        nested = nested or types.is_fixed_size_list(t) or types.is_map(t)
+        total += n * (NESTED_ROW_CELLS if nested else 1)
+        if types.is_dictionary(t):
+            pending.append(array.dictionary)
+        elif types.is_struct(t):
+            pending.extend(array.field(i) for i in range(t.num_fields))
+        elif types.is_union(t):
+            pending.extend(array.field(i) for i in range(t.num_fields))  # whole children: an upper bound
+        elif types.is_fixed_size_list(t):
+            pending.append(array.values.slice(array.offset * t.list_size, n * t.list_size))
+        elif (types.is_list(t) or types.is_large_list(t) or types.is_map(t)) and n:
+            offsets = array.offsets  # this slice's n + 1 offsets
+            first, last = offsets[0].as_py(), offsets[n].as_py()
+            pending.append(array.values.slice(first, last - first))
+    return total
+
+
+def load_arrow(data: bytes, max_bytes: int) -> Any:
     import pyarrow as pa
 
     buffer = pa.py_buffer(data)
@@ -198,8 +269,14 @@ def load_arrow(data: bytes) -> Any:
         _check_types(pa, reader.schema)
         table = reader.read_all()
         table.validate(full=True)
+        cells = table_cells(pa, table, max_bytes)
     except (pa.ArrowException, OSError, ValueError, TypeError, OverflowError, IndexError, struct.error) as e:
         raise _refused(f"the Arrow IPC stream is not valid: {e}") from None
+    if cells > max_bytes:
+        raise _refused(
+            f"the Arrow table decodes to more than {max_bytes} cells ({table.num_rows} rows): past the "
+            f"fetch limit of {max_bytes} bytes, at most one cell per byte (max_bytes)"
+        )
     return table
 
 
@@ -277,7 +354,7 @@ def decode(reply: Any, requested: str, accept: list[str], max_bytes: int, reply_
     data = _payload(reply, max_bytes)
     if fmt == "npy":
         return load_npy(data, max_bytes)
-    table = load_arrow(data)
+    table = load_arrow(data, max_bytes)
     if as_pandas:
         try:
             return table.to_pandas()

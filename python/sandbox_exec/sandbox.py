@@ -1220,6 +1220,9 @@ class Session:
             str(self._workdir),
             self._disk_watch_limit() or 0,
             call_id,
+            # What the worker's threads print while the call runs is not charged to the
+            # call's cap (a background printer would crowd out the reply): discarded.
+            discard_streams=True,
         )
         try:
             value = _call_value(op, outcome, collector, timeout, self._end_reason)

@@ -8,15 +8,22 @@ the listing of the others. So, with ``previews="safe"`` (the default):
 
 - a value's class is found with ``type()`` (cannot be faked) and its name and module are read
   through ``type``'s own descriptors (a metaclass cannot override them), and every further
-  step is chosen by exact class: builtins by ``type(v) is list`` and the like, numpy and
-  pandas objects by ``issubclass(type(v), ...)``, and only when the cell already imported
-  numpy or pandas (this never imports them);
+  step is chosen by exact class: builtins by ``type(v) is list`` and the like, arrays and
+  frames by ``type(v) is numpy.ndarray`` (``pandas.DataFrame``, ``pandas.Series``), pandas'
+  indexes, numpy's scalars and dtypes by being a class of that library found under its own
+  name in the module that defined it, and only when the cell already imported numpy or
+  pandas (this never imports them). A *subclass* a cell defined (a DataFrame subclass with a
+  ``shape`` property, an ndarray subclass with ``nbytes``) is any other user object: its
+  properties and methods are never run in a safe listing;
 - lengths, shapes, dtypes and sizes are read only from builtins, numpy and pandas objects;
   other objects get their class and a shallow size (``object.__sizeof__``) only;
 - previews are written by this module for builtins (its own bounded walk: never a user
   ``__repr__`` of an element), by numpy for arrays of non-object dtype, by pandas for the
-  first rows of frames and series whose object columns hold only strings, numbers and None;
-  anything else has no preview (``None``).
+  first rows of frames and series whose object columns, column labels and index and column
+  names hold only strings, numbers and None; anything else has no preview (``None``).
+
+With ``previews="repr"`` user code runs anyway, so there subclasses of numpy's and pandas'
+classes are summarised as their base classes are.
 
 ``previews="repr"`` also calls ``repr()`` of other objects (cut to the preview length; an
 exception becomes a ``<repr failed: ...>`` preview); ``previews="none"`` writes none. Every
@@ -67,11 +74,31 @@ def _type_text(cls: type) -> tuple[str, str | None]:
     return name[:MAX_TEXT], (module[:MAX_TEXT] if type(module) is str else None)
 
 
-def _is(value: Any, module: str, attr: str) -> bool:
-    """Whether value's class derives from module.attr, when that module is already loaded."""
+def _is(value: Any, module: str, attr: str, exact: bool = True) -> bool:
+    """Whether value's class is module.attr (``exact``), or derives from it, when that module
+    is already loaded. Exact unless a listing runs user code anyway (previews="repr")."""
     mod = sys.modules.get(module)
-    cls = getattr(mod, attr, None) if mod is not None else None
-    return isinstance(cls, type) and issubclass(type(value), cls)
+    cls = vars(mod).get(attr) if mod is not None else None
+    if not isinstance(cls, type):
+        return False
+    return type(value) is cls if exact else issubclass(type(value), cls)
+
+
+def _library_class(cls: type) -> bool:
+    """Whether ``cls`` is a class of numpy, pandas or pyarrow itself: its module is one of
+    theirs, already loaded, and holds ``cls`` under its own name (a user class that merely
+    sets ``__module__ = "pandas"`` is not found there)."""
+    qualname, module = _type_text(cls)
+    if module is None or module.split(".")[0] not in ("numpy", "pandas", "pyarrow"):
+        return False
+    mod = sys.modules.get(module)
+    return mod is not None and vars(mod).get(qualname) is cls
+
+
+def _of_library(value: Any, module: str, attr: str, exact: bool) -> bool:
+    """Whether value derives from module.attr and (when ``exact``) its class is that
+    library's own (pandas' RangeIndex, numpy's float64), not a cell's subclass."""
+    return _is(value, module, attr, exact=False) and (not exact or _library_class(type(value)))
 
 
 # --- the safe preview of builtins: this module's own walk, bounded -------------------------
@@ -138,13 +165,22 @@ def _pandas_cells_plain(frame: Any) -> bool:
     column's cells are strings, numbers or None (not objects with a __repr__ of their own)."""
     import pandas as pd  # type: ignore[import-untyped]
 
-    columns = [frame] if isinstance(frame, pd.Series) else [frame[c] for c in frame.columns]
+    plain = (str, int, float, bool, type(None))
+    columns = [frame] if type(frame) is pd.Series else [frame.iloc[:, i] for i in range(frame.shape[1])]
     for column in columns:
         if column.dtype == object:
             for cell in column.tolist():
-                if type(cell) not in (str, int, float, bool, type(None)):
+                if type(cell) not in plain:
                     return False
-    return type(frame.index) is pd.RangeIndex or frame.index.dtype != object
+    # Labels and names are formatted too (str() of each): the same rule for them.
+    indexes = [frame.index] if type(frame) is pd.Series else [frame.index, frame.columns]
+    for index in indexes:
+        if not all(type(n) in plain for n in index.names):
+            return False
+        labels_are_objects = type(index) is not pd.RangeIndex and index.dtype == object
+        if labels_are_objects and not all(type(label) in plain for label in index.tolist()):
+            return False
+    return True
 
 
 def _preview(value: Any, mode: str, limit: int) -> str | None:
@@ -153,15 +189,16 @@ def _preview(value: Any, mode: str, limit: int) -> str | None:
     text = _plain_repr(value, limit)
     if text is not None:
         return _cut(text, limit)
-    if _is(value, "numpy", "ndarray"):
+    exact = mode == "safe"
+    if _is(value, "numpy", "ndarray", exact):
         if value.dtype.hasobject:
             return None if mode == "safe" else _cut(repr(value), limit)
         import numpy as np
 
         return _cut(np.array2string(value, threshold=20, edgeitems=3, max_line_width=limit), limit)
-    if _is(value, "numpy", "generic") and not _is(value, "numpy", "object_"):
+    if _of_library(value, "numpy", "generic", exact) and not _is(value, "numpy", "object_", exact=False):
         return _cut(repr(value), limit)
-    if _is(value, "pandas", "DataFrame") or _is(value, "pandas", "Series"):
+    if _is(value, "pandas", "DataFrame", exact) or _is(value, "pandas", "Series", exact):
         head = value.iloc[:5, :MAX_COLUMNS] if value.ndim == 2 else value.iloc[:5]
         if mode == "safe" and not _pandas_cells_plain(head):
             return None
@@ -178,18 +215,18 @@ def _preview(value: Any, mode: str, limit: int) -> str | None:
 
 def _text(value: Any) -> str:
     """str() of a column name or dtype, only for the classes whose str is builtin or pandas'."""
-    if type(value) in (str, int, float, bool, type(None)) or _is(value, "numpy", "dtype"):
+    if type(value) in (str, int, float, bool, type(None)):
         return _cut(str(value), MAX_TEXT)
     if type(value) is tuple:
         return _cut(_plain_repr(value, MAX_TEXT) or "<tuple>", MAX_TEXT)
-    module = _type_text(type(value))[1] or ""
-    if module.split(".")[0] in ("numpy", "pandas", "pyarrow"):  # their dtypes' str is theirs
+    if _library_class(type(value)):  # numpy's, pandas' and pyarrow's dtypes: their own str
         return _cut(str(value), MAX_TEXT)
     return "<" + _type_text(type(value))[0] + ">"
 
 
 def _summary(name: str, value: Any, mode: str, preview_chars: int) -> dict[str, Any]:
     cls = type(value)
+    exact = mode == "safe"  # subclasses are user objects unless user code runs anyway
     qualname, module = _type_text(cls)
     out: dict[str, Any] = {"name": name, "type": qualname, "module": module}
     try:
@@ -198,21 +235,21 @@ def _summary(name: str, value: Any, mode: str, preview_chars: int) -> dict[str, 
             out["size"] = sys.getsizeof(value)
         elif cls in _SCALARS:
             out["size"] = sys.getsizeof(value)
-        elif _is(value, "numpy", "ndarray"):
+        elif _is(value, "numpy", "ndarray", exact):
             out["shape"] = [int(n) for n in value.shape]
             out["dtype"] = _text(value.dtype)
             out["size"] = int(value.nbytes)
-        elif _is(value, "pandas", "DataFrame"):
+        elif _is(value, "pandas", "DataFrame", exact):
             out["shape"] = [int(n) for n in value.shape]
             columns = list(value.columns[:MAX_COLUMNS])
             dtypes = list(value.dtypes.iloc[:MAX_COLUMNS])
             out["columns"] = [{"name": _text(c), "dtype": _text(d)} for c, d in zip(columns, dtypes)]
             out["columns_total"] = int(value.shape[1])
             out["size"] = int(value.memory_usage(index=True, deep=False).sum())
-        elif _is(value, "pandas", "Series") or _is(value, "pandas", "Index"):
+        elif _is(value, "pandas", "Series", exact) or _of_library(value, "pandas", "Index", exact):
             out["shape"] = [int(n) for n in value.shape]
             out["dtype"] = _text(value.dtype)
-            series = _is(value, "pandas", "Series")
+            series = _is(value, "pandas", "Series", exact=False)
             out["size"] = int(value.memory_usage(index=True, deep=False) if series else value.memory_usage(deep=False))
         else:
             out["size"] = object.__sizeof__(value)  # shallow, and no user __sizeof__
