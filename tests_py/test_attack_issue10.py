@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import socket
 import sys
 import threading
 import time
@@ -25,12 +24,11 @@ import pytest
 
 import sandbox_exec
 from conftest import FIND_CHANNEL, REPO
+from http_service import serve
 from sandbox_exec import CallError
 
 pytestmark = pytest.mark.c
 
-np = pytest.importorskip("numpy")
-pa = pytest.importorskip("pyarrow")
 
 # What a hostile cell runs to answer fetch() itself (as test_fetch_attacks.py does).
 FORGE = (
@@ -90,7 +88,8 @@ def test_a_forged_null_column_does_not_allocate_past_the_limit(s: sandbox_exec.S
 
 
 def test_safe_previews_run_no_code_of_pandas_or_numpy_subclasses(s: sandbox_exec.Session) -> None:
-    pytest.importorskip("pandas")
+    import pandas  # noqa: F401  (the test extra: never skipped)
+
     _ok(
         s.run(
             "import numpy as np, pandas as pd\n"
@@ -133,28 +132,15 @@ def test_an_infinite_timeout_is_refused_or_means_no_deadline(tmp_path: Path) -> 
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """The example service on a loopback port (uvicorn), driven by an httpx client, as
     test_example_service.py runs it."""
-    httpx = pytest.importorskip("httpx", reason="the example's test extra")
-    uvicorn = pytest.importorskip("uvicorn", reason="the example's test extra")
-    pytest.importorskip("fastapi", reason="the example's test extra")
+    import httpx  # the test extra (with fastapi and uvicorn)
+
     sys.path.insert(0, str(REPO))
     from examples.notebook_service.service import create_app
 
     root = tmp_path_factory.mktemp("service")
     app = create_app(root=str(root / "sessions"), pool_size=0, audit_log=str(root / "audit.jsonl"))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="critical", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    for _ in range(500):
-        if server.started:
-            break
-        time.sleep(0.02)
-    assert server.started, "the service did not start"
-    with httpx.Client(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}", timeout=120) as c:
+    with serve(app) as url, httpx.Client(base_url=url, timeout=120) as c:
         yield c
-    server.should_exit = True
-    thread.join(30)
 
 
 def _execute(client: Any, notebook: str, code: str, cell_id: str = "c1") -> Any:

@@ -6,48 +6,23 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import json
-import socket
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx  # the test extra (with fastapi and uvicorn): these tests never skip
 import pytest
 
 from conftest import REPO
+from http_service import serve
 
 pytestmark = pytest.mark.b
 
-httpx = pytest.importorskip("httpx", reason="the example's test extra (httpx, fastapi, uvicorn)")
-uvicorn = pytest.importorskip("uvicorn", reason="the example's test extra (httpx, fastapi, uvicorn)")
-
 sys.path.insert(0, str(REPO))
 from examples.notebook_service.service import create_app  # noqa: E402
-
-
-@contextlib.contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """The app on a loopback port, served by uvicorn on a thread, until the block ends."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    for _ in range(500):
-        if server.started:
-            break
-        threading.Event().wait(0.02)
-    assert server.started, "the service did not start"
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        assert not thread.is_alive()
 
 
 @pytest.fixture(scope="module")

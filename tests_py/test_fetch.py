@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import uuid
 
+import numpy as np
+import pandas as pd
+import pyarrow as pa
 import pytest
 
 import sandbox_exec
 from sandbox_exec import CallError
-
-np = pytest.importorskip("numpy")
-pd = pytest.importorskip("pandas")
-pa = pytest.importorskip("pyarrow")
 
 pytestmark = pytest.mark.b
 

@@ -84,7 +84,8 @@ def test_reset_frees_the_old_values(session: sandbox_exec.Session) -> None:
 
 
 def test_reset_closes_open_figures(session: sandbox_exec.Session) -> None:
-    pytest.importorskip("matplotlib")
+    import matplotlib  # noqa: F401  (the test extra: never skipped)
+
     # The inline backend shows and closes figures at each cell's end; figures stay open
     # only under another backend.
     r = session.run("import matplotlib\nmatplotlib.use('agg')\nimport matplotlib.pyplot as plt\nfig = plt.figure()")
@@ -115,7 +116,8 @@ def test_reset_seeds_as_asked(session: sandbox_exec.Session) -> None:
 
 
 def test_reset_seeds_numpy_loaded_or_not(sandbox: sandbox_exec.Sandbox) -> None:
-    np = pytest.importorskip("numpy")
+    import numpy as np
+
     expected = repr(float(np.random.RandomState(11).rand()))
     s = sandbox.session(f"reset-{uuid.uuid4().hex[:8]}")
     try:
