@@ -88,15 +88,14 @@ void def_cell_method(py::class_<CellRunner>& cls, const char* name, Action actio
                uint64_t max_message_bytes, const py::function& sink, StreamText& stdout_text, StreamText& stderr_text,
                bool live, std::string workdir, uint64_t workdir_bytes, std::optional<int64_t> execution_count,
                bool measure_image, bool discard_streams) {
-        return action(r, py_cell(request, timeout_s, grace_s, max_output_bytes, max_message_bytes, sink, stdout_text,
-                                 stderr_text, live, std::move(workdir), workdir_bytes, execution_count, measure_image,
-                                 discard_streams));
+        return action(
+            r, py_cell(request, timeout_s, grace_s, max_output_bytes, max_message_bytes, sink, stdout_text, stderr_text,
+                       live, std::move(workdir), workdir_bytes, execution_count, measure_image, discard_streams));
       },
       extra..., py::arg("request"), py::arg("timeout_s"), py::arg("grace_s"), py::arg("max_output_bytes"),
       py::arg("max_message_bytes"), py::arg("sink"), py::arg("stdout_text"), py::arg("stderr_text"),
       py::arg("live") = true, py::arg("workdir") = "", py::arg("workdir_bytes") = 0,
-      py::arg("execution_count") = py::none(), py::arg("measure_image") = false,
-      py::arg("discard_streams") = false);
+      py::arg("execution_count") = py::none(), py::arg("measure_image") = false, py::arg("discard_streams") = false);
 }
 
 void bind_cell_outcome(py::module_& m) {
