@@ -73,12 +73,6 @@ def host(tmp_path: Path) -> Path:
 
 
 # --- checkpoints ---------------------------------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="a checkpoint whose load succeeds but leaves a hook that ends every later cell is "
-    "restored at every start: each cell crashes, each restart restores it again (a crash loop "
-    "that survives restart() and a new Sandbox; only deleting the file on the host ends it)",
-)
 def test_a_checkpoint_that_kills_every_later_cell_is_set_aside(sandbox: sandbox_exec.Sandbox) -> None:
     s = sandbox.session(_name(), policy=Policy(restore_on_start=True, timeout_s=20))
     try:
@@ -131,12 +125,6 @@ def test_a_huge_sparse_checkpoint_at_start_is_bounded(sandbox: sandbox_exec.Sand
         s.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a checkpoint whose automatic restore runs past timeout_s is not set aside: every "
-    "later start of the session (restart, crash, a new Sandbox) waits the whole timeout_s "
-    "(60 s by default) again and starts empty",
-)
 def test_a_checkpoint_whose_restore_times_out_at_start_is_set_aside(sandbox: sandbox_exec.Sandbox) -> None:
     s = _huge_checkpoint_session(sandbox)
     try:
@@ -185,11 +173,6 @@ def test_the_backend_keeps_its_own_path_in_a_forged_report(sandbox: sandbox_exec
         s.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a forged checkpoint report's byte count is taken unbounded (10**30 accepted, "
-    "more than disk_bytes or any int64 a consumer stores)",
-)
 def test_a_forged_checkpoint_size_past_the_disk_cap_is_refused(sandbox: sandbox_exec.Sandbox) -> None:
     s = sandbox.session(_name())
     try:

@@ -83,9 +83,13 @@ def _list(op: str, value: Any, what: str) -> list[Any]:
     return value
 
 
+# The largest byte count a report may state: exact in a double, and far past any disk.
+MAX_REPORTED_BYTES = 1 << 53
+
+
 def _int(op: str, report: dict[str, Any], key: str) -> int:
     value = report.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_REPORTED_BYTES:
         raise _violation(op, f"has no valid {key!r}")
     return value
 

@@ -472,6 +472,12 @@ class Session:
         # {"error", "kind", "status"} instead.
         self.last_checkpoint: dict[str, Any] | None = None
         self.last_restore: dict[str, Any] | None = None
+        # An automatic restore loaded a checkpoint and no cell has ended since (_restore_proven):
+        # if the interpreter dies first, the checkpoint is suspect, and the next start sets it
+        # aside instead of loading it (a checkpoint whose load succeeds but leaves code that
+        # ends every later cell would otherwise crash the session at every start).
+        self._restore_unproven = False
+        self._checkpoint_suspect = False
 
     def _adopt(self, name: str, lock: _WorkdirLock, home: Path) -> None:
         """Serves `name` from now on (a pooled session, started in a slot directory)."""
@@ -1396,22 +1402,46 @@ class Session:
         (checkpoint.rejected) and the session starts empty; one whose loading ended the
         interpreter (a pickle that exits, or is too large for the memory limit or the
         deadline) is set aside by a fresh interpreter, which the session then keeps."""
+        if self._checkpoint_suspect:
+            # The last interpreter restored from it died before any cell ended: set it aside.
+            self._checkpoint_suspect = False
+            self.last_restore = {
+                "error": "the interpreter restored from this checkpoint died before a cell ended; it was set aside",
+                "kind": "load",
+                "status": "crashed",
+            }
+            _checkpoint.logger.warning(
+                "session %r: the interpreter restored at its last start died before any cell ended; "
+                "its checkpoint is set aside and the session starts empty",
+                self.name,
+            )
+            self._set_checkpoint_aside()
+            return
         args = _checkpoint.restore_args(self._workdir, missing_ok=True, set_aside=True)
         try:
             value = self._call_started(
                 "restore", args, timeout=self.policy.timeout_s, max_reply_bytes=_checkpoint.REPLY_LIMIT
             )
             self.last_restore = _checkpoint.restore_report(value)
+            self._restore_unproven = bool(self.last_restore.get("found"))
             return
         except CallError as e:
             failure = e if isinstance(e, CheckpointError) else _checkpoint.as_checkpoint_error("restore", e)
         self.last_restore = _checkpoint.failure_record(failure)
         _checkpoint.logger.warning("session %r: the restore at start failed, it starts empty: %s", self.name, failure)
         if self.alive:
+            if failure.status == "timeout":
+                # Interrupted while it read the file (too large for the deadline): every later
+                # start would wait the whole deadline again. Set aside as a failed load is.
+                self._set_checkpoint_aside()
             return
         self._end_reason = None
         self._stop()
         self._start(restore=False)
+        self._set_checkpoint_aside()
+
+    def _set_checkpoint_aside(self) -> None:
+        """Renames the checkpoint to checkpoint.rejected, in the sandbox, without loading it."""
         aside = _checkpoint.restore_args(self._workdir, missing_ok=True, set_aside=True, load=False)
         try:
             self._call_started("restore", aside, timeout=self.policy.timeout_s, max_reply_bytes=_checkpoint.REPLY_LIMIT)
@@ -1607,6 +1637,11 @@ class Session:
                 "restart_reason": restart_reason,
             }
         )
+        if self._restore_unproven:
+            # A cell ended after a restore at start: the restored interpreter works (ok), or
+            # died before one ended (the checkpoint is suspect: the next start sets it aside).
+            self._restore_unproven = False
+            self._checkpoint_suspect = status == "crashed"
         _supervisor_log.drain()
         if cell.audit is not None and self._table.auditor is not None:
             self._table.auditor.end(
