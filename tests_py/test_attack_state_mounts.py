@@ -275,25 +275,44 @@ def test_a_writable_mount_cannot_redirect_another_sessions_writable_mount(
         victim.rmdir()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a cell sets setuid/setgid bits on files it makes in a writable mount; they stay "
-    "on the host, owned by the session's host id (reused by later sessions), executable "
-    "outside the nosuid mount",
-)
 def test_setuid_bits_made_in_a_writable_mount_do_not_reach_the_host(sandbox: sandbox_exec.Sandbox, host: Path) -> None:
     out = _shared_dir(host, "out", 0o777)
     s = sandbox.session(_name(), policy=Policy(mounts=(Mount("out", str(out), writable=True),)))
     try:
-        s.run(
-            "import os\nopen('out/a', 'w').write('#!/bin/sh\\nid\\n')\n"
-            "try:\n    os.chmod('out/a', 0o4755)\nexcept OSError: pass\n"
-            "try:\n    os.close(os.open('out/b', os.O_CREAT | os.O_WRONLY, 0o6755))\nexcept OSError: pass\n"
+        # The seccomp filter refuses set-id mode bits (EPERM); ordinary modes still work (the
+        # control: the cell did run and could change modes in the mount).
+        r = s.run(
+            "import os\nopen('out/a', 'w').write('#!/bin/sh\\nid\\n')\nres = []\n"
+            "try:\n    os.chmod('out/a', 0o4755); res.append('set')\nexcept OSError as e:\n    res.append(e.errno)\n"
+            "try:\n    os.close(os.open('out/b', os.O_CREAT | os.O_WRONLY, 0o6755)); res.append('made')\n"
+            "except OSError as e:\n    res.append(e.errno)\n"
+            "os.chmod('out/a', 0o755)\nprint(res)"
         )
+        assert r.status == "ok", r.error
+        assert r.stdout.strip() == str([errno.EPERM, errno.EPERM]), r.stdout
     finally:
         s.close()
     modes = {p.name: p.lstat().st_mode for p in out.iterdir()}
     assert not [n for n, m in modes.items() if m & 0o6000], {n: oct(m) for n, m in modes.items()}
+    assert {n: m & 0o7777 for n, m in modes.items()} == {"a": 0o755}
+
+
+def test_control_setuid_bits_reach_the_host_with_only_seccomp_off(sandbox: sandbox_exec.Sandbox, host: Path) -> None:
+    # The control for the test above: with the filter off (every other layer on) the same
+    # cell leaves a setuid and a setgid file on the host, so the refusal is the filter's.
+    out = _shared_dir(host, "out", 0o777)
+    policy = Policy(seccomp=False, mounts=(Mount("out", str(out), writable=True),))
+    s = sandbox.session(_name(), policy=policy)
+    try:
+        r = s.run(
+            "import os\nopen('out/a', 'w').write('x')\nos.chmod('out/a', 0o4755)\n"
+            "os.umask(0)\nos.close(os.open('out/b', os.O_CREAT | os.O_WRONLY, 0o6755))"
+        )
+        assert r.status == "ok", r.error
+    finally:
+        s.close()
+    modes = {p.name: p.lstat().st_mode & 0o7777 for p in out.iterdir()}
+    assert modes == {"a": 0o4755, "b": 0o6755}, {n: oct(m) for n, m in modes.items()}
 
 
 def test_links_and_devices_from_a_writable_mount_reach_nothing_outside(

@@ -10,6 +10,7 @@
 #include <sys/mman.h>
 #include <sys/personality.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -56,21 +57,18 @@ constexpr int kFileIo[] = {
     SCMP_SYS(sendfile),  SCMP_SYS(copy_file_range), SCMP_SYS(splice),          SCMP_SYS(tee),      SCMP_SYS(vmsplice),
 };
 constexpr int kPaths[] = {
-    SCMP_SYS(open),       SCMP_SYS(openat),    SCMP_SYS(openat2),    SCMP_SYS(creat),      SCMP_SYS(stat),
-    SCMP_SYS(fstat),      SCMP_SYS(lstat),     SCMP_SYS(newfstatat), SCMP_SYS(statx),      SCMP_SYS(statfs),
-    SCMP_SYS(fstatfs),    SCMP_SYS(access),    SCMP_SYS(faccessat),  SCMP_SYS(faccessat2), SCMP_SYS(getdents),
-    SCMP_SYS(getdents64), SCMP_SYS(getcwd),    SCMP_SYS(chdir),      SCMP_SYS(fchdir),     SCMP_SYS(rename),
-    SCMP_SYS(renameat),   SCMP_SYS(renameat2), SCMP_SYS(mkdir),      SCMP_SYS(mkdirat),    SCMP_SYS(rmdir),
-    SCMP_SYS(link),       SCMP_SYS(linkat),    SCMP_SYS(unlink),     SCMP_SYS(unlinkat),   SCMP_SYS(symlink),
-    SCMP_SYS(symlinkat),  SCMP_SYS(readlink),  SCMP_SYS(readlinkat), SCMP_SYS(mknod),      SCMP_SYS(mknodat),
-    SCMP_SYS(umask),
+    SCMP_SYS(stat),     SCMP_SYS(fstat),      SCMP_SYS(lstat),     SCMP_SYS(newfstatat), SCMP_SYS(statx),
+    SCMP_SYS(statfs),   SCMP_SYS(fstatfs),    SCMP_SYS(access),    SCMP_SYS(faccessat),  SCMP_SYS(faccessat2),
+    SCMP_SYS(getdents), SCMP_SYS(getdents64), SCMP_SYS(getcwd),    SCMP_SYS(chdir),      SCMP_SYS(fchdir),
+    SCMP_SYS(rename),   SCMP_SYS(renameat),   SCMP_SYS(renameat2), SCMP_SYS(mkdir),      SCMP_SYS(mkdirat),
+    SCMP_SYS(rmdir),    SCMP_SYS(link),       SCMP_SYS(linkat),    SCMP_SYS(unlink),     SCMP_SYS(unlinkat),
+    SCMP_SYS(symlink),  SCMP_SYS(symlinkat),  SCMP_SYS(readlink),  SCMP_SYS(readlinkat), SCMP_SYS(umask),
 };
 constexpr int kFileAttributes[] = {
-    SCMP_SYS(chmod),       SCMP_SYS(fchmod),       SCMP_SYS(fchmodat),     SCMP_SYS(chown),     SCMP_SYS(fchown),
-    SCMP_SYS(lchown),      SCMP_SYS(fchownat),     SCMP_SYS(utime),        SCMP_SYS(utimes),    SCMP_SYS(futimesat),
-    SCMP_SYS(utimensat),   SCMP_SYS(getxattr),     SCMP_SYS(lgetxattr),    SCMP_SYS(fgetxattr), SCMP_SYS(listxattr),
-    SCMP_SYS(llistxattr),  SCMP_SYS(flistxattr),   SCMP_SYS(setxattr),     SCMP_SYS(lsetxattr), SCMP_SYS(fsetxattr),
-    SCMP_SYS(removexattr), SCMP_SYS(lremovexattr), SCMP_SYS(fremovexattr),
+    SCMP_SYS(chown),     SCMP_SYS(fchown),    SCMP_SYS(lchown),      SCMP_SYS(fchownat),     SCMP_SYS(utime),
+    SCMP_SYS(utimes),    SCMP_SYS(futimesat), SCMP_SYS(utimensat),   SCMP_SYS(getxattr),     SCMP_SYS(lgetxattr),
+    SCMP_SYS(fgetxattr), SCMP_SYS(listxattr), SCMP_SYS(llistxattr),  SCMP_SYS(flistxattr),   SCMP_SYS(setxattr),
+    SCMP_SYS(lsetxattr), SCMP_SYS(fsetxattr), SCMP_SYS(removexattr), SCMP_SYS(lremovexattr), SCMP_SYS(fremovexattr),
 };
 constexpr int kEvents[] = {
     SCMP_SYS(poll),
@@ -190,7 +188,7 @@ const Group kAllowed[] = {
     {"the process's own memory; mlock is bounded by RLIMIT_MEMLOCK, NUMA calls by own pages", kMemory},
     {"I/O on descriptors the cell holds", kFileIo},
     {"paths: what the cell reaches is decided by the mount view and Landlock, not here", kPaths},
-    {"file modes, owners, times and xattrs: the kernel checks ownership (no capabilities left)", kFileAttributes},
+    {"file owners, times and xattrs: the kernel checks ownership (no capabilities left)", kFileAttributes},
     {"waiting on descriptors: select/poll/epoll (asyncio, subprocess), eventfd, timerfd, inotify", kEvents},
     {"reading clocks, sleeping and timers (setting the clock is denied on purpose, below)", kTime},
     {"signals; kill reaches only the cell's own pid namespace", kSignals},
@@ -271,6 +269,26 @@ const Rule kDenied[] = {
 // ---------------------------------------------------------------------------------------
 // Checked by argument.
 // ---------------------------------------------------------------------------------------
+
+// Calls that make a file or set its mode, with the argument holding the mode: allowed unless
+// the mode has S_ISUID or S_ISGID (EPERM then). A writable host data mount is nosuid inside
+// the sandbox only: a setuid/setgid file made there stays so on the host, owned by the
+// session's host id and executable by anyone outside. Only the mode is checked, whatever the
+// open flags: the kernel reads it only with O_CREAT or O_TMPFILE (libc passes 0 otherwise),
+// so refusing it alone turns away no real caller and needs no list of the flags that create.
+// mkdir/mkdirat are not here: the kernel keeps only the permission and sticky bits of their
+// mode (a new directory is setgid only below a setgid one, the host's choice); chmod(g+s) on
+// a directory is refused below. openat2 (its mode is in a struct the filter cannot read) and
+// fchmodat2 are on no list: ENOSYS, and callers fall back to openat and fchmodat, checked here.
+struct ModeArg {
+  int syscall;
+  unsigned arg;
+};
+const ModeArg kModeChecked[] = {
+    {SCMP_SYS(open), 2},    {SCMP_SYS(openat), 3}, {SCMP_SYS(creat), 1},  {SCMP_SYS(mknod), 1},
+    {SCMP_SYS(mknodat), 2}, {SCMP_SYS(chmod), 1},  {SCMP_SYS(fchmod), 1}, {SCMP_SYS(fchmodat), 2},
+};
+constexpr uint64_t kSetId = S_ISUID | S_ISGID;
 
 // clone() flags that create namespaces: a cell may fork and start threads, not new namespaces.
 constexpr uint64_t kNamespaceFlags = CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER |
@@ -376,6 +394,19 @@ int build(scmp_filter_ctx ctx) noexcept {
   // clone3 is on no list, on purpose: it passes its flags in memory the filter cannot read,
   // and the default ENOSYS makes glibc and CPython fall back to clone(), which the rules above
   // inspect. (libseccomp refuses a rule whose action is the default one, so no rule here.)
+  // Mode bits (kModeChecked): three disjoint rules per call, as libseccomp compares one mask
+  // per argument: no set-id bit (allowed), S_ISUID (EPERM), S_ISGID without S_ISUID (EPERM).
+  // The masks cover low bits only, so high bits the kernel drops (umode_t) change nothing.
+  for (const ModeArg& call : kModeChecked) {
+    if (rc) break;
+    if (call.syscall < 0) continue;  // not on this architecture (open, creat, mknod, chmod on aarch64)
+    const scmp_arg_cmp no_set_id = {call.arg, SCMP_CMP_MASKED_EQ, kSetId, 0};
+    const scmp_arg_cmp set_uid = {call.arg, SCMP_CMP_MASKED_EQ, S_ISUID, S_ISUID};
+    const scmp_arg_cmp set_gid_only = {call.arg, SCMP_CMP_MASKED_EQ, kSetId, S_ISGID};
+    rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, call.syscall, 1, no_set_id);
+    if (!rc) rc = seccomp_rule_add(ctx, kEperm, call.syscall, 1, set_uid);
+    if (!rc) rc = seccomp_rule_add(ctx, kEperm, call.syscall, 1, set_gid_only);
+  }
   if (!rc) rc = add_socket_rules(ctx, SCMP_SYS(socket));
   if (!rc) rc = add_socket_rules(ctx, SCMP_SYS(socketpair));
   if (!rc) rc = add_all_but(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1, kRefusedIoctls, nullptr);

@@ -9,7 +9,10 @@
 // A few allowed syscalls are checked by argument: clone() without namespace flags, socket()
 // and socketpair() for AF_UNIX, AF_INET, AF_INET6 and NETLINK_ROUTE only (AF_VSOCK, which no
 // network namespace covers, AF_PACKET, AF_ALG, ... fail with EPERM), ioctl() but TIOCSTI and
-// TIOCLINUX, personality(PER_LINUX) only.
+// TIOCLINUX, personality(PER_LINUX) only; open, openat, creat, mknod, mknodat, chmod, fchmod,
+// fchmodat unless the mode has S_ISUID or S_ISGID (EPERM: a setuid file made in a writable
+// host data mount would stay setuid on the host); openat2 and fchmodat2, whose mode the
+// filter cannot check or libseccomp does not know, are on no list (ENOSYS, libc falls back).
 // Syscalls of any other ABI (i386 int 0x80, x32) kill the whole process
 // (SCMP_FLTATR_ACT_BADARCH = KILL_PROCESS): the filter covers the native architecture only.
 // Built for x86_64; compiles on aarch64 too (syscalls that architecture lacks are skipped).

@@ -14,6 +14,7 @@
 #include <sys/personality.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -21,7 +22,9 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <initializer_list>
+#include <string>
 #include <type_traits>
 
 #include <gtest/gtest.h>
@@ -39,12 +42,19 @@ long word(T value) {
     return static_cast<long>(value);
 }
 
+bool returns_fd(long nr) {
+#if defined(SYS_open) && defined(SYS_creat)
+  if (nr == SYS_open || nr == SYS_creat) return true;
+#endif
+  return nr == SYS_socket || nr == SYS_openat || nr == SYS_openat2;
+}
+
 template <class... Args>
 int raw(long nr, Args... args) {
   errno = 0;
   long rc = ::syscall(nr, word(args)...);
   if (rc < 0) return errno;
-  if (nr == SYS_socket) ::close(static_cast<int>(rc));
+  if (returns_fd(nr)) ::close(static_cast<int>(rc));
   return 0;
 }
 
@@ -213,6 +223,146 @@ TEST(SeccompFilter, TerminalInjectionAndPersonality) {
   }
 }
 
+// A fresh directory for the mode probes (removed with its files at the end).
+class SetIdModes : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/seccomp-modes-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override {
+    const std::string cmd = "rm -rf '" + dir_ + "'";
+    EXPECT_EQ(std::system(cmd.c_str()), 0);
+  }
+  // A regular file at `name` with mode 0644, made outside the filter.
+  std::string file(const char* name) const {
+    const std::string path = dir_ + "/" + name;
+    const int fd = ::open(path.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+    EXPECT_GE(fd, 0);
+    ::close(fd);
+    EXPECT_EQ(::chmod(path.c_str(), 0644), 0);
+    return path;
+  }
+  // The mode bits of `path`, -1 if it does not exist.
+  static long mode_of(const std::string& path) {
+    struct stat st {};
+    return ::lstat(path.c_str(), &st) == 0 ? static_cast<long>(st.st_mode & 07777) : -1;
+  }
+  std::string dir_;
+};
+
+TEST_F(SetIdModes, ChmodWithSetIdBitsIsRefused) {
+  const std::string path = file("a");
+  const char* p = path.c_str();
+  for (unsigned long mode : {04755UL, 02755UL, 06755UL, 04000UL, 02000UL, 07777UL, (1UL << 32) | 04755UL}) {
+    SCOPED_TRACE(mode);
+    EXPECT_EQ(errno_of([p, mode] { return raw(SYS_chmod, p, mode); }), EPERM);
+    EXPECT_EQ(errno_of([p, mode] { return raw(SYS_fchmodat, AT_FDCWD, p, mode, 0); }), EPERM);
+    EXPECT_EQ(errno_of([p, mode] {
+                const int fd = ::open(p, O_RDONLY | O_CLOEXEC);
+                if (fd < 0) return 99;
+                return raw(SYS_fchmod, fd, mode);
+              }),
+              EPERM);
+    EXPECT_EQ(mode_of(path), 0644);
+  }
+  // Control: unfiltered, the owner (here root) sets the bit; the refusal is the filter's.
+  EXPECT_EQ(errno_of([p] { return raw(SYS_chmod, p, 04755); }, false), 0);
+  EXPECT_EQ(mode_of(path), 04755);
+}
+
+TEST_F(SetIdModes, CreatingWithSetIdBitsIsRefused) {
+  int n = 0;
+  for (unsigned long mode : {04755UL, 02755UL, 06755UL, (0xdeadUL << 32) | 02755UL}) {
+    SCOPED_TRACE(mode);
+    auto fresh = [&] { return dir_ + "/new" + std::to_string(n++); };
+    const std::string a = fresh(), b = fresh(), c = fresh(), d = fresh(), e = fresh();
+    const char *pa = a.c_str(), *pb = b.c_str(), *pc = c.c_str(), *pd = d.c_str(), *pe = e.c_str();
+#ifdef SYS_open
+    EXPECT_EQ(errno_of([pa, mode] { return raw(SYS_open, pa, O_CREAT | O_WRONLY | O_CLOEXEC, mode); }), EPERM);
+#endif
+    EXPECT_EQ(errno_of([pb, mode] { return raw(SYS_openat, AT_FDCWD, pb, O_CREAT | O_RDWR | O_EXCL, mode); }), EPERM);
+#ifdef SYS_creat
+    EXPECT_EQ(errno_of([pc, mode] { return raw(SYS_creat, pc, mode); }), EPERM);
+#endif
+#ifdef SYS_mknod
+    EXPECT_EQ(errno_of([pd, mode] { return raw(SYS_mknod, pd, S_IFREG | mode, 0); }), EPERM);
+#endif
+    EXPECT_EQ(errno_of([pe, mode] { return raw(SYS_mknodat, AT_FDCWD, pe, S_IFREG | mode, 0); }), EPERM);
+    for (const std::string* path : {&a, &b, &c, &d, &e}) EXPECT_EQ(mode_of(*path), -1) << *path;
+  }
+  // O_TMPFILE takes the mode too (and the file can be linked in afterwards).
+  const char* dir = dir_.c_str();
+  EXPECT_EQ(errno_of([dir] { return raw(SYS_openat, AT_FDCWD, dir, O_TMPFILE | O_WRONLY, 04755); }), EPERM);
+  // Control: unfiltered, the same openat makes a setuid file.
+  const std::string made = dir_ + "/control";
+  const char* pm = made.c_str();
+  EXPECT_EQ(errno_of(
+                [pm] {
+                  ::umask(0);
+                  return raw(SYS_openat, AT_FDCWD, pm, O_CREAT | O_WRONLY | O_EXCL, 06755);
+                },
+                false),
+            0);
+  EXPECT_EQ(mode_of(made), 06755);
+}
+
+TEST_F(SetIdModes, OrdinaryModesAreAllowed) {
+  const std::string path = file("a");
+  const char* p = path.c_str();
+  for (unsigned long mode : {0644UL, 0755UL, 01777UL, 0UL, 0600UL}) {
+    SCOPED_TRACE(mode);
+    EXPECT_EQ(errno_of([p, mode] { return raw(SYS_chmod, p, mode); }), 0);
+    EXPECT_EQ(mode_of(path), static_cast<long>(mode));
+    EXPECT_EQ(errno_of([p, mode] { return raw(SYS_fchmodat, AT_FDCWD, p, mode, 0); }), 0);
+    EXPECT_EQ(errno_of([p, mode] {
+                const int fd = ::open(p, O_RDONLY | O_CLOEXEC);
+                if (fd < 0) return 99;
+                return raw(SYS_fchmod, fd, mode);
+              }),
+              0);
+  }
+  int n = 0;
+  for (unsigned long mode : {0644UL, 0755UL, 01777UL}) {
+    SCOPED_TRACE(mode);
+    const std::string a = dir_ + "/ok" + std::to_string(n++), b = dir_ + "/ok" + std::to_string(n++);
+    const char *pa = a.c_str(), *pb = b.c_str();
+    EXPECT_EQ(errno_of([pa, mode] { return raw(SYS_openat, AT_FDCWD, pa, O_CREAT | O_WRONLY | O_CLOEXEC, mode); }), 0);
+    EXPECT_EQ(errno_of([pb, mode] { return raw(SYS_mknodat, AT_FDCWD, pb, S_IFREG | mode, 0); }), 0);
+  }
+  // Opening without O_CREAT (libc passes mode 0) and the libc wrappers work as ever.
+  EXPECT_EQ(errno_of([p] { return raw(SYS_openat, AT_FDCWD, p, O_RDONLY | O_CLOEXEC, 0); }), 0);
+  EXPECT_EQ(errno_of([p] {
+              const int fd = ::open(p, O_RDONLY | O_CLOEXEC);
+              return fd < 0 ? errno : (::close(fd), 0);
+            }),
+            0);
+}
+
+TEST_F(SetIdModes, MkdirDropsSetIdBitsAndOpenat2Fchmodat2AreEnosys) {
+  // mkdir is not checked: the kernel keeps only permission and sticky bits of its mode.
+  const std::string sub = dir_ + "/d";
+  const char* ps = sub.c_str();
+  EXPECT_EQ(errno_of([ps] { return raw(SYS_mkdirat, AT_FDCWD, ps, 06755); }), 0);
+  EXPECT_EQ(mode_of(sub) & 06000, 0);
+  // ... but making it setgid afterwards is chmod, refused.
+  EXPECT_EQ(errno_of([ps] { return raw(SYS_chmod, ps, 02755); }), EPERM);
+  // openat2 (mode in a struct the filter cannot read) and fchmodat2: on no list.
+  const std::string path = file("a");
+  const char* p = path.c_str();
+  EXPECT_EQ(errno_of([p] {
+              struct {
+                unsigned long long flags, mode, resolve;
+              } how{O_RDONLY, 0, 0};
+              return raw(SYS_openat2, AT_FDCWD, p, &how, sizeof how);
+            }),
+            ENOSYS);
+  constexpr long kFchmodat2 = 452;  // x86_64 and aarch64 (asm-generic) alike
+  EXPECT_EQ(errno_of([p] { return raw(kFchmodat2, AT_FDCWD, p, 0644, 0); }), ENOSYS);
+  EXPECT_EQ(mode_of(path), 0644);
+}
+
 TEST(SeccompFilter, ProgramFitsTheKernelLimit) {
   // The kernel refuses a classic BPF program over 4096 instructions (BPF_MAXINSNS); the
   // argument rules (socket families, ioctl, personality) are the bulk of it.
@@ -244,10 +394,11 @@ TEST(SeccompFilter, APreparedProgramIsTheSameFilter) {
         if (sandbox_exec::seccomp::prepare() != 0) return 90;
         if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return 91;
         if (sandbox_exec::seccomp::install().failed()) return 92;
-        if (raw(1000) != ENOSYS) return 93;                                 // unlisted
-        if (raw(SYS_ptrace, 0, 0, 0, 0) != EPERM) return 94;                // denied on purpose
-        if (raw(SYS_socket, AF_VSOCK, SOCK_STREAM, 0) != EPERM) return 95;  // by argument
-        if (raw(SYS_getpid) != 0) return 96;                                // allowed
+        if (raw(1000) != ENOSYS) return 93;                                  // unlisted
+        if (raw(SYS_ptrace, 0, 0, 0, 0) != EPERM) return 94;                 // denied on purpose
+        if (raw(SYS_socket, AF_VSOCK, SOCK_STREAM, 0) != EPERM) return 95;   // by argument
+        if (raw(SYS_getpid) != 0) return 96;                                 // allowed
+        if (raw(SYS_fchmodat, AT_FDCWD, "/", 04755, 0) != EPERM) return 97;  // by mode
         return 0;
       },
       /*filtered=*/false);
