@@ -210,12 +210,6 @@ def test_a_pooled_slot_for_a_new_name_holds_no_other_sessions_state(tmp_path: Pa
 
 
 # --- host data mounts ----------------------------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="session A swaps a directory inside its writable mount for a symlink; session B, "
-    "whose read-only mount's host path lies there, is then bound to the link's target (any "
-    "world-readable host directory, e.g. /etc): the host path is resolved through the link",
-)
 def test_a_writable_mount_cannot_redirect_another_sessions_mount_by_a_symlink(
     sandbox: sandbox_exec.Sandbox, host: Path
 ) -> None:
@@ -241,11 +235,6 @@ def test_a_writable_mount_cannot_redirect_another_sessions_mount_by_a_symlink(
         b.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the same link redirects another session's writable mount: its writes land in any "
-    "world-writable host directory (here one under /var/tmp)",
-)
 def test_a_writable_mount_cannot_redirect_another_sessions_writable_mount(
     sandbox: sandbox_exec.Sandbox, host: Path
 ) -> None:
@@ -397,12 +386,6 @@ finally:
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the cgroup prime writes '0' into the cgroup.procs of the group the backend was in "
-    "earlier: a backend moved since (by its operator or service manager) is moved back at "
-    "the next start, out of the group (and limits) it was put in",
-)
 def test_the_cgroup_prime_never_moves_the_backend() -> None:
     pids = Path("/sys/fs/cgroup/pids")
     if not (pids / "cgroup.procs").exists() or os.geteuid() != 0:

@@ -18,6 +18,7 @@ import errno
 import json
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -357,10 +358,17 @@ def test_pooled_sessions_mount_in_their_slot(host, tmp_path):
 
 
 @pytest.mark.b
-def test_a_symlinked_host_path_is_resolved_by_the_backend(box, host, open_session, tmp_path):
+def test_a_host_path_with_a_symlink_in_it_is_refused_naming_it(box, host, open_session, tmp_path):
+    """Never resolved: whoever may change a link could point the mount elsewhere later
+    (tests_py/test_attack_state_mounts.py), so a link anywhere in the path is refused."""
     link = tmp_path / "data-link"
     link.symlink_to(host / "data")
-    s = open_session(Policy(mounts=(Mount("data", str(link)),)))
+    above = tmp_path / "host-link"
+    above.symlink_to(host)
+    for given, named in ((link, link), (above / "data", above), (above / "data" / "sub" / "..", above)):
+        with pytest.raises(PolicyError, match=f"has a symlink in its path, {re.escape(str(named))}:"):
+            open_session(Policy(mounts=(Mount("data", str(given)),)))
+    s = open_session(Policy(mounts=(Mount("data", str(host / "data")),)))  # the same directory, given as it is
     assert value(s.run("open('data/a.txt').read()")) == "hello from the host\n"
 
 
@@ -433,11 +441,37 @@ def test_a_parent_of_a_live_mountpoint_renamed_and_replaced_by_a_link(
 
 
 @pytest.mark.c
+def test_a_host_directory_under_a_directory_others_may_change_is_refused(box, host, open_session, tmp_path):
+    """Every directory above a host directory is owned by root or the backend and writable by
+    its owner only, unless sticky: else someone else (a cell through a writable mount, which
+    a root backend needs world-writable) could rename a part of the path and put another
+    directory there between two starts."""
+    shared = tmp_path / "shared"
+    (shared / "d").mkdir(parents=True)
+    for mode, match in ((0o777, "is group- or world-writable"), (0o775, "is group- or world-writable")):
+        os.chmod(shared, mode)
+        with pytest.raises(PolicyError, match=f"lies in {re.escape(str(shared))} .*{match}"):
+            open_session(Policy(mounts=(Mount("data", str(shared / "d")),)))
+    os.chmod(shared, 0o755)
+    os.chown(shared, 12345, 12345)
+    with pytest.raises(PolicyError, match="is owned by neither root nor the backend"):
+        open_session(Policy(mounts=(Mount("data", str(shared / "d")),)))
+    os.chown(shared, os.geteuid(), os.getegid())
+    os.chmod(shared, 0o1777)  # sticky, as /tmp: nobody renames what they do not own
+    s = open_session(Policy(mounts=(Mount("data", str(shared / "d")),)))
+    assert value(s.run("import os\nos.listdir('data')")) == []
+    # the host directory itself may be anyone's, and world-writable: it is what is shared
+    os.chmod(shared / "d", 0o777)
+    s = open_session(Policy(mounts=(Mount("data", str(shared / "d"), writable=True),)))
+    assert value(s.run("open('data/x', 'w').write('x')")) == 1
+
+
+@pytest.mark.c
 def test_a_host_path_with_a_link_swapped_in_is_not_followed_by_the_launcher(
     box, host, open_session, monkeypatch, tmp_path
 ):
-    """The backend hands the launcher the real path it checked; a symlink put on that path
-    afterwards (here: handed over unresolved) is refused by the launcher (openat2 with
+    """The backend hands the launcher the path it checked (no symlink in it); a symlink put on
+    that path afterwards (here: handed over unresolved) is refused by the launcher (openat2 with
     RESOLVE_NO_SYMLINKS), not followed."""
     link = tmp_path / "swapped"
     link.symlink_to("/etc")
@@ -456,7 +490,9 @@ def test_a_host_path_with_a_link_swapped_in_is_not_followed_by_the_launcher(
 def test_host_paths_that_are_not_usable_directories_are_refused(box, host, open_session):
     for policy, match in [
         (Policy(mounts=(Mount("data", str(host / "missing")),)), "cannot be used: No such file"),
-        (Policy(mounts=(Mount("data", str(host / "data" / "a.txt")),)), "is not a directory"),
+        (Policy(mounts=(Mount("data", str(host / "secret" / "s.txt")),)), "is not a directory"),
+        (Policy(mounts=(Mount("data", str(host / "secret" / "s.txt" / "d")),)), "s.txt is not a directory"),
+        (Policy(mounts=(Mount("data", str(host / "missing" / "d")),)), "missing: No such file"),
     ]:
         with pytest.raises(PolicyError, match=match):
             open_session(policy)
@@ -499,8 +535,14 @@ def test_a_writable_mount_may_not_overlap_read_only_system_paths_or_another_moun
     # two mounts sharing a host tree, one writable: a cell could swap the other's path
     with pytest.raises(PolicyError, match=r"overlap .* one is writable"):
         open_session(Policy(mounts=(Mount("out", str(host / "out"), True), Mount("ro", str(host / "out")))))
-    # both read-only: fine
-    s = open_session(Policy(mounts=(Mount("a", str(host / "data")), Mount("b", str(host / "data" / "sub")))))
+    # both read-only: fine (in a tree only root may change: <host>/data is world-writable,
+    # so a directory in it may be no host directory at all)
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "b.csv").write_text("b\n")
+    for d in (tree, tree / "sub"):
+        os.chmod(d, 0o755)
+    s = open_session(Policy(mounts=(Mount("a", str(tree)), Mount("b", str(tree / "sub")))))
     assert value(s.run("import os\nsorted(os.listdir('b'))")) == ["b.csv"]
 
 

@@ -42,8 +42,9 @@ class Fd {
 
 constexpr int kDirFlags = O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
 
-// The host directory, not following any symlink on its path (the backend passed its real
-// path): openat2 where the kernel has it (5.6), else the last part only (O_NOFOLLOW).
+// The host directory, not following any symlink on its path (the backend checked that the
+// path, as given, holds none, under directories nobody else may change): openat2 where the
+// kernel has it (5.6), else the last part only (O_NOFOLLOW).
 int open_host_dir(const std::string& path) noexcept {
   open_how how{};
   how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;

@@ -10,9 +10,10 @@ not migrate at all.)
 
 So while a session starts (``with primed():``), a background thread writes ``0`` (this
 process, moved to the group it is already in: no task moves, no controller sees anything)
-into the backend's own ``cgroup.procs``, at once and then every few milliseconds: the first
-write's grace period runs alongside the start's other steps (the workdir, the host id, the
-cgroup directories, the zygote's fork, the new root's mounts), and the later ones keep the
+into the ``cgroup.procs`` of the group the backend is in at that moment (read again from
+``/proc/self/cgroup`` before each write: never a group it was moved out of), at once and
+then every few milliseconds: the first write's grace period runs alongside the start's
+other steps (the workdir, the host id, the cgroup directories, the zygote's fork, the new root's mounts), and the later ones keep the
 lock ready (they do not wait) until the keeper's own migration. Only during starts, at most
 :data:`MAX_PRIMED_S` each: while the lock is kept ready, the host's forks and exits take
 its slower path, as they do during any migration. This only moves when the wait happens:
@@ -42,30 +43,56 @@ _thread: threading.Thread | None = None
 _pid = 0  # the process the thread runs in (a forked copy of the backend starts no session)
 
 
-@functools.cache
-def _procs_file() -> str | None:
-    """The backend's own ``cgroup.procs`` in a hierarchy sessions' groups are joined in."""
+def _own_groups() -> list[tuple[str, str, str]]:
+    """(hierarchy id, controllers, path) of each line of ``/proc/self/cgroup``, read now."""
     try:
         with open("/proc/self/cgroup") as f:
             lines = f.read().splitlines()
     except OSError:
-        return None
-    v2 = None
+        return []
+    out = []
     for line in lines:
         hid, _, rest = line.partition(":")
         controllers, _, path = rest.partition(":")
+        out.append((hid, controllers, path))
+    return out
+
+
+@functools.cache
+def _hierarchy() -> tuple[str, str] | None:
+    """(hierarchy id, its mount) of a hierarchy sessions' groups are joined in: which one
+    never changes, the backend's group in it may (its operator moves it), so the group is
+    read again at every write (:func:`_procs_file`)."""
+    v2 = False
+    for hid, controllers, path in _own_groups():
         for c in ("pids", "memory"):  # v1: any hierarchy does; the lock is global
             if c in controllers.split(","):
-                candidate = os.path.join(_CGROUP_ROOT, c) + path.rstrip("/") + "/cgroup.procs"
-                if os.path.exists(candidate):
-                    return candidate
+                mount = os.path.join(_CGROUP_ROOT, c)
+                if os.path.exists(mount + path.rstrip("/") + "/cgroup.procs"):
+                    return hid, mount
         if hid == "0" and not controllers:
-            v2 = path
-    if v2 is not None:
+            v2 = True
+    if v2:
         for mount in (_CGROUP_ROOT, _CGROUP_ROOT + "/unified"):
-            candidate = mount + v2.rstrip("/") + "/cgroup.procs"
-            if os.path.exists(mount + "/cgroup.controllers") and os.path.exists(candidate):
-                return candidate
+            if os.path.exists(mount + "/cgroup.controllers"):
+                return "0", mount
+    return None
+
+
+def _procs_file() -> str | None:
+    """The ``cgroup.procs`` of the group the backend is in now, in :func:`_hierarchy`.
+
+    Read again at every write, never kept: a ``0`` written into a group the backend has
+    since been moved out of (by its operator or service manager) would move it back, out
+    of the group and limits it was put in. (Between this read and the write lie a few
+    microseconds, not a whole run of the backend.)"""
+    where = _hierarchy()
+    if where is None:
+        return None
+    hid, mount = where
+    for h, _, path in _own_groups():
+        if h == hid:
+            return mount + path.rstrip("/") + "/cgroup.procs"
     return None
 
 
@@ -79,14 +106,15 @@ def _write(path: str) -> None:
 
 
 def _run() -> None:
-    path = _procs_file()
-    if path is None:
+    if _hierarchy() is None:
         return
     while True:
         with _cond:
             while not (_active and time.monotonic() < _until):
                 _cond.wait()
-        _write(path)  # the first after a quiet spell waits out a grace period
+        path = _procs_file()  # the group it is in now: a kept one may be one it was moved out of
+        if path is not None:
+            _write(path)  # the first after a quiet spell waits out a grace period
         time.sleep(INTERVAL_S)
 
 

@@ -2,9 +2,17 @@
 
 The launcher binds each host directory at its path in the workdir (cpp/launcher/data_mounts.h)
 and refuses, on its own, a symlink or a file on that path and a symlink in the host path.
-This module decides *which* host directories may be bound and hands the launcher their real
-paths, so that what it opens is what was checked here:
+This module decides *which* host directories may be bound and hands the launcher their paths
+as given (normalized, never resolved), so that what it opens is what was checked here:
 
+* no part of the host path is a symlink (PolicyError naming it): the path is never resolved
+  through a link, and the launcher opens it with ``RESOLVE_NO_SYMLINKS``, so a link put in
+  after this check is refused there too;
+* every directory above the host directory, / down to its parent, is owned by root or the
+  backend's euid and is not group- or world-writable unless sticky (sshd's StrictModes):
+  nobody else may rename or replace a part of the path between sessions' starts, e.g. a
+  cell through a writable mount, which a root backend's sessions need world-writable, so a
+  directory in a writable mount cannot be another mount's host directory;
 * the host directory exists and is a directory (PolicyError otherwise);
 * it is not under /proc, /sys or /dev (the host's kernel interfaces, not data);
 * it neither is, nor contains, nor lies in the Sandbox root: the root holds every session's
@@ -52,6 +60,41 @@ def _allows(st: os.stat_result, uid: int, gid: int, need: int) -> bool:
     return bits & need == need
 
 
+def _checked_host_path(where: str, host: str) -> str:
+    """The host path, normalized (no link followed), after the symlink and ancestor checks above."""
+    path = os.path.normpath(host)
+    euid = os.geteuid()
+    parts = [p for p in path.split("/") if p]
+    current = "/"
+    for i in range(len(parts) + 1):
+        if i:
+            current = os.path.join(current, parts[i - 1])
+        try:
+            st = os.lstat(current)
+        except OSError as e:
+            at = "" if current == path else f"{current}: "
+            raise PolicyError(f"{where} cannot be used: {at}{e.strerror}") from None
+        if stat.S_ISLNK(st.st_mode):
+            raise PolicyError(
+                f"{where} has a symlink in its path, {current}: give the path with no symlink in it "
+                "(a link is never followed, so that nobody can point a mount elsewhere by changing it)"
+            )
+        if i == len(parts):
+            break  # the host directory itself: its own checks follow in resolve()
+        if not stat.S_ISDIR(st.st_mode):
+            raise PolicyError(f"{where} cannot be used: {current} is not a directory")
+        shared = st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX
+        if st.st_uid not in (0, euid) or shared:
+            raise PolicyError(
+                f"{where} lies in {current} (mode {stat.filemode(st.st_mode)}, owner {st.st_uid}), which "
+                f"{'is group- or world-writable' if shared else 'is owned by neither root nor the backend'}: "
+                "someone else (e.g. a session through a writable mount) could rename or replace a part of the "
+                f"path; every directory above a host directory must be owned by root or uid {euid} and "
+                "writable by its owner only (or sticky)"
+            )
+    return path
+
+
 def check_workdir_path(workdir: Path, mount: Mount) -> None:
     """A clear SandboxError when a part of the mount's path in the workdir is a symlink or not
     a directory (a cell left it there). A missing part is fine: the launcher makes it."""
@@ -80,7 +123,7 @@ def resolve(
     uid: int,
     gid: int,
 ) -> list[tuple[str, str, bool]]:
-    """The launcher's (host real path, path, writable) for each mount, after every check above."""
+    """The launcher's (host path, path, writable) for each mount, after every check above."""
     mounts = list(mounts)
     if not mounts:
         return []
@@ -89,9 +132,9 @@ def resolve(
     out: list[tuple[str, str, bool]] = []
     for m in mounts:
         where = f"Policy.mounts: the host directory of {m.path!r} ({m.host})"
-        host = os.path.realpath(m.host)
+        host = _checked_host_path(where, m.host)  # no symlink in it: as given is as resolved
         try:
-            st = os.stat(host)
+            st = os.lstat(host)
         except OSError as e:
             raise PolicyError(f"{where} cannot be used: {e.strerror}") from None
         if not stat.S_ISDIR(st.st_mode):
