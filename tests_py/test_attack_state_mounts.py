@@ -1,9 +1,11 @@
 """An outside attack on checkpoints, host data mounts and starting ahead (spare workdir
 images, a host id held ahead, the cgroup prime), black-box from cells and from the backend.
 
-Each test is one reproducer. `xfail(strict=True)`: a problem found (the test asserts the
-safe behaviour, which does not hold today; it starts passing, and so failing as strict,
-when fixed). The others are defences that held, kept as regression tests.
+Each test is one reproducer. The review's seven findings (a mount redirected through another
+session's writable mount by a symlink, twice; a checkpoint that crashed every later cell; one
+whose restore at start timed out again at every start; a forged byte count; the cgroup prime
+moving the backend back; set-id bits left on the host through a writable mount) were fixed,
+and their reproducers pass; the others are defences that held, kept as regression tests.
 """
 
 from __future__ import annotations
