@@ -112,14 +112,20 @@ def test_safe_previews_run_no_code_of_pandas_or_numpy_subclasses(s: sandbox_exec
     assert ran == [], f"user code ran during a 'safe' listing: {ran}"
 
 
-def test_an_infinite_timeout_is_refused_or_means_no_deadline(tmp_path: Path) -> None:
+def test_an_infinite_timeout_is_refused_everywhere(tmp_path: Path) -> None:
+    # inf ended every cell and call at once as "timeout" and broke the audit line: it is a
+    # bad argument now, for cells and calls alike (as True is); a finite one still works.
     log = tmp_path / "audit.jsonl"
     with sandbox_exec.Sandbox(root=tmp_path / "root", audit_log=str(log)) as box:
-        session = box.session("inf")
-        try:
-            r = session.run("1 + 1", timeout=math.inf)
-        except ValueError:
-            return  # refused as a bad argument: fine too
+        session = box.session("inf", prelude="def f():\n    return 1")
+        for bad in (math.inf, math.nan, True):
+            with pytest.raises(ValueError, match="finite"):
+                session.run("1 + 1", timeout=bad)
+            with pytest.raises(ValueError, match="finite"):
+                session.call("f", timeout=bad)
+            with pytest.raises(ValueError, match="finite"):
+                session.variables(timeout=bad)
+        r = session.run("1 + 1", timeout=5)
         assert r.status == "ok", (r.status, r.reason)
     lines = log.read_text().splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["status"] == "ok"

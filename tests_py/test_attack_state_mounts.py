@@ -23,36 +23,11 @@ from pathlib import Path
 import pytest
 
 import sandbox_exec
+from checkpoint_file import PARTS
 from conftest import FIND_CHANNEL
 from sandbox_exec import CheckpointError, Mount, Policy, PolicyError, SandboxError
 
 pytestmark = pytest.mark.c
-
-# Cell code: the checkpoint file's parts (the layout docs/architecture.md gives), as a
-# hostile cell would take it apart and write it again.
-PARTS = """
-import json, os, hashlib, pickle
-P = '.sandbox_exec/state/checkpoint'
-HEAD = b"sandbox_exec checkpoint\\n"
-TAIL = b"\\nend of sandbox_exec checkpoint\\n"
-def parts():
-    raw = open(P, 'rb').read()
-    n = int.from_bytes(raw[-len(TAIL) - 4:-len(TAIL)], 'big')
-    start = len(raw) - len(TAIL) - 4 - n
-    return raw[len(HEAD):start], json.loads(raw[start:start + n])
-def write(payload, manifest):
-    enc = json.dumps(manifest).encode()
-    with open(P, 'wb') as f:
-        f.write(HEAD + payload + enc + len(enc).to_bytes(4, 'big') + TAIL)
-def plant(code):
-    class Evil:
-        def __reduce__(self):
-            return (exec, (code,))
-    payload, m = parts()
-    payload = pickle.dumps({"evil": Evil()}, protocol=5)
-    m.update(payload_bytes=len(payload), sha256=hashlib.sha256(payload).hexdigest())
-    write(payload, m)
-"""
 
 
 def _name() -> str:

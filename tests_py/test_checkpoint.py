@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import sandbox_exec
+from checkpoint_file import PARTS
 from conftest import FIND_CHANNEL
 from sandbox_exec import CheckpointError, Policy, _checkpoint, _core, _workdir_image
 from sandbox_exec._worker import checkpoint as worker_checkpoint
@@ -27,23 +28,6 @@ AUTO = Policy(checkpoint="after_cell", restore_on_start=True)
 # checkpoint after it would replace the damaged file).
 RESTORE_ONLY = Policy(restore_on_start=True)
 STATE = ".sandbox_exec/state"
-
-# Cell code: the checkpoint's parts, as a hostile cell would take it apart.
-PARTS = """
-import json, os
-P = '.sandbox_exec/state/checkpoint'
-TAIL = b"\\nend of sandbox_exec checkpoint\\n"
-HEAD = b"sandbox_exec checkpoint\\n"
-def parts():
-    raw = open(P, 'rb').read()
-    n = int.from_bytes(raw[-len(TAIL) - 4:-len(TAIL)], 'big')
-    start = len(raw) - len(TAIL) - 4 - n
-    return raw[len(HEAD):start], json.loads(raw[start:start + n])
-def write(payload, manifest):
-    enc = json.dumps(manifest).encode()
-    with open(P, 'wb') as f:
-        f.write(HEAD + payload + enc + len(enc).to_bytes(4, 'big') + TAIL)
-"""
 
 
 def value(s: sandbox_exec.Session, expr: str) -> str:

@@ -14,6 +14,8 @@
 #include <string>
 #include <utility>
 
+#include "launcher/mount.h"
+
 namespace sandbox_exec::data_mounts {
 
 namespace {
@@ -94,18 +96,6 @@ int open_mountpoint(int dir, const std::string& rel, std::string& buffer, Fd& pa
   }
 }
 
-// The flags a remount inside a user namespace may not clear (as mount.cc's locked_flags).
-unsigned long locked_flags(const struct statvfs& st) noexcept {
-  unsigned long flags = 0;
-  if (st.f_flag & ST_NOSUID) flags |= MS_NOSUID;
-  if (st.f_flag & ST_NODEV) flags |= MS_NODEV;
-  if (st.f_flag & ST_NOEXEC) flags |= MS_NOEXEC;
-  if (st.f_flag & ST_NOATIME) flags |= MS_NOATIME;
-  if (st.f_flag & ST_NODIRATIME) flags |= MS_NODIRATIME;
-  if (st.f_flag & ST_RELATIME) flags |= MS_RELATIME;
-  return flags;
-}
-
 std::string fd_path(int fd) {
   char text[48];
   std::snprintf(text, sizeof text, "/proc/self/fd/%d", fd);
@@ -137,7 +127,7 @@ int bind_one(const DataMount& m, int workdir) {
   struct stat seen {};
   if (::fstat(mounted.get(), &seen) != 0) return errno;
   if (seen.st_dev != host_st.st_dev || seen.st_ino != host_st.st_ino) return EXDEV;
-  unsigned long flags = MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV | MS_NOEXEC | locked_flags(host_vfs);
+  unsigned long flags = MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV | MS_NOEXEC | mount::locked_flags(host_vfs);
   if (!m.writable) flags |= MS_RDONLY;
   if (::mount(nullptr, fd_path(mounted.get()).c_str(), nullptr, flags, nullptr) != 0) return errno;
   return 0;

@@ -173,14 +173,7 @@ int touch(const std::string& path) {
 unsigned long locked_flags(const char* path) {
   struct statvfs st {};
   if (::statvfs(path, &st) != 0) return 0;
-  unsigned long flags = 0;
-  if (st.f_flag & ST_NOSUID) flags |= MS_NOSUID;
-  if (st.f_flag & ST_NODEV) flags |= MS_NODEV;
-  if (st.f_flag & ST_NOEXEC) flags |= MS_NOEXEC;
-  if (st.f_flag & ST_NOATIME) flags |= MS_NOATIME;
-  if (st.f_flag & ST_NODIRATIME) flags |= MS_NODIRATIME;
-  if (st.f_flag & ST_RELATIME) flags |= MS_RELATIME;
-  return flags;
+  return mount::locked_flags(st);
 }
 
 Failure bind(const std::string& source, const std::string& target, bool read_only) {
@@ -464,6 +457,17 @@ Failure enter_root(const SpawnSpec&) noexcept {
   if (::chroot(".") != 0) return {LaunchStep::kPivotRoot, errno};
   if (::chdir("/") != 0) return {LaunchStep::kPivotRoot, errno};
   return {};
+}
+
+unsigned long locked_flags(const struct statvfs& st) noexcept {
+  unsigned long flags = 0;
+  if (st.f_flag & ST_NOSUID) flags |= MS_NOSUID;
+  if (st.f_flag & ST_NODEV) flags |= MS_NODEV;
+  if (st.f_flag & ST_NOEXEC) flags |= MS_NOEXEC;
+  if (st.f_flag & ST_NOATIME) flags |= MS_NOATIME;
+  if (st.f_flag & ST_NODIRATIME) flags |= MS_NODIRATIME;
+  if (st.f_flag & ST_RELATIME) flags |= MS_RELATIME;
+  return flags;
 }
 
 }  // namespace sandbox_exec::mount

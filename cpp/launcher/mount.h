@@ -21,6 +21,8 @@
 // nosuid and nodev. Async-signal-safe where it runs after fork.
 #pragma once
 
+#include <sys/statvfs.h>
+
 #include "launch/launcher_protocol.h"
 #include "launch/spawn_spec.h"
 
@@ -30,5 +32,9 @@ using Failure = StepFailure;
 
 [[nodiscard]] Failure build_root(const SpawnSpec& spec) noexcept;
 [[nodiscard]] Failure enter_root(const SpawnSpec& spec) noexcept;
+
+// The flags of the mount `st` describes that a remount inside a user namespace may not
+// clear (nosuid, nodev, noexec, the atime flags): every bind remount here keeps them.
+[[nodiscard]] unsigned long locked_flags(const struct statvfs& st) noexcept;
 
 }  // namespace sandbox_exec::mount

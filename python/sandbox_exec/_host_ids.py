@@ -43,7 +43,6 @@ entry in /etc/subuid): its sessions all run as the backend's own uid, and
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import os
@@ -313,27 +312,25 @@ class IdReserve:
 
     def _fill(self) -> None:
         # Behind the sessions' own work (a start that found the reserve empty allocates itself).
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-        while True:
-            self._wake.wait(5.0)
-            self._wake.clear()
-            while (rng := self._want()) is not None:
-                _start_gate.wait_quiet()  # after the start that took one, not during it
-                try:
-                    got = allocate(rng, self._state_dir)
-                except Exception as e:  # none free now: sessions allocate (and say why) themselves
-                    self.last_error = f"{type(e).__name__}: {e}"
-                    break
-                with self._mutex:
-                    keep = not self._closed and self._range == rng and len(self._held) < RESERVE
-                    if keep:
-                        self._held.append(got)
-                if not keep:
-                    got.release()
-            with self._mutex:
-                if self._closed:
-                    return
+        _start_gate.refill(self._wake, self._want, self._hold_one, self._is_closed)
+
+    def _is_closed(self) -> bool:
+        with self._mutex:
+            return self._closed
+
+    def _hold_one(self, rng: IdRange) -> bool:
+        try:
+            got = allocate(rng, self._state_dir)
+        except Exception as e:  # none free now: sessions allocate (and say why) themselves
+            self.last_error = f"{type(e).__name__}: {e}"
+            return False
+        with self._mutex:
+            keep = not self._closed and self._range == rng and len(self._held) < RESERVE
+            if keep:
+                self._held.append(got)
+        if not keep:
+            got.release()
+        return True
 
 
 def own_tree(path: str, uid: int, gid: int, timeout_s: float = 300.0) -> None:

@@ -230,22 +230,19 @@ class SpareImages:
     def _fill(self) -> None:
         # Behind the sessions' own work: formatting is never on a start's path, and on a
         # busy host it yields to the starts that need the CPU now (its mkfs inherits this).
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-        while True:
-            self._wake.wait(5.0)
-            self._wake.clear()
-            while (job := self._next()) is not None:
-                _start_gate.wait_quiet()  # after the start that took one, not during it
-                disk_bytes, size = job
-                try:
-                    self._make(disk_bytes, size)
-                except Exception as e:  # no spare this time: starts format their own
-                    self.last_error = f"{type(e).__name__}: {e}"
-                    break
-            with self._mutex:
-                if self._closed:
-                    return
+        _start_gate.refill(self._wake, self._next, self._make_one, self._is_closed)
+
+    def _is_closed(self) -> bool:
+        with self._mutex:
+            return self._closed
+
+    def _make_one(self, job: tuple[int, int]) -> bool:
+        try:
+            self._make(*job)
+        except Exception as e:  # no spare this time: starts format their own
+            self.last_error = f"{type(e).__name__}: {e}"
+            return False
+        return True
 
     def _make(self, disk_bytes: int, size: int) -> None:
         self._hold_tag()

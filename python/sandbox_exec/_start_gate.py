@@ -11,9 +11,13 @@ stream of starts does not starve them).
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+Job = TypeVar("Job")
 
 #: How long no start must have been under way before background work goes on.
 SETTLE_S = 0.005
@@ -56,3 +60,24 @@ def wait_quiet() -> None:
                 _cond.wait(min(left, deadline - now))
             else:
                 _cond.wait(deadline - now)
+
+
+def refill(
+    wake: threading.Event, next_job: Callable[[], Job | None], do: Callable[[Job], bool], closed: Callable[[], bool]
+) -> None:
+    """The body of a background refill thread (spare images, host ids held ahead): at a
+    lower priority than the sessions' own work (a child it starts, such as mkfs, inherits
+    it), woken by `wake` or every 5 s, it does `do(job)` for each `next_job()`, each once no
+    start is under way; a `do` that returns False (it failed: starts then make their own)
+    ends the round. Returns when `closed()` after a round."""
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    while True:
+        wake.wait(5.0)
+        wake.clear()
+        while (job := next_job()) is not None:
+            wait_quiet()  # after the start that took one, not during it
+            if not do(job):
+                break
+        if closed():
+            return
