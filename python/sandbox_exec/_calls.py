@@ -53,10 +53,6 @@ class CallCollector:
         self.dropped_bytes = 0
         self.reply_bytes = 0  # the reply message's length (fetch() checks its limit on it)
 
-    @property
-    def live(self) -> bool:
-        return False
-
     def feed(self, events: list[tuple[Any, ...]]) -> bool:
         for event in events:
             kind = event[0]
