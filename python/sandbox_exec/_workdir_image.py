@@ -87,11 +87,17 @@ for path in held:
 """
 _reaper: subprocess.Popen[bytes] | None = None
 _reaper_lock = threading.Lock()
+#: The paths the reaper holds now (what it would unmount if the backend died this moment).
+_reaper_held: set[Path] = set()
 
 
 def _reaper_says(op: str, path: Path) -> None:
     global _reaper
     with _reaper_lock:
+        if op == "+":
+            _reaper_held.add(path)
+        else:
+            _reaper_held.discard(path)
         if _reaper is None or _reaper.poll() is not None:
             if op == "-":
                 return
@@ -111,6 +117,17 @@ def _reaper_says(op: str, path: Path) -> None:
             _reaper.stdin.flush()
         except OSError:
             pass
+
+
+def retire_reaper_if_idle() -> None:
+    """Ends the reaper when no workdir of this process is mounted (a closed Sandbox leaves
+    no process or descriptor behind); the next mount starts a new one."""
+    global _reaper
+    with _reaper_lock:
+        if _reaper is None or _reaper_held:
+            return
+        reaper, _reaper = _reaper, None
+    _reaper_exit(reaper)
 
 
 def _reaper_exit(reaper: subprocess.Popen[bytes]) -> None:

@@ -46,7 +46,7 @@ from ._pool import SLOT_PREFIX, SessionPool
 from ._reset import reset_args, reset_report
 from ._spare_images import SpareImages
 from ._spare_images import reclaim as reclaim_spares
-from ._workdir_image import ImageUnavailable, WorkdirImage, format_image, full_threshold
+from ._workdir_image import ImageUnavailable, WorkdirImage, format_image, full_threshold, retire_reaper_if_idle
 from ._workdir_image import usage as image_usage
 from ._zygotes import ZygoteTable, ZygoteUnavailable
 from .errors import CallError, CheckpointError, PolicyError, PreludeError, SandboxError, SessionClosedError
@@ -2024,6 +2024,8 @@ class Sandbox:
             self._table.ids.close()
         if self._own_root and os.getpid() == self._owner_pid:
             _remove_tree(self.root)
+        if self.owned_here:
+            retire_reaper_if_idle()
         if self._table.auditor is not None:
             self._table.auditor.close()
         _supervisor_log.drain()
