@@ -231,7 +231,9 @@ class _WorkdirLock:
             # goes with the file, so that neither this process nor a later one finds the
             # name held by a session that never was.
             self._drop(fd)
-            raise SandboxError(f"workdir: cannot write the lock file {str(self.path)!r}: {e}; hint: {_os_error_hint(e)}") from e
+            raise SandboxError(
+                f"workdir: cannot write the lock file {str(self.path)!r}: {e}; hint: {_os_error_hint(e)}"
+            ) from e
         self._fd: int | None = fd
         self._owner_pid = os.getpid()
         # A Session dropped without close() still lets go of its lock when collected; at
