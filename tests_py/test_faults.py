@@ -222,6 +222,7 @@ def test_worker_killed_mid_output(box):
         )
     )
     killer.join()
+    assert took < 5
     assert r.status == "crashed"
     assert r.reason == "the worker killed by signal 9 (SIGKILL)"
     assert r.error is not None and r.error["ename"] == "WorkerCrashed"
