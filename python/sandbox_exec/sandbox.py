@@ -205,6 +205,20 @@ def _dir_name(name: str) -> str:
     return "=" + hashlib.sha256(raw).hexdigest()
 
 
+def _os_error_hint(e: OSError) -> str:
+    """What to do about an OSError on the Sandbox root, by its errno."""
+    import errno
+
+    if e.errno in (errno.EMFILE, errno.ENFILE):
+        return "the backend process is out of file descriptors; raise its RLIMIT_NOFILE or close some"
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            "the Sandbox root's filesystem is full; it must have room (a session writes its lock, "
+            "workdir and checkpoints there)"
+        )
+    return "the Sandbox root must be a writable directory"
+
+
 class _WorkdirLock:
     """An flock'd file per workdir under <root>/.locks: held while a session lives, so a
     second session (in this Sandbox, another Sandbox on the same root, or another process)
@@ -220,12 +234,19 @@ class _WorkdirLock:
             self.path.parent.mkdir(exist_ok=True)
             fd = self._acquire(fcntl, root / dir_name)
         except OSError as e:
-            raise SandboxError(
-                f"workdir: cannot lock {str(self.path)!r}: {e}; hint: the Sandbox root must be a writable directory"
-            ) from e
+            raise SandboxError(f"workdir: cannot lock {str(self.path)!r}: {e}; hint: {_os_error_hint(e)}") from e
         note = f"session {session_name!r} of process {os.getpid()}"
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, note.encode("utf-8", "backslashreplace"), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, note.encode("utf-8", "backslashreplace"), 0)
+        except OSError as e:
+            # The root's filesystem is full (or failing): no session starts on it. The lock
+            # goes with the file, so that neither this process nor a later one finds the
+            # name held by a session that never was.
+            self._drop(fd)
+            raise SandboxError(
+                f"workdir: cannot write the lock file {str(self.path)!r}: {e}; hint: {_os_error_hint(e)}"
+            ) from e
         self._fd: int | None = fd
         self._owner_pid = os.getpid()
         # A Session dropped without close() still lets go of its lock when collected; at
@@ -257,6 +278,15 @@ class _WorkdirLock:
                 return fd
             os.close(fd)
         raise SandboxError(f"workdir: could not lock {str(self.path)!r} (it kept being replaced)")
+
+    def _drop(self, fd: int) -> None:
+        """Lets go of a lock taken here but not kept: the file first (still locked, so nobody
+        holds a lock on this inode next), then the descriptor."""
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        os.close(fd)
 
     @staticmethod
     def _holder(fd: int) -> str:
@@ -615,6 +645,10 @@ class Session:
                 result = self._execute(self.prelude, 0, self.policy.timeout_s, None, None, self.mode)
                 if result.status != "ok":
                     self._stop()
+                    # The ended runner's descriptors (its ring, pipes, pidfd) close with it: not
+                    # kept open by this frame in the PreludeError's traceback, which a caller may
+                    # hold on to (a log, a test's pytest.raises).
+                    del runner
                     detail = "\n".join(result.error["traceback"]) if result.error else (result.reason or "")
                     raise PreludeError(
                         f"the prelude of session {self.name!r} ended with status {result.status!r}:\n{detail}"
@@ -1255,12 +1289,17 @@ class Session:
             )
         finally:
             _calls_in_core.discard(token)
+        # Not kept in this frame past the call: a CallError's traceback holds the frame, and a
+        # caller that keeps the error (a log, an error report) would keep a runner that a
+        # restart or close has ended open with it (its ring, pipes and pidfd).
+        worker_pid = runner.worker_pid
+        del runner
         try:
             value = _call_value(op, outcome, collector, timeout, self._end_reason)
         except CallError as e:
-            self._audit_call(pending, e, outcome, timeout, cap, restart_reason, runner.worker_pid)
+            self._audit_call(pending, e, outcome, timeout, cap, restart_reason, worker_pid)
             raise
-        self._audit_call(pending, None, outcome, timeout, cap, restart_reason, runner.worker_pid)
+        self._audit_call(pending, None, outcome, timeout, cap, restart_reason, worker_pid)
         if sizes is not None:
             sizes.append(collector.reply_bytes)
         return value
