@@ -168,6 +168,8 @@ TEST_F(PythonWorker, OutputResultsStateAndErrors) {
       << runner.ready_payload();
   EXPECT_TRUE(contains(runner.ready_payload(), R"("pid":)" + std::to_string(runner.worker_pid())))
       << runner.ready_payload();
+  // The real interpreter names its version (the fake worker says "fake").
+  EXPECT_TRUE(contains(runner.ready_payload(), R"("python":"3.)")) << runner.ready_payload();
 
   Collected first;
   const CellOutcome out = runner.run_cell(request("x = 6\nprint('hello')\nx * 7", 1), generous(), first.sink());
