@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import dataclasses
 import gc
 import json
@@ -382,6 +383,20 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * resource.getpagesize()
 
 
+def settled_rss() -> tuple[int, int]:
+    """The backend's RSS as it is, and after a collection and glibc's malloc_trim(0): the
+    second leaves out free memory the allocator keeps for reuse (each driver thread's arena
+    keeps some of the largest outputs it held), which comes and goes from run to run; memory
+    still in use, a leak, stays in it."""
+    gc.collect()
+    raw = rss_bytes()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the raw figure is all there is
+        pass
+    return raw, rss_bytes()
+
+
 def percentile(samples: list[float], q: float) -> float:
     s = sorted(samples)
     return s[min(len(s) - 1, int(q * len(s)))] if s else float("nan")
@@ -471,10 +486,10 @@ def soak(
         }
         warm_plans = [dataclasses.replace(p, cells=[Cell("good", v) for v in range(3)]) for p in plans]
         results["warm-up"] = run_phase(warm_plans, faults=False, seed=seed)
-        rss_warm = rss_bytes()
+        raw_warm, rss_warm = settled_rss()
         results["idle"] = run_phase(plans, faults=False, seed=seed)
         results["faults"] = run_phase(plans, faults=True, seed=seed)
-        rss_after = rss_bytes()
+        raw_after, rss_after = settled_rss()
     finally:
         tempfile.tempdir = saved_tempdir
         if not os.listdir(private_tmp):  # else reported by leftovers(), and kept to look at
@@ -482,6 +497,7 @@ def soak(
     results["rss_after_warmup_mib"] = rss_warm / MiB
     results["rss_after_run_mib"] = rss_after / MiB
     results["rss_growth_mib"] = (rss_after - rss_warm) / MiB
+    results["rss_untrimmed_mib"] = {"after_warmup": raw_warm / MiB, "after_run": raw_after / MiB}
     failures: list[str] = []
     for phase in ("warm-up", "idle", "faults"):
         r = results[phase]
@@ -516,7 +532,8 @@ def summary(results: dict[str, Any]) -> str:
     lines.append(
         f"backend RSS: {results['rss_after_warmup_mib']:.1f} MiB after the warm-up, "
         f"{results['rss_after_run_mib']:.1f} MiB after the run ({results['rss_growth_mib']:+.1f} MiB, "
-        f"bound {c['rss_bound_mib']} MiB)"
+        f"bound {c['rss_bound_mib']} MiB; after malloc_trim); untrimmed "
+        f"{results['rss_untrimmed_mib']['after_warmup']:.1f} -> {results['rss_untrimmed_mib']['after_run']:.1f} MiB"
     )
     failures = results["failures"]
     lines.append("PASS" if not failures else f"FAIL ({len(failures)}):\n  " + "\n  ".join(failures[:50]))

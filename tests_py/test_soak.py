@@ -9,12 +9,16 @@ exact, nothing is left after close, the backend's RSS stays within its bound).
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+
+import sandbox_exec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
@@ -64,13 +68,15 @@ def test_the_model_catches_a_wrong_lost_or_foreign_output():
     assert soak.Model("a").check(soak.Cell("segfault"), _result([], status="crashed"), True)
 
 
-def test_a_segfault_seen_only_after_the_deadline_is_crashed(sandbox):
+def test_a_segfault_seen_only_after_the_deadline_is_crashed(tmp_path):
     """Found by the soak: under load, a cell that segfaulted long before its deadline was
     reported as a timeout, because the supervisor's first look came after the deadline (the
     interrupt was sent to a dead worker, then its end was taken for the deadline's). Here the
     event loop that steps the cell is held past the deadline while the worker dies."""
-    s = sandbox.session("late-look")
-    try:
+    # A Sandbox of its own, closed here: the soak's after-close checks in this module see
+    # every process below this one, whichever test ran first.
+    with sandbox_exec.Sandbox(root=tmp_path / "root") as box:
+        s = box.session("late-look")
         s.run("1")
 
         async def main():
@@ -89,5 +95,42 @@ def test_a_segfault_seen_only_after_the_deadline_is_crashed(sandbox):
         assert r.status == "crashed", (r.status, r.reason)
         assert "SIGSEGV" in r.reason, r.reason
         assert s.run("'fresh'").session_restarted
+
+
+def test_sandbox_close_waits_until_the_kernel_lets_go_of_the_workdir_images(tmp_path):
+    """Found by the soak: right after Sandbox.close() of 100 sessions, every session's loop
+    device was still attached (to an image close had unmounted and deleted). A lazily
+    unmounted filesystem lives on until its last reference goes, which the kernel drops
+    asynchronously once the sandbox's processes and mount namespace are gone; close() must
+    wait for that. Here a descriptor opened from the host is that last reference, closed
+    half a second after close() unmounted the workdir."""
+    from conftest import wait_until
+    from leftovers import Baseline, leftovers, loop_devices_under, mounts_under
+    from sandbox_exec._workdir_image import support
+
+    if not support()[0]:
+        pytest.skip(f"no workdir images here: {support()[1]}")
+    baseline = Baseline.take()
+    root = tmp_path / "root"
+    box = sandbox_exec.Sandbox(root=root)
+    s = box.session("held")
+    assert s.run("open('f', 'w').write('x')").status == "ok"
+    assert loop_devices_under(root)  # control: the workdir is an image on a loop device
+    fd = os.open(s.workdir / "f", os.O_RDONLY)
+
+    def let_go_later() -> None:
+        try:
+            wait_until(lambda: not mounts_under(root), timeout=60)  # close() unmounted it
+            time.sleep(0.5)
+        finally:
+            os.close(fd)
+
+    holder = threading.Thread(target=let_go_later)
+    holder.start()
+    try:
+        box.close()
+        attached_at_return = loop_devices_under(root)
     finally:
-        s.close()
+        holder.join()
+    assert attached_at_return == []
+    assert leftovers(baseline, root) == []  # (no other Sandbox of this module is open now)
