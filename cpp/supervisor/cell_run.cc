@@ -270,8 +270,8 @@ std::optional<CellOutcome> CellRun::on_deadline() {
   }
   runner_.terminate();
   // The launcher may have reported the worker's own end (a crash) just before the kill.
-  if (const auto& st = runner_.process_->exit_info().wait_status; st && crash_signal(*st))
-    return finish(CellEnd::kCrashed, "the worker " + runner_.process_->exit_info().describe());
+  if (const auto st = runner_.exit_status(); st && crash_signal(*st))
+    return finish(CellEnd::kCrashed, "the worker " + runner_.exit_description());
   if (out_.disk_hit)
     return finish(CellEnd::kDisk,
                   "the cell grew the workdir past its disk limit and ignored the interrupt; the session was killed");
@@ -295,7 +295,7 @@ std::optional<CellOutcome> CellRun::on_peer_exit() {
   // A worker that died of a fault signal (SIGSEGV, SIGABRT, ...) crashed, even when the
   // deadline's interrupt was sent first: seen late, the crash may well predate the deadline.
   // Only an end the interrupt explains (SIGINT, an exit) is the deadline's.
-  const auto& status = runner_.process_->exit_info().wait_status;
+  const auto status = runner_.exit_status();
   const bool crashed = status && crash_signal(*status);
   if (interrupted_ && out_.deadline_hit && !crashed)
     return finish(CellEnd::kTimeout, "the worker " + how + " after the deadline");
