@@ -2,7 +2,11 @@
 
 A backend that closed its Sandbox (or died and was followed by a new one on the same root)
 must leave no sandbox process or zombie, no open descriptor it did not have before, no cgroup
-named after it, no loop device or mount of a workdir image, and no temporary directory. These
+named after it, no loop device or mount of a workdir image, no temporary directory (a Sandbox
+without a root makes one with tempfile.mkdtemp: in the directory a caller names, which must be
+its own, since other processes on the host make theirs in /tmp too) and nothing new in the
+host's /dev/shm (a session's shared-memory regions are memfds: one left open is a descriptor
+of the backend, "/memfd:sandbox_exec-ring"; the sandbox's /dev/shm is a tmpfs of its own). These
 functions read the host (procfs, sysfs, the mount table) and never trust the package's own
 bookkeeping: a session registry that lies must not make the check pass.
 """
@@ -123,11 +127,33 @@ class Baseline:
     processes: frozenset[int] = frozenset()
     #: cgroups already named after the backend (another Sandbox's): not this run's
     cgroups: frozenset[str] = frozenset()
+    #: what the host's /dev/shm held
+    shm: frozenset[str] = frozenset()
+    #: A directory only this backend makes temporary files in (tempfile.tempdir set to it),
+    #: and what it held; None: not checked.
+    tempdir: str | None = None
+    temporary: frozenset[str] = frozenset()
 
     @classmethod
-    def take(cls, pid: int | None = None) -> Baseline:
+    def take(cls, pid: int | None = None, *, tempdir: str | os.PathLike[str] | None = None) -> Baseline:
         pid = os.getpid() if pid is None else pid
-        return cls(pid, open_fds(pid), frozenset(descendants(pid)), frozenset(cgroups_of(pid)))
+        where = None if tempdir is None else os.fspath(tempdir)
+        return cls(
+            pid,
+            open_fds(pid),
+            frozenset(descendants(pid)),
+            frozenset(cgroups_of(pid)),
+            _entries("/dev/shm"),
+            where,
+            _entries(where) if where else frozenset(),
+        )
+
+
+def _entries(directory: str) -> frozenset[str]:
+    try:
+        return frozenset(os.listdir(directory))
+    except FileNotFoundError:
+        return frozenset()
 
 
 def leftovers(baseline: Baseline, root: Path | None, *, backend_alive: bool = True) -> list[str]:
@@ -149,6 +175,10 @@ def leftovers(baseline: Baseline, root: Path | None, *, backend_alive: bool = Tr
             if baseline.fds.get(fd) != target and not target.startswith("/proc/"):
                 found.append(f"descriptor {fd} -> {target}")
     found.extend(f"cgroup {path}" for path in cgroups_of(baseline.pid) if path not in baseline.cgroups)
+    found.extend(f"/dev/shm/{name} (new)" for name in sorted(_entries("/dev/shm") - baseline.shm))
+    if baseline.tempdir is not None:
+        new = _entries(baseline.tempdir) - baseline.temporary
+        found.extend(f"temporary {os.path.join(baseline.tempdir, name)}" for name in sorted(new))
     if root is not None:
         found.extend(f"process {pid} in {root}" for pid in sandbox_processes(root))
         found.extend(f"mount {point}" for point in mounts_under(root))

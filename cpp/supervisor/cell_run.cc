@@ -1,7 +1,9 @@
 #include "supervisor/cell_run.h"
 
 #include <poll.h>
+#include <signal.h>
 #include <sys/statvfs.h>
+#include <sys/wait.h>
 
 #include <algorithm>
 
@@ -47,6 +49,15 @@ bool filesystem_usage(const std::string& path, std::optional<uint64_t>& used, st
   used = (static_cast<uint64_t>(st.f_blocks) - st.f_bfree) * st.f_frsize;
   avail = static_cast<uint64_t>(st.f_bavail) * st.f_frsize;
   return true;
+}
+
+// A wait status of a process killed by a signal of its own fault (a bad access, an abort,
+// a refused system call...), not by one sent to end it (SIGKILL, SIGTERM) or to interrupt
+// it (SIGINT).
+bool crash_signal(int wait_status) {
+  if (!WIFSIGNALED(wait_status)) return false;
+  const int sig = WTERMSIG(wait_status);
+  return sig != SIGKILL && sig != SIGTERM && sig != SIGINT;
 }
 
 // The smaller of two waits, where -1 means "no limit".
@@ -248,6 +259,10 @@ std::optional<CellOutcome> CellRun::watch_disk() {
 // session is killed when the grace period passes too.
 std::optional<CellOutcome> CellRun::on_deadline() {
   if (!(has_deadline_ || out_.disk_hit) || Clock::now() < deadline_) return std::nullopt;
+  // A caller that steps late (a loaded machine, an event loop held by other work) may find
+  // the deadline past when the worker has already ended by itself: that is its end, not a
+  // timeout (a segfault was reported as "ignored the interrupt" under load).
+  if (peer_exited()) return on_peer_exit();
   if (!interrupted_) {
     interrupted_ = true;
     out_.deadline_hit = true;
@@ -256,6 +271,9 @@ std::optional<CellOutcome> CellRun::on_deadline() {
     return std::nullopt;
   }
   runner_.terminate();
+  // The launcher may have reported the worker's own end (a crash) just before the kill.
+  if (const auto st = runner_.exit_status(); st && crash_signal(*st))
+    return finish(CellEnd::kCrashed, "the worker " + runner_.exit_description());
   if (out_.disk_hit)
     return finish(CellEnd::kDisk,
                   "the cell grew the workdir past its disk limit and ignored the interrupt; the session was killed");
@@ -281,8 +299,19 @@ std::optional<CellOutcome> CellRun::on_peer_exit() {
   if (oom)
     return finish(CellEnd::kMemory,
                   "the session's memory limit was exceeded; the kernel's OOM killer ended the worker (" + how + ")");
-  if (interrupted_ && out_.deadline_hit) return finish(CellEnd::kTimeout, "the worker " + how + " after the deadline");
+  // A worker that died of a fault signal (SIGSEGV, SIGABRT, ...) crashed, even when the
+  // deadline's interrupt was sent first: seen late, the crash may well predate the deadline.
+  // Only an end the interrupt explains (SIGINT, an exit) is the deadline's.
+  const auto status = runner_.exit_status();
+  const bool crashed = status && crash_signal(*status);
+  if (interrupted_ && out_.deadline_hit && !crashed)
+    return finish(CellEnd::kTimeout, "the worker " + how + " after the deadline");
   return finish(CellEnd::kCrashed, "the worker " + how);
+}
+
+bool CellRun::peer_exited() const {
+  pollfd p{runner_.process_->pidfd(), POLLIN, 0};
+  return ::poll(&p, 1, 0) == 1;
 }
 
 std::optional<CellOutcome> CellRun::on_protocol_violation(const ProtocolViolation& e) {

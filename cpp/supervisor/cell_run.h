@@ -9,7 +9,9 @@
 //   * the output budget: output past the cell's cap is dropped and counted, and the worker
 //     is told to stop sending and read slowly if it does not (accept_stream/accept_message);
 //   * the disk watch: the workdir is measured every 200 ms and at the end (watch_disk);
-//   * the peer's exit: a crash, an OOM kill, or death after the deadline (on_peer_exit).
+//   * the peer's exit: a crash, an OOM kill, or death after the deadline (on_peer_exit); a
+//     fault signal (SIGSEGV, SIGABRT...) is a crash however late it is seen, and a deadline
+//     that passed while nobody stepped looks for the exit before it escalates.
 // The cell's final status is decided here and nowhere else (CellEnd, in finish()).
 
 #include <chrono>
@@ -58,6 +60,8 @@ class CellRun {
   std::optional<CellOutcome> watch_disk();
   std::optional<CellOutcome> on_deadline();
   std::optional<CellOutcome> on_peer_exit();
+  // Whether the launcher has exited (its pidfd is readable), without waiting.
+  [[nodiscard]] bool peer_exited() const;
   std::optional<CellOutcome> on_protocol_violation(const ProtocolViolation& e);
   CellOutcome on_done();
   void drain_stale();

@@ -129,6 +129,11 @@ std::string CellRunner::exit_description() {
   return process_->exit_info().describe();
 }
 
+std::optional<int> CellRunner::exit_status() {
+  std::lock_guard lock(lifecycle_);
+  return process_->exit_info().wait_status;
+}
+
 std::string CellRunner::reap_dead_worker() {
   std::lock_guard lock(lifecycle_);
   process_->terminate(std::chrono::milliseconds(2000));

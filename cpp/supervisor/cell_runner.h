@@ -149,6 +149,8 @@ class CellRunner {
   void terminate() noexcept;
   [[nodiscard]] bool alive() noexcept;
   [[nodiscard]] std::string exit_description();
+  // The worker's wait status as its launcher reported it; nullopt while it is not known.
+  [[nodiscard]] std::optional<int> exit_status();
 
  private:
   friend class CellRun;  // a cell in progress drives this session's channel and process

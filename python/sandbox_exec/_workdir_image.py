@@ -151,6 +151,39 @@ def _reaper_exit(reaper: subprocess.Popen[bytes], *, wait: bool) -> None:
         pass
 
 
+def _loop_backing_files() -> list[tuple[str, str]]:
+    """(loop device, its backing file) of every attached loop device; a deleted backing
+    file is named as it was (without the kernel's " (deleted)")."""
+    import glob
+
+    found = []
+    for f in glob.glob("/sys/block/loop*/loop/backing_file"):
+        try:
+            with open(f) as fh:
+                found.append((f.split("/")[3], fh.read().strip().removesuffix(" (deleted)")))
+        except OSError:
+            pass  # detached while listing
+    return found
+
+
+def wait_detached_under(root: Path, timeout: float = 10.0) -> list[str]:
+    """Waits until no loop device serves an image under ``root``; returns those that still
+    do at the deadline. A workdir's unmount is lazy (MNT_DETACH): its filesystem, and the
+    loop device under it, live on until their last reference goes, which the kernel drops
+    asynchronously after the sandbox's processes and mount namespace are gone (on a loaded
+    host, after Sandbox.close() had returned: the soak of issue 11 found 100 left attached).
+    Sandbox.close() waits here, so a closed Sandbox leaves no loop device behind."""
+    import time
+
+    prefix = os.path.realpath(root) + "/"
+    deadline = time.monotonic() + timeout
+    while True:
+        busy = sorted(name for name, backing in _loop_backing_files() if backing.startswith(prefix))
+        if not busy or time.monotonic() >= deadline:
+            return busy
+        time.sleep(0.02)
+
+
 class ImageUnavailable(Exception):
     """The workdir cannot be a size-capped image here; the message says why."""
 
@@ -293,20 +326,12 @@ class WorkdirImage:
         """Waits until no loop device still serves this image: a filesystem unmounted
         lazily lives on while something holds it, and a second mount of the same image
         beside it would corrupt it."""
-        import glob
         import time
 
         mine = os.path.realpath(self.path)
         deadline = time.monotonic() + timeout
         while True:
-            busy = []
-            for f in glob.glob("/sys/block/loop*/loop/backing_file"):
-                try:
-                    with open(f) as fh:
-                        if os.path.realpath(fh.read().strip()) == mine:
-                            busy.append(f.split("/")[3])
-                except OSError:
-                    pass
+            busy = [name for name, backing in _loop_backing_files() if os.path.realpath(backing) == mine]
             if not busy:
                 return
             if time.monotonic() >= deadline:

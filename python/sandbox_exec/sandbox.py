@@ -57,6 +57,7 @@ from ._workdir_image import (
     full_threshold,
     release_reaper_at_exit,
     retire_reaper_if_idle,
+    wait_detached_under,
 )
 from ._workdir_image import usage as image_usage
 from ._zygotes import ZygoteTable, ZygoteUnavailable
@@ -2087,6 +2088,18 @@ class Sandbox:
         if self.owned_here:
             self._table.spares.close()
             self._table.ids.close()
+            # The images were unmounted lazily: their loop devices go when the kernel lets
+            # go of the filesystems, which may come after the sessions' processes are gone.
+            still = wait_detached_under(self.root)
+            if still:
+                import logging
+
+                logging.getLogger(__name__).warning(
+                    "Sandbox.close(): loop devices %s still serve workdir images under %s "
+                    "(something outside the sandbox holds their filesystems)",
+                    ", ".join(still),
+                    self.root,
+                )
         if self._own_root and os.getpid() == self._owner_pid:
             _remove_tree(self.root)
         if self.owned_here:

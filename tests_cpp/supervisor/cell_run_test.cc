@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <string>
@@ -92,6 +93,27 @@ TEST(CellRun, AWorkerThatDiesWakesTheCallerThroughItsPidfd) {
   EXPECT_EQ(s.outcome.end, CellEnd::kCrashed);
   EXPECT_NE(s.outcome.reason.find("SIGSEGV"), std::string::npos) << s.outcome.reason;
   EXPECT_LT(s.steps, 20);
+}
+
+// A caller that steps late (a loaded machine, an event loop busy elsewhere) first looks
+// after the deadline, or after the deadline and the grace period, when the worker has long
+// died of SIGSEGV: the cell crashed, it did not time out. (Found by the soak: under load a
+// segfault was reported as "the cell ignored the interrupt".)
+TEST(CellRun, ACrashSeenOnlyAfterTheDeadlineIsACrash) {
+  for (const double late_s : {0.4, 0.9}) {  // past the deadline; past the deadline and the grace
+    CellRunner runner(spec_for("segv"), kGeometry, 10.0);
+    CellLimits limits;
+    limits.timeout_s = 0.2;
+    limits.interrupt_grace_s = 0.3;
+    CellRun run(runner, "{}", limits, [](EventBatch&) { return true; });
+    ::usleep(static_cast<useconds_t>(late_s * 1e6));  // the worker dies within this
+    std::optional<CellOutcome> outcome;
+    for (int i = 0; i < 100 && !(outcome = run.step(100)); ++i) {
+    }
+    ASSERT_TRUE(outcome.has_value());
+    EXPECT_EQ(outcome->end, CellEnd::kCrashed) << late_s << ": " << outcome->reason;
+    EXPECT_NE(outcome->reason.find("SIGSEGV"), std::string::npos) << outcome->reason;
+  }
 }
 
 TEST(CellRun, AClosedDoorbellFallsBackToTheTimerNotToASpin) {
