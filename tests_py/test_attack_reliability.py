@@ -106,6 +106,26 @@ def test_a_cell_under_the_margin_on_a_roomy_host_stays_ok(small_host):
         assert r.status == "ok" and "wrote 40 MiB" in r.stdout, (r.status, r.reason, r.stdout)
 
 
+@root_only
+def test_no_spare_image_is_formatted_on_a_nearly_full_host(small_host):
+    root = small_host(40)
+    images = root / ".images"
+    images.mkdir()
+    spare = images / "spare.tmp"
+    spare.touch()
+    with pytest.raises(SandboxError, match="host filesystem"):
+        sandbox_module._spare_format(spare, 300 * MiB, 256 * MiB)
+    assert spare.stat().st_size == 0  # never truncated to the image's size nor formatted
+
+
+def test_the_margin_is_a_floor_and_a_fraction_of_the_cap():
+    from sandbox_exec import _host_space
+
+    assert _host_space.margin(1 << 20) == 64 * MiB
+    assert _host_space.margin(1 << 30) == 64 * MiB
+    assert _host_space.margin(16 << 30) == 1 << 30
+
+
 def test_get_or_create_waits_for_its_own_sessions_close(tmp_path, monkeypatch):
     # finding_4.py, made deterministic: the close is held after the session left the table
     # and before it let go of its workdir's lock (where the race lost).
