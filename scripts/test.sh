@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Every test: sets up what is missing, runs the gates (ruff, mypy; clang-format, clang-tidy),
-# the C++ suite (GoogleTest via ctest, plain and under AddressSanitizer+UBSan), the Python
+# the C++ suite (GoogleTest via ctest: plain, under AddressSanitizer+UBSan and under
+# ThreadSanitizer; each run includes real sessions with the real Python worker through that
+# build's supervisor and launcher, tests_cpp/supervisor/python_worker_test.cc), the Python
 # suite (pytest, ladders A, B and C, on warm sessions; the isolation suites once more on cold
 # ones) and the wheel smoke test (scripts/wheel_smoke.sh).
 set -euo pipefail
@@ -10,7 +12,9 @@ export PATH="$PWD/.venv/bin:$PATH"   # cmake and ninja from the venv
 bash scripts/lint_python.sh
 bash scripts/lint_cpp.sh
 
-for preset in dev asan; do
+# The sanitizer presets stop at the first report (CMakePresets.json's test environments:
+# halt_on_error, -fno-sanitize-recover); docs/reliability.md, "Sanitizers".
+for preset in dev asan tsan; do
   echo "== C++ tests ($preset)" >&2
   cmake --preset "$preset" >/dev/null
   cmake --build --preset "$preset" >/dev/null

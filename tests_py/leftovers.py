@@ -119,11 +119,15 @@ class Baseline:
 
     pid: int
     fds: dict[int, str]
+    #: processes already below the backend (another Sandbox's sessions): not this run's
+    processes: frozenset[int] = frozenset()
+    #: cgroups already named after the backend (another Sandbox's): not this run's
+    cgroups: frozenset[str] = frozenset()
 
     @classmethod
     def take(cls, pid: int | None = None) -> Baseline:
         pid = os.getpid() if pid is None else pid
-        return cls(pid, open_fds(pid))
+        return cls(pid, open_fds(pid), frozenset(descendants(pid)), frozenset(cgroups_of(pid)))
 
 
 def leftovers(baseline: Baseline, root: Path | None, *, backend_alive: bool = True) -> list[str]:
@@ -137,12 +141,14 @@ def leftovers(baseline: Baseline, root: Path | None, *, backend_alive: bool = Tr
     found: list[str] = []
     if backend_alive:
         for pid, state in sorted(descendants(baseline.pid).items()):
+            if pid in baseline.processes:
+                continue
             found.append(f"process {pid} below the backend ({'zombie' if state == 'Z' else state})")
         now = open_fds(baseline.pid)
         for fd, target in sorted(now.items()):
             if baseline.fds.get(fd) != target and not target.startswith("/proc/"):
                 found.append(f"descriptor {fd} -> {target}")
-    found.extend(f"cgroup {path}" for path in cgroups_of(baseline.pid))
+    found.extend(f"cgroup {path}" for path in cgroups_of(baseline.pid) if path not in baseline.cgroups)
     if root is not None:
         found.extend(f"process {pid} in {root}" for pid in sandbox_processes(root))
         found.extend(f"mount {point}" for point in mounts_under(root))

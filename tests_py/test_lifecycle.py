@@ -305,65 +305,6 @@ def test_run_async_does_not_block_the_event_loop(session):
     assert [e["output_type"] for e in events] == ["stream", "execute_result"]
 
 
-def test_a_dead_backend_leaves_no_sandbox_process(tmp_path):
-    # The backend is killed outright (no atexit, no close): the launcher sees its lifeline
-    # close and ends the session, and the pid namespace takes every process with it.
-    import signal
-    import subprocess
-    import sys
-    import uuid
-
-    marker = f"orphan-of-dead-backend-{uuid.uuid4().hex}"
-    backend = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sandbox_exec, sys, time\n"
-            f"box = sandbox_exec.Sandbox(root={str(tmp_path)!r})\n"
-            "s = box.session('doomed')\n"
-            f"s.run(\"import subprocess\\nsubprocess.Popen(['/bin/sh', '-c', 'sleep 300; echo {marker}'])\")\n"
-            "print(s.worker_pid, flush=True)\n"
-            "time.sleep(300)\n",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        worker = int(backend.stdout.readline())
-
-        def sandboxed() -> list[int]:  # the backend's own command line names the marker too
-            return [p for p in _host_pids_with(marker) if p != backend.pid]
-
-        assert wait_until(lambda: len(sandboxed()) == 1)
-        assert pid_alive(worker)
-        backend.send_signal(signal.SIGKILL)
-        backend.wait(timeout=10)
-        assert wait_until(lambda: not pid_alive(worker) and not sandboxed()), (pid_alive(worker), sandboxed())
-        # and the launcher removed the session's cgroups, which the dead backend could not
-        from sandbox_exec.sandbox import cgroup_support
-
-        if cgroup_support().get("version"):
-            import glob
-
-            def leftovers() -> list[str]:  # v1 per controller, under the backend's own group; v2 anywhere
-                return glob.glob(f"/sys/fs/cgroup/**/sandbox_exec-{backend.pid}*", recursive=True)
-
-            assert wait_until(lambda: not leftovers()), leftovers()
-    finally:
-        if backend.poll() is None:
-            backend.kill()
-            backend.wait()
-        backend.stdout.close()
-        # The dead backend's workdir image is its reaper's to unmount (test_boundary_disk.py
-        # tests that); whatever is still mounted here when the test ends must not outlive it.
-        workdir = tmp_path / "doomed"
-        deadline = time.monotonic() + 5
-        while os.path.ismount(workdir) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        while os.path.ismount(workdir):
-            subprocess.run(["umount", "-l", str(workdir)], check=False)
-
-
 FORKING_BACKEND = r"""
 import json, os, sys
 import sandbox_exec

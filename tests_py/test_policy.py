@@ -38,6 +38,8 @@ def test_defaults_are_documented_values():
         ("timeout_s", 0),
         ("timeout_s", -1),
         ("timeout_s", float("inf")),
+        ("timeout_s", 1e10),  # accepted before, then every run raised OverflowError
+        ("cpu_s", 1e10),
         ("timeout_s", "10"),
         ("cpu_s", 0),
         ("memory_bytes", -5),

@@ -67,15 +67,22 @@ void RingReader::set_output_closed(bool closed) noexcept {
   control_->output_closed.store(closed ? 1 : 0, std::memory_order_relaxed);
 }
 
+// The doorbells' Dekker pairings ("I published, are you asleep?" against "I am going to
+// sleep, is anything published?") are read-modify-writes of the one flag on both sides, not
+// a fence beside a plain load: of two RMWs on one atomic, the later reads the earlier's
+// write, so either the sleeper's RMW comes later and synchronizes with the publisher's (it
+// then sees the new counter), or the publisher's comes later and sees the flag set (it then
+// rings). A standalone fence gives the same on x86 but not in the C++ model unless the
+// sleeper's side is fenced too, and ThreadSanitizer ignores fences (GCC's -Wtsan: the
+// pairing would go unchecked). On x86 both are one locked instruction (GCC's fence is a
+// `lock or` on the stack, the RMW a `lock xadd` on the flag): no difference measured
+// (docs/reliability.md, "Sanitizers").
 bool RingWriter::consumer_waiting() const noexcept {
-  // Dekker pairing with RingReader::set_waiting: our tail store must be visible before we
-  // look at the flag, or both sides could decide the other is awake.
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  return control_->consumer_waiting.load(std::memory_order_relaxed) != 0;
+  return control_->consumer_waiting.fetch_add(0, std::memory_order_seq_cst) != 0;
 }
 
 void RingWriter::set_waiting_for_space(bool waiting) noexcept {
-  control_->producer_waiting.store(waiting ? 1 : 0, std::memory_order_seq_cst);
+  control_->producer_waiting.exchange(waiting ? 1 : 0, std::memory_order_seq_cst);
 }
 
 RingReader::RingReader(RingControl* control, std::byte* data, uint64_t capacity)
@@ -124,13 +131,13 @@ bool RingReader::try_read(FrameHeader& header, std::string& payload) {
   return true;
 }
 
+// The other side of the pairings above (RingWriter::consumer_waiting).
 void RingReader::set_waiting(bool waiting) noexcept {
-  control_->consumer_waiting.store(waiting ? 1 : 0, std::memory_order_seq_cst);
+  control_->consumer_waiting.exchange(waiting ? 1 : 0, std::memory_order_seq_cst);
 }
 
 bool RingReader::producer_waiting() const noexcept {
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  return control_->producer_waiting.load(std::memory_order_relaxed) != 0;
+  return control_->producer_waiting.fetch_add(0, std::memory_order_seq_cst) != 0;
 }
 
 }  // namespace sandbox_exec

@@ -56,7 +56,8 @@ class RingWriter {
   [[nodiscard]] uint64_t free_bytes() const;
   [[nodiscard]] uint32_t max_payload() const noexcept { return max_payload_; }
   [[nodiscard]] uint64_t capacity() const noexcept { return capacity_; }
-  // True when the consumer announced it is going to sleep (after a seq_cst fence).
+  // True when the consumer announced it is going to sleep (a seq_cst read-modify-write of
+  // the flag, pairing with RingReader::set_waiting's; see ring.cc).
   [[nodiscard]] bool consumer_waiting() const noexcept;
   void set_waiting_for_space(bool waiting) noexcept;
   // The consumer's note that output would be dropped anyway (RingControl::output_closed).
@@ -103,8 +104,8 @@ class RingReader {
   // True when at least one frame is published (validates like try_read).
   [[nodiscard]] bool has_data() const;
   [[nodiscard]] uint32_t max_payload() const noexcept { return max_payload_; }
-  // Announces (or withdraws) that this consumer is about to sleep; seq_cst, pairs with the
-  // producer's fence in consumer_waiting().
+  // Announces (or withdraws) that this consumer is about to sleep; a seq_cst exchange that
+  // pairs with the producer's read-modify-write in consumer_waiting().
   void set_waiting(bool waiting) noexcept;
   [[nodiscard]] bool producer_waiting() const noexcept;
   void set_output_closed(bool closed) noexcept;

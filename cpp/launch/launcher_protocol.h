@@ -48,6 +48,7 @@ enum class LaunchStep : int32_t {
   kLandlock,        // landlock_create_ruleset/add_rule/restrict_self
   kSeccomp,         // seccomp_load
   kMountData,       // a host data mount (Policy.mounts) at its path in the workdir
+  kFindWorker,      // the worker, after its execve: gone already (killed before it was ready)
 };
 
 // A failed isolation step, as every step function returns it (no exceptions after fork).
@@ -143,6 +144,8 @@ inline StepInfo launch_step_info(LaunchStep step) noexcept {
       return {"mount",
               "bind a data mount (Policy.mounts) at its path in the workdir (each part a directory, "
               "no symlink followed; the host directory opened without following symlinks)"};
+    case LaunchStep::kFindWorker:
+      return {"worker", "find the worker after its execve (it ended at once: killed before it was ready)"};
     default:
       return {"launcher", "?"};
   }

@@ -354,7 +354,7 @@ Outcome launch_isolated(const SpawnSpec& spec, WorkerStart start, char** argv, i
     return Outcome{false, 1};
   }
   const pid_t worker = first_child(init);
-  if (worker <= 0) return abort_init(step_result(LaunchStep::kFork, ESRCH));
+  if (worker <= 0) return abort_init(step_result(LaunchStep::kFindWorker, ESRCH));
   report({LauncherReport::kStarted, 0, worker, 0, static_cast<int32_t>(init)});
   const int rc = keep({init, worker, pipes.status[0], false}, signal_fd);
   if (g_lifeline_broke) cgroup::remove_session_groups(iso.cgroups);

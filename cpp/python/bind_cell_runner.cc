@@ -54,19 +54,34 @@ PyCell py_cell(const py::bytes& request, double timeout_s, double grace_s, uint6
 
 // A cell run to its end on the calling thread, the GIL released while it waits. A signal for
 // the backend (Ctrl-C) interrupts the cell; the KeyboardInterrupt is raised in the caller
-// once the cell has returned.
+// once the cell has returned. The signal is seen by the tick while the core waits, or by
+// the interpreter while the sink runs Python (the output collector, the caller's on_output):
+// an exception raised there is kept the same way and the cell interrupted. Were it let
+// through the core, run() would raise while the cell ran on in the worker, and the next
+// cell would wait behind it.
 CellOutcome run_cell(CellRunner& runner, const PyCell& cell) {
   std::optional<py::error_already_set> pending;
   const Tick tick = [&pending]() -> bool {
+    if (pending) return false;  // only this thread sets it
     py::gil_scoped_acquire acquire;
-    if (pending || PyErr_CheckSignals() == 0) return false;
+    if (PyErr_CheckSignals() == 0) return false;
     pending.emplace();  // takes the raised exception out of the interpreter
     return true;
+  };
+  const EventSink sink = [&pending, &runner, &cell](EventBatch& batch) -> bool {
+    if (pending) return true;  // the cell is being interrupted: what it sends now is dropped
+    try {
+      return cell.sink(batch);
+    } catch (py::error_already_set& e) {
+      pending.emplace(std::move(e));
+      runner.interrupt();
+      return true;
+    }
   };
   CellOutcome outcome;
   {
     py::gil_scoped_release release;
-    outcome = runner.run_cell(cell.request, cell.limits, cell.sink, tick);
+    outcome = runner.run_cell(cell.request, cell.limits, sink, tick);
   }
   if (pending) throw std::move(*pending);
   return outcome;

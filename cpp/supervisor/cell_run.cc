@@ -91,14 +91,16 @@ CellRun::CellRun(CellRunner& runner, const std::string& request, CellLimits limi
   // With cgroups the session's own counters give CPU and peak memory (subprocesses
   // included); /proc is read only without them. The OOM counter is only read when the
   // worker dies: it is compared with its value at the session's start.
-  const Cgroups* cgroups = runner_.process_->cgroups();
-  if (cgroups) {
-    cgroup_cpu_before_ = cgroups->cpu_seconds();
-    cgroups->reset_peak_memory();
-  } else {
-    usage_before_ = runner_.process_->usage(false);
-    runner_.process_->reset_peak_rss();
-  }
+  // Read under the session's lock (CellRunner::read_live): another thread may end it.
+  runner_.read_live([&](const WorkerProcess& process) {
+    if (const Cgroups* cgroups = process.cgroups()) {
+      cgroup_cpu_before_ = cgroups->cpu_seconds();
+      cgroups->reset_peak_memory();
+    } else {
+      usage_before_ = process.usage(false);
+      process.reset_peak_rss();
+    }
+  });
   // Past the output cap the worker is told to stop sending; a new cell opens it again.
   runner_.channel_->set_output_closed(false);
   drain_stale();
@@ -267,9 +269,14 @@ std::optional<CellOutcome> CellRun::on_peer_exit() {
     if (accept(header_, payload_)) break;
   }
   flush();
-  const Cgroups* cgroups = runner_.process_->cgroups();
-  const bool oom = cgroups && cgroups->oom_kills() > runner_.oom_baseline_;
-  if (oom) out_.peak_rss_bytes = cgroups->peak_memory();
+  // (Unless another thread reaped the session first: its cgroups are gone, and with them
+  // the OOM counter.)
+  bool oom = false;
+  runner_.read_live([&](const WorkerProcess& process) {
+    const Cgroups* cgroups = process.cgroups();
+    oom = cgroups && cgroups->oom_kills() > runner_.oom_baseline_;
+    if (oom) out_.peak_rss_bytes = cgroups->peak_memory();
+  });
   const std::string how = runner_.reap_dead_worker();
   if (oom)
     return finish(CellEnd::kMemory,
@@ -295,13 +302,15 @@ CellOutcome CellRun::on_done() {
     out_.disk_hit = check.over;
   }
   // With cgroups, the figures cover every process of the session (subprocesses included).
-  if (const Cgroups* cgroups = runner_.process_->cgroups()) {
-    if (auto peak = cgroups->peak_memory()) out_.peak_rss_bytes = peak;
-    if (auto cpu = cgroups->cpu_seconds(); cpu && cgroup_cpu_before_) out_.cpu_s = *cpu - *cgroup_cpu_before_;
-  } else if (const Usage now = runner_.process_->usage(true); now.valid && usage_before_.valid) {
-    out_.cpu_s = now.cpu_seconds - usage_before_.cpu_seconds;
-    out_.peak_rss_bytes = now.peak_rss_bytes;
-  }
+  runner_.read_live([&](const WorkerProcess& process) {
+    if (const Cgroups* cgroups = process.cgroups()) {
+      if (auto peak = cgroups->peak_memory()) out_.peak_rss_bytes = peak;
+      if (auto cpu = cgroups->cpu_seconds(); cpu && cgroup_cpu_before_) out_.cpu_s = *cpu - *cgroup_cpu_before_;
+    } else if (const Usage now = process.usage(true); now.valid && usage_before_.valid) {
+      out_.cpu_s = now.cpu_seconds - usage_before_.cpu_seconds;
+      out_.peak_rss_bytes = now.peak_rss_bytes;
+    }
+  });
   return finish(CellEnd::kDone);
 }
 

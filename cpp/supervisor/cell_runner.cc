@@ -111,9 +111,14 @@ CellRunner::DiskCheck CellRunner::measure_disk(const std::string& workdir, uint6
   // cells while the workdir is over (a restart must not take an over-full workdir as its
   // new normal), so a cell always starts within the cap.
   DiskCheck check;
-  const Cgroups* cgroups = process_->cgroups();
-  const std::vector<pid_t> pids =
-      session_pids(cgroups ? cgroups->dirs() : std::vector<std::string>{}, process_->worker_parent());
+  // The groups' list is copied under the lock (terminate() on another thread clears it);
+  // the walk itself runs without it, so an interrupt() is never held up by it. A dead
+  // session has no processes: its files on disk are all there is to count.
+  std::vector<std::string> dirs;
+  read_live([&](const WorkerProcess& process) {
+    if (const Cgroups* cgroups = process.cgroups()) dirs = cgroups->dirs();
+  });
+  const std::vector<pid_t> pids = session_pids(dirs, process_->worker_parent());
   check.used = workdir_usage(workdir, pids);
   check.over = check.used && *check.used > limit;
   return check;

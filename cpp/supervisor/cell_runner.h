@@ -157,10 +157,26 @@ class CellRunner {
   [[nodiscard]] DiskCheck measure_disk(const std::string& workdir, uint64_t limit);
   // After the worker died: reaps the session and says how the worker ended.
   std::string reap_dead_worker();
+  // Runs `read(WorkerProcess&)` under lifecycle_ unless the session is dead; returns whether
+  // it ran. For the cell's thread reading the worker's usage and its cgroup files: terminate()
+  // and alive() on another thread (Session.close, an interrupt's escalation) reap the process
+  // and remove its cgroups, which closes those files and clears their list, so an unlocked
+  // read could use a closed (even reused) descriptor or a freed vector (ThreadSanitizer's
+  // report on CellRunner.TerminateFromAnotherThreadEndsARunningCell).
+  template <typename Read>
+  bool read_live(Read&& read) {
+    std::lock_guard lock(lifecycle_);
+    if (dead_) return false;
+    read(*process_);
+    return true;
+  }
 
   std::unique_ptr<SupervisorChannel> channel_;
   std::unique_ptr<WorkerProcess> process_;
-  std::mutex lifecycle_;  // guards process_ reaping/termination across threads
+  // Guards process_'s state across threads: reaping, termination, and every read of its
+  // usage and cgroups (read_live); not its channel descriptors or pidfd, which live as long
+  // as the process_ object.
+  std::mutex lifecycle_;
   std::string ready_;
   std::atomic<bool> dead_{false};
   uint64_t oom_baseline_ = 0;  // the memory cgroup's oom_kill count at the session's start

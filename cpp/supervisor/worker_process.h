@@ -87,6 +87,8 @@ class WorkerProcess {
   UniqueFd pidfd_;
   UniqueFd report_;    // read end; the launcher writes LauncherReport records
   UniqueFd lifeline_;  // write end; closing it tells the launcher to end the session
+  // Not atomic: the owner serialises every call but pidfd() and the pids (CellRunner's
+  // lifecycle_ lock).
   bool exited_ = false;
   // The process that spawned the session. A forked copy of the backend (a pre-fork server,
   // a daemonizing helper) inherits this object but not the session: it never signals,

@@ -340,6 +340,11 @@ class OutputCollector:
             # A copy: the event's nested data is the stored output's too, and what a listener
             # does to its event must not change the Result. Strings are shared (immutable).
             self.on_output(copy.deepcopy(event))
+        except KeyboardInterrupt:
+            # A Ctrl-C of the backend that arrived while the callback ran: it interrupts the
+            # cell (the core keeps it and raises it once the cell has ended), as one that
+            # arrives while the core waits does.
+            raise
         except BaseException as e:  # the caller's bug: remembered, re-raised after the cell
             self.callback_error = e
 

@@ -23,7 +23,6 @@ disk watchdog (Session.enforcement says which).
 
 from __future__ import annotations
 
-import atexit
 import functools
 import os
 import shutil
@@ -111,7 +110,6 @@ def _reaper_says(op: str, path: Path) -> None:
                 start_new_session=True,
                 close_fds=True,
             )
-            atexit.register(_reaper_exit, _reaper)
         try:
             assert _reaper.stdin is not None
             _reaper.stdin.write((op + os.fsencode(str(path)).hex() + "\n").encode())
@@ -128,15 +126,28 @@ def retire_reaper_if_idle() -> None:
         if _reaper is None or _reaper_held:
             return
         reaper, _reaper = _reaper, None
-    _reaper_exit(reaper)
+    _reaper_exit(reaper, wait=True)
 
 
-def _reaper_exit(reaper: subprocess.Popen[bytes]) -> None:
-    """A normal exit: the reaper unmounts what is left (sessions not closed) and ends."""
+def release_reaper_at_exit() -> None:
+    """The backend exits (after its Sandboxes were closed): the reaper is told so. It holds
+    nothing in the usual case and ends at once; a workdir still mounted (a close that
+    failed) is unmounted by it once this process, which holds the workdir's lock, is gone,
+    so it is not waited for."""
+    global _reaper
+    with _reaper_lock:
+        reaper, _reaper = _reaper, None
+        idle = not _reaper_held
+    if reaper is not None:
+        _reaper_exit(reaper, wait=idle)
+
+
+def _reaper_exit(reaper: subprocess.Popen[bytes], *, wait: bool) -> None:
     try:
         if reaper.stdin is not None:
             reaper.stdin.close()
-        reaper.wait(timeout=10)
+        if wait:
+            reaper.wait(timeout=5)
     except (OSError, subprocess.TimeoutExpired):
         pass
 

@@ -20,6 +20,9 @@ from .errors import PolicyError
 
 MiB = 1 << 20
 GiB = 1 << 30
+#: The longest deadline or CPU budget accepted, in seconds (about 3 years): the supervisor's
+#: clock arithmetic is in 64-bit nanoseconds, which a deadline of 10**10 s would overflow.
+MAX_SECONDS = 10**8
 
 
 @dataclass(frozen=True)
@@ -193,8 +196,10 @@ class Policy:
             value = getattr(self, name)
             if value is None and optional:
                 continue
-            if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                what = "a positive number of seconds" + (" or None" if optional else "")
+            if isinstance(value, bool) or not (
+                isinstance(value, (int, float)) and math.isfinite(value) and 0 < value <= MAX_SECONDS
+            ):
+                what = f"a positive number of seconds up to {MAX_SECONDS:g}" + (" or None" if optional else "")
                 raise PolicyError(f"Policy.{name} must be {what}, got {value!r}")
             # Seconds as float: Policy(timeout_s=60) and Policy(timeout_s=60.0) are one policy,
             # equal and with one hash.

@@ -13,6 +13,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import logging
 import math
 import os
 import re
@@ -21,6 +22,7 @@ import tempfile
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
@@ -49,11 +51,18 @@ from ._pool import SLOT_PREFIX, SessionPool
 from ._reset import reset_args, reset_report
 from ._spare_images import SpareImages
 from ._spare_images import reclaim as reclaim_spares
-from ._workdir_image import ImageUnavailable, WorkdirImage, format_image, full_threshold, retire_reaper_if_idle
+from ._workdir_image import (
+    ImageUnavailable,
+    WorkdirImage,
+    format_image,
+    full_threshold,
+    release_reaper_at_exit,
+    retire_reaper_if_idle,
+)
 from ._workdir_image import usage as image_usage
 from ._zygotes import ZygoteTable, ZygoteUnavailable
 from .errors import CallError, CheckpointError, PolicyError, PreludeError, SandboxError, SessionClosedError
-from .policy import Policy
+from .policy import MAX_SECONDS, Policy
 from .result import ErrorInfo, Result, Status, make_result
 
 # The statuses of a cell that the supervisor ended (not the cell's own doing), and the
@@ -79,11 +88,13 @@ def _check_run_args(code: object, timeout: object) -> None:
     if not isinstance(code, str):
         raise TypeError(f"code must be str, not {type(code).__name__}")
     if timeout is not None and not (
-        isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and 0 < timeout < math.inf
+        isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and 0 < timeout <= MAX_SECONDS
     ):
-        # (inf would end the cell at once: the core's deadline arithmetic has no infinity;
-        # None is "no deadline")
-        raise ValueError(f"timeout must be a positive, finite number of seconds (or None), got {timeout!r}")
+        # (inf, or 10**10 s, would end the cell at once: the core's deadline arithmetic is in
+        # 64-bit nanoseconds; None is "no deadline")
+        raise ValueError(
+            f"timeout must be a positive number of seconds up to {MAX_SECONDS:g} (or None), got {timeout!r}"
+        )
 
 
 class _OpenCell(NamedTuple):
@@ -199,6 +210,20 @@ def _dir_name(name: str) -> str:
     return "=" + hashlib.sha256(raw).hexdigest()
 
 
+def _os_error_hint(e: OSError) -> str:
+    """What to do about an OSError on the Sandbox root, by its errno."""
+    import errno
+
+    if e.errno in (errno.EMFILE, errno.ENFILE):
+        return "the backend process is out of file descriptors; raise its RLIMIT_NOFILE or close some"
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            "the Sandbox root's filesystem is full; it must have room (a session writes its lock, "
+            "workdir and checkpoints there)"
+        )
+    return "the Sandbox root must be a writable directory"
+
+
 class _WorkdirLock:
     """An flock'd file per workdir under <root>/.locks: held while a session lives, so a
     second session (in this Sandbox, another Sandbox on the same root, or another process)
@@ -214,12 +239,19 @@ class _WorkdirLock:
             self.path.parent.mkdir(exist_ok=True)
             fd = self._acquire(fcntl, root / dir_name)
         except OSError as e:
-            raise SandboxError(
-                f"workdir: cannot lock {str(self.path)!r}: {e}; hint: the Sandbox root must be a writable directory"
-            ) from e
+            raise SandboxError(f"workdir: cannot lock {str(self.path)!r}: {e}; hint: {_os_error_hint(e)}") from e
         note = f"session {session_name!r} of process {os.getpid()}"
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, note.encode("utf-8", "backslashreplace"), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, note.encode("utf-8", "backslashreplace"), 0)
+        except OSError as e:
+            # The root's filesystem is full (or failing): no session starts on it. The lock
+            # goes with the file, so that neither this process nor a later one finds the
+            # name held by a session that never was.
+            self._drop(fd)
+            raise SandboxError(
+                f"workdir: cannot write the lock file {str(self.path)!r}: {e}; hint: {_os_error_hint(e)}"
+            ) from e
         self._fd: int | None = fd
         self._owner_pid = os.getpid()
         # A Session dropped without close() still lets go of its lock when collected; at
@@ -251,6 +283,15 @@ class _WorkdirLock:
                 return fd
             os.close(fd)
         raise SandboxError(f"workdir: could not lock {str(self.path)!r} (it kept being replaced)")
+
+    def _drop(self, fd: int) -> None:
+        """Lets go of a lock taken here but not kept: the file first (still locked, so nobody
+        holds a lock on this inode next), then the descriptor."""
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        os.close(fd)
 
     @staticmethod
     def _holder(fd: int) -> str:
@@ -640,7 +681,8 @@ class Session:
             runner = self._start_warm(spawn)
             warm = runner is not None
             if runner is None:
-                runner = _core.CellRunner(**spawn)
+                with _core_call():
+                    runner = _core.CellRunner(**spawn)
             with self._runner_lock:
                 self._runner = runner
             self._count = 0
@@ -649,6 +691,10 @@ class Session:
                 result = self._execute(self.prelude, 0, self.policy.timeout_s, None, None, self.mode)
                 if result.status != "ok":
                     self._stop()
+                    # The ended runner's descriptors (its ring, pipes, pidfd) close with it: not
+                    # kept open by this frame in the PreludeError's traceback, which a caller may
+                    # hold on to (a log, a test's pytest.raises).
+                    del runner
                     detail = "\n".join(result.error["traceback"]) if result.error else (result.reason or "")
                     raise PreludeError(
                         f"the prelude of session {self.name!r} ended with status {result.status!r}:\n{detail}"
@@ -680,7 +726,8 @@ class Session:
             except PreludeError as e:
                 raise PreludeError(f"session {self.name!r}: {e}") from None
             try:
-                runner = _core.CellRunner(**spawn, zygote=zygote.link)
+                with _core_call():
+                    runner = _core.CellRunner(**spawn, zygote=zygote.link)
             except SandboxError as e:
                 if getattr(e, "layer", None) != "zygote":
                     raise
@@ -1202,7 +1249,12 @@ class Session:
     ) -> Result:
         """Runs one cell on this thread and makes its Result."""
         cell = self._open_cell(count, on_output, audit)
-        outcome = cell.runner.run_cell(*self._cell_args(cell, code, timeout, mode))
+        token = object()
+        _calls_in_core.add(token)
+        try:
+            outcome = cell.runner.run_cell(*self._cell_args(cell, code, timeout, mode))
+        finally:
+            _calls_in_core.discard(token)
         return self._cell_result(cell, outcome, timeout, restart_reason)
 
     # --- calls that are not cells (_calls) --------------------------------------------------
@@ -1271,29 +1323,39 @@ class Session:
         if runner is None:
             raise SessionClosedError(f"session {self.name!r} is closed")
         collector = CallCollector()
-        outcome = runner.run_cell(
-            request,
-            timeout or 0.0,
-            self.policy.interrupt_grace_s,
-            cap + 4096,  # the reply and the end-of-call report
-            cap,
-            collector.feed,
-            _core.StreamText(),
-            _core.StreamText(),
-            False,
-            str(self._workdir),
-            self._disk_watch_limit() or 0,
-            call_id,
-            # What the worker's threads print while the call runs is not charged to the
-            # call's cap (a background printer would crowd out the reply): discarded.
-            discard_streams=True,
-        )
+        token = object()
+        _calls_in_core.add(token)
+        try:
+            outcome = runner.run_cell(
+                request,
+                timeout or 0.0,
+                self.policy.interrupt_grace_s,
+                cap + 4096,  # the reply and the end-of-call report
+                cap,
+                collector.feed,
+                _core.StreamText(),
+                _core.StreamText(),
+                False,
+                str(self._workdir),
+                self._disk_watch_limit() or 0,
+                call_id,
+                # What the worker's threads print while the call runs is not charged to the
+                # call's cap (a background printer would crowd out the reply): discarded.
+                discard_streams=True,
+            )
+        finally:
+            _calls_in_core.discard(token)
+        # Not kept in this frame past the call: a CallError's traceback holds the frame, and a
+        # caller that keeps the error (a log, an error report) would keep a runner that a
+        # restart or close has ended open with it (its ring, pipes and pidfd).
+        worker_pid = runner.worker_pid
+        del runner
         try:
             value = _call_value(op, outcome, collector, timeout, self._end_reason)
         except CallError as e:
-            self._audit_call(pending, e, outcome, timeout, cap, restart_reason, runner.worker_pid)
+            self._audit_call(pending, e, outcome, timeout, cap, restart_reason, worker_pid)
             raise
-        self._audit_call(pending, None, outcome, timeout, cap, restart_reason, runner.worker_pid)
+        self._audit_call(pending, None, outcome, timeout, cap, restart_reason, worker_pid)
         if sizes is not None:
             sizes.append(collector.reply_bytes)
         return value
@@ -1882,6 +1944,7 @@ class Sandbox:
         self._pool = SessionPool(pool_size, self._start_slot) if pool_size else None
         self._reclaim_slots()
         reclaim_spares(self.root / ".images")  # those of a backend that died
+        _open_sandboxes.add(self)
 
     def _reclaim_slots(self) -> None:
         """Removes pool slots a backend left behind (it died while a slot was idle or being
@@ -2098,6 +2161,48 @@ class Sandbox:
         _supervisor_log.drain()
 
 
+#: Every Sandbox of this process not yet closed: the exit hook closes them.
+_open_sandboxes: weakref.WeakSet[Sandbox] = weakref.WeakSet()
+#: A token per blocking call into the core in progress (the GIL released in C++).
+_calls_in_core: set[object] = set()
+
+
+@contextlib.contextmanager
+def _core_call() -> Iterator[None]:
+    """Marks a blocking call into the core (a session's start) for the exit hook; the hot
+    paths (a cell, a call) mark theirs inline."""
+    token = object()
+    _calls_in_core.add(token)
+    try:
+        yield
+    finally:
+        _calls_in_core.discard(token)
+
+
+def _close_at_exit() -> None:
+    """At interpreter exit, before threads are torn down: closes every Sandbox still open
+    here, then waits (bounded) for the threads that were inside the core to come out.
+
+    Why: a daemon thread blocked in ``run()`` would otherwise still be inside the core's C++
+    frames when the interpreter finalizes; CPython 3.11 ends such a thread with
+    ``pthread_exit`` when it asks for the GIL back, an unwind through C++ frames that calls
+    ``std::terminate`` (the backend aborts at exit). Closing the sessions ends their cells,
+    so those threads return. It also unmounts the workdir images of Sandboxes never closed.
+    """
+    for box in list(_open_sandboxes):
+        if box.owned_here and not box.closed:
+            try:
+                box.close()
+            except Exception:  # the others are still closed
+                logging.getLogger("sandbox_exec").exception("closing a Sandbox at exit failed")
+    deadline = time.monotonic() + 5.0
+    while _calls_in_core and time.monotonic() < deadline:
+        time.sleep(0.005)  # the GIL goes to those threads meanwhile
+    release_reaper_at_exit()
+
+
+atexit.register(_close_at_exit)
+
 _default: Sandbox | None = None
 _default_lock = threading.Lock()
 
@@ -2107,7 +2212,6 @@ def _default_sandbox() -> Sandbox:
     with _default_lock:
         if _default is None or _default.closed or not _default.owned_here:
             _default = Sandbox()  # a forked process gets its own, never its parent's
-            atexit.register(_default.close)
         return _default
 
 

@@ -22,6 +22,7 @@
 #include <string>
 #include <string_view>
 
+#include "../single_threaded_child.h"
 #include "launch/launcher_protocol.h"
 
 namespace probe {
@@ -151,6 +152,7 @@ Result run(F body, int report_fd = -1) {
     return result;
   }
   if (pid == 0) {
+    sandbox_exec::test_support::single_threaded_child();  // as a launcher is (TSan's thread stopped)
     ::close(read_end);
     int w = fds[1];
     if (report_fd >= 0 && report_fd != w) {

@@ -21,6 +21,7 @@
 
 #include <gtest/gtest.h>
 
+#include "../single_threaded_child.h"
 #include "../supervisor/fake_worker_spec.h"
 #include "common/sys_error.h"
 #include "launch/zygote_protocol.h"
@@ -42,6 +43,7 @@ struct TestZygote {
     if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) throw_sys("test", "socketpair");
     pid = ::fork();
     if (pid == 0) {
+      test_support::single_threaded_child();  // as a zygote is (TSan's thread stopped)
       ::close(sv[0]);
       if (with_thread) std::thread([] { ::pause(); }).detach();
       fork_server::Served served;

@@ -345,8 +345,8 @@ def _write(
             pass
         if isinstance(e, OSError) and e.errno in _NO_SPACE:
             raise CheckpointNoSpace(
-                f"the checkpoint does not fit ({_describe(e)}): the workdir's disk_bytes or max_file_bytes; "
-                "the previous checkpoint is kept"
+                f"the checkpoint does not fit ({_describe(e)}): the workdir's disk_bytes or max_file_bytes, "
+                "or the filesystem of the Sandbox root is full; the previous checkpoint is kept"
             ) from None
         raise
     os.close(fd)
