@@ -17,8 +17,9 @@ int write_file(const char* path, std::string_view text, int flags) noexcept {
   return err;
 }
 
-std::string read_file(const std::string& path) {
+std::string read_file(const std::string& path, int* open_error) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (open_error != nullptr) *open_error = fd < 0 ? errno : 0;
   if (fd < 0) return {};
   std::string text;
   char buf[4096];

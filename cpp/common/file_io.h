@@ -16,8 +16,10 @@ namespace sandbox_exec::file_io {
 // knob that exists already (/proc/<pid>/uid_map refuses truncation). Async-signal-safe.
 [[nodiscard]] int write_file(const char* path, std::string_view text, int flags = 0) noexcept;
 
-// The whole text of a (small) file; empty when it cannot be read.
-[[nodiscard]] std::string read_file(const std::string& path);
+// The whole text of a (small) file; empty when it cannot be read. `open_error`, when
+// given, gets the open's errno (0 when it opened): a caller that must tell "no such file"
+// from "no descriptor left" (EMFILE) reads it.
+[[nodiscard]] std::string read_file(const std::string& path, int* open_error = nullptr);
 
 // mkdir -p: every missing component of `path` with `mode`; an existing one is fine.
 [[nodiscard]] int make_dirs(const std::string& path, mode_t mode = 0755);

@@ -21,9 +21,18 @@
 
 namespace sandbox_exec {
 
-using file_io::read_file;
-
 namespace {
+
+// A cgroup file's text, "" when it is not there (a controller the host lacks). Out of
+// descriptors or memory (EMFILE, ENFILE, ENOMEM) the open fails for no reason of the
+// file's: that is thrown, named, and never read as "" (no controllers), which would end
+// the start as "no memory controller" and send an operator to the cgroup setup.
+std::string read_file(const std::string& path) {
+  int err = 0;
+  std::string text = file_io::read_file(path, &err);
+  if (err == EMFILE || err == ENFILE || err == ENOMEM) throw SandboxError("cgroup", "open(" + path + ")", err);
+  return text;
+}
 
 int write_file(const std::string& path, const std::string& text) {
   // O_CREAT|O_TRUNC as a shell's `echo x > file`: on cgroupfs the knob exists already (a
@@ -132,7 +141,8 @@ std::optional<std::string> v2_mount(const CgroupHost& host) {
 
 CgroupHost CgroupHost::current() {
   CgroupHost h;
-  h.self_cgroup = read_file("/proc/self/cgroup");
+  // Not thrown here (detect() takes this as a default argument, outside its try): create() does.
+  h.self_cgroup = file_io::read_file("/proc/self/cgroup", &h.self_cgroup_error);
   if (const char* env = std::getenv("SANDBOX_EXEC_CGROUP"); env && *env) h.delegated = std::string(env);
   h.privileged = ::geteuid() == 0;
   h.tag = backend_tag();
@@ -181,6 +191,9 @@ Cgroups::Cgroups(Probe /*unused*/, const CgroupHost& host) : remove_dir_(host.re
 
 void Cgroups::create(const std::string& name, const Limits& limits, const CgroupHost& host, bool probe) {
   try {
+    // Unread, it would look like a process in no group at all: every controller skipped,
+    // and the start refused as "no memory controller" for what is really, say, EMFILE.
+    if (host.self_cgroup_error != 0) throw SandboxError("cgroup", "open(/proc/self/cgroup)", host.self_cgroup_error);
     if (host.delegated) {
       // Named explicitly: it must work, or the session (and detect) says why.
       if (!exists(*host.delegated + "/cgroup.controllers"))

@@ -63,6 +63,7 @@ struct CgroupSupport {
 struct CgroupHost {
   std::string root = "/sys/fs/cgroup";   // v1 controllers below it, or the v2 mount itself
   std::string self_cgroup;               // the text of /proc/self/cgroup
+  int self_cgroup_error = 0;             // errno of opening it (EMFILE: no descriptor left)
   std::optional<std::string> delegated;  // SANDBOX_EXEC_CGROUP
   bool privileged = false;               // euid 0
   // Names the per-backend group: "<pid>-<random hex>", drawn once per process. The pid alone

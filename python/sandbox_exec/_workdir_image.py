@@ -32,6 +32,7 @@ import threading
 from pathlib import Path
 
 from . import _core
+from ._host_space import check_room
 from ._spare_images import Spare, SpareImages
 from .errors import SandboxError
 
@@ -294,6 +295,8 @@ class WorkdirImage:
         possible, why = support()
         if not possible:
             raise ImageUnavailable(why)
+        # The image is sparse: a host filesystem that is (nearly) full would drop its writes.
+        check_room(self.path.parent, self.disk_bytes, f"mounting the workdir image of {self.workdir}")
         there = _core.workdir_image.mounted_image(str(self.workdir))
         if there:
             if os.path.realpath(there.removesuffix(" (deleted)")) != os.path.realpath(self.path):

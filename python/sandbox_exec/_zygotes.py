@@ -151,8 +151,11 @@ def start_zygote(key: str, prelude: str, env: list[str], root: Path, timeout_s: 
 
 
 def _read_report(sock: socket.socket, process: subprocess.Popen[bytes], timeout_s: float) -> dict[str, Any]:
-    ready, _, _ = select.select([sock], [], [], timeout_s)
-    if not ready:
+    # poll, not select: a backend holding a thousand descriptors (many sessions) gets socket
+    # numbers past select's FD_SETSIZE (1024), where select raises ValueError.
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    if not poller.poll(timeout_s * 1000):
         raise ZygoteUnavailable(f"the zygote did not report within {timeout_s:g} s")
     data = sock.recv(_MAX_REPORT_BYTES)
     if not data:

@@ -43,6 +43,7 @@ from . import (
 )
 from ._calls import CALL_ID_BASE, CallCollector, call_request
 from ._calls import call_value as _call_value
+from ._host_space import HostSpaceLow, check_room, shortage
 from ._json import cell_request
 from ._modes import Mode, check_mode, with_mode
 from ._outputs import CellDone, MalformedMessage, OnOutput, OutputCollector, parse_cell_done
@@ -73,6 +74,9 @@ _SUPERVISOR_ENDS: dict[str, str] = {
     "memory": "MemoryLimitExceeded",
     "crashed": "WorkerCrashed",
 }
+# How long Sandbox.session(name) waits for this Sandbox's own close of a session of that
+# name to end (an interpreter's end, a cell seeing it, an unmount: seconds at most).
+_CLOSE_WAIT_S = 60.0
 # How the core's CellOutcome.end maps to a status, for cells that did not report done.
 _END_STATUS: dict[str, Status] = {"timeout": "timeout", "disk": "disk", "memory": "memory"}
 
@@ -158,6 +162,7 @@ def _move_slot(root: Path, slot: str, home: Path) -> bool:
 
 def _spare_format(path: Path, size: int, disk_bytes: int) -> None:
     """A spare workdir image: root owned by 0:0 until a session's workdir takes it."""
+    check_room(path.parent, disk_bytes, "formatting a spare workdir image")  # none on a nearly full host
     format_image(path, size, disk_bytes)
 
 
@@ -430,6 +435,9 @@ class _SessionTable:
         self.lock = threading.Lock()
         self.closed = False
         self.by_name: dict[str, Session] = {}
+        # Names whose session close() is under way here, with the event set when it is done
+        # (its locks released): see settled().
+        self.closing: dict[str, threading.Event] = {}
         self._id_range = id_range
 
     def live(self) -> list[Session]:
@@ -440,6 +448,43 @@ class _SessionTable:
         with self.lock:
             if self.by_name.get(session.name) is session:
                 del self.by_name[session.name]
+
+    def begin_close(self, session: Session) -> threading.Event | None:
+        """Marks the named session of this table as being closed; returns the event its
+        close sets when done (None: not the table's entry, or already being closed)."""
+        with self.lock:
+            if self.by_name.get(session.name) is not session or session.name in self.closing:
+                return None
+            done = self.closing[session.name] = threading.Event()
+            return done
+
+    def end_close(self, session: Session, done: threading.Event | None) -> None:
+        if done is None:
+            return
+        with self.lock:
+            if self.closing.get(session.name) is done:
+                del self.closing[session.name]
+        done.set()
+
+    @contextlib.contextmanager
+    def settled(self, name: str, wait_s: float) -> Iterator[None]:
+        """Holds ``lock`` once no session named `name` is being closed in this table.
+
+        A get-or-create of a name whose session another thread is closing waits for that
+        close (its workdir's lock, held until the close's end, would otherwise refuse the
+        new session as "in use by another live session": ours), at most `wait_s`."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            with self.lock:
+                done = self.closing.get(name)
+                if done is None:
+                    yield
+                    return
+            if not done.wait(max(0.0, deadline - time.monotonic())):
+                raise SandboxError(
+                    f"session {name!r}: the previous session of that name in this Sandbox is still "
+                    f"being closed after {wait_s:g} s (its close waits for its interpreter to end)"
+                )
 
     def mountpoint(self, dir_name: str) -> Path:
         """An empty directory where the launcher assembles a session's root (in its own
@@ -498,6 +543,7 @@ class Session:
         self._disk_note = ""  # why the watchdog, when it is
         self._image: WorkdirImage | None = None
         self._disk_used = 0  # image: the filesystem's used bytes after the last cell
+        self._host_short: str | None = None  # the last cell grew the image on a nearly full host: why
         # watchdog: the workdir's bytes while it is past disk_bytes (cells are refused), kept
         # per Session so that a restart cannot take an over-full workdir as its new normal
         self._disk_over: int | None = None
@@ -716,6 +762,8 @@ class Session:
         image = WorkdirImage(self._table.root, self._workdir, p.disk_bytes, uid, gid, self._table.spares)
         try:
             image.mount()
+        except HostSpaceLow:
+            raise  # refused: a workdir on a nearly full host, capped or not, would lose writes
         except Exception as e:
             if image.path.exists():
                 # The workdir's files live in that image: an empty directory in its place
@@ -986,7 +1034,15 @@ class Session:
                 if lock is not None:
                     lock.release()
             return
+        done = self._table.begin_close(self)  # before _closed: a get sees one or the other
         self._closed = True
+        try:
+            self._close_owned(remove_workdir)
+        finally:
+            self._table.end_close(self, done)
+
+    def _close_owned(self, remove_workdir: bool) -> None:
+        """close() in the process that owns the session: everything it holds ends."""
         if self._cell_running:
             self._end_reason = "the session was closed while the cell ran"
         self._stop()
@@ -1679,7 +1735,8 @@ class Session:
             )
         if status in _SUPERVISOR_ENDS and error is None:
             # The supervisor ended the cell: its reason, as an error output the notebook shows.
-            ename = _SUPERVISOR_ENDS[status]
+            # Host full: not the cell's limit (DiskLimitExceeded would send its author to shrink it).
+            ename = "HostDiskFull" if status == "disk" and self._host_short else _SUPERVISOR_ENDS[status]
             error = {"ename": ename, "evalue": reason or status, "traceback": [f"{ename}: {reason or status}"]}
             collector.add_error(error)
         outputs, stdout, stderr = collector.finish()
@@ -1728,6 +1785,7 @@ class Session:
     def _disk_after_cell(self, runner: _core.CellRunner, outcome: _core.CellOutcome) -> tuple[bool, int | None]:
         """Whether the cell met disk_bytes, and the workdir's bytes after it."""
         disk_hit, disk_bytes = outcome.disk_hit, outcome.workdir_bytes
+        self._host_short = None
         image_limit, watch_limit = self._disk_image_limit(), self._disk_watch_limit()
         if image_limit is not None:
             # The filesystem is the cap: the cell met it when it filled it (its writes past
@@ -1741,6 +1799,9 @@ class Session:
             disk_hit = used > used_before and (
                 avail < full_threshold(image_limit) or _enospc(outcome.done_payload if outcome.end == "done" else b"")
             )
+            # The image is sparse: a cell that grew it needs room on the host filesystem too
+            # (_host_space). One statvfs, only after growth.
+            self._host_short = shortage(self._table.root / ".images", image_limit) if used > used_before else None
             self._disk_used = used
             return disk_hit, used
         if watch_limit is not None:
@@ -1776,6 +1837,8 @@ class Session:
             reason = f"protocol violation: {collector.violation}"
         if outcome.end == "crashed" and self._end_reason is not None:
             reason = self._end_reason  # the backend ended it: restart(), close(), a cancelled cell
+        if self._host_short is not None and outcome.end in ("timeout", "disk"):
+            return "disk", None, self._host_short  # what matters more than the deadline: lost writes
         return _END_STATUS.get(outcome.end, "crashed"), None, reason
 
     def _done_status(
@@ -1790,6 +1853,8 @@ class Session:
         """The status of a cell that reported its end (it may still have met a limit)."""
         error = done["error"]
         limit = self.policy.disk_bytes
+        if self._host_short is not None:  # the host is full, not (only) the cell's cap
+            return "disk", error, self._host_short
         if disk_hit and self._disk_image_limit() is not None:
             return (
                 "disk",
@@ -2011,7 +2076,7 @@ class Sandbox:
                 "open a Sandbox of its own"
             )
         table = self._table
-        with table.lock:
+        with table.settled(name, _CLOSE_WAIT_S):  # a close of this name under way: after it
             if table.closed:
                 raise SessionClosedError("this Sandbox is closed")
             s = table.by_name.get(name)

@@ -296,6 +296,26 @@ TEST_F(CgroupTree, V2CpusIsWrittenToCpuMax) {
   EXPECT_FALSE(exists(leaf + "/memory.max"));  // only what was asked for
 }
 
+TEST_F(CgroupTree, AnUnreadableProcSelfCgroupIsNamedNotTakenForNoController) {
+  // Out of descriptors, /proc/self/cgroup cannot be opened: read as "" it looked like a
+  // process in no group, and the start failed as "no memory controller" (an attack's finding).
+  file("/unified/cgroup.controllers", "\n");
+  for (const char* c : {"memory", "pids", "cpuacct"}) file(std::string("/") + c + "/cgroup.procs", "");
+  CgroupHost h = host(true, "");
+  h.self_cgroup_error = EMFILE;
+  const auto before = dirs();
+  try {
+    Cgroups cg("s1", {uint64_t{1} << 30, 32}, h);
+    ADD_FAILURE() << "a start that could not read /proc/self/cgroup went on";
+  } catch (const SandboxError& e) {
+    EXPECT_EQ(e.error_number(), EMFILE) << e.what();
+    EXPECT_NE(std::string(e.what()).find("RLIMIT_NOFILE"), std::string::npos) << e.what();
+    EXPECT_EQ(std::string(e.what()).find("no memory controller"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(Cgroups::detect(h).memory);
+  EXPECT_EQ(dirs(), before);
+}
+
 TEST_F(CgroupTree, V2WithoutTheCpuControllerRefusesCpusAndLeavesNothing) {
   v2_host("memory pids");
   EXPECT_FALSE(Cgroups::detect(host(true)).cpu_limit);
