@@ -2157,8 +2157,6 @@ class Sandbox:
             # go of the filesystems, which may come after the sessions' processes are gone.
             still = wait_detached_under(self.root)
             if still:
-                import logging
-
                 logging.getLogger(__name__).warning(
                     "Sandbox.close(): loop devices %s still serve workdir images under %s "
                     "(something outside the sandbox holds their filesystems)",
