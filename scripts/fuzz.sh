@@ -32,6 +32,7 @@ main() {
     ring_reader_fuzz:4096:frames.dict
     ring_writer_fuzz:4096:frames.dict
     json_guard_fuzz:16384:json_guard_fuzz.dict
+    channel_fuzz:4096:frames.dict
     output_collector_fuzz:4096:json_guard_fuzz.dict
   )
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every test: sets up what is missing, runs the gates (ruff, mypy; clang-format, clang-tidy),
-# the C++ suite (GoogleTest via ctest, plain and under AddressSanitizer+UBSan), the Python
+# the C++ suite (GoogleTest via ctest, plain and under AddressSanitizer+UBSan), the fuzz
+# targets for a short bound (scripts/fuzz.sh: libFuzzer and atheris), the Python
 # suite (pytest, ladders A, B and C, on warm sessions; the isolation suites once more on cold
 # ones) and the wheel smoke test (scripts/wheel_smoke.sh).
 set -euo pipefail
@@ -16,6 +17,8 @@ for preset in dev asan; do
   cmake --build --preset "$preset" >/dev/null
   ctest --preset "$preset"
 done
+echo "== fuzz targets, 25 s each (docs/reliability.md, \"Fuzzing\")" >&2
+bash scripts/fuzz.sh 25
 
 echo "== Python tests" >&2
 # A fresh base directory for tmp_path: pytest's own cleanup of older numbered directories

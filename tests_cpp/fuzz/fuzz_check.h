@@ -6,10 +6,10 @@
 #include <cstdio>
 #include <cstdlib>
 
-#define FUZZ_CHECK(cond, what)                                                                         \
-  do {                                                                                                 \
-    if (!(cond)) {                                                                                     \
+#define FUZZ_CHECK(cond, what)                                                                            \
+  do {                                                                                                    \
+    if (!(cond)) {                                                                                        \
       std::fprintf(stderr, "fuzz invariant broken at %s:%d: %s (%s)\n", __FILE__, __LINE__, what, #cond); \
-      std::abort();                                                                                    \
-    }                                                                                                  \
+      std::abort();                                                                                       \
+    }                                                                                                     \
   } while (0)

@@ -143,8 +143,7 @@ class Harness {
  private:
   [[nodiscard]] std::string read_bytes(uint64_t position, std::size_t length) const {
     std::string out(length, '\0');
-    for (std::size_t i = 0; i < length; ++i)
-      out[i] = static_cast<char>(data_[(position + i) & (capacity_ - 1)]);
+    for (std::size_t i = 0; i < length; ++i) out[i] = static_cast<char>(data_[(position + i) & (capacity_ - 1)]);
     return out;
   }
 
@@ -188,8 +187,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
         FrameHeader header{};
         header.type = in.ConsumeBool() ? in.ConsumeIntegralInRange<uint16_t>(16, 20) : in.ConsumeIntegral<uint16_t>();
         header.flags = in.ConsumeBool() ? in.ConsumeIntegralInRange<uint16_t>(0, 1) : in.ConsumeIntegral<uint16_t>();
-        const std::string payload =
-            in.ConsumeBytesAsString(in.ConsumeIntegralInRange<std::size_t>(0, max_payload + 8));
+        const std::string payload = in.ConsumeBytesAsString(in.ConsumeIntegralInRange<std::size_t>(0, max_payload + 8));
         switch (in.ConsumeIntegralInRange<int>(0, 3)) {
           case 0:
             header.length = in.ConsumeIntegral<uint32_t>();
@@ -208,10 +206,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
         ring.publish_tail();
         break;
       case 3: {  // the shared tail anywhere: near the head either way, or any value
-        const uint64_t tail = in.ConsumeBool()
-                                  ? ring.head() + in.ConsumeIntegralInRange<int64_t>(-2 * int64_t(capacity),
-                                                                                     2 * int64_t(capacity))
-                                  : in.ConsumeIntegral<uint64_t>();
+        const uint64_t tail = in.ConsumeBool() ? ring.head() + in.ConsumeIntegralInRange<int64_t>(
+                                                                   -2 * int64_t(capacity), 2 * int64_t(capacity))
+                                               : in.ConsumeIntegral<uint64_t>();
         ring.set_tail(tail);
         break;
       }

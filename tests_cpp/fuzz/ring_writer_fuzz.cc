@@ -55,8 +55,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
             control->head.store(head + (in.ConsumeIntegralInRange<uint64_t>(0, tail - head) & ~uint64_t{7}));
             break;
           case 1:
-            control->head.store(tail + in.ConsumeIntegralInRange<int64_t>(-2 * int64_t(capacity),
-                                                                         2 * int64_t(capacity)));
+            control->head.store(tail +
+                                in.ConsumeIntegralInRange<int64_t>(-2 * int64_t(capacity), 2 * int64_t(capacity)));
             break;
           default:
             control->head.store(in.ConsumeIntegral<uint64_t>());
