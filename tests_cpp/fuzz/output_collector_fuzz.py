@@ -19,6 +19,7 @@ unexpected exception is a crash that libFuzzer saves):
 from __future__ import annotations
 
 import json
+import math
 import sys
 from typing import Any
 
@@ -42,10 +43,18 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"not strict JSON: {name}")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999: Python's float() overflows to inf
+        raise ValueError(f"number overflows a double: {text}")
+    return value
+
+
 def _strict_json(data: bytes) -> bool:
-    """Whether `data` is strict JSON (no NaN or Infinity), the C++ guard's grammar rule."""
+    """Whether `data` is strict JSON as the C++ guard has it: no NaN or Infinity, no number
+    that overflows a double."""
     try:
-        json.loads(data, parse_constant=_no_constants)
+        json.loads(data, parse_constant=_no_constants, parse_float=_finite_float)
     except (ValueError, RecursionError):
         return False
     return True
