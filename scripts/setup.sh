@@ -5,13 +5,15 @@
 #   Debian packages: a C++ compiler, Boost (Interprocess), spdlog, GoogleTest, libseccomp,
 #                    nlohmann-json (the supervisor's check of the worker's JSON)
 #                    clang-format, clang-tidy (the C++ gates of scripts/lint_cpp.sh)
+#                    clang-14, libclang-rt-14-dev (libFuzzer: scripts/fuzz.sh)
 #   .venv:           sandbox_exec (editable) with the test extra (pytest, ruff, mypy, ...),
-#                    the benchmark extra, and build (python -m build: scripts/wheel_smoke.sh)
+#                    the benchmark extra, the fuzz extra (atheris: scripts/fuzz.sh), and
+#                    build (python -m build: scripts/wheel_smoke.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(g++ make pkg-config libboost-dev libspdlog-dev libgtest-dev libseccomp-dev nlohmann-json3-dev python3-venv
-              clang-format clang-tidy)
+              clang-format clang-tidy clang-14 libclang-rt-14-dev)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -38,4 +40,4 @@ fi
 # the wheel (python -m build, scripts/wheel_smoke.sh).
 .venv/bin/python -m pip install -q "scikit-build-core>=0.11" "pybind11>=2.12" cmake ninja build
 echo "setup: building sandbox_exec into .venv" >&2
-.venv/bin/python -m pip install -q --no-build-isolation -e ".[test,bench]"
+.venv/bin/python -m pip install -q --no-build-isolation -e ".[test,bench,fuzz]"

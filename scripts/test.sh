@@ -2,7 +2,8 @@
 # Every test: sets up what is missing, runs the gates (ruff, mypy; clang-format, clang-tidy),
 # the C++ suite (GoogleTest via ctest: plain, under AddressSanitizer+UBSan and under
 # ThreadSanitizer; each run includes real sessions with the real Python worker through that
-# build's supervisor and launcher, tests_cpp/supervisor/python_worker_test.cc), the Python
+# build's supervisor and launcher, tests_cpp/supervisor/python_worker_test.cc), the fuzz
+# targets for a short bound (scripts/fuzz.sh: libFuzzer and atheris), the Python
 # suite (pytest, ladders A, B and C, on warm sessions; the isolation suites once more on cold
 # ones) and the wheel smoke test (scripts/wheel_smoke.sh).
 set -euo pipefail
@@ -20,6 +21,8 @@ for preset in dev asan tsan; do
   cmake --build --preset "$preset" >/dev/null
   ctest --preset "$preset"
 done
+echo "== fuzz targets, 25 s each (docs/reliability.md, \"Fuzzing\")" >&2
+bash scripts/fuzz.sh 25
 
 echo "== Python tests" >&2
 # A fresh base directory for tmp_path: pytest's own cleanup of older numbered directories

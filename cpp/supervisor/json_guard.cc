@@ -49,6 +49,23 @@ uint64_t string(const std::string& utf8) {
 }
 }  // namespace footprint
 
+// `text` with each byte outside printable ASCII as \xNN, cut at about `limit` bytes.
+std::string printable_ascii(const std::string& text, std::size_t limit) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (const unsigned char c : text) {
+    if (out.size() >= limit) break;
+    if (c >= 0x20 && c < 0x7F) {
+      out += static_cast<char>(c);
+    } else {
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
+  }
+  return out;
+}
+
 // Walks the message with nlohmann's lexer checking the grammar, adding up the estimated
 // Python footprint; returning false stops the parse at once (a shape over the limits is
 // never read to its end).
@@ -75,10 +92,13 @@ class ShapeCounter {
   bool start_array(std::size_t) { return open(false); }
   bool end_array() { return close(footprint::kListBase + footprint::kListPerItem * items_.back()); }
   bool parse_error(std::size_t position, const std::string&, const json::exception& e) {
-    // nlohmann's message names the byte offset and the token; keep it short.
+    // nlohmann's message names the byte offset and the token; keep it short. The token is
+    // the worker's raw bytes (invalid UTF-8 too): the reason goes into JSON (the rejected
+    // end-of-cell report, where nlohmann's dump() throws on ill-formed UTF-8) and to the
+    // user, so every byte outside printable ASCII is written as \xNN.
     std::string what = e.what();
     if (auto at = what.find("parse error"); at != std::string::npos) what = what.substr(at);
-    return fail("invalid JSON at byte " + std::to_string(position) + ": " + what.substr(0, 200));
+    return fail("invalid JSON at byte " + std::to_string(position) + ": " + printable_ascii(what, 200));
   }
 
   std::string reason;

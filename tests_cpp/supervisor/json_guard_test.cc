@@ -109,6 +109,21 @@ TEST(CellDone, OverTheBudgetTheTracebackGoesAndTheStatusStays) {
   EXPECT_EQ(r.count, 1);
 }
 
+// Found by tests_cpp/fuzz/json_guard_fuzz (corpus/json_guard_fuzz/crash-ill-formed-utf8): the
+// parse error's reason quoted the worker's raw bytes, and rebuilding the rejected report
+// from it threw nlohmann's type_error (ill-formed UTF-8) out of the supervisor's cell loop.
+TEST(CellDone, AReportWithIllFormedUtf8IsRejectedNotThrown) {
+  for (const char* bad : {"\n\n\xf0", "{\"status\":\xff}", "\xc3", "{\"status\":\"ok\"} \xe2\x82"}) {
+    CellDoneReport r;
+    ASSERT_NO_THROW(r = parse_cell_done(bad, 1 << 20)) << bad;
+    EXPECT_FALSE(r.ok) << bad;
+    EXPECT_NE(r.json.find("rejected"), std::string::npos) << r.json;
+    EXPECT_TRUE(check_message_json(r.json).ok) << r.json;
+    // The reason the user sees (a marker for a rejected output) is printable ASCII.
+    for (const char c : check_message_json(bad).reason) EXPECT_TRUE(c >= 0x20 && c < 0x7F) << bad;
+  }
+}
+
 TEST(CellDone, MissingCountIsReportedAsMissing) {
   EXPECT_FALSE(parse_cell_done(R"({"status":"ok"})", 100).count.has_value());
   EXPECT_FALSE(parse_cell_done(R"({"status":"ok","execution_count":"1"})", 100).count.has_value());
