@@ -66,3 +66,41 @@ def test_an_unclosed_sandbox_with_a_busy_daemon_thread_exits_cleanly(tmp_path, h
             + [f"cgroup {c}" for c in cgroups_of(proc.pid)]
         )
         assert left == [], (attempt, left)
+
+
+def test_close_is_not_held_by_a_slow_listener_of_the_running_cell(tmp_path):
+    # Found from outside: close() (and so the exit hook, and a reopen of the name) waited
+    # while the running cell's thread handed every output already received, one by one, to
+    # an on_output that takes 1 s each: backlog x callback time. Now close() abandons the
+    # listener: the callback in progress ends, no further one is called.
+    import threading
+    import time
+
+    import sandbox_exec
+
+    box = sandbox_exec.Sandbox(root=tmp_path / "root")
+    session = box.session("a")
+    first = threading.Event()
+    calls = []
+
+    def slow(event):
+        calls.append(event)
+        first.set()
+        time.sleep(1.0)
+
+    result = {}
+    thread = threading.Thread(
+        target=lambda: result.update(r=session.run("while True:\n    print('x' * 100, flush=True)", on_output=slow)),
+        daemon=True,
+    )
+    thread.start()
+    assert first.wait(60)
+    time.sleep(1.5)  # a backlog builds in the ring meanwhile
+    t0 = time.monotonic()
+    box.close()
+    took = time.monotonic() - t0
+    thread.join(30)
+    assert not thread.is_alive()
+    assert took < 8, f"close() took {took:.1f} s behind a 1 s-per-event listener"
+    assert result["r"].status == "crashed", result["r"].status
+    assert len(calls) <= 5, len(calls)

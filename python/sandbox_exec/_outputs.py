@@ -286,6 +286,12 @@ class OutputCollector:
         self._by_display_id: dict[str, list[DisplayDataOutput]] = {}  # display id -> its outputs
         self._latest: dict[str, tuple[MimeBundle, dict[str, Any]]] = {}  # id -> newest content
 
+    def abandon(self) -> None:
+        """The session is being closed under this cell: no more events go to ``on_output``
+        (a slow listener would hold close(), and so the backend's exit, once per event the
+        core still has to hand over); what arrives is still collected."""
+        self.on_output = None
+
     @property
     def live(self) -> bool:
         """Whether the core should hand over each chunk's text (someone listens live)."""

@@ -534,6 +534,7 @@ class Session:
         self._calls = 0  # calls made (_calls): their ids
         self._closed = False
         self._end_reason: str | None = None  # why the watchdog ended the interpreter
+        self._live_collector: OutputCollector | None = None  # the running cell's, for close()
         self._host_id: _host_ids.HostId | None = None  # this session's own host id, while open
         self._workdir_lock = workdir_lock  # held from Sandbox.session() to close()
         # disk_bytes on the workdir (see _prepare_disk): "image" (a size-capped filesystem
@@ -1045,6 +1046,9 @@ class Session:
         """close() in the process that owns the session: everything it holds ends."""
         if self._cell_running:
             self._end_reason = "the session was closed while the cell ran"
+            collector = self._live_collector
+            if collector is not None:
+                collector.abandon()
         self._stop()
         with self._lock:  # wait for a running cell to see the end
             self._stop()  # a start that raced with close() left no interpreter
@@ -1693,7 +1697,9 @@ class Session:
         runner = self._runner
         if runner is None:  # close() ended it since the caller started it
             raise SessionClosedError(f"session {self.name!r} is closed")
-        return _OpenCell(runner, OutputCollector(on_output, execution_count=count), count, audit)
+        collector = OutputCollector(on_output, execution_count=count)
+        self._live_collector = collector  # close() abandons it (no more on_output calls)
+        return _OpenCell(runner, collector, count, audit)
 
     def _cell_args(self, cell: _OpenCell, code: str, timeout: float | None, mode: Mode) -> tuple[Any, ...]:
         """The core's arguments for one cell (run_cell and begin_cell take the same)."""
