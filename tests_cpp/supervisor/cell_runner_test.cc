@@ -8,6 +8,7 @@
 // workdir (SandboxError naming the workdir layer, chdir and ENOENT), a missing worker
 // program or launcher, a worker that exits or talks before kReady, a start timeout.
 #include "supervisor/cell_runner.h"
+#include "collected_events.h"
 #include "fake_worker_spec.h"
 
 #include <gtest/gtest.h>
@@ -51,21 +52,7 @@ constexpr uint16_t kMessage = static_cast<uint16_t>(FrameType::kMessage);
 
 SpawnSpec spec_for(const std::string& mode) { return test_support::fake_worker_spec(mode); }
 
-struct Collected {
-  std::vector<Event> events;
-  EventSink sink() {
-    return [this](EventBatch& batch) {
-      for (auto& e : batch) events.push_back(std::move(e));
-      return true;
-    };
-  }
-  std::string joined(uint16_t type) const {
-    std::string out;
-    for (const auto& e : events)
-      if (e.type == type) out += e.payload;
-    return out;
-  }
-};
+using test_support::Collected;
 
 CellLimits generous() {
   CellLimits l;

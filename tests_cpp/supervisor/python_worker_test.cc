@@ -18,6 +18,7 @@
 // SANDBOX_EXEC_TEST_PYTHON names the interpreter (CMake cache variable of that name; by
 // default the .venv scripts/setup.sh builds, where sandbox_exec is installed). A missing one
 // is a failure, not a skip: the run must not look clean for having run nothing.
+#include "collected_events.h"
 #include "supervisor/cell_runner.h"
 
 #include <gtest/gtest.h>
@@ -127,21 +128,7 @@ SpawnSpec python_worker_spec(const std::string& workdir) {
   return spec;
 }
 
-struct Collected {
-  std::vector<Event> events;
-  EventSink sink() {
-    return [this](EventBatch& batch) {
-      for (auto& e : batch) events.push_back(std::move(e));
-      return true;
-    };
-  }
-  std::string joined(uint16_t type) const {
-    std::string out;
-    for (const auto& e : events)
-      if (e.type == type) out += e.payload;
-    return out;
-  }
-};
+using test_support::Collected;
 
 CellLimits generous() {
   CellLimits l;
