@@ -664,7 +664,7 @@ class Session:
             name = errno_names.errorcode.get(e.errno or 0, "E?")
             raise SandboxError(
                 f"workdir: mkdir({str(self._workdir)!r}) failed: {name} ({e.errno}, {e.strerror}); "
-                "hint: the Sandbox root must be a writable directory"
+                f"hint: {_os_error_hint(e)}"
             ) from e
         mounted_here = self._prepare_disk()
         try:
