@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import ast
 import json
 import os
 import random
@@ -637,6 +638,55 @@ say(filled=filled, start=start, run=run, restart=restart, took=took, after_start
     after_run=after_run, names=names, after_failed_restart=after_failed_restart)
 """
 )
+
+
+SIGNALS_BLOCKED = (
+    BACKEND_PRELUDE
+    + """
+import signal, threading
+# As a Ray worker (or a server that keeps signals to its main thread) does: the thread that
+# starts the sessions has SIGINT blocked, and the process ignores SIGTERM and SIGHUP.
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+signal.signal(signal.SIGHUP, signal.SIG_IGN)
+out = {}
+def backend_thread():
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    box = sandbox_exec.Sandbox(root=sys.argv[1])
+    for name, prelude in (("warm", None), ("cold", "import threading, time\\nthreading.Thread(target=time.sleep, args=(1e6,), daemon=True).start()")):
+        s = box.session(name, prelude=prelude)
+        status = s.run("import os\\n[l.split()[1] for l in open('/proc/self/status') if l.startswith(('SigBlk', 'SigIgn'))]")
+        started = threading.Event()
+        timer = threading.Thread(target=lambda: (started.wait(30), time.sleep(0.2), s.interrupt()))
+        timer.start()
+        r = s.run("import time\\nprint('go', flush=True)\\ntime.sleep(30)", on_output=lambda ev: started.set())
+        timer.join()
+        out[name] = {"start": s.enforcement["start"].split(":")[0], "masks": status.outputs[0]["data"]["text/plain"], "status": r.status}
+    box.close()
+t = threading.Thread(target=backend_thread)
+t.start()
+t.join()
+say(**out)
+"""
+)
+
+
+def test_interrupt_reaches_cells_whatever_the_backend_blocks_or_ignores(tmp_path):
+    """Session.interrupt() is a SIGINT to the cell: a backend thread with SIGINT blocked (a
+    Ray worker's threads) must not pass its mask, or its ignored signals, to the sessions it
+    starts, warm (forked from a zygote the thread started) or cold."""
+    script = tmp_path / "backend.py"
+    script.write_text(SIGNALS_BLOCKED)
+    cp = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "root")], capture_output=True, text=True, timeout=180
+    )
+    assert cp.returncode == 0, cp.stderr
+    out = json.loads(cp.stdout.splitlines()[-1])
+    assert out["warm"]["start"] == "warm" and out["cold"]["start"] == "cold"
+    for name in ("warm", "cold"):
+        blocked, ignored = ast.literal_eval(out[name]["masks"])  # two hex strings
+        assert int(blocked, 16) == 0, out[name]  # nothing blocked
+        assert int(ignored, 16) & ((1 << 0) | (1 << 14)) == 0, out[name]  # SIGHUP (1), SIGTERM (15) not ignored
+        assert out[name]["status"] == "interrupted", out[name]
 
 
 def test_descriptors_exhausted_in_the_backend(tmp_path):

@@ -266,11 +266,32 @@ def _place_fds(control: int, prelude: int) -> None:
         os.close(fd)
 
 
+def _default_signals() -> None:
+    """An empty signal mask and no inherited ignored signals, whatever the thread that
+    started this zygote had: subprocess keeps both across exec, and the sessions forked from
+    here would keep them too (a Ray worker blocks SIGINT in its threads: Session.interrupt()
+    would never reach a cell). The cold path gets the same from the launcher's posix_spawn
+    attributes. SIGPIPE and SIGXFSZ stay as the interpreter set them at start."""
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+    kept = {signal.SIGPIPE, signal.SIGXFSZ, signal.SIGKILL, signal.SIGSTOP}
+    for sig in signal.valid_signals():
+        if sig in kept or not 0 < sig < signal.SIGRTMIN:
+            continue
+        try:
+            if signal.getsignal(sig) == signal.SIG_IGN:
+                signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+
+
 def main() -> None:
     # No death signal: it fires when the *thread* that started us exits, and a backend may
     # start zygotes from any thread. The backend's death closes the control socket, and
     # serve() returns on that EOF.
     control, prelude_fd = (int(a) for a in sys.argv[1:3])
+    _default_signals()
     _place_fds(control, prelude_fd)
     prelude = _read_prelude()
     _reserve_session_fds()
