@@ -13,10 +13,10 @@ next run). docs/reliability.md ("Fault injection and backend death") has the tab
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 import gc
-import ast
 import json
 import os
 import random
