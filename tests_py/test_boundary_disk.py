@@ -697,3 +697,29 @@ def test_the_core_reads_the_image_use_around_each_cell(tmp_path):
         cell = s._open_cell(200, None)
         outcome = cell.runner.run_cell(*s._cell_args(cell, "1", None, "ipython")[:-1])
         assert outcome.image_used_before is None and outcome.image_used is None and outcome.image_avail is None
+
+
+@pytest.mark.b
+def test_close_waits_for_its_own_images_only(tmp_path):
+    """Two Sandboxes on one root (two backends, or two Ray nodes' hosts sharing storage):
+    closing one waits for its own workdir images' loop devices to go, not for the other's,
+    which stay attached while the other lives (close() waited out its 10 s deadline)."""
+    if not _workdir_image.support()[0]:
+        pytest.skip("needs a root backend with loop devices")
+    root = tmp_path / "root"
+    with sandbox_exec.Sandbox(POLICY, root=root) as other:
+        theirs = other.session("theirs")
+        assert theirs.run("1").status == "ok" and os.path.ismount(theirs.workdir)
+        box = sandbox_exec.Sandbox(POLICY, root=root)
+        mine = box.session("mine")
+        assert mine.run("1").status == "ok" and os.path.ismount(mine.workdir)
+        image = str(root / ".images" / "mine.img")
+        t0 = time.monotonic()
+        box.close()
+        took = time.monotonic() - t0
+        # Its own image's loop device is gone when close() returns; the other's is attached.
+        attached = {backing for _, backing in _workdir_image._loop_backing_files()}
+        assert image not in attached
+        assert str(root / ".images" / "theirs.img") in attached
+        assert took < 5, took  # not the 10 s deadline spent waiting on the other's device
+        assert theirs.run("2").status == "ok"

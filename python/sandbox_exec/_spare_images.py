@@ -201,6 +201,10 @@ class SpareImages:
             self._lock_fd = None
 
     # --- the formatting thread ---------------------------------------------------------------
+    def owns(self, path: str) -> bool:
+        """Whether `path` names one of this Sandbox's spare images (by its tag)."""
+        return os.path.basename(path).startswith(f"{PREFIX}{self._tag}-")
+
     def _hold_tag(self) -> None:
         """Creates and locks this Sandbox's lock file, under a temporary name first: a
         reclaim never sees it unlocked."""

@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from . import _core
@@ -167,19 +168,21 @@ def _loop_backing_files() -> list[tuple[str, str]]:
     return found
 
 
-def wait_detached_under(root: Path, timeout: float = 10.0) -> list[str]:
-    """Waits until no loop device serves an image under ``root``; returns those that still
-    do at the deadline. A workdir's unmount is lazy (MNT_DETACH): its filesystem, and the
-    loop device under it, live on until their last reference goes, which the kernel drops
-    asynchronously after the sandbox's processes and mount namespace are gone (on a loaded
-    host, after Sandbox.close() had returned: the soak of issue 11 found 100 left attached).
-    Sandbox.close() waits here, so a closed Sandbox leaves no loop device behind."""
+def wait_detached(mine: Callable[[str], bool], timeout: float = 10.0) -> list[str]:
+    """Waits until no loop device serves an image ``mine`` says is this Sandbox's (by its
+    backing file's path); returns those that still do at the deadline. A workdir's unmount is
+    lazy (MNT_DETACH): its filesystem, and the loop device under it, live on until their last
+    reference goes, which the kernel drops asynchronously after the sandbox's processes and
+    mount namespace are gone (on a loaded host, after Sandbox.close() had returned: the soak
+    of issue 11 found 100 left attached). Sandbox.close() waits here, so a closed Sandbox
+    leaves no loop device behind. Only its own: another Sandbox on the same root (another
+    backend process, another Ray node's host) keeps its images attached, and waiting for
+    those would hold this close() for the whole timeout."""
     import time
 
-    prefix = os.path.realpath(root) + "/"
     deadline = time.monotonic() + timeout
     while True:
-        busy = sorted(name for name, backing in _loop_backing_files() if backing.startswith(prefix))
+        busy = sorted(name for name, backing in _loop_backing_files() if mine(backing))
         if not busy or time.monotonic() >= deadline:
             return busy
         time.sleep(0.02)

@@ -58,7 +58,7 @@ from ._workdir_image import (
     full_threshold,
     release_reaper_at_exit,
     retire_reaper_if_idle,
-    wait_detached_under,
+    wait_detached,
 )
 from ._workdir_image import usage as image_usage
 from ._zygotes import ZygoteTable, ZygoteUnavailable
@@ -435,6 +435,9 @@ class _SessionTable:
         self.lock = threading.Lock()
         self.closed = False
         self.by_name: dict[str, Session] = {}
+        # The workdir images this Sandbox's sessions mounted (real paths; a pooled session's
+        # home image too): close() waits for their loop devices, and only theirs.
+        self.images: set[str] = set()
         # Names whose session close() is under way here, with the event set when it is done
         # (its locks released): see settled().
         self.closing: dict[str, threading.Event] = {}
@@ -576,6 +579,8 @@ class Session:
         self.name = name
         self._name_lock = lock
         self._home = home
+        # Where the slot's image goes when it moves home (_move_slot): still this Sandbox's.
+        self._table.images.add(os.path.realpath(self._workdir.parent / ".images" / (home.name + ".img")))
         self._start_note += "; served from the pool (started ahead, in its slot directory)"
 
     def _move_home(self) -> None:
@@ -777,6 +782,7 @@ class Session:
             self._disk_note = str(e) if isinstance(e, ImageUnavailable) else f"the workdir image could not be made: {e}"
         else:
             self._image, self._disk_mode = image, "image"
+            self._table.images.add(os.path.realpath(image.path))
             # A persistent workdir may start full: only growth from here is the session's.
             self._disk_used = image_usage(self._workdir)[0]
             return True
@@ -2161,7 +2167,8 @@ class Sandbox:
             self._table.ids.close()
             # The images were unmounted lazily: their loop devices go when the kernel lets
             # go of the filesystems, which may come after the sessions' processes are gone.
-            still = wait_detached_under(self.root)
+            images, spares = self._table.images, self._table.spares
+            still = wait_detached(lambda backing: backing in images or spares.owns(backing))
             if still:
                 logging.getLogger(__name__).warning(
                     "Sandbox.close(): loop devices %s still serve workdir images under %s "
