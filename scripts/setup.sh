@@ -7,7 +7,8 @@
 #                    clang-format, clang-tidy (the C++ gates of scripts/lint_cpp.sh)
 #                    clang-14, libclang-rt-14-dev (libFuzzer: scripts/fuzz.sh)
 #   .venv:           sandbox_exec (editable) with the test extra (pytest, ruff, mypy, ...),
-#                    the benchmark extra, the fuzz extra (atheris: scripts/fuzz.sh), and
+#                    the benchmark extra, the fuzz extra (atheris: scripts/fuzz.sh), the ray
+#                    extra (sandbox_exec.ray and its tests on a local Ray cluster), and
 #                    build (python -m build: scripts/wheel_smoke.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,4 +41,4 @@ fi
 # the wheel (python -m build, scripts/wheel_smoke.sh).
 .venv/bin/python -m pip install -q "scikit-build-core>=0.11" "pybind11>=2.12" cmake ninja build
 echo "setup: building sandbox_exec into .venv" >&2
-.venv/bin/python -m pip install -q --no-build-isolation -e ".[test,bench,fuzz]"
+.venv/bin/python -m pip install -q --no-build-isolation -e ".[test,bench,fuzz,ray]"

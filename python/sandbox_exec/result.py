@@ -101,8 +101,11 @@ OutputEvent = (
 #: workdir: it filled the size-capped workdir image (writes past it failed with ENOSPC), or,
 #: where only the watchdog enforces it, grew the workdir past it (the cell was interrupted,
 #: and later cells are refused until files are deleted or the session restarted).
-Status = Literal["ok", "error", "timeout", "interrupted", "crashed", "memory", "disk"]
-STATUSES: tuple[str, ...] = ("ok", "error", "timeout", "interrupted", "crashed", "memory", "disk")
+#: ``lost`` (sessions of ``sandbox_exec.ray`` only): the node holding the session, or its host
+#: process, died before or while the cell ran; the interpreter and its namespace are gone, and
+#: ``restart()`` places the session again.
+Status = Literal["ok", "error", "timeout", "interrupted", "crashed", "memory", "disk", "lost"]
+STATUSES: tuple[str, ...] = ("ok", "error", "timeout", "interrupted", "crashed", "memory", "disk", "lost")
 
 
 @dataclass(frozen=True)
