@@ -460,3 +460,25 @@ def test_what_crosses_from_a_node_is_plain_data_or_refused():
         sray._raise_from_wire(wire)
     assert (e.value.kind, e.value.ename, str(e.value)) == ("corrupt", "E", "bad")
     assert sray._error_to_wire(KeyError("k"))["raise"] == "SandboxError"
+
+
+@pytest.mark.b
+def test_the_cluster_benchmark_runs(tmp_path):
+    """bench/ray_cluster.py --quick (its own clusters, in a process of its own): every method
+    answers 2 (the harness raises otherwise) and the ratios are computed."""
+    out = tmp_path / "ray.json"
+    cp = subprocess.run(
+        [sys.executable, "bench/ray_cluster.py", "--quick", "--no-jupyter", "--seconds", "1", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert cp.returncode == 0, cp.stderr[-3000:]
+    import json
+
+    results = json.loads(out.read_text())
+    assert set(results["roundtrip"]) == {"exec", "local", "ray_ping", "ray", "ray_stream"}
+    assert {"ray_1", "ray_2", "ray_3"} <= set(results["throughput"])
+    assert [results["throughput"][f"ray_{n}"]["nodes_used"] for n in (1, 2, 3)] == [1, 2, 3]
+    assert results["ratios"]["roundtrip_ray_over_local"] > 0
