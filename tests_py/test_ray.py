@@ -482,3 +482,48 @@ def test_the_cluster_benchmark_runs(tmp_path):
     assert {"ray_1", "ray_2", "ray_3"} <= set(results["throughput"])
     assert [results["throughput"][f"ray_{n}"]["nodes_used"] for n in (1, 2, 3)] == [1, 2, 3]
     assert results["ratios"]["roundtrip_ray_over_local"] > 0
+
+
+@pytest.mark.b
+def test_deep_outputs_concurrent_opens_and_cancelled_cells(nodes, box, tmp_path):
+    import asyncio
+
+    # Whatever a node's Sandbox accepted crosses: JSON output nested as deep as its guard allows
+    # (61 levels in the output: 64 with the message around it).
+    cell = (
+        "d = x = {}\nfor _ in range(61):\n    x['k'] = {}\n    x = x['k']\ndisplay({'application/json': d}, raw=True)"
+    )
+    with sandbox_exec.Sandbox(root=tmp_path / "local") as local:
+        here = local.session("deep").run(cell)
+    remote = box.session("deep").run(cell)
+    assert here.status == "ok" and remote.status == "ok", remote
+    assert remote.outputs == here.outputs
+    # Many threads asking for one new name get one session, placed once, usable by all.
+    got: list = []
+    threads = [threading.Thread(target=lambda: got.append(box.session("shared"))) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(got) == 6 and all(s is got[0] for s in got)
+    assert got[0].run("1 + 1").outputs[0]["data"]["text/plain"] == "2"
+    assert sum(1 for s in box.sessions() if s.name == "shared") == 1
+    # A cancelled run_async interrupts the cell on its node, as locally; the namespace stays.
+    s = box.session("cancel")
+    s.run("kept = 'yes'")
+
+    async def cancel_it():
+        started = asyncio.Event()
+        task = asyncio.create_task(
+            s.run_async("import time\nprint('in', flush=True)\ntime.sleep(120)", on_output=lambda ev: started.set())
+        )
+        await asyncio.wait_for(started.wait(), 30)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancel_it())
+    t0 = time.monotonic()
+    r = s.run("kept")
+    assert time.monotonic() - t0 < 30  # the cell ended (interrupted), it did not sleep on
+    assert r.outputs[0]["data"]["text/plain"] == "'yes'"

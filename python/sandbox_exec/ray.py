@@ -86,7 +86,10 @@ _ERRORS: dict[str, type[Exception]] = {
     "TypeError": TypeError,
 }
 _CALL_ERROR_ATTRS = ("status", "ename", "evalue", "traceback", "reason", "kind")
-_MAX_DEPTH = 64
+# Deeper than anything a node's Sandbox accepts from a worker (its JSON guard: 64 levels per
+# message) plus the Result's own envelope, so every output a node took crosses; bounded, so
+# a host cannot make the check recurse without end.
+_MAX_DEPTH = 128
 
 
 def _plain(value: Any, depth: int = 0) -> bool:
@@ -257,6 +260,24 @@ class _NodeHost:
     def interrupt(self, name: str) -> dict[str, Any]:
         return self._answer(lambda: self._session(name).interrupt())
 
+    def cancel(self, name: str) -> dict[str, Any]:
+        """The caller cancelled the cell's run_async(): as a local session does, an interrupt
+        now, and the interpreter killed if the cell ignores it for interrupt_grace_s."""
+
+        def go() -> None:
+            s = self._session(name)
+            s.interrupt()
+            grace = s.policy.interrupt_grace_s
+            deadline = time.monotonic() + grace
+            while s._cell_running and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if s._cell_running:
+                s._kill_running(
+                    f"the cell was cancelled and ignored the interrupt for {grace:g} s; the session was killed"
+                )
+
+        return self._answer(go)
+
     def restart(self, name: str) -> dict[str, Any]:
         def go() -> dict[str, Any]:
             s = self._session(name)
@@ -353,6 +374,10 @@ class RaySession:
         self._closed = False
         self._lost: str | None = None
         self._state: dict[str, Any] = {}
+        # Set when the first placement is done (or failed: _place_error): a second
+        # session(name) meanwhile waits for it instead of using a session with no node.
+        self._placed = threading.Event()
+        self._place_error: BaseException | None = None
 
     # --- what it is --------------------------------------------------------------------
     @property
@@ -589,6 +614,9 @@ class RaySession:
                 result = await asyncio.wait_for(
                     self._drive_async(host, code, timeout, mode, cell_id, on_output), wait_s
                 )
+            except asyncio.CancelledError:
+                host.actor.cancel.remote(self.name)  # not awaited: the caller is leaving
+                raise
             except (SessionLostError, asyncio.TimeoutError) as e:
                 if isinstance(e, asyncio.TimeoutError):
                     host.lost = f"node {host.node_id} did not answer within {wait_s:g} s"
@@ -807,17 +835,29 @@ class RaySandbox:
             if self._closed:
                 raise SessionClosedError("the RaySandbox is closed")
             s = self._sessions.get(name)
-            if s is not None and not s.closed and s.lost is None:
-                return s
-            s = RaySession(self, name, policy or self.policy, prelude if prelude is not None else self.prelude, mode)
-            self._sessions[name] = s
+            if s is None or s.closed or s.lost is not None:
+                s = RaySession(
+                    self, name, policy or self.policy, prelude if prelude is not None else self.prelude, mode
+                )
+                self._sessions[name] = s
+                mine = True
+            else:
+                mine = False
+        if not mine:  # open, or being placed by another thread: wait for that
+            s._placed.wait()
+            if s._place_error is not None:
+                raise SandboxError(f"session {name!r} could not be placed: {s._place_error}")
+            return s
         try:
             s._place()
-        except BaseException:
+        except BaseException as e:
+            s._place_error = e
             with self._lock:
                 if self._sessions.get(name) is s:
                     del self._sessions[name]
             raise
+        finally:
+            s._placed.set()
         return s
 
     def sessions(self) -> list[RaySession]:
