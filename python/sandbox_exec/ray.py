@@ -200,6 +200,8 @@ class _NodeHost:
             "execution_count": s.execution_count,
             "alive": s.alive,
             "worker_pid": s.worker_pid,
+            "last_checkpoint": s.last_checkpoint,
+            "last_restore": s.last_restore,
         }
 
     def open(self, name: str, policy: Policy | None, prelude: str | None, mode: str | None) -> dict[str, Any]:
@@ -411,6 +413,24 @@ class RaySession:
         if self._closed or self.lost is not None:
             return False
         return bool(self._ask("state")["alive"])
+
+    @property
+    def worker_pid(self) -> int | None:
+        """The interpreter's pid, on its node (in the node's host pid namespace)."""
+        pid = self._ask("state")["worker_pid"]
+        return int(pid) if isinstance(pid, int) else None
+
+    @property
+    def last_checkpoint(self) -> dict[str, Any] | None:
+        """As ``Session.last_checkpoint``: the latest checkpoint's report, read from the node."""
+        report = self._ask("state")["last_checkpoint"]
+        return report if isinstance(report, dict) else None
+
+    @property
+    def last_restore(self) -> dict[str, Any] | None:
+        """As ``Session.last_restore``."""
+        report = self._ask("state")["last_restore"]
+        return report if isinstance(report, dict) else None
 
     def __repr__(self) -> str:
         where = f"node {self.node_id[:12]}" if self.node_id else "no node"

@@ -603,6 +603,11 @@ class Session:
         return self._count
 
     @property
+    def node_id(self) -> str | None:
+        """None: a local session. (A ``sandbox_exec.ray`` session names its Ray node here.)"""
+        return None
+
+    @property
     def alive(self) -> bool:
         runner = self._runner
         return runner is not None and runner.alive()
