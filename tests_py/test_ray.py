@@ -128,6 +128,9 @@ def test_full_and_impossible_placements_are_clear_errors(nodes, box):
     with pytest.raises(PlacementError, match=r"can ever hold session 'huge'.*memory=1073741824 MiB"):
         box.session("huge", policy=huge)
     assert time.monotonic() - t0 < 3
+    # A CPU share (Policy.cpus) is reserved too: more than a node has is refused at once.
+    with pytest.raises(PlacementError, match=r"can ever hold session 'cpu'.*CPU=2"):
+        box.session("cpu", policy=sandbox_exec.Policy(cpus=2))
     with RaySandbox(slot_resource="gpu_sandbox_slots", placement_timeout_s=1) as other:
         with pytest.raises(PlacementError, match=r"ray start --resources '\{\"gpu_sandbox_slots\": N\}'"):
             other.session("x")

@@ -926,6 +926,8 @@ class RaySandbox:
             bundle[self.slot_resource] = 1
         if self.reserve_memory and policy.memory_bytes:
             bundle["memory"] = float(policy.memory_bytes)
+        if policy.cpus:  # a session capped at a CPU share reserves that share of Ray's CPUs
+            bundle["CPU"] = float(policy.cpus)
         bundle.update(self.session_resources)
         return {k: v for k, v in bundle.items() if v > 0} or {"memory": 1.0}
 
