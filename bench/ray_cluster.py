@@ -366,20 +366,19 @@ def plot(results: dict[str, Any]) -> None:
     out = BENCH.parent / "docs" / "img" / "ray"
     out.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    r = results["roundtrip"]
-    names = list(r)
-    axes[0].bar(names, [r[k]["p50"] for k in names], color="tab:blue")
-    axes[0].set_yscale("log")
-    axes[0].set_ylabel("µs (p50, log scale)")
-    axes[0].set_title("round trip of 1+1")
-    axes[0].tick_params(axis="x", rotation=30)
-    s = results["start"]
-    names = list(s)
-    axes[1].bar(names, [s[k]["p50"] for k in names], color="tab:orange")
-    axes[1].set_yscale("log")
-    axes[1].set_ylabel("ms (p50, log scale)")
-    axes[1].set_title("new session answering 1+1")
-    axes[1].tick_params(axis="x", rotation=30)
+    for ax, (section, unit, title, color) in zip(
+        axes,
+        (
+            ("roundtrip", "µs", "round trip of 1+1", "tab:blue"),
+            ("start", "ms", "new session answering 1+1", "tab:orange"),
+        ),
+    ):
+        figures = results[section]
+        ax.bar(list(figures), [v["p50"] for v in figures.values()], color=color)
+        ax.set_yscale("log")
+        ax.set_ylabel(f"{unit} (p50, log scale)")
+        ax.set_title(title)
+        ax.tick_params(axis="x", rotation=30)
     tp = results["throughput"]
     keys = [k for k in tp if isinstance(tp[k], dict)]
     axes[2].bar(keys, [tp[k]["cells_per_s"] for k in keys], color="tab:green")

@@ -42,7 +42,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import fields
-from typing import Any
+from typing import Any, TypeVar
 
 try:
     import ray
@@ -57,6 +57,8 @@ from .policy import Policy
 from .result import STATUSES, OutputEvent, Result, make_result
 
 __all__ = ["PlacementError", "RaySandbox", "RaySession", "SessionLostError"]
+
+_Self = TypeVar("_Self", bound="_Closing")
 
 #: The custom resource that counts a node's sandbox slots (its capacity in sessions).
 SLOT_RESOURCE = "sandbox_slots"
@@ -358,7 +360,34 @@ class _Host:
         self.lost: str | None = None  # why, once a call found it gone
 
 
-class RaySession:
+class _Closing:
+    """``with`` and ``async with`` end in ``close()`` (off the event loop's thread)."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _Self) -> _Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self: _Self) -> _Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.close)
+
+
+def _died(host: _Host, e: BaseException) -> str:
+    return f"node {host.node_id} (or its sandbox host process) died: {type(e).__name__}"
+
+
+def _silent(host: _Host, wait_s: float | None) -> str:
+    return f"node {host.node_id} did not answer within {wait_s or 0:g} s"
+
+
+class RaySession(_Closing):
     """One notebook's interpreter on a node of the cluster. Create through
     ``RaySandbox.session()``. Its methods are ``Session``'s; ``node_id`` says where it lives."""
 
@@ -437,18 +466,6 @@ class RaySession:
         state = "closed" if self._closed else ("lost" if self._lost else "open")
         return f"<RaySession {self.name!r} on {where} {state}>"
 
-    def __enter__(self) -> RaySession:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> RaySession:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self.close)
-
     # --- placement -----------------------------------------------------------------------
     def _place(self) -> None:
         """Reserves a bundle on some node and opens the session in that node's host."""
@@ -483,10 +500,10 @@ class RaySession:
         try:
             return ray.get(ref, timeout=wait_s)
         except _LOST_ERRORS as e:
-            host.lost = f"node {host.node_id} (or its sandbox host process) died: {type(e).__name__}"
+            host.lost = _died(host, e)
             raise SessionLostError(f"session {self.name!r} was lost with its node: {host.lost}") from None
         except ray.exceptions.GetTimeoutError:
-            host.lost = f"node {host.node_id} did not answer within {wait_s:g} s"
+            host.lost = _silent(host, wait_s)
             raise SessionLostError(f"session {self.name!r} was lost with its node: {host.lost}") from None
 
     def _unwrap(self, answer: Any, host: _Host) -> Any:
@@ -581,10 +598,10 @@ class RaySession:
             except StopIteration:
                 raise SandboxError("ray: the node host ended the cell's stream without a result") from None
             except _LOST_ERRORS as e:
-                host.lost = f"node {host.node_id} (or its sandbox host process) died: {type(e).__name__}"
+                host.lost = _died(host, e)
                 raise SessionLostError(host.lost) from None
             if ref.is_nil():  # the wait passed its deadline
-                host.lost = f"node {host.node_id} did not answer within {wait_s:g} s"
+                host.lost = _silent(host, wait_s)
                 raise SessionLostError(host.lost)
             done = self._stream_item(host, self._host_get(host, ref), listener)
             if done is not None:
@@ -639,7 +656,7 @@ class RaySession:
                 raise
             except (SessionLostError, asyncio.TimeoutError) as e:
                 if isinstance(e, asyncio.TimeoutError):
-                    host.lost = f"node {host.node_id} did not answer within {wait_s:g} s"
+                    host.lost = _silent(host, wait_s)
                 self._mark_lost(host.lost or "lost")
                 return self._lost_result(started)
             self._state["execution_count"] = result.execution_count or self.execution_count
@@ -671,7 +688,7 @@ class RaySession:
                     return done
             raise SandboxError("ray: the node host ended the cell's stream without a result")
         except _LOST_ERRORS as e:
-            host.lost = f"node {host.node_id} (or its sandbox host process) died: {type(e).__name__}"
+            host.lost = _died(host, e)
             raise SessionLostError(host.lost) from None
 
     def interrupt(self) -> None:
@@ -757,7 +774,7 @@ class _Listener:
             raise self.error
 
 
-class RaySandbox:
+class RaySandbox(_Closing):
     """Sandbox's API over a Ray cluster: sessions placed on nodes with room, each node's
     sessions contained by a local Sandbox there. Thread-safe; a context manager.
 
@@ -824,18 +841,6 @@ class RaySandbox:
         self._host_locks: dict[str, threading.Lock] = {}
         self._sessions: dict[str, RaySession] = {}
         self._closed = False
-
-    def __enter__(self) -> RaySandbox:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> RaySandbox:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self.close)
 
     @property
     def closed(self) -> bool:
