@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -723,3 +724,39 @@ def test_close_waits_for_its_own_images_only(tmp_path):
         assert str(root / ".images" / "theirs.img") in attached
         assert took < 5, took  # not the 10 s deadline spent waiting on the other's device
         assert theirs.run("2").status == "ok"
+
+
+LEFT_MOUNTED = """
+import os, signal, sys
+import sandbox_exec
+from sandbox_exec import _workdir_image
+box = sandbox_exec.Sandbox(sandbox_exec.Policy(disk_bytes=16 << 20), root=sys.argv[1])
+s = box.session("left")
+s.run("open('kept.txt', 'w').write('still here')")
+# Dies with its reaper, as a Ray worker does (Ray kills a worker's children with it):
+os.kill(_workdir_image._reaper.pid, signal.SIGKILL)
+_workdir_image._reaper.wait()
+print(s.workdir, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.c
+def test_images_left_mounted_by_a_backend_dead_with_its_reaper_are_reclaimed(tmp_path):
+    if not _workdir_image.support()[0]:
+        pytest.skip("needs a root backend with loop devices")
+    root = tmp_path / "root"
+    cp = subprocess.run([sys.executable, "-c", LEFT_MOUNTED, str(root)], capture_output=True, text=True, timeout=120)
+    assert cp.returncode == -signal.SIGKILL, cp.stderr
+    workdir = cp.stdout.strip()
+    assert os.path.ismount(workdir)  # the control: left mounted, nobody to unmount it
+    # Another backend on the root, with live sessions of its own, starts and closes.
+    with sandbox_exec.Sandbox(POLICY, root=root) as other:
+        mine = other.session("mine")
+        assert mine.run("1").status == "ok"
+        assert not os.path.ismount(workdir)  # reclaimed at its start
+        assert os.path.ismount(mine.workdir)  # its own kept
+    # The files are in the image, and the name's next session finds them.
+    with sandbox_exec.Sandbox(POLICY, root=root) as again:
+        r = again.session("left").run("open('kept.txt').read()")
+        assert r.outputs[0]["data"]["text/plain"] == "'still here'"

@@ -547,3 +547,94 @@ def test_the_cluster_api_is_the_local_one():
     assert public(Sandbox) - public(RaySandbox) == {"owned_here", "pool_idle"}  # a local process's facts
     assert {"node_id", "lost"} <= public(RaySession)
     assert "lost" in sandbox_exec.STATUSES
+
+
+@pytest.mark.c
+def test_a_lost_node_frees_its_placements_without_any_call(nodes, root):
+    """Nobody touches the lost session: the watcher finds its node dead, marks it lost and
+    removes its placement group, which Ray would otherwise place again on the next node
+    with room, holding a slot no session uses."""
+    first = nodes.cluster.add_node(num_cpus=1, resources={"sandbox_slots": 1, "single": 1})
+    nodes.cluster.wait_for_nodes()
+    box = RaySandbox(
+        sandbox_exec.Policy(timeout_s=60), root=str(root), session_resources={"single": 1}, placement_timeout_s=20
+    )
+    added = [first]
+    try:
+        s = box.session("only")
+        assert s.node_id == first.node_id and s.run("1").status == "ok"
+        group = s._pg.id.hex()
+        nodes.cluster.remove_node(first, allow_graceful=False)
+        deadline = time.monotonic() + LOST_BOUND_S
+        while s._lost is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert s._lost is not None and "dead" in s._lost  # found by the watcher, not by a call
+        assert placement_group_table()[group]["state"] == "REMOVED"
+        second = nodes.cluster.add_node(num_cpus=1, resources={"sandbox_slots": 1, "single": 1})
+        added.append(second)
+        fresh = box.session("next")  # the new node's one slot is free for it
+        assert fresh.node_id == second.node_id
+        assert fresh.run("2").outputs[0]["data"]["text/plain"] == "2"
+    finally:
+        box.close()
+        for n in added:
+            if n in nodes.cluster.worker_nodes:
+                nodes.cluster.remove_node(n)
+
+
+@pytest.mark.c
+def test_restart_right_after_a_host_dies_and_an_old_handle_after_a_new_session(nodes, root):
+    import signal
+
+    # watch_s: long, so that restart() itself meets the dead host (no watcher first).
+    box = RaySandbox(sandbox_exec.Policy(timeout_s=60), root=str(root), watch_s=3600)
+    try:
+        s = box.session("nb")
+        s.run("open('f', 'w').write('kept')")
+        host_pid = next(n["host"]["pid"] for n in box.nodes() if n["node_id"] == s.node_id)
+        os.kill(host_pid, signal.SIGKILL)
+        while Path(f"/proc/{host_pid}").exists():
+            time.sleep(0.05)
+        s.restart()  # finds the host dead and places the session again, in one call
+        assert s.lost is None
+        assert s.run("open('f').read()").outputs[0]["data"]["text/plain"] == "'kept'"
+        # Lost again; a new session of the name replaces it: the old handle is retired.
+        host_pid = next(n["host"]["pid"] for n in box.nodes() if n["node_id"] == s.node_id)
+        os.kill(host_pid, signal.SIGKILL)
+        assert s.run("1").status == "lost"
+        new = box.session("nb")
+        assert new is not s and new.run("1").status == "ok"
+        with pytest.raises(sandbox_exec.SessionClosedError):
+            s.restart()
+        with pytest.raises(sandbox_exec.SessionClosedError):
+            s.run("1")
+        assert [x.name for x in box.sessions()] == ["nb"]
+    finally:
+        box.close()
+
+
+@pytest.mark.b
+def test_bad_arguments_are_clear_errors(nodes):
+    for kwargs, error in (
+        ({"placement_timeout_s": float("inf")}, ValueError),
+        ({"answer_s": 0}, ValueError),
+        ({"watch_s": -1}, ValueError),
+        ({"session_resources": {"CPU": float("nan")}}, ValueError),
+        ({"session_resources": "CPU"}, TypeError),
+        ({"slot_resource": ""}, ValueError),
+        ({"max_cells_per_node": 0}, ValueError),
+        ({"pool_size": -1}, ValueError),
+        ({"warm": "yes"}, TypeError),
+        ({"prelude": 123}, TypeError),
+        ({"policy": {"timeout_s": 1}}, TypeError),
+    ):
+        with pytest.raises(error):
+            RaySandbox(**kwargs)
+    with RaySandbox() as box:
+        for args, error in (
+            ({"name": ""}, ValueError),
+            ({"name": "x", "prelude": 1}, TypeError),
+            ({"name": "x", "mode": "bash"}, ValueError),
+        ):
+            with pytest.raises(error):
+                box.session(**args)

@@ -168,6 +168,51 @@ def _loop_backing_files() -> list[tuple[str, str]]:
     return found
 
 
+def reclaim_left_mounts(root: Path) -> list[str]:
+    """Unmounts the workdir images a dead backend left mounted under `root`, when its
+    reaper died with it (a Ray worker's children are killed with the worker; the OOM killer
+    or a cgroup kill takes both): each mount at ``<root>/<name>`` of
+    ``<root>/.images/<name>.img`` whose workdir lock no live process holds (the lock is
+    taken here for the moment of the unmount, so no session can bind the workdir meanwhile;
+    one of this process's own sessions holds its lock too, and is left alone). A Sandbox
+    does this when it starts and when it closes. Returns the workdirs unmounted."""
+    import fcntl
+    import re
+
+    if os.geteuid() != 0:
+        return []
+    prefix = os.path.realpath(root)
+    try:
+        with open("/proc/self/mountinfo") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    unmounted = []
+    for line in lines:
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4])
+        parent, name = os.path.split(point)
+        if parent != prefix or name.startswith("."):
+            continue
+        there = _core.workdir_image.mounted_image(point)
+        image = os.path.join(prefix, ".images", name + ".img")
+        if not there or os.path.realpath(there.removesuffix(" (deleted)")) != image:
+            continue
+        try:
+            fd = os.open(os.path.join(prefix, ".locks", name + ".lock"), os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            continue  # no lock file: not a session's workdir as this package makes them
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # a live session has it
+            if _core.workdir_image.unmount(point):
+                unmounted.append(point)
+        finally:
+            os.close(fd)
+    return unmounted
+
+
 def wait_detached(mine: Callable[[str], bool], timeout: float = 10.0) -> list[str]:
     """Waits until no loop device serves an image ``mine`` says is this Sandbox's (by its
     backing file's path); returns those that still do at the deadline. A workdir's unmount is

@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import queue
 import threading
 import time
@@ -53,7 +54,7 @@ except ImportError as e:  # pragma: no cover - the extra is installed in every t
 
 from . import errors
 from .errors import SandboxError, SessionClosedError
-from .policy import Policy
+from .policy import MAX_SECONDS, Policy
 from .result import STATUSES, OutputEvent, Result, make_result
 
 __all__ = ["PlacementError", "RaySandbox", "RaySession", "SessionLostError"]
@@ -314,6 +315,10 @@ class _NodeHost:
 
         return self._answer(go)
 
+    def ping(self) -> str:
+        """The watcher's sign of life (RaySandbox._watch)."""
+        return "pong"
+
     def shutdown(self) -> dict[str, Any]:
         return self._answer(self._box.close)
 
@@ -321,15 +326,24 @@ class _NodeHost:
 _HOST_ACTOR: Any = None
 
 
+def _control(method: Any) -> Any:
+    """An actor method called in the host's "control" concurrency group."""
+    return method.options(concurrency_group="control")
+
+
 def _host_actor_class() -> Any:
     """_NodeHost as a Ray actor class, made once per process (each ray.remote() of a class
     exports it to the cluster anew)."""
     global _HOST_ACTOR
     if _HOST_ACTOR is None:
-        _HOST_ACTOR = ray.remote(_NodeHost)
+        # The "control" group's threads serve calls that must never queue behind running
+        # cells (interrupt, cancel, close, state, the watcher's ping).
+        _HOST_ACTOR = ray.remote(concurrency_groups={"control": 16})(_NodeHost)  # type: ignore[call-overload]
     return _HOST_ACTOR
 
 
+# The host's methods served by its "control" threads.
+_CONTROL = frozenset({"interrupt", "cancel", "close", "state", "ping", "info", "shutdown"})
 _FORWARDED = frozenset({"checkpoint", "restore", "variables", "reset", "call", "enforcement"})
 # Errors of Ray's that mean "the host (and so its sessions) is gone".
 _LOST_ERRORS: tuple[type[BaseException], ...] = tuple(
@@ -346,6 +360,9 @@ _LOST_ERRORS: tuple[type[BaseException], ...] = tuple(
     if isinstance(cls, type)
 )
 
+
+#: How long a caller waits on a node before it looks at the watcher's verdict again.
+_SLICE_S = 0.25
 
 _LOST_OR_SILENT: tuple[type[BaseException], ...] = (*_LOST_ERRORS, ray.exceptions.GetTimeoutError)
 
@@ -496,9 +513,20 @@ class RaySession(_Closing):
         return self._unwrap(self._host_get(host, ref, wait_s), host)
 
     def _host_get(self, host: _Host, ref: Any, wait_s: float | None = None) -> Any:
-        """ray.get, with the host's death (or silence past `wait_s`) as SessionLostError."""
+        """ray.get, with the host's death (or silence past `wait_s`) as SessionLostError.
+        Waits in slices, so that the RaySandbox's watcher finding the node dead (the
+        cluster's health checks) ends the wait too, whatever Ray's call is still waiting for."""
+        deadline = None if wait_s is None else time.monotonic() + wait_s
         try:
-            return ray.get(ref, timeout=wait_s)
+            while True:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                ready, _ = ray.wait([ref], timeout=_SLICE_S if left is None else min(_SLICE_S, left))
+                if ready:
+                    return ray.get(ref)
+                if host.lost is not None:
+                    raise SessionLostError(f"session {self.name!r} was lost with its node: {host.lost}")
+                if left is not None and left <= 0:
+                    raise ray.exceptions.GetTimeoutError()
         except _LOST_ERRORS as e:
             host.lost = _died(host, e)
             raise SessionLostError(f"session {self.name!r} was lost with its node: {host.lost}") from None
@@ -526,8 +554,11 @@ class RaySession(_Closing):
 
     def _ask(self, what: str, *args: Any) -> Any:
         host = self._usable()
+        method = getattr(host.actor, what)
+        if what in _CONTROL:
+            method = _control(method)
         try:
-            return self._host_call(host, getattr(host.actor, what).remote(self.name, *args), self._box.answer_s)
+            return self._host_call(host, method.remote(self.name, *args), self._box.answer_s)
         except SessionLostError:
             self._mark_lost(host.lost or "lost")
             raise
@@ -594,15 +625,19 @@ class RaySession(_Closing):
         while True:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                ref = gen._next_sync(timeout_s=left)
+                ref = gen._next_sync(timeout_s=_SLICE_S if left is None else min(_SLICE_S, left))
             except StopIteration:
                 raise SandboxError("ray: the node host ended the cell's stream without a result") from None
             except _LOST_ERRORS as e:
                 host.lost = _died(host, e)
                 raise SessionLostError(host.lost) from None
-            if ref.is_nil():  # the wait passed its deadline
-                host.lost = _silent(host, wait_s)
-                raise SessionLostError(host.lost)
+            if ref.is_nil():  # nothing within the slice
+                if host.lost is not None:  # the watcher found the node dead
+                    raise SessionLostError(host.lost)
+                if deadline is not None and time.monotonic() >= deadline:
+                    host.lost = _silent(host, wait_s)
+                    raise SessionLostError(host.lost)
+                continue
             done = self._stream_item(host, self._host_get(host, ref), listener)
             if done is not None:
                 listener.reraise()
@@ -646,17 +681,26 @@ class RaySession(_Closing):
                 host = self._usable()
             except SessionLostError:
                 return self._lost_result(started)
+            wait_s = self._wait_s(timeout)
+            deadline = None if wait_s is None else time.monotonic() + wait_s
+            task = asyncio.ensure_future(self._drive_async(host, code, timeout, mode, cell_id, on_output))
             try:
-                wait_s = self._wait_s(timeout)
-                result = await asyncio.wait_for(
-                    self._drive_async(host, code, timeout, mode, cell_id, on_output), wait_s
-                )
+                # In slices, as run() does: the watcher's verdict on the node ends the wait.
+                while not task.done():
+                    await asyncio.wait({task}, timeout=_SLICE_S)
+                    if task.done():
+                        break
+                    if host.lost is None and deadline is not None and time.monotonic() >= deadline:
+                        host.lost = _silent(host, wait_s)
+                    if host.lost is not None:
+                        task.cancel()
+                        raise SessionLostError(host.lost)
+                result = task.result()
             except asyncio.CancelledError:
-                host.actor.cancel.remote(self.name)  # not awaited: the caller is leaving
+                task.cancel()
+                _control(host.actor.cancel).remote(self.name)  # not awaited: the caller is leaving
                 raise
-            except (SessionLostError, asyncio.TimeoutError) as e:
-                if isinstance(e, asyncio.TimeoutError):
-                    host.lost = _silent(host, wait_s)
+            except SessionLostError:
                 self._mark_lost(host.lost or "lost")
                 return self._lost_result(started)
             self._state["execution_count"] = result.execution_count or self.execution_count
@@ -704,11 +748,16 @@ class RaySession(_Closing):
         checkpoint); ``node_id`` then names the new node."""
         if self._closed:
             raise SessionClosedError(f"session {self.name!r} is closed")
-        if self.lost is not None:
-            with self._lock:
-                self._place()
-            return
-        self._state = self._ask("restart")
+        if self.lost is None:
+            try:
+                self._state = self._ask("restart")
+                return
+            except SessionLostError:
+                pass  # found lost just now: placed again below
+        with self._lock:
+            if self._closed:
+                raise SessionClosedError(f"session {self.name!r} is closed")
+            self._place()
 
     def close(self, *, remove_workdir: bool = False) -> None:
         """Ends the interpreter on its node and frees its placement. Idempotent."""
@@ -719,7 +768,9 @@ class RaySession(_Closing):
             if self._host is not None and self.lost is None:
                 with contextlib.suppress(SessionLostError, SessionClosedError):
                     self._host_call(
-                        self._host, self._host.actor.close.remote(self.name, remove_workdir), self._box.answer_s
+                        self._host,
+                        _control(self._host.actor.close).remote(self.name, remove_workdir),
+                        self._box.answer_s,
                     )
         finally:
             self._release()
@@ -793,6 +844,10 @@ class RaySandbox(_Closing):
     - `answer_s`: how long past a cell's timeout (or for a call) the node may take to answer
       before its session is taken as lost.
     - `warm`, `pool_size`: each node's Sandbox's (see ``Sandbox``).
+    - `max_cells_per_node`: cells running at once on one node (the host actor's threads).
+    - `watch_s`: how often a background thread checks every node with sessions (alive in
+      the cluster, its host answering): a lost node's sessions are marked lost and their
+      placements removed without waiting for a call.
     """
 
     def __init__(
@@ -810,16 +865,26 @@ class RaySandbox(_Closing):
         warm: bool = True,
         pool_size: int = 0,
         max_cells_per_node: int = 512,
+        watch_s: float = 1.0,
     ) -> None:
         if policy is not None and not isinstance(policy, Policy):
             raise TypeError("policy must be a sandbox_exec.Policy")
-        if not (isinstance(placement_timeout_s, (int, float)) and placement_timeout_s > 0):
-            raise ValueError(f"placement_timeout_s must be a positive number, got {placement_timeout_s!r}")
-        if not (isinstance(answer_s, (int, float)) and answer_s > 0):
-            raise ValueError(f"answer_s must be a positive number, got {answer_s!r}")
+        _check_prelude(prelude)
+        for name, value in (("placement_timeout_s", placement_timeout_s), ("answer_s", answer_s), ("watch_s", watch_s)):
+            if not _seconds(value):
+                raise ValueError(f"{name} must be a positive number of seconds up to {MAX_SECONDS:g}, got {value!r}")
+        if session_resources is not None and not isinstance(session_resources, dict):
+            raise TypeError("session_resources must be a dict of resource names to amounts")
         for key, amount in (session_resources or {}).items():
-            if not isinstance(key, str) or not isinstance(amount, (int, float)) or amount < 0:
-                raise ValueError(f"session_resources must map names to amounts >= 0, got {key!r}: {amount!r}")
+            if not (isinstance(key, str) and key and _amount_ok(amount)):
+                raise ValueError(f"session_resources must map names to finite amounts >= 0, got {key!r}: {amount!r}")
+        if slot_resource is not None and not (isinstance(slot_resource, str) and slot_resource):
+            raise ValueError(f"slot_resource must be a resource name or None, got {slot_resource!r}")
+        if not isinstance(warm, bool) or not isinstance(reserve_memory, bool):
+            raise TypeError("warm and reserve_memory must be True or False")
+        for name, value, least in (("pool_size", pool_size, 0), ("max_cells_per_node", max_cells_per_node, 1)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
         self.policy = policy or Policy()
         self.prelude = prelude
         self.root = root
@@ -841,10 +906,58 @@ class RaySandbox(_Closing):
         self._host_locks: dict[str, threading.Lock] = {}
         self._sessions: dict[str, RaySession] = {}
         self._closed = False
+        self.watch_s = float(watch_s)
+        self._stop_watch = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, name="sandbox_exec-ray-watch", daemon=True)
+        self._watcher.start()
 
     @property
     def closed(self) -> bool:
         return self._closed
+
+    # --- the watcher -----------------------------------------------------------------------------
+    def _watch(self) -> None:
+        """Every `watch_s`: a host whose node the cluster says is dead, or that died, or
+        that has not answered a ping within `answer_s`, is lost; its sessions are marked
+        lost and their placement groups removed at once (a dead node's bundles would
+        otherwise be placed again elsewhere and hold slots that no session uses), and a
+        caller waiting on one of them gets status "lost" within a slice of a second."""
+        pings: dict[str, tuple[Any, float]] = {}
+        while not self._stop_watch.wait(self.watch_s):
+            try:
+                self._watch_once(pings)
+            except Exception:  # the cluster's state API failed this time: look again next tick
+                logging.getLogger("sandbox_exec.ray").debug("watch failed", exc_info=True)
+
+    def _watch_once(self, pings: dict[str, tuple[Any, float]]) -> None:
+        with self._lock:
+            hosts = list(self._hosts.values())
+        if not hosts:
+            return
+        alive = {n["NodeID"] for n in _alive_nodes()}
+        now = time.monotonic()
+        for host in hosts:
+            if host.lost is None and host.node_id not in alive:
+                host.lost = f"node {host.node_id} is dead (the cluster's health checks)"
+            if host.lost is None:
+                ref, since = pings.get(host.node_id, (None, now))
+                if ref is None:
+                    pings[host.node_id] = (_control(host.actor.ping).remote(), now)
+                elif ray.wait([ref], timeout=0)[0]:
+                    del pings[host.node_id]
+                    try:
+                        ray.get(ref)
+                    except _LOST_ERRORS as e:
+                        host.lost = _died(host, e)
+                elif now - since > self.answer_s:
+                    host.lost = _silent(host, self.answer_s)
+            if host.lost is not None:
+                pings.pop(host.node_id, None)
+                with self._lock:
+                    theirs = [s for s in self._sessions.values() if s._host is host]
+                for s in theirs:
+                    s._mark_lost(host.lost)
+                self._forget_host_if_lost(host)
 
     # --- sessions ----------------------------------------------------------------------------
     def session(
@@ -856,11 +969,20 @@ class RaySandbox(_Closing):
             raise ValueError("a session name must be a non-empty string")
         if policy is not None and not isinstance(policy, Policy):
             raise TypeError("policy must be a sandbox_exec.Policy")
+        _check_prelude(prelude)
+        if mode is not None:
+            from ._modes import check_mode
+
+            check_mode(mode)
         with self._lock:
             if self._closed:
                 raise SessionClosedError("the RaySandbox is closed")
             s = self._sessions.get(name)
             if s is None or s.closed or s.lost is not None:
+                if s is not None:
+                    # The lost one's handle is retired: its restart() must not place a second
+                    # session of this name beside the new one.
+                    s._closed = True
                 s = RaySession(
                     self, name, policy or self.policy, prelude if prelude is not None else self.prelude, mode
                 )
@@ -991,7 +1113,7 @@ class RaySandbox(_Closing):
                 .remote(self.policy, self.root, self._warm, self._pool_size)
             )
             try:
-                info = ray.get(actor.info.remote(), timeout=self.answer_s)
+                info = ray.get(_control(actor.info).remote(), timeout=self.answer_s)
             except _LOST_OR_SILENT as e:
                 with contextlib.suppress(Exception):
                     ray.kill(actor)
@@ -1028,19 +1150,33 @@ class RaySandbox(_Closing):
             self._closed = True
             sessions = list(self._sessions.values())
             hosts = list(self._hosts.values())
+        self._stop_watch.set()
         for s in sessions:
             with contextlib.suppress(Exception):
                 s.close()
         for host in hosts:
             if host.lost is None:
                 with contextlib.suppress(Exception):
-                    ray.get(host.actor.shutdown.remote(), timeout=self.answer_s)
+                    ray.get(_control(host.actor.shutdown).remote(), timeout=self.answer_s)
             with contextlib.suppress(Exception):
                 ray.kill(host.actor)
         with self._lock:
             self._hosts.clear()
         if self._started_ray:
             ray.shutdown()
+
+
+def _seconds(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= MAX_SECONDS
+
+
+def _amount_ok(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+
+def _check_prelude(prelude: object) -> None:
+    if prelude is not None and not isinstance(prelude, str):
+        raise TypeError(f"prelude must be str or None, not {type(prelude).__name__}")
 
 
 def _alive_nodes() -> list[dict[str, Any]]:

@@ -56,6 +56,7 @@ from ._workdir_image import (
     WorkdirImage,
     format_image,
     full_threshold,
+    reclaim_left_mounts,
     release_reaper_at_exit,
     retire_reaper_if_idle,
     wait_detached,
@@ -1962,6 +1963,7 @@ class Sandbox:
         self._pool = SessionPool(pool_size, self._start_slot) if pool_size else None
         self._reclaim_slots()
         reclaim_spares(self.root / ".images")  # those of a backend that died
+        reclaim_left_mounts(self.root)  # the workdir images of a backend that died with its reaper
         _open_sandboxes.add(self)
 
     def _reclaim_slots(self) -> None:
@@ -2172,6 +2174,7 @@ class Sandbox:
             self._table.ids.close()
             # The images were unmounted lazily: their loop devices go when the kernel lets
             # go of the filesystems, which may come after the sessions' processes are gone.
+            reclaim_left_mounts(self.root)  # another backend's, dead with its reaper meanwhile
             images, spares = self._table.images, self._table.spares
             still = wait_detached(lambda backing: backing in images or spares.owns(backing))
             if still:
