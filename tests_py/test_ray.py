@@ -425,7 +425,7 @@ def test_the_package_works_without_ray(tmp_path):
 
 @pytest.mark.a
 def test_what_crosses_from_a_node_is_plain_data_or_refused():
-    from sandbox_exec import ray as sray
+    from sandbox_exec.ray import _wire as sray
 
     ok = sandbox_exec.Result(
         "ok", outputs=[{"output_type": "stream", "name": "stdout", "text": "hi"}], display_ids={0: "d"}
