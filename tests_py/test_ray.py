@@ -5,6 +5,7 @@ a node killed mid-cell, and a shutdown that leaves nothing (docs/scaling.md)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -638,3 +639,90 @@ def test_bad_arguments_are_clear_errors(nodes):
         ):
             with pytest.raises(error):
                 box.session(**args)
+
+
+@pytest.mark.c
+def test_calls_behind_a_long_cell_wait_for_it_and_a_hung_host_is_replaced(nodes, root):
+    import signal
+
+    # answer_s far below the cell: a call that runs in the interpreter waits behind the cell
+    # (as locally), and the node is not taken for lost meanwhile.
+    box = RaySandbox(sandbox_exec.Policy(timeout_s=30), root=str(root), answer_s=2)
+    try:
+        busy, other = box.session("busy"), box.session("other")
+        busy.run("x = 1")
+        out = {}
+        t = threading.Thread(target=lambda: out.setdefault("r", busy.run("import time\ntime.sleep(6)\n'slept'")))
+        t.start()
+        time.sleep(1)
+        t0 = time.monotonic()
+        names = {v["name"] for v in busy.variables()}
+        t.join(30)
+        assert "x" in names and time.monotonic() - t0 > 3  # it waited for the cell
+        assert out["r"].status == "ok" and busy.lost is None
+        assert other.run("1").status == "ok"
+        # A host that stops answering (SIGSTOP) is taken as lost after answer_s; restart()
+        # places the session again once Ray has ended the old host (its workdir lock).
+        host_pid = next(n["host"]["pid"] for n in box.nodes() if n["node_id"] == busy.node_id)
+        os.kill(host_pid, signal.SIGSTOP)
+        try:
+            deadline = time.monotonic() + LOST_BOUND_S
+            while busy._lost is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert busy._lost is not None and "did not answer" in busy._lost
+            busy.restart()
+            assert busy.run("1 + 1").outputs[0]["data"]["text/plain"] == "2"
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(host_pid, signal.SIGCONT)
+    finally:
+        box.close()
+
+
+RAY_GONE_FIRST = """
+import gc, sys, threading, time, ray
+import sandbox_exec
+from sandbox_exec.ray import RaySandbox
+ray.init(address="local", num_cpus=1, resources={"sandbox_slots": 2}, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+dropped = RaySandbox(root=sys.argv[1] + "/a")
+del dropped
+gc.collect()
+time.sleep(0.5)
+watchers = [t for t in threading.enumerate() if t.name == "sandbox_exec-ray-watch"]
+box = RaySandbox(root=sys.argv[1] + "/b")
+assert box.session("s").run("1").status == "ok"
+ray.shutdown()  # before box.close(): the hosts go with the driver's connection
+box.close()  # nothing to call, and Ray is not connected again
+print(len(watchers), ray.is_initialized(), box.closed, flush=True)
+"""
+
+EXIT_WITHOUT_CLOSE = """
+import sys, ray
+from sandbox_exec.ray import RaySandbox
+ray.init(address="local", num_cpus=1, resources={"sandbox_slots": 2}, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+box = RaySandbox(root=sys.argv[1])
+assert box.session("s").run("1").status == "ok"
+print(box.session("s").workdir, flush=True)
+# exits without close(): the exit hook closes the RaySandbox before Ray disconnects
+"""
+
+
+@pytest.mark.b
+def test_exit_without_close_ray_shutdown_first_and_a_dropped_box(tmp_path):
+    from leftovers import mounts_under
+
+    cp = subprocess.run(
+        [sys.executable, "-c", EXIT_WITHOUT_CLOSE, str(tmp_path / "c")], capture_output=True, text=True, timeout=300
+    )
+    assert cp.returncode == 0, cp.stderr[-3000:]
+    assert Path(cp.stdout.split()[-1]).is_dir() and mounts_under(tmp_path / "c") == []  # closed: unmounted
+    cp = subprocess.run(
+        [sys.executable, "-c", RAY_GONE_FIRST, str(tmp_path)], capture_output=True, text=True, timeout=300
+    )
+    assert cp.returncode == 0, cp.stderr[-3000:]
+    assert cp.stdout.split()[-3:] == ["0", "False", "True"]
+    # Ray ended that host without a close (and its reaper with it: Ray kills a worker's
+    # children): the next Sandbox on the root unmounts what it left (docs/scaling.md).
+    with sandbox_exec.Sandbox(root=tmp_path / "b"):
+        pass
+    assert mounts_under(tmp_path / "b") == []

@@ -10,7 +10,15 @@ See the API contract (docs/api.md in the project) and docs/ for the architecture
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__ as __version__
-from .errors import CallError, CheckpointError, PolicyError, PreludeError, SandboxError, SessionClosedError
+from .errors import (
+    CallError,
+    CheckpointError,
+    PolicyError,
+    PreludeError,
+    SandboxError,
+    SessionClosedError,
+    WorkdirInUseError,
+)
 from .policy import Mount, Policy
 from .result import (
     STATUSES,
@@ -79,5 +87,6 @@ __all__ = [
     "StreamOutput",
     "Transient",
     "UpdateDisplayDataEvent",
+    "WorkdirInUseError",
     "run",
 ]

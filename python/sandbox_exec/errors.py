@@ -21,6 +21,11 @@ class SessionClosedError(SandboxError):
     """The session (or its Sandbox) was closed; create a new one."""
 
 
+class WorkdirInUseError(SandboxError):
+    """Another live session (in this process or another) holds the session's workdir; the
+    message names it. Close that session first."""
+
+
 class PreludeError(SandboxError):
     """The session's prelude raised; the session was not started."""
 
@@ -65,4 +70,12 @@ class CheckpointError(CallError):
         self.kind = kind
 
 
-__all__ = ["CallError", "CheckpointError", "PolicyError", "PreludeError", "SandboxError", "SessionClosedError"]
+__all__ = [
+    "CallError",
+    "CheckpointError",
+    "PolicyError",
+    "PreludeError",
+    "SandboxError",
+    "SessionClosedError",
+    "WorkdirInUseError",
+]

@@ -63,7 +63,15 @@ from ._workdir_image import (
 )
 from ._workdir_image import usage as image_usage
 from ._zygotes import ZygoteTable, ZygoteUnavailable
-from .errors import CallError, CheckpointError, PolicyError, PreludeError, SandboxError, SessionClosedError
+from .errors import (
+    CallError,
+    CheckpointError,
+    PolicyError,
+    PreludeError,
+    SandboxError,
+    SessionClosedError,
+    WorkdirInUseError,
+)
 from .policy import MAX_SECONDS, Policy
 from .result import ErrorInfo, Result, Status, make_result
 
@@ -269,7 +277,7 @@ class _WorkdirLock:
             except BlockingIOError:
                 holder = self._holder(fd)
                 os.close(fd)
-                raise SandboxError(
+                raise WorkdirInUseError(
                     f"workdir: {str(workdir)!r} is in use by another live session ({holder}); close that session first"
                 ) from None
             except BaseException:

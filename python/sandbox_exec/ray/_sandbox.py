@@ -3,12 +3,14 @@ that finds lost nodes."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import math
 import threading
 import time
 import uuid
+import weakref
 from typing import Any
 
 import ray
@@ -104,30 +106,29 @@ class RaySandbox(_Closing):
         self._hosts: dict[str, _Host] = {}
         self._host_locks: dict[str, threading.Lock] = {}
         self._sessions: dict[str, RaySession] = {}
+        # Names this RaySandbox placed before: a new session of one may meet the old one's
+        # workdir lock for a moment (RaySession._place(after=True)).
+        self._placed_before: set[str] = set()
         self._closed = False
         self.watch_s = float(watch_s)
         self._stop_watch = threading.Event()
-        self._watcher = threading.Thread(target=self._watch, name="sandbox_exec-ray-watch", daemon=True)
+        # The thread holds the RaySandbox weakly: one dropped without close() is collected,
+        # and its watcher ends.
+        self._watcher = threading.Thread(
+            target=_watch,
+            args=(weakref.ref(self), self._stop_watch, self.watch_s),
+            name="sandbox_exec-ray-watch",
+            daemon=True,
+        )
         self._watcher.start()
+        weakref.finalize(self, self._stop_watch.set)  # collected: the watcher ends at once
+        _close_at_exit(self)
 
     @property
     def closed(self) -> bool:
         return self._closed
 
-    # --- the watcher -----------------------------------------------------------------------------
-    def _watch(self) -> None:
-        """Every `watch_s`: a host whose node the cluster says is dead, or that died, or
-        that has not answered a ping within `answer_s`, is lost; its sessions are marked
-        lost and their placement groups removed at once (a dead node's bundles would
-        otherwise be placed again elsewhere and hold slots that no session uses), and a
-        caller waiting on one of them gets status "lost" within a slice of a second."""
-        pings: dict[str, tuple[Any, float]] = {}
-        while not self._stop_watch.wait(self.watch_s):
-            try:
-                self._watch_once(pings)
-            except Exception:  # the cluster's state API failed this time: look again next tick
-                logging.getLogger("sandbox_exec.ray").debug("watch failed", exc_info=True)
-
+    # --- the watcher (see _watch) ------------------------------------------------------------------
     def _watch_once(self, pings: dict[str, tuple[Any, float]]) -> None:
         with self._lock:
             hosts = list(self._hosts.values())
@@ -195,7 +196,9 @@ class RaySandbox(_Closing):
                 raise SandboxError(f"session {name!r} could not be placed: {s._place_error}")
             return s
         try:
-            s._place()
+            s._place(after=name in self._placed_before)
+            with self._lock:
+                self._placed_before.add(name)
         except BaseException as e:
             s._place_error = e
             with self._lock:
@@ -324,6 +327,14 @@ class RaySandbox(_Closing):
             sessions = list(self._sessions.values())
             hosts = list(self._hosts.values())
         self._stop_watch.set()
+        if not ray.is_initialized():
+            # Ray was shut down first (its hosts went with the driver's connection): nothing
+            # to call, and any call would connect Ray again.
+            for s in sessions:
+                s._closed, s._pg = True, None
+            with self._lock:
+                self._hosts.clear()
+            return
         for s in sessions:
             with contextlib.suppress(Exception):
                 s.close()
@@ -337,6 +348,49 @@ class RaySandbox(_Closing):
             self._hosts.clear()
         if self._started_ray:
             ray.shutdown()
+
+
+def _watch(ref: weakref.ref[RaySandbox], stop: threading.Event, every: float) -> None:
+    """The watcher, every `every` seconds: a host whose node the cluster says is dead, or
+    that died, or that has not answered a ping within `answer_s`, is lost; its sessions are
+    marked lost and their placement groups removed at once (a dead node's bundles would
+    otherwise be placed again elsewhere and hold slots that no session uses), and a caller
+    waiting on one of them gets status "lost" within a slice of a second."""
+    pings: dict[str, tuple[Any, float]] = {}
+    while not stop.wait(every):
+        box = ref()
+        if box is None:
+            return
+        try:
+            if ray.is_initialized():  # (never connect Ray again after its shutdown)
+                box._watch_once(pings)
+        except Exception:  # the cluster's state API failed this time: look again next tick
+            logging.getLogger("sandbox_exec.ray").debug("watch failed", exc_info=True)
+        del box
+
+
+_open_boxes: weakref.WeakSet[RaySandbox] = weakref.WeakSet()
+_exit_hook = False
+
+
+def _close_at_exit(box: RaySandbox) -> None:
+    """Closes the RaySandboxes still open at interpreter exit, before Ray's own exit hook
+    (registered earlier, so run later) disconnects: the hosts then close their sessions and
+    unmount their workdirs, instead of dying with the driver's connection."""
+    global _exit_hook
+    _open_boxes.add(box)
+    if not _exit_hook:
+        _exit_hook = True
+        atexit.register(_close_open_boxes)
+
+
+def _close_open_boxes() -> None:
+    for box in list(_open_boxes):
+        if not box.closed:
+            try:
+                box.close()
+            except Exception:  # the others are still closed
+                logging.getLogger("sandbox_exec.ray").exception("closing a RaySandbox at exit failed")
 
 
 def _seconds(value: object) -> bool:

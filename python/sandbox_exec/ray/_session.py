@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import ray
 from ray.util.placement_group import PlacementGroup, remove_placement_group
 
-from ..errors import SandboxError, SessionClosedError
+from ..errors import SandboxError, SessionClosedError, WorkdirInUseError
 from ..policy import Policy
 from ..result import OutputEvent, Result, make_result
 from ._errors import SessionLostError
@@ -24,6 +24,11 @@ if TYPE_CHECKING:
     from ._sandbox import RaySandbox
 
 _Self = TypeVar("_Self", bound="_Closing")
+
+#: How long a new session of a name waits at least for the previous one's host to let go of
+#: the workdir lock: Ray ends a worker that does not answer (a stopped or hung host) with
+#: SIGKILL only after its own grace, about 5 s.
+_OLD_HOLDER_S = 15.0
 
 
 class _Closing:
@@ -125,12 +130,24 @@ class RaySession(_Closing):
         return f"<RaySession {self.name!r} on {where} {state}>"
 
     # --- placement -----------------------------------------------------------------------
-    def _place(self) -> None:
-        """Reserves a bundle on some node and opens the session in that node's host."""
+    def _place(self, *, after: bool = False) -> None:
+        """Reserves a bundle on some node and opens the session in that node's host.
+        `after`: the name had a session here before (lost, or closed just now), whose old
+        host may hold the workdir's lock a little longer (a host being killed, a close under
+        way): WorkdirInUseError is retried for up to max(`answer_s`, 15 s) before it is raised."""
         pg, node_id = self._box._reserve(self.name, self.policy)
+        deadline = time.monotonic() + (max(self._box.answer_s, _OLD_HOLDER_S) if after else 0.0)
         try:
             host = self._box._host_on(node_id)
-            answer = self._host_call(host, host.actor.open.remote(self.name, self.policy, self.prelude, self.mode))
+            while True:
+                try:
+                    ref = host.actor.open.remote(self.name, self.policy, self.prelude, self.mode)
+                    answer = self._host_call(host, ref)
+                    break
+                except WorkdirInUseError:
+                    if time.monotonic() >= deadline:
+                        raise
+                    time.sleep(0.1)
         except BaseException:
             remove_placement_group(pg)
             raise
@@ -196,17 +213,34 @@ class RaySession(_Closing):
     def _ask(self, what: str, *args: Any) -> Any:
         host = self._usable()
         method = getattr(host.actor, what)
-        if what in _CONTROL:
-            method = _control(method)
+        wait_s: float | None
+        if what in _CONTROL:  # served at once, whatever runs
+            method, wait_s = _control(method), self._box.answer_s
+        elif what == "restart":  # ends the running cell, then a start
+            wait_s = self.policy.start_timeout_s + self._box.answer_s
+        else:  # runs in the interpreter: after the running cell, as locally
+            call_timeout = args[1].get("timeout") if len(args) > 1 and isinstance(args[1], dict) else None
+            wait_s = self._behind_a_cell_s(call_timeout)
         try:
-            return self._host_call(host, method.remote(self.name, *args), self._box.answer_s)
+            return self._host_call(host, method.remote(self.name, *args), wait_s)
         except SessionLostError:
             self._mark_lost(host.lost or "lost")
             raise
 
     def _wait_s(self, timeout: float | None) -> float | None:
+        """How long a cell's answer may take before its node is taken as silent."""
         cell = timeout if timeout is not None else self.policy.timeout_s
         return None if cell is None else cell + self._box.answer_s
+
+    def _behind_a_cell_s(self, call_timeout: float | None) -> float | None:
+        """How long a call that runs in the interpreter (variables, checkpoint, call, ...)
+        may take: it waits for a running cell to end (its timeout and interrupt grace), then
+        runs for its own timeout. None (no bound but the watcher's) when cells have none."""
+        p = self.policy
+        own = call_timeout if call_timeout is not None else p.timeout_s
+        if p.timeout_s is None or own is None:
+            return None
+        return p.timeout_s + p.interrupt_grace_s + own + self._box.answer_s
 
     def _lost_result(self, started: float) -> Result:
         return make_result(
@@ -398,13 +432,17 @@ class RaySession(_Closing):
         with self._lock:
             if self._closed:
                 raise SessionClosedError(f"session {self.name!r} is closed")
-            self._place()
+            self._place(after=True)
 
     def close(self, *, remove_workdir: bool = False) -> None:
         """Ends the interpreter on its node and frees its placement. Idempotent."""
         if self._closed:
             return
         self._closed = True
+        if not ray.is_initialized():  # Ray was shut down first: its calls would connect it again
+            self._pg = None
+            self._box._forget(self)
+            return
         try:
             if self._host is not None and self.lost is None:
                 with contextlib.suppress(SessionLostError, SessionClosedError):

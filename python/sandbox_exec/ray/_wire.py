@@ -19,6 +19,7 @@ _ERRORS: dict[str, type[Exception]] = {
     "PreludeError": errors.PreludeError,
     "CallError": errors.CallError,
     "CheckpointError": errors.CheckpointError,
+    "WorkdirInUseError": errors.WorkdirInUseError,
     "ValueError": ValueError,
     "TypeError": TypeError,
 }
