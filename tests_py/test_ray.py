@@ -647,18 +647,21 @@ def test_calls_behind_a_long_cell_wait_for_it_and_a_hung_host_is_replaced(nodes,
 
     # answer_s far below the cell: a call that runs in the interpreter waits behind the cell
     # (as locally), and the node is not taken for lost meanwhile.
-    box = RaySandbox(sandbox_exec.Policy(timeout_s=30), root=str(root), answer_s=2)
+    # The cell's own timeout (30 s) is past the policy's (2 s): the call waits all the same.
+    box = RaySandbox(sandbox_exec.Policy(timeout_s=2), root=str(root), answer_s=2)
     try:
         busy, other = box.session("busy"), box.session("other")
         busy.run("x = 1")
         out = {}
-        t = threading.Thread(target=lambda: out.setdefault("r", busy.run("import time\ntime.sleep(6)\n'slept'")))
+        t = threading.Thread(
+            target=lambda: out.setdefault("r", busy.run("import time\ntime.sleep(8)\n'slept'", timeout=30))
+        )
         t.start()
         time.sleep(1)
         t0 = time.monotonic()
         names = {v["name"] for v in busy.variables()}
         t.join(30)
-        assert "x" in names and time.monotonic() - t0 > 3  # it waited for the cell
+        assert "x" in names and time.monotonic() - t0 > 5  # it waited for the cell
         assert out["r"].status == "ok" and busy.lost is None
         assert other.run("1").status == "ok"
         # A host that stops answering (SIGSTOP) is taken as lost after answer_s; restart()
@@ -691,19 +694,29 @@ time.sleep(0.5)
 watchers = [t for t in threading.enumerate() if t.name == "sandbox_exec-ray-watch"]
 box = RaySandbox(root=sys.argv[1] + "/b")
 assert box.session("s").run("1").status == "ok"
+s = box.session("s")
 ray.shutdown()  # before box.close(): the hosts go with the driver's connection
+refused = []
+for call in (lambda: s.run("1"), lambda: s.variables(), lambda: box.session("t"), lambda: box.nodes()):
+    try:
+        call()
+    except sandbox_exec.SandboxError as e:
+        refused.append("not connected" in str(e))
+s.interrupt()  # nothing to interrupt: no error
 box.close()  # nothing to call, and Ray is not connected again
-print(len(watchers), ray.is_initialized(), box.closed, flush=True)
+print(refused == [True] * 4, len(watchers), ray.is_initialized(), box.closed, flush=True)
 """
 
 EXIT_WITHOUT_CLOSE = """
-import sys, ray
+import sys
 from sandbox_exec.ray import RaySandbox
-ray.init(address="local", num_cpus=1, resources={"sandbox_slots": 2}, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-box = RaySandbox(root=sys.argv[1])
-assert box.session("s").run("1").status == "ok"
-print(box.session("s").workdir, flush=True)
-# exits without close(): the exit hook closes the RaySandbox before Ray disconnects
+# The first starts Ray (and shuts it down at its close); the second uses it. Neither is
+# closed: the exit hook closes both, the one that started Ray last, before Ray's own hook.
+owner = RaySandbox(root=sys.argv[1] + "/owner", address="local", slot_resource=None)
+user = RaySandbox(root=sys.argv[1] + "/user", slot_resource=None)
+for box in (user, owner):
+    assert box.session("s").run("1").status == "ok"
+    print(box.session("s").workdir, flush=True)
 """
 
 
@@ -715,14 +728,68 @@ def test_exit_without_close_ray_shutdown_first_and_a_dropped_box(tmp_path):
         [sys.executable, "-c", EXIT_WITHOUT_CLOSE, str(tmp_path / "c")], capture_output=True, text=True, timeout=300
     )
     assert cp.returncode == 0, cp.stderr[-3000:]
-    assert Path(cp.stdout.split()[-1]).is_dir() and mounts_under(tmp_path / "c") == []  # closed: unmounted
+    assert all(Path(w).is_dir() for w in cp.stdout.split()[-2:])
+    assert mounts_under(tmp_path / "c") == []  # both closed: unmounted
     cp = subprocess.run(
         [sys.executable, "-c", RAY_GONE_FIRST, str(tmp_path)], capture_output=True, text=True, timeout=300
     )
     assert cp.returncode == 0, cp.stderr[-3000:]
-    assert cp.stdout.split()[-3:] == ["0", "False", "True"]
+    assert cp.stdout.split()[-4:] == ["True", "0", "False", "True"]
     # Ray ended that host without a close (and its reaper with it: Ray kills a worker's
     # children): the next Sandbox on the root unmounts what it left (docs/scaling.md).
     with sandbox_exec.Sandbox(root=tmp_path / "b"):
         pass
     assert mounts_under(tmp_path / "b") == []
+
+
+@pytest.mark.c
+def test_restart_and_session_racing_on_a_lost_name_and_a_name_held_elsewhere(nodes, root):
+    import signal
+
+    box = RaySandbox(sandbox_exec.Policy(timeout_s=60), root=str(root), watch_s=3600)
+    other = RaySandbox(sandbox_exec.Policy(timeout_s=60), root=str(root))
+    try:
+        for round_ in range(3):
+            s = box.session("race")
+            assert s.run("1").status == "ok"
+            host_pid = next(n["host"]["pid"] for n in box.nodes() if n["node_id"] == s.node_id)
+            os.kill(host_pid, signal.SIGKILL)
+            assert s.run("1").status == "lost"
+            got: dict = {}
+
+            def restart(s=s, got=got):
+                try:
+                    s.restart()
+                    got["restart"] = s
+                except sandbox_exec.SessionClosedError:
+                    got["restart"] = "retired"
+
+            def reopen(got=got):
+                got["session"] = box.session("race")
+
+            threads = [threading.Thread(target=restart), threading.Thread(target=reopen)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            # One live session of the name, whichever won; it runs.
+            live = [x for x in box.sessions() if x.name == "race"]
+            assert len(live) == 1, (round_, got)
+            assert got["session"] is live[0]
+            assert live[0].run("2").outputs[0]["data"]["text/plain"] == "2"
+            if got["restart"] is not live[0]:
+                assert s.closed
+        groups = {x._pg.id.hex() for x in box.sessions() if x._pg is not None}
+        # A name another live RaySandbox holds: a clear error at once, not after a retry.
+        live[0].close()
+        assert other.session("race").run("1").status == "ok"
+        t0 = time.monotonic()
+        with pytest.raises(sandbox_exec.WorkdirInUseError):
+            box.session("race")
+        assert time.monotonic() - t0 < 10
+    finally:
+        box.close()
+        other.close()
+    table = placement_group_table()
+    assert all(table[g]["state"] == "REMOVED" for g in groups)
+    assert all(v["state"] == "REMOVED" for v in table.values() if v["name"].startswith("sandbox_exec-"))

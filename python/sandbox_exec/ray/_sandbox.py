@@ -23,7 +23,7 @@ from ..result import Result
 from ._errors import SessionLostError
 from ._host import _LOST_ERRORS, _LOST_OR_SILENT, _control, _died, _Host, _host_actor_class, _silent
 from ._placement import SLOT_RESOURCE, alive_nodes, available_by_node, reserve
-from ._session import RaySession, _Closing
+from ._session import RaySession, _check_connected, _Closing
 
 
 class RaySandbox(_Closing):
@@ -106,9 +106,6 @@ class RaySandbox(_Closing):
         self._hosts: dict[str, _Host] = {}
         self._host_locks: dict[str, threading.Lock] = {}
         self._sessions: dict[str, RaySession] = {}
-        # Names this RaySandbox placed before: a new session of one may meet the old one's
-        # workdir lock for a moment (RaySession._place(after=True)).
-        self._placed_before: set[str] = set()
         self._closed = False
         self.watch_s = float(watch_s)
         self._stop_watch = threading.Event()
@@ -174,15 +171,20 @@ class RaySandbox(_Closing):
             from .._modes import check_mode
 
             check_mode(mode)
+        _check_connected()
+        old_holder: int | None = None
         with self._lock:
             if self._closed:
                 raise SessionClosedError("the RaySandbox is closed")
             s = self._sessions.get(name)
-            if s is None or s.closed or s.lost is not None:
+            if s is None or s.closed or (s.lost is not None and not s._replacing):
                 if s is not None:
                     # The lost one's handle is retired: its restart() must not place a second
-                    # session of this name beside the new one.
+                    # session of this name beside the new one. Its old host may still hold
+                    # the workdir's lock a moment (RaySession._place).
                     s._closed = True
+                    pid = s._host.info.get("pid") if s._host is not None else None
+                    old_holder = pid if isinstance(pid, int) else None
                 s = RaySession(
                     self, name, policy or self.policy, prelude if prelude is not None else self.prelude, mode
                 )
@@ -190,15 +192,15 @@ class RaySandbox(_Closing):
                 mine = True
             else:
                 mine = False
-        if not mine:  # open, or being placed by another thread: wait for that
+        if not mine:  # open, or being placed (or placed again by restart()) by another thread
             s._placed.wait()
             if s._place_error is not None:
                 raise SandboxError(f"session {name!r} could not be placed: {s._place_error}")
+            if s.closed or s.lost is not None:  # gone meanwhile: a new one
+                return self.session(name, policy=policy, prelude=prelude, mode=mode)
             return s
         try:
-            s._place(after=name in self._placed_before)
-            with self._lock:
-                self._placed_before.add(name)
+            s._place(old_holder=old_holder)
         except BaseException as e:
             s._place_error = e
             with self._lock:
@@ -230,6 +232,7 @@ class RaySandbox(_Closing):
     def nodes(self) -> list[dict[str, Any]]:
         """Every alive node of the cluster: its id, its resources (total and free) and how
         many of this RaySandbox's sessions live there."""
+        _check_connected()
         count: dict[str, int] = {}
         for s in self.sessions():
             if s.node_id is not None and s.lost is None:
@@ -385,7 +388,9 @@ def _close_at_exit(box: RaySandbox) -> None:
 
 
 def _close_open_boxes() -> None:
-    for box in list(_open_boxes):
+    # A RaySandbox that started Ray shuts it down at its close: those go last, so that the
+    # others' hosts are still reachable when they close.
+    for box in sorted(_open_boxes, key=lambda b: b._started_ray):
         if not box.closed:
             try:
                 box.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -24,6 +25,20 @@ if TYPE_CHECKING:
     from ._sandbox import RaySandbox
 
 _Self = TypeVar("_Self", bound="_Closing")
+
+
+def _holder_pid(message: str) -> int | None:
+    """The pid in a WorkdirInUseError's holder ("session 'x' of process 123")."""
+    found = re.search(r"of process (\d+)", message)
+    return int(found.group(1)) if found else None
+
+
+def _check_connected() -> None:
+    """Ray must still be connected: after ray.shutdown() the hosts are gone with the
+    driver's connection, and any Ray call would connect it again (or start a new one)."""
+    if not ray.is_initialized():
+        raise SandboxError("ray: Ray is not connected (ray.shutdown() was called); the sessions went with it")
+
 
 #: How long a new session of a name waits at least for the previous one's host to let go of
 #: the workdir lock: Ray ends a worker that does not answer (a stopped or hung host) with
@@ -72,6 +87,7 @@ class RaySession(_Closing):
         # session(name) meanwhile waits for it instead of using a session with no node.
         self._placed = threading.Event()
         self._place_error: BaseException | None = None
+        self._replacing = False  # restart() is placing it again after a loss
 
     # --- what it is --------------------------------------------------------------------
     @property
@@ -130,13 +146,14 @@ class RaySession(_Closing):
         return f"<RaySession {self.name!r} on {where} {state}>"
 
     # --- placement -----------------------------------------------------------------------
-    def _place(self, *, after: bool = False) -> None:
+    def _place(self, *, old_holder: int | None = None) -> None:
         """Reserves a bundle on some node and opens the session in that node's host.
-        `after`: the name had a session here before (lost, or closed just now), whose old
-        host may hold the workdir's lock a little longer (a host being killed, a close under
-        way): WorkdirInUseError is retried for up to max(`answer_s`, 15 s) before it is raised."""
+        `old_holder`: the pid of the host that held this name's session before it was lost;
+        Ray may not have ended that process yet (a hung host is killed only after Ray's own
+        grace), so a WorkdirInUseError naming it is retried for up to max(`answer_s`, 15 s).
+        One naming anyone else (another live RaySandbox or backend) is raised at once."""
         pg, node_id = self._box._reserve(self.name, self.policy)
-        deadline = time.monotonic() + (max(self._box.answer_s, _OLD_HOLDER_S) if after else 0.0)
+        deadline = time.monotonic() + max(self._box.answer_s, _OLD_HOLDER_S)
         try:
             host = self._box._host_on(node_id)
             while True:
@@ -144,8 +161,8 @@ class RaySession(_Closing):
                     ref = host.actor.open.remote(self.name, self.policy, self.prelude, self.mode)
                     answer = self._host_call(host, ref)
                     break
-                except WorkdirInUseError:
-                    if time.monotonic() >= deadline:
+                except WorkdirInUseError as e:
+                    if old_holder is None or _holder_pid(str(e)) != old_holder or time.monotonic() >= deadline:
                         raise
                     time.sleep(0.1)
         except BaseException:
@@ -203,6 +220,7 @@ class RaySession(_Closing):
     def _usable(self) -> _Host:
         if self._closed:
             raise SessionClosedError(f"session {self.name!r} is closed")
+        _check_connected()
         if self.lost is not None:
             raise SessionLostError(
                 f"session {self.name!r} was lost with its node: {self._lost}; restart() places it again"
@@ -216,11 +234,11 @@ class RaySession(_Closing):
         wait_s: float | None
         if what in _CONTROL:  # served at once, whatever runs
             method, wait_s = _control(method), self._box.answer_s
-        elif what == "restart":  # ends the running cell, then a start
-            wait_s = self.policy.start_timeout_s + self._box.answer_s
-        else:  # runs in the interpreter: after the running cell, as locally
-            call_timeout = args[1].get("timeout") if len(args) > 1 and isinstance(args[1], dict) else None
-            wait_s = self._behind_a_cell_s(call_timeout)
+        else:
+            # A restart, or a call that runs in the interpreter after a running cell (as
+            # locally): however long that cell may take, the host is alive as long as it
+            # answers the watcher's pings; the watcher's verdict ends the wait, no deadline.
+            wait_s = None
         try:
             return self._host_call(host, method.remote(self.name, *args), wait_s)
         except SessionLostError:
@@ -231,16 +249,6 @@ class RaySession(_Closing):
         """How long a cell's answer may take before its node is taken as silent."""
         cell = timeout if timeout is not None else self.policy.timeout_s
         return None if cell is None else cell + self._box.answer_s
-
-    def _behind_a_cell_s(self, call_timeout: float | None) -> float | None:
-        """How long a call that runs in the interpreter (variables, checkpoint, call, ...)
-        may take: it waits for a running cell to end (its timeout and interrupt grace), then
-        runs for its own timeout. None (no bound but the watcher's) when cells have none."""
-        p = self.policy
-        own = call_timeout if call_timeout is not None else p.timeout_s
-        if p.timeout_s is None or own is None:
-            return None
-        return p.timeout_s + p.interrupt_grace_s + own + self._box.answer_s
 
     def _lost_result(self, started: float) -> Result:
         return make_result(
@@ -412,7 +420,7 @@ class RaySession(_Closing):
 
     def interrupt(self) -> None:
         """KeyboardInterrupt in the running cell; the namespace is kept. Nothing when lost."""
-        if self._closed or self.lost is not None:
+        if self._closed or not ray.is_initialized() or self.lost is not None:
             return
         with contextlib.suppress(SessionLostError):
             self._ask("interrupt")
@@ -429,10 +437,22 @@ class RaySession(_Closing):
                 return
             except SessionLostError:
                 pass  # found lost just now: placed again below
-        with self._lock:
+        old = self._host.info.get("pid") if self._host is not None else None
+        with self._box._lock:  # session(name) meanwhile waits for this placement (_replacing)
             if self._closed:
                 raise SessionClosedError(f"session {self.name!r} is closed")
-            self._place(after=True)
+            self._replacing = True
+            self._placed.clear()
+            self._place_error = None
+        try:
+            with self._lock:
+                self._place(old_holder=old if isinstance(old, int) else None)
+        except BaseException as e:
+            self._place_error = e
+            raise
+        finally:
+            self._replacing = False
+            self._placed.set()
 
     def close(self, *, remove_workdir: bool = False) -> None:
         """Ends the interpreter on its node and frees its placement. Idempotent."""
