@@ -16,14 +16,13 @@ import time
 from pathlib import Path
 
 import pytest
+import ray
+from ray.cluster_utils import Cluster
+from ray.util.placement_group import placement_group_table
 
-ray = pytest.importorskip("ray", reason="the ray extra: scripts/setup.sh installs it")  # (always there in CI)
-from ray.cluster_utils import Cluster  # noqa: E402
-from ray.util.placement_group import placement_group_table  # noqa: E402
-
-import sandbox_exec  # noqa: E402
-from leftovers import Baseline, _entries, leftovers  # noqa: E402
-from sandbox_exec.ray import PlacementError, RaySandbox, SessionLostError  # noqa: E402
+import sandbox_exec
+from leftovers import Baseline, _entries, leftovers
+from sandbox_exec.ray import PlacementError, RaySandbox, SessionLostError
 
 SLOTS = 2  # per worker node
 # How fast the head notices a dead node: 0.5 s health checks, dead after 3 missed. (Ray's
