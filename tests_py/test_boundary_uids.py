@@ -117,6 +117,21 @@ SCM_ONE = textwrap.dedent("""
 # --- ids per session -------------------------------------------------------------------
 
 
+def processes_with_uid(uid: int) -> list[int]:
+    """The processes on the host whose real uid is `uid`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                status = Path(f"/proc/{entry}/status").read_text()
+            except OSError:
+                continue
+            line = next((x for x in status.splitlines() if x.startswith("Uid:")), "")
+            if line.split()[1:2] == [str(uid)]:
+                found.append(int(entry))
+    return found
+
+
 @pytest.mark.b
 @needs_root
 def test_live_sessions_run_as_distinct_host_ids(tmp_path):
@@ -145,10 +160,12 @@ def test_live_sessions_run_as_distinct_host_ids(tmp_path):
         a.close()
         assert a._host_id is None
         # The next session takes the id held ahead for it (_host_ids.IdReserve: one, from a
-        # range this large), a free one that is neither a's nor b's when it was taken.
+        # range this large): never a live session's (b's); a's only once no process runs with
+        # it (the refill after a's close may take it, when the one held before went to b).
         assert wait_until(lambda: len(box._table.ids.held()) == 1, 30)
         ahead = box._table.ids.held()[0]
-        assert ahead not in ids.values()
+        assert ahead != ids["b"]
+        assert not processes_with_uid(ahead)
         c = box.session("c")
         assert host_ids(c.worker_pid)[0][0] == ahead
         assert host_ids(c.worker_pid)[0][0] != ids["b"]
