@@ -292,7 +292,9 @@ class RaySandbox(_Closing):
                 .remote(self.policy, self.root, self._warm, self._pool_size)
             )
             try:
-                info = ray.get(_control(actor.info).remote(), timeout=self.answer_s)
+                # A start (a Ray worker process, the package, a Sandbox): bounded as a
+                # session's start is, not by answer_s (a silence bound, seconds when small).
+                info = ray.get(_control(actor.info).remote(), timeout=self.policy.start_timeout_s + self.answer_s)
             except _LOST_OR_SILENT as e:
                 with contextlib.suppress(Exception):
                     ray.kill(actor)

@@ -209,11 +209,13 @@ class RaySession(_Closing):
             host.lost = _silent(host, wait_s)
             raise SessionLostError(f"session {self.name!r} was lost with its node: {host.lost}") from None
 
-    def _unwrap(self, answer: Any, host: _Host) -> Any:
+    def _unwrap(self, answer: Any, host: _Host, *, check: bool = True) -> Any:
+        """The value of a host's answer, or the error it names raised. `check=False`: the
+        caller checks the value itself (_result_from_wire), once."""
         if not isinstance(answer, dict):
             raise SandboxError("ray: the node host sent an answer that is not a dict; refused")
         if "ok" in answer:
-            return _checked(answer["ok"], "an answer")
+            return _checked(answer["ok"], "an answer") if check else answer["ok"]
         _raise_from_wire(_checked(answer, "an error"))
         raise AssertionError("unreachable")
 
@@ -283,7 +285,8 @@ class RaySession(_Closing):
             try:
                 if on_output is None:
                     ref = host.actor.run.remote(self.name, code, timeout, mode, cell_id)
-                    result = _result_from_wire(self._host_call(host, ref, self._wait_s(timeout)))
+                    answer = self._host_get(host, ref, self._wait_s(timeout))
+                    result = _result_from_wire(self._unwrap(answer, host, check=False))
                 else:
                     result = self._run_streaming(host, code, timeout, mode, cell_id, on_output)
             except SessionLostError:
@@ -403,7 +406,7 @@ class RaySession(_Closing):
         try:
             if on_output is None:
                 answer = await host.actor.run.remote(self.name, code, timeout, mode, cell_id)
-                return _result_from_wire(self._unwrap(answer, host))
+                return _result_from_wire(self._unwrap(answer, host, check=False))
             listener = _Listener(on_output)
             gen: AsyncIterator[Any] = host.actor.run_streaming.options(num_returns="streaming").remote(
                 self.name, code, timeout, mode, cell_id
